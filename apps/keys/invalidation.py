@@ -1,0 +1,44 @@
+"""Tell every worker that cached key contexts are stale.
+
+Services call ``publish_invalidation()`` after commit whenever a key, team, organization, user,
+customer or deployment changes. Workers hold an in-process cache of immutable key contexts
+(``apps.proxy.auth``); they listen on the Redis channel and also compare a Redis generation number,
+so a missed pub/sub message costs at most one TTL. Without Redis (embedded mode, one process) a local
+generation counter does the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "gateway:invalidate"
+GENERATION_KEY = "gateway:auth-generation"
+
+_local_generation = 0
+
+
+def local_generation() -> int:
+    return _local_generation
+
+
+def publish_invalidation(reason: str = "") -> None:
+    global _local_generation
+    _local_generation += 1
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        with client.pipeline() as pipe:
+            pipe.incr(GENERATION_KEY)
+            pipe.publish(CHANNEL, reason or "change")
+            pipe.execute()
+        client.close()
+    except redis.RedisError:
+        # Workers still expire their cache within AUTH_CACHE_TTL_SECONDS; say so loudly.
+        logger.error("could not publish auth-cache invalidation (%s); workers catch up within the TTL", reason)

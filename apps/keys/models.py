@@ -1,0 +1,80 @@
+"""Virtual keys (what apps send on /v1) and API tokens (what admins send on /api/v1)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from apps.teams.limits import LimitFields
+from apps.teams.models import Organization, Team
+from apps.teams.scoping import TenantPaths, TenantQuerySet
+
+
+class VirtualKey(LimitFields):
+    TENANT_PATHS = TenantPaths(organization="organization", team="team", owner="user")
+
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=32, editable=False, help_text="Shown instead of the secret.")
+    alias = models.CharField(max_length=200, blank=True)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="keys", editable=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="keys")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="keys"
+    )
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Allowed model names; empty: the team's.")
+    # Per-model limits and budgets for this key: {"gpt-4o": {"rpm_limit": 10, "tpm_limit": 1000, "max_budget": 5}}.
+    model_limits = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    priority = models.PositiveSmallIntegerField(
+        default=1, help_text="Share weight when a model is saturated; 0 is refused first."
+    )
+    session_max_budget = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    session_max_iterations = models.PositiveIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    blocked = models.BooleanField(default=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "revoked_at"])]
+
+    def __str__(self) -> str:
+        return self.alias or self.prefix
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.blocked:
+            return "blocked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiToken(models.Model):
+    """A per-user bearer token for the provisioning API; acts with that user's tenant rights."""
+
+    TENANT_PATHS = TenantPaths(owner="user")
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=32, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"

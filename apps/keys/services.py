@@ -1,0 +1,169 @@
+"""Writes for virtual keys and API tokens. Each returns the object; secrets are returned once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from apps.keys.hashing import TOKEN_PREFIX, display_prefix, generate_secret, keyed_hash
+from apps.keys.invalidation import publish_invalidation
+from apps.keys.models import ApiToken, VirtualKey
+from apps.teams.audit import Actor, audit_record
+from apps.teams.limits import LIMIT_FIELDS, check_within
+from apps.teams.models import Team
+from apps.teams.scoping import tenancy_for
+
+KEY_SETTABLE = (
+    *LIMIT_FIELDS,
+    "budget_duration",
+    "alias",
+    "allowed_models",
+    "model_limits",
+    "metadata",
+    "priority",
+    "session_max_budget",
+    "session_max_iterations",
+    "expires_at",
+)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: VirtualKey
+    secret: str
+
+
+def _invalidate_on_commit(reason: str) -> None:
+    transaction.on_commit(lambda: publish_invalidation(reason))
+
+
+def _validate_key_values(*, team: Team, user, values: dict) -> None:
+    errors = check_within(values, team, parent_label="team")
+    errors.update(check_within(values, team.organization, parent_label="organization"))
+    if user is not None and getattr(user, "pk", None):
+        errors.update(check_within(values, user, parent_label="user"))
+    if errors:
+        raise ValidationError(errors)
+
+
+def _authorize_key_write(*, actor: Actor, team: Team, owner) -> None:
+    """Admins of the team or its organization may manage any key in it; members only their own."""
+    tenancy = tenancy_for(actor.user)
+    if tenancy.is_superuser:
+        return
+    if team.organization_id in tenancy.org_admin or team.pk in tenancy.team_admin:
+        return
+    if team.pk in tenancy.team_member and owner is not None and owner.pk == tenancy.user_id:
+        return
+    raise PermissionDenied("You may not manage keys for this team.")
+
+
+def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None, **values) -> IssuedKey:
+    """Create a key within what the team, organization and owner allow. ``secret`` only for imports/demo."""
+    unknown = set(values) - set(KEY_SETTABLE)
+    if unknown:
+        raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
+    tenancy = tenancy_for(actor.user)
+    if user is None and not tenancy.is_tenant_admin and tenancy.user_id is not None:
+        user = actor.user  # a member's key is always their own
+    if user is not None and not user.memberships.filter(team=team).exists() and not user.is_superuser:
+        raise ValidationError({"user": "the user is not a member of this team."})
+    _authorize_key_write(actor=actor, team=team, owner=user)
+    _validate_key_values(team=team, user=user, values=values)
+    secret = secret or generate_secret()
+    with transaction.atomic():
+        key = VirtualKey(
+            key_hash=keyed_hash(secret),
+            prefix=display_prefix(secret),
+            team=team,
+            organization_id=team.organization_id,
+            user=user,
+            created_by=actor.user_row,
+            **values,
+        )
+        key.full_clean()
+        key.save()
+        audit_record(
+            actor=actor, action="key.create", obj=key, organization=team.organization, team=team, changes=values
+        )
+    return IssuedKey(key=key, secret=secret)
+
+
+def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
+    unknown = set(values) - set(KEY_SETTABLE) - {"blocked"}
+    if unknown:
+        raise ValidationError({name: "this field cannot be changed." for name in sorted(unknown)})
+    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    merged = {name: values.get(name, getattr(key, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
+    _validate_key_values(team=key.team, user=key.user, values=merged)
+    with transaction.atomic():
+        for name, value in values.items():
+            setattr(key, name, value)
+        key.full_clean()
+        key.save()
+        audit_record(
+            actor=actor, action="key.update", obj=key, organization=key.organization, team=key.team, changes=values
+        )
+        _invalidate_on_commit(f"key:{key.pk}")
+    return key
+
+
+def key_set_blocked(*, actor: Actor, key: VirtualKey, blocked: bool) -> VirtualKey:
+    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    with transaction.atomic():
+        key.blocked = blocked
+        key.save(update_fields=["blocked", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="key.block" if blocked else "key.unblock",
+            obj=key,
+            organization=key.organization,
+            team=key.team,
+        )
+        _invalidate_on_commit(f"key:{key.pk}")
+    return key
+
+
+def key_revoke(*, actor: Actor, key: VirtualKey) -> VirtualKey:
+    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    with transaction.atomic():
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at", "updated_at"])
+            audit_record(actor=actor, action="key.revoke", obj=key, organization=key.organization, team=key.team)
+        _invalidate_on_commit(f"key:{key.pk}")
+    return key
+
+
+def key_rotate(*, actor: Actor, key: VirtualKey) -> IssuedKey:
+    """Issue a new secret for the same key (same id, limits and spend history); the old secret stops working."""
+    if key.revoked_at is not None:
+        raise ValidationError({"key": "a revoked key cannot be rotated."})
+    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    secret = generate_secret()
+    with transaction.atomic():
+        key.key_hash = keyed_hash(secret)
+        key.prefix = display_prefix(secret)
+        key.save(update_fields=["key_hash", "prefix", "updated_at"])
+        audit_record(actor=actor, action="key.rotate", obj=key, organization=key.organization, team=key.team)
+        _invalidate_on_commit(f"key:{key.pk}")
+    return IssuedKey(key=key, secret=secret)
+
+
+def api_token_create(*, actor: Actor, user, name: str, expires_at=None) -> tuple[ApiToken, str]:
+    if not actor.user_row and not tenancy_for(actor.user).is_superuser:
+        raise PermissionDenied("Only a user or the master key can create API tokens.")
+    if not tenancy_for(actor.user).is_superuser and actor.user.pk != user.pk:
+        raise PermissionDenied("You may only create tokens for yourself.")
+    secret = generate_secret(TOKEN_PREFIX)
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user, name=name, token_hash=keyed_hash(secret), prefix=display_prefix(secret), expires_at=expires_at
+        )
+        audit_record(actor=actor, action="api_token.create", obj=token)
+    return token, secret
+
+

@@ -1,0 +1,66 @@
+"""The limit and budget fields shared by every tenant level (organization, team, user, key, customer)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget", "soft_budget")
+
+
+class BudgetDuration(models.TextChoices):
+    HOUR = "1h", "1 hour"
+    DAY = "1d", "1 day"
+    WEEK = "7d", "7 days"
+    THIRTY_DAYS = "30d", "30 days"
+    MONTH = "1mo", "calendar month"
+
+
+class LimitFields(models.Model):
+    """Null means "no limit at this level"; the effective limit is the tightest along the chain."""
+
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
+    tpm_limit = models.PositiveBigIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    max_parallel_requests = models.PositiveIntegerField(null=True, blank=True)
+    max_budget = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Hard budget in USD per budget window.",
+    )
+    soft_budget = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Alert threshold in USD per budget window.",
+    )
+    budget_duration = models.CharField(max_length=4, choices=BudgetDuration.choices, blank=True, default="")
+
+    class Meta:
+        abstract = True
+
+    def limit_values(self) -> dict:
+        return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
+
+def check_within(values: dict, parent, *, parent_label: str) -> dict[str, str]:
+    """Field errors where ``values`` would grant more than ``parent`` has (limits, budget, models)."""
+    errors: dict[str, str] = {}
+    for name in LIMIT_FIELDS:
+        parent_value = getattr(parent, name, None)
+        child_value = values.get(name)
+        if parent_value is not None and child_value is not None and child_value > parent_value:
+            errors[name] = f"cannot exceed the {parent_label}'s {name} ({parent_value})."
+    parent_models = getattr(parent, "allowed_models", None) or []
+    child_models = values.get("allowed_models") or []
+    if parent_models:
+        outside = sorted(set(child_models) - set(parent_models))
+        if outside:
+            errors["models"] = f"not allowed for the {parent_label}: {', '.join(outside)}."
+    return errors

@@ -1,0 +1,146 @@
+"""Tenants: organizations, teams, people in them, and the end users (customers) their apps serve."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.db import models
+
+from apps.teams.limits import LimitFields
+from apps.teams.scoping import TenantPaths, TenantQuerySet
+
+
+class GatewayUserManager(UserManager.from_queryset(TenantQuerySet)):
+    pass
+
+
+class User(AbstractUser, LimitFields):
+    """A person: logs in to the admin, owns keys. Carries user-level limits and budget."""
+
+    TENANT_PATHS = TenantPaths(organization="memberships__organization", team="memberships__team", owner="")
+
+    objects = GatewayUserManager()
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+
+
+class Organization(LimitFields):
+    TENANT_PATHS = TenantPaths(organization="")
+
+    name = models.CharField(max_length=200, unique=True)
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="Budget windows align to this zone.")
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: every model.")
+    blocked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Team(LimitFields):
+    TENANT_PATHS = TenantPaths(organization="organization", team="")
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="teams")
+    name = models.CharField(max_length=200)
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: every model the org allows.")
+    # Per-model limits for the whole team: {"gpt-4o": {"rpm_limit": 100, "tpm_limit": 100000}}.
+    model_limits = models.JSONField(default=dict, blank=True)
+    session_max_budget = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    session_max_iterations = models.PositiveIntegerField(null=True, blank=True)
+    blocked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="team_unique_name_per_org")]
+
+    def __str__(self) -> str:
+        return f"{self.organization.name} / {self.name}"
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    """A user's role in a team, or in a whole organization when ``team`` is empty."""
+
+    TENANT_PATHS = TenantPaths(organization="organization", team="team", owner="user")
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization", "team"], name="membership_unique"),
+            models.UniqueConstraint(
+                fields=["user", "organization"],
+                condition=models.Q(team__isnull=True),
+                name="membership_unique_org_level",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.team.name if self.team_id else self.organization.name
+        return f"{self.user} ({self.role} of {where})"
+
+
+class Customer(LimitFields):
+    """An end user of a tenant's app, identified by the ``user`` field the client sends."""
+
+    TENANT_PATHS = TenantPaths(organization="organization")
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="customers")
+    external_id = models.CharField(max_length=255)
+    blocked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "external_id"], name="customer_unique_per_org")]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when and from where; written by services, shown to the tenant's admins."""
+
+    TENANT_PATHS = TenantPaths(organization="organization", team="team")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_label = models.CharField(max_length=200, blank=True, help_text="e.g. 'master key' or a username.")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True)
+    team = models.ForeignKey(Team, on_delete=models.SET_NULL, null=True, blank=True)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=255, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=16, default="api", help_text="admin, api or system.")
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.object_type} {self.object_repr}"

@@ -1,0 +1,200 @@
+"""Writes for organizations, teams, members and customers."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from apps.keys.invalidation import publish_invalidation
+from apps.teams.audit import Actor, audit_record
+from apps.teams.limits import LIMIT_FIELDS, check_within
+from apps.teams.models import Customer, Membership, Organization, Role, Team, User
+from apps.teams.scoping import tenancy_for
+
+ORG_SETTABLE = (*LIMIT_FIELDS, "budget_duration", "name", "time_zone", "allowed_models", "blocked")
+TEAM_SETTABLE = (
+    *LIMIT_FIELDS,
+    "budget_duration",
+    "name",
+    "allowed_models",
+    "model_limits",
+    "session_max_budget",
+    "session_max_iterations",
+    "blocked",
+)
+USER_SETTABLE = (*LIMIT_FIELDS, "budget_duration", "email", "first_name", "last_name", "is_active")
+
+
+def _reject_unknown(values: dict, allowed: tuple[str, ...]) -> None:
+    unknown = set(values) - set(allowed)
+    if unknown:
+        raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
+
+
+def _changed_on_commit(reason: str) -> None:
+    transaction.on_commit(lambda: publish_invalidation(reason))
+
+
+def _require_superuser(actor: Actor) -> None:
+    if not tenancy_for(actor.user).is_superuser:
+        raise PermissionDenied("Only a superuser may do this.")
+
+
+def _require_org_admin(actor: Actor, organization: Organization) -> None:
+    tenancy = tenancy_for(actor.user)
+    if not (tenancy.is_superuser or organization.pk in tenancy.org_admin):
+        raise PermissionDenied("You are not an admin of this organization.")
+
+
+def _require_team_admin(actor: Actor, team: Team) -> None:
+    tenancy = tenancy_for(actor.user)
+    if not (tenancy.is_superuser or team.organization_id in tenancy.org_admin or team.pk in tenancy.team_admin):
+        raise PermissionDenied("You are not an admin of this team.")
+
+
+def organization_create(*, actor: Actor, name: str, **values) -> Organization:
+    _require_superuser(actor)
+    _reject_unknown(values, ORG_SETTABLE)
+    with transaction.atomic():
+        org = Organization(name=name, **values)
+        org.full_clean()
+        org.save()
+        audit_record(actor=actor, action="organization.create", obj=org, organization=org, changes=values)
+    return org
+
+
+def organization_update(*, actor: Actor, organization: Organization, **values) -> Organization:
+    _require_org_admin(actor, organization)
+    _reject_unknown(values, ORG_SETTABLE)
+    if set(values) & {*LIMIT_FIELDS, "budget_duration", "allowed_models", "blocked"}:
+        _require_superuser(actor)  # an org admin can't raise their own ceiling
+    with transaction.atomic():
+        for name, value in values.items():
+            setattr(organization, name, value)
+        organization.full_clean()
+        organization.save()
+        audit_record(
+            actor=actor, action="organization.update", obj=organization, organization=organization, changes=values
+        )
+        _changed_on_commit(f"organization:{organization.pk}")
+    return organization
+
+
+def team_create(*, actor: Actor, organization: Organization, name: str, **values) -> Team:
+    _require_org_admin(actor, organization)
+    _reject_unknown(values, TEAM_SETTABLE)
+    errors = check_within(values, organization, parent_label="organization")
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        team = Team(organization=organization, name=name, **values)
+        team.full_clean()
+        team.save()
+        audit_record(
+            actor=actor, action="team.create", obj=team, organization=organization, team=team, changes=values
+        )
+    return team
+
+
+def team_update(*, actor: Actor, team: Team, **values) -> Team:
+    _reject_unknown(values, TEAM_SETTABLE)
+    ceiling_fields = {*LIMIT_FIELDS, "budget_duration", "allowed_models", "model_limits", "blocked"}
+    if set(values) & ceiling_fields:
+        _require_org_admin(actor, team.organization)  # a team admin can't raise their own team's ceiling
+    else:
+        _require_team_admin(actor, team)
+    merged = {name: values.get(name, getattr(team, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
+    errors = check_within(merged, team.organization, parent_label="organization")
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        for name, value in values.items():
+            setattr(team, name, value)
+        team.full_clean()
+        team.save()
+        audit_record(
+            actor=actor, action="team.update", obj=team, organization=team.organization, team=team, changes=values
+        )
+        _changed_on_commit(f"team:{team.pk}")
+    return team
+
+
+def user_create(*, actor: Actor, username: str, password: str | None = None, **values) -> User:
+    tenancy = tenancy_for(actor.user)
+    if not tenancy.is_tenant_admin:
+        raise PermissionDenied("Only admins may create users.")
+    _reject_unknown(values, USER_SETTABLE)
+    if set(values) & set(LIMIT_FIELDS) and not tenancy.is_superuser:
+        raise PermissionDenied("Only a superuser may set user-level limits.")
+    with transaction.atomic():
+        user = User(username=username, is_staff=True, **values)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.full_clean(exclude=["password"])
+        user.save()
+        audit_record(actor=actor, action="user.create", obj=user, changes=values)
+    return user
+
+
+def membership_create(
+    *, actor: Actor, user: User, organization: Organization, team: Team | None = None, role: str = Role.MEMBER
+) -> Membership:
+    if team is not None:
+        if team.organization_id != organization.pk:
+            raise ValidationError({"team": "the team belongs to another organization."})
+        _require_team_admin(actor, team)
+    else:
+        _require_org_admin(actor, organization)
+    tenancy = tenancy_for(actor.user)
+    if role == Role.OWNER and not (tenancy.is_superuser or organization.pk in tenancy.org_admin):
+        raise PermissionDenied("Only organization admins may appoint owners.")
+    with transaction.atomic():
+        membership = Membership(user=user, organization=organization, team=team, role=role)
+        membership.full_clean()
+        membership.save()
+        if not user.is_staff:
+            user.is_staff = True  # lets them log in to the (tenant-scoped) admin
+            user.save(update_fields=["is_staff"])
+        audit_record(
+            actor=actor,
+            action="membership.create",
+            obj=membership,
+            organization=organization,
+            team=team,
+            changes={"user": user.username, "role": role},
+        )
+    return membership
+
+
+def membership_delete(*, actor: Actor, membership: Membership) -> None:
+    if membership.team_id:
+        _require_team_admin(actor, membership.team)
+    else:
+        _require_org_admin(actor, membership.organization)
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="membership.delete",
+            obj=membership,
+            organization=membership.organization,
+            team=membership.team,
+        )
+        membership.delete()
+
+
+def customer_upsert(*, actor: Actor, organization: Organization, external_id: str, **values) -> Customer:
+    _require_org_admin(actor, organization)
+    _reject_unknown(values, (*LIMIT_FIELDS, "budget_duration", "blocked"))
+    with transaction.atomic():
+        customer, _ = Customer.objects.get_or_create(organization=organization, external_id=external_id)
+        for name, value in values.items():
+            setattr(customer, name, value)
+        customer.full_clean()
+        customer.save()
+        audit_record(
+            actor=actor, action="customer.upsert", obj=customer, organization=organization, changes=values
+        )
+        _changed_on_commit(f"customer:{customer.pk}")
+    return customer

@@ -1,0 +1,3 @@
+"""Websocket routes (channels). Consumers authenticate with the admin session."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,207 @@
+"""Settings shared by every environment. The environment is read here, once, through typed helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from gateway_project.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    persistent_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+RUN_DIR = Path(env_str("GATEWAY_RUN_DIR") or BASE_DIR / ".run")
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = persistent_secret("DJANGO_SECRET_KEY", RUN_DIR)
+# Pepper for the keyed hash (HMAC-SHA256) of virtual keys and API tokens. Changing it invalidates every key.
+GATEWAY_SECRET_KEY = persistent_secret("GATEWAY_SECRET_KEY", RUN_DIR)
+GATEWAY_MASTER_KEY = env_str("GATEWAY_MASTER_KEY", "") or ""
+# Fernet keys for provider credentials at rest, newest first; older keys still decrypt (rotation).
+GATEWAY_ENCRYPTION_KEYS = env_list("GATEWAY_ENCRYPTION_KEYS")
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "django_prometheus",
+    "channels",
+    "axes",
+    "apps.teams",
+    "apps.keys",
+    "apps.proxy",
+    "apps.ratelimit",
+    "apps.spend",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "gateway_project.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "gateway_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{RUN_DIR / 'gateway.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "teams.User"
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+MEDIA_ROOT = Path(env_str("GATEWAY_MEDIA_ROOT") or RUN_DIR / "media")
+MEDIA_URL = "media/"
+
+# --- Redis, Celery, channels -------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "") or ""
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- REST API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.keys.authentication.MasterKeyAuthentication",
+        "apps.keys.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLM Gateway provisioning API",
+    "DESCRIPTION": "Organizations, teams, members, virtual keys, deployments and spend.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Login protection --------------------------------------------------------------------------
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_HOURS", 0.25, minimum=0)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+
+# --- Gateway hot path --------------------------------------------------------------------------
+# Rate-limit middleware chain around every /v1 call, in order (like Django's MIDDLEWARE).
+PROXY_MIDDLEWARE = [
+    "apps.ratelimit.middleware.ParallelRequestLimiter",
+    "apps.ratelimit.middleware.RateLimiter",
+    "apps.ratelimit.middleware.PriorityLimiter",
+    "apps.ratelimit.middleware.BudgetLimiter",
+    "apps.ratelimit.middleware.SessionLimiter",
+]
+# What the limiters do when Redis does not answer within RATELIMIT_REDIS_TIMEOUT_MS: "open" or "closed".
+RATELIMIT_FAIL_MODE = env_choice("RATELIMIT_FAIL_MODE", "open", ("open", "closed"))
+RATELIMIT_REDIS_TIMEOUT_MS = env_int("RATELIMIT_REDIS_TIMEOUT_MS", 50, minimum=1)
+PRIORITY_SATURATION_THRESHOLD = env_float("PRIORITY_SATURATION_THRESHOLD", 0.8, minimum=0)
+# In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.
+AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
+PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
+PROXY_UPSTREAM_TIMEOUT_SECONDS = env_float("PROXY_UPSTREAM_TIMEOUT_SECONDS", 600.0, minimum=0.1)
+PROXY_NUM_RETRIES = env_int("PROXY_NUM_RETRIES", 2, minimum=0)
+# Allow deployments on loopback/private addresses (self-hosted models). Link-local/metadata never.
+PROXY_ALLOW_PRIVATE_UPSTREAMS = env_bool("PROXY_ALLOW_PRIVATE_UPSTREAMS", True)
+METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""
+SPEND_LOG_RETENTION_DAYS = env_int("SPEND_LOG_RETENTION_DAYS", 90, minimum=1)
+GATEWAY_ALERT_WEBHOOK_URL = env_str("GATEWAY_ALERT_WEBHOOK_URL", "") or ""
+
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: venv, dependencies, Postgres + Redis on loopback,
+# Chromium for the browser tests, pytest, then everything stopped again.
+#   scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+VENV="${GATEWAY_VENV:-$ROOT/.venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+if ! cmp -s requirements/dev.txt "$VENV/.installed-dev.txt" 2>/dev/null || ! cmp -s requirements/base.txt "$VENV/.installed-base.txt" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements/dev.txt
+  cp requirements/dev.txt "$VENV/.installed-dev.txt"
+  cp requirements/base.txt "$VENV/.installed-base.txt"
+fi
+
+# Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+if ! command -v chromium >/dev/null; then
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null \
+    || echo "chromium could not be installed; browser tests will fail" >&2
+fi
+
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+SERVICES_DIR="$(mktemp -d /tmp/gateway-test.XXXXXX)"
+trap 'services_stop "$SERVICES_DIR"; rm -rf "$SERVICES_DIR"' EXIT
+services_start "$SERVICES_DIR"
+
+export DJANGO_SETTINGS_MODULE=gateway_project.settings.test
+export GATEWAY_RUN_DIR="$SERVICES_DIR/run"
+export PATH="$VENV/bin:$PATH"
+
+"$VENV/bin/ruff" check .
+"$VENV/bin/python" manage.py makemigrations --check --dry-run >/dev/null
+"$VENV/bin/python" -m pytest "$@"
