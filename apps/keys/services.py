@@ -165,5 +165,3 @@ def api_token_create(*, actor: Actor, user, name: str, expires_at=None) -> tuple
         )
         audit_record(actor=actor, action="api_token.create", obj=token)
     return token, secret
-
-

@@ -90,9 +90,7 @@ def team_create(*, actor: Actor, organization: Organization, name: str, **values
         team = Team(organization=organization, name=name, **values)
         team.full_clean()
         team.save()
-        audit_record(
-            actor=actor, action="team.create", obj=team, organization=organization, team=team, changes=values
-        )
+        audit_record(actor=actor, action="team.create", obj=team, organization=organization, team=team, changes=values)
     return team
 
 
@@ -193,8 +191,6 @@ def customer_upsert(*, actor: Actor, organization: Organization, external_id: st
             setattr(customer, name, value)
         customer.full_clean()
         customer.save()
-        audit_record(
-            actor=actor, action="customer.upsert", obj=customer, organization=organization, changes=values
-        )
+        audit_record(actor=actor, action="customer.upsert", obj=customer, organization=organization, changes=values)
         _changed_on_commit(f"customer:{customer.pk}")
     return customer

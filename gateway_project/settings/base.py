@@ -171,12 +171,8 @@ AXES_RESET_ON_SUCCESS = True
 
 # --- Gateway hot path --------------------------------------------------------------------------
 # Rate-limit middleware chain around every /v1 call, in order (like Django's MIDDLEWARE).
-PROXY_MIDDLEWARE = [
-    "apps.ratelimit.middleware.ParallelRequestLimiter",
-    "apps.ratelimit.middleware.RateLimiter",
-    "apps.ratelimit.middleware.PriorityLimiter",
-    "apps.ratelimit.middleware.BudgetLimiter",
-    "apps.ratelimit.middleware.SessionLimiter",
+PROXY_MIDDLEWARE: list[str] = [
+    # Filled in as the limiter classes land in apps/ratelimit/middleware.py (issue 4).
 ]
 # What the limiters do when Redis does not answer within RATELIMIT_REDIS_TIMEOUT_MS: "open" or "closed".
 RATELIMIT_FAIL_MODE = env_choice("RATELIMIT_FAIL_MODE", "open", ("open", "closed"))

@@ -1,0 +1,106 @@
+"""The objects that travel along one /v1 request. Shared contract between proxy, limiters and spend.
+
+``KeyContext`` is immutable and cached per worker (built from the database on a cache miss only);
+``RequestContext`` is per request and mutable; ``CallResult`` is what ``post_call`` hooks receive.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+FALLBACK_PROVIDER = "gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeLimits:
+    """Limits of one tenant level that a request is charged against.
+
+    ``scope`` is one of key, user, team, organization, customer; ``model`` is set for the
+    per-model scopes (model-per-key, model-per-team), whose ``scope`` is "model".
+    """
+
+    scope: str
+    id: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: Decimal | None = None
+    soft_budget: Decimal | None = None
+    budget_duration: str = ""
+    time_zone: str = "UTC"
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    key_id: int | None
+    key_alias: str
+    team_id: int | None
+    team_name: str
+    organization_id: int | None
+    organization_name: str
+    user_id: int | None
+    # Effective model allow-list (key within team within organization); None means any model.
+    allowed_models: frozenset[str] | None
+    # Key, user, team, organization limits, most specific first.
+    scopes: tuple[ScopeLimits, ...]
+    # Per-model limits: {"gpt-4o": ScopeLimits(scope="model", id="key:1:gpt-4o", model="gpt-4o", ...)}
+    key_model_limits: dict[str, ScopeLimits] = field(default_factory=dict)
+    team_model_limits: dict[str, ScopeLimits] = field(default_factory=dict)
+    priority: int = 1
+    session_max_budget: Decimal | None = None
+    session_max_iterations: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    time_zone: str = "UTC"
+    is_master: bool = False
+    expires_at: float | None = None  # epoch seconds
+
+    def allows_model(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    key: KeyContext
+    route: str  # e.g. "/v1/chat/completions"
+    model: str = ""  # what the client asked for
+    llm_provider: str = FALLBACK_PROVIDER  # provider of the deployment that would serve it
+    deployment_id: int | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    estimated_prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    estimated_cost: Decimal = Decimal(0)
+    customer_id: str | None = None  # the end user ("user" field of the body)
+    session_id: str | None = None
+    # Batch submissions charge many requests at once.
+    request_units: int = 1
+    started_at: float = field(default_factory=time.perf_counter)
+    # Limiters record what they reserved so post_call can release/reconcile exactly that.
+    reservations: dict[str, Any] = field(default_factory=dict)
+    # Response headers limiters want to add (x-ratelimit-*).
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CallResult:
+    """What happened upstream. ``status`` is the HTTP status returned to the client."""
+
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    deployment_id: int | None = None
+    llm_provider: str = FALLBACK_PROVIDER
+    error_type: str | None = None  # e.g. "upstream_timeout", "client_disconnect", "ProxyRateLimitError"
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

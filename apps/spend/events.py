@@ -1,0 +1,44 @@
+"""The spend event: one per finished /v1 request, appended to the outbox, ingested by Celery workers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class SpendEvent:
+    request_id: str  # UNIQUE in the ledger: replays change nothing
+    created_at: float  # epoch seconds when the request finished
+    route: str
+    status: int
+    model: str = ""
+    llm_provider: str = ""
+    deployment_id: int | None = None
+    organization_id: int | None = None
+    team_id: int | None = None
+    key_id: int | None = None
+    key_alias: str = ""
+    user_id: int | None = None
+    customer_id: str | None = None  # the end user's external id
+    session_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: str = "0"  # Decimal as a string: exact
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    error_type: str | None = None  # e.g. "rate_limit:requests", "upstream_timeout", "client_disconnect"
+    limit_type: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> SpendEvent:
+        data = orjson.loads(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
