@@ -1,7 +1,8 @@
 """Production: Postgres and Redis required, secrets from the environment, passes check --deploy."""
 
+from gateway_project.env import env_bool, env_int, env_list, env_required
+
 from .base import *  # noqa: F403
-from .base import env_bool, env_int, env_list, env_required
 
 DEBUG = False
 SECRET_KEY = env_required("DJANGO_SECRET_KEY")
