@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Container entrypoint: the first argument picks the process.
+set -euo pipefail
+rm -rf "${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus}" && mkdir -p "${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus}"
+case "${1:-web}" in
+  web)
+    exec uvicorn gateway_project.asgi:application --host 0.0.0.0 --port "${PORT:-4000}" \
+      --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --no-access-log --proxy-headers ;;
+  worker)
+    exec celery -A gateway_project worker --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CELERY_CONCURRENCY:-2}" ;;
+  beat)
+    exec celery -A gateway_project beat --loglevel "${LOG_LEVEL:-INFO}" \
+      --scheduler django_celery_beat.schedulers:DatabaseScheduler ;;
+  migrate)
+    exec python manage.py migrate --noinput ;;
+  *)
+    exec "$@" ;;
+esac
