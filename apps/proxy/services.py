@@ -1,0 +1,158 @@
+"""Writes for model deployments (admin and REST API). Credentials go in here and never come back out.
+
+Kept separate from the hot path: the /v1 app only reads deployments through its cached registry,
+which every write here invalidates after commit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from apps.keys.invalidation import publish_invalidation
+from apps.proxy.models import ModelDeployment
+from apps.teams.audit import Actor, audit_record
+from apps.teams.models import Organization
+from apps.teams.scoping import tenancy_for
+
+DEPLOYMENT_SETTABLE = (
+    "model_name",
+    "provider",
+    "model",
+    "api_base",
+    "api_version",
+    "region",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cached_input_cost_per_token",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel_requests",
+    "weight",
+    "priority",
+    "timeout_seconds",
+    "extra",
+    "enabled",
+)
+
+# Cloud metadata endpoints hand out the machine's own credentials: never a deployment target.
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data"})
+LINK_LOCAL_NETWORKS = (
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+)
+
+
+def api_base_problem(api_base: str, *, allow_private: bool | None = None) -> str | None:
+    """Why ``api_base`` may not be used as an upstream, or None when it may.
+
+    Literal addresses are checked; names are not resolved here (no DNS at validation time),
+    so the known metadata host names are refused by name.
+    """
+    if not api_base:
+        return None
+    allow_private = settings.PROXY_ALLOW_PRIVATE_UPSTREAMS if allow_private is None else allow_private
+    parts = urlsplit(api_base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host."
+    if parts.username or parts.password:
+        return "must not carry credentials; use api_key."
+    host = parts.hostname.rstrip(".").lower()
+    if host in METADATA_HOSTS:
+        return "cloud metadata endpoints are not allowed."
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    address = mapped or address
+    if any(address in network for network in LINK_LOCAL_NETWORKS if network.version == address.version):
+        return "link-local and metadata addresses are not allowed."
+    if not allow_private and (address.is_private or address.is_loopback or address.is_reserved):
+        return "private addresses are not allowed (PROXY_ALLOW_PRIVATE_UPSTREAMS is off)."
+    return None
+
+
+def _authorize(actor: Actor, organization: Organization | None) -> None:
+    """Shared deployments (no organization) belong to superusers; an org's own ones to its admins."""
+    tenancy = tenancy_for(actor.user)
+    if tenancy.is_superuser:
+        return
+    if organization is not None and organization.pk in tenancy.org_admin:
+        return
+    raise PermissionDenied("You may not manage these deployments.")
+
+
+def _validate(values: dict) -> None:
+    unknown = set(values) - set(DEPLOYMENT_SETTABLE)
+    if unknown:
+        raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
+    problem = api_base_problem(values.get("api_base") or "")
+    if problem:
+        raise ValidationError({"api_base": problem})
+
+
+def _changed_on_commit(reason: str) -> None:
+    transaction.on_commit(lambda: publish_invalidation(reason))
+
+
+def deployment_create(
+    *, actor: Actor, organization: Organization | None = None, api_key: str | None = None, **values
+) -> ModelDeployment:
+    _authorize(actor, organization)
+    _validate(values)
+    with transaction.atomic():
+        deployment = ModelDeployment(organization=organization, **values)
+        if api_key:
+            deployment.set_credentials(api_key)
+        deployment.full_clean()
+        deployment.save()
+        audit_record(
+            actor=actor,
+            action="deployment.create",
+            obj=deployment,
+            organization=organization,
+            changes={**values, **({"api_key": api_key} if api_key else {})},
+        )
+        _changed_on_commit(f"deployment:{deployment.pk}")
+    return deployment
+
+
+def deployment_update(
+    *, actor: Actor, deployment: ModelDeployment, api_key: str | None = None, **values
+) -> ModelDeployment:
+    """``api_key`` None keeps the stored credential; "" clears it; anything else replaces it."""
+    _authorize(actor, deployment.organization)
+    _validate(values)
+    with transaction.atomic():
+        for name, value in values.items():
+            setattr(deployment, name, value)
+        if api_key is not None:
+            deployment.set_credentials(api_key)
+        deployment.full_clean()
+        deployment.save()
+        changes = dict(values)
+        if api_key is not None:
+            changes["api_key"] = api_key
+        audit_record(
+            actor=actor,
+            action="deployment.update",
+            obj=deployment,
+            organization=deployment.organization,
+            changes=changes,
+        )
+        _changed_on_commit(f"deployment:{deployment.pk}")
+    return deployment
+
+
+def deployment_delete(*, actor: Actor, deployment: ModelDeployment) -> None:
+    _authorize(actor, deployment.organization)
+    with transaction.atomic():
+        audit_record(actor=actor, action="deployment.delete", obj=deployment, organization=deployment.organization)
+        deployment.delete()
+        _changed_on_commit("deployment:deleted")
