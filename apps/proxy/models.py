@@ -32,7 +32,7 @@ class ModelDeployment(models.Model):
     ``organization`` empty: shared by every tenant (managed by superusers).
     """
 
-    TENANT_PATHS = TenantPaths(organization="organization")
+    TENANT_PATHS = TenantPaths(organization="organization", shared=True)
 
     model_name = models.CharField(max_length=200, db_index=True, help_text="The name clients ask for.")
     provider = models.CharField(max_length=32, choices=Provider.choices)

@@ -36,6 +36,8 @@ class TenantPaths:
     organization: str | None = None
     team: str | None = None
     owner: str | None = None
+    # Rows whose organization is empty are shared with every tenant (read-only for non-superusers).
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class UserTenancy:
     team_admin: frozenset[int]
     team_view: frozenset[int]
     team_member: frozenset[int]
+    # Organizations of the teams the user belongs to: read access to org-level objects (deployments, customers).
+    team_orgs: frozenset[int] = frozenset()
 
     @property
     def is_tenant_admin(self) -> bool:
@@ -65,7 +69,7 @@ def tenancy_for(user) -> UserTenancy:
         return cached
     from apps.teams.models import Membership
 
-    org_admin, org_view, team_admin, team_view, team_member = set(), set(), set(), set(), set()
+    org_admin, org_view, team_admin, team_view, team_member, team_orgs = set(), set(), set(), set(), set(), set()
     for org_id, team_id, role in Membership.objects.filter(user=user).values_list("organization_id", "team_id", "role"):
         if team_id is None:
             org_view.add(org_id)
@@ -73,6 +77,7 @@ def tenancy_for(user) -> UserTenancy:
                 org_admin.add(org_id)
         else:
             team_view.add(team_id)
+            team_orgs.add(org_id)
             if role in ADMIN_ROLES:
                 team_admin.add(team_id)
             if role in MEMBER_ROLES:
@@ -85,6 +90,7 @@ def tenancy_for(user) -> UserTenancy:
         frozenset(team_admin),
         frozenset(team_view),
         frozenset(team_member),
+        frozenset(team_orgs),
     )
     user._tenancy_cache = tenancy
     return tenancy
@@ -100,6 +106,8 @@ def tenant_q(paths: TenantPaths, tenancy: UserTenancy, action: str) -> Q | None:
         return None
     clauses: list[Q] = []
     orgs = tenancy.org_admin if action == CHANGE else tenancy.org_view
+    if action == VIEW and paths.team is None:
+        orgs = orgs | tenancy.team_orgs
     if paths.organization is not None and orgs:
         clauses.append(Q(**{_lookup(paths.organization, "pk__in"): orgs}))
     teams_full = tenancy.team_admin
@@ -114,6 +122,8 @@ def tenant_q(paths: TenantPaths, tenancy: UserTenancy, action: str) -> Q | None:
         if action == CHANGE and paths.team is not None:
             owner_q &= Q(**{_lookup(paths.team, "pk__in"): tenancy.team_member | tenancy.team_admin})
         clauses.append(owner_q)
+    if action == VIEW and paths.shared and paths.organization and tenancy.user_id is not None:
+        clauses.append(Q(**{f"{paths.organization}__isnull": True}))
     if not clauses:
         return Q(pk__in=[])
     return reduce(or_, clauses)
@@ -125,7 +135,8 @@ class TenantQuerySet(models.QuerySet):
         q = tenant_q(self.model.TENANT_PATHS, tenancy, action)
         if q is None:
             return self
-        needs_distinct = any("__" in (p or "") for p in vars(self.model.TENANT_PATHS).values())
+        paths = self.model.TENANT_PATHS
+        needs_distinct = any("__" in (p or "") for p in (paths.organization, paths.team, paths.owner))
         qs = self.filter(q)
         return qs.distinct() if needs_distinct else qs
 

@@ -36,3 +36,15 @@ def test_olga_the_org_admin_sees_every_acme_team(acme, alpha, olga, omega):
 
 def test_root_sees_everything(alpha, omega, root):
     assert set(Team.objects.restrict(root)) == {alpha, omega}
+
+
+def test_shared_deployments_are_visible_to_tenants_but_only_superusers_change_them(alpha, alice, charlie, root):
+    from apps.proxy.models import ModelDeployment
+    from tests.factories import DeploymentFactory
+
+    shared = DeploymentFactory(organization=None)
+    acme_only = DeploymentFactory(organization=alpha.organization, model_name="acme-private")
+    assert set(ModelDeployment.objects.restrict(alice)) == {shared, acme_only}
+    assert set(ModelDeployment.objects.restrict(charlie)) == {shared}
+    assert not ModelDeployment.objects.restrict(alice, CHANGE).filter(pk=shared.pk).exists()
+    assert ModelDeployment.objects.restrict(root, CHANGE).filter(pk=shared.pk).exists()
