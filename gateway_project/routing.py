@@ -1,3 +1,9 @@
 """Websocket routes (channels). Consumers authenticate with the admin session."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from apps.teams.consumers import LiveTrafficConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/admin/live/", LiveTrafficConsumer.as_asgi(), name="ws-admin-live"),
+]

@@ -28,6 +28,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.spend.events import SpendEvent
+from apps.spend.live import live_publish
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,13 @@ def _redis_for_loop() -> Any:
 
 def outbox_pipeline_add(pipe: Any, event: SpendEvent) -> None:
     """Queue the XADD for ``event`` on an existing redis pipeline (sync or async): no extra round trip."""
+    live_publish(event)
     pipe.xadd(STREAM_KEY, {STREAM_FIELD: event.to_json()}, maxlen=_stream_maxlen(), approximate=True)
 
 
 async def spend_emit(event: SpendEvent) -> None:
     """Append ``event`` to the durable outbox. Never raises, never waits on the database."""
+    live_publish(event)  # the admin's live page (apps/spend/live.py): an in-memory append, batched off-path
     if settings.REDIS_URL:
         try:
             await _redis_for_loop().xadd(
