@@ -7,6 +7,8 @@ from gateway_project import health
 urlpatterns = [
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
+    # The gateway's own admin pages (live traffic, deployment health) before the admin's catch-all.
+    path("admin/gateway/", include("apps.teams.dashboard_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("gateway_project.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,0 +1,204 @@
+"""Deployment health for the admin: per model group, each deployment's state, recent errors and latency.
+
+Recent traffic comes from the spend ledger (every finished request names its deployment), so the
+page shows the same truth as the bills. Cooldown is the router's live state when it is readable
+from this process (``apps.proxy.router``); otherwise the page says so rather than guessing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from statistics import median
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from apps.teams.audit import Actor, audit_record
+from apps.teams.scoping import CHANGE, VIEW
+
+logger = logging.getLogger(__name__)
+
+RECENT_MINUTES = 15
+LATENCY_SAMPLE = 200
+DEGRADED_ERROR_RATE = 0.2
+DEGRADED_MIN_REQUESTS = 5
+
+
+@dataclass
+class DeploymentHealth:
+    deployment: object
+    requests: int = 0
+    errors: int = 0
+    p50_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    last_error: str = ""
+    last_error_at: object = None
+    cooldown_seconds: float | None = None
+    may_test: bool = False
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def state(self) -> str:
+        if not self.deployment.enabled:
+            return "disabled"
+        if self.cooldown_seconds:
+            return "cooldown"
+        if self.requests >= DEGRADED_MIN_REQUESTS and self.error_rate >= DEGRADED_ERROR_RATE:
+            return "degraded"
+        return "ok" if self.requests else "idle"
+
+
+@dataclass
+class GroupHealth:
+    model_name: str
+    strategy: str
+    fallbacks: list[str]
+    deployments: list[DeploymentHealth] = field(default_factory=list)
+    cooldown_known: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectionResult:
+    ok: bool
+    status: int | None
+    latency_ms: float
+    detail: str
+
+    @property
+    def summary(self) -> str:
+        status = f"HTTP {self.status}, " if self.status is not None else ""
+        return f"{'OK' if self.ok else 'failed'} ({status}{self.latency_ms:.0f} ms): {self.detail}"
+
+
+def _deployments(user, action: str = VIEW):
+    from apps.proxy.models import ModelDeployment
+
+    return ModelDeployment.objects.restrict(user, action)
+
+
+def groups_for(user) -> list[dict]:
+    """Model groups the user can see, with how many deployments (enabled) each has."""
+    rows = (
+        _deployments(user)
+        .values("model_name")
+        .annotate(n=Count("pk"), on=Count("pk", filter=Q(enabled=True)))
+        .order_by("model_name")
+    )
+    return [{"model_name": r["model_name"], "deployments": r["n"], "enabled": r["on"]} for r in rows]
+
+
+def _cooldowns() -> dict[int, float] | None:
+    """Seconds of cooldown left per deployment id, if the router exposes it in this process."""
+    try:
+        from apps.proxy import router
+    except ImportError:
+        return None
+    reader = getattr(router, "cooldown_snapshot", None)
+    if reader is None:
+        return None
+    try:
+        return dict(reader())
+    except Exception:
+        logger.exception("deployment health: reading the router's cooldowns failed")
+        return None
+
+
+def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
+    from apps.spend.models import SpendLog
+
+    since = timezone.now() - timedelta(minutes=RECENT_MINUTES)
+    stats: dict[int, dict] = {
+        pk: {"requests": 0, "errors": 0, "latencies": [], "last_error": None} for pk in deployment_ids
+    }
+    recent = (
+        SpendLog.objects.filter(deployment_id__in=deployment_ids, created_at__gte=since)
+        .order_by("-created_at")
+        .values_list("deployment_id", "status", "latency_ms", "error_type", "created_at")
+    )
+    sample = recent[: LATENCY_SAMPLE * max(len(deployment_ids), 1)]
+    for deployment_id, status, latency_ms, error_type, created_at in sample:
+        entry = stats[deployment_id]
+        entry["requests"] += 1
+        if status >= 400:
+            entry["errors"] += 1
+            if entry["last_error"] is None:
+                entry["last_error"] = (f"{status} {error_type or ''}".strip(), created_at)
+        if len(entry["latencies"]) < LATENCY_SAMPLE and latency_ms is not None:
+            entry["latencies"].append(float(latency_ms))
+    return stats
+
+
+def group_health(user, model_name: str) -> GroupHealth | None:
+    from apps.proxy.models import ModelGroup
+
+    deployments = list(_deployments(user).filter(model_name=model_name).order_by("priority", "pk"))
+    if not deployments:
+        return None
+    settings_row = ModelGroup.objects.filter(model_name=model_name).first()
+    changeable = set(_deployments(user, CHANGE).filter(model_name=model_name).values_list("pk", flat=True))
+    cooldowns = _cooldowns()
+    stats = _recent_stats([d.pk for d in deployments])
+    group = GroupHealth(
+        model_name=model_name,
+        strategy=settings_row.get_strategy_display() if settings_row else "Weighted shuffle (default)",
+        fallbacks=list(settings_row.fallbacks) if settings_row else [],
+        cooldown_known=cooldowns is not None,
+    )
+    for deployment in deployments:
+        entry = stats[deployment.pk]
+        latencies = entry["latencies"]
+        last_error = entry["last_error"]
+        group.deployments.append(
+            DeploymentHealth(
+                deployment=deployment,
+                requests=entry["requests"],
+                errors=entry["errors"],
+                p50_latency_ms=round(median(latencies), 1) if latencies else None,
+                max_latency_ms=round(max(latencies), 1) if latencies else None,
+                last_error=last_error[0] if last_error else "",
+                last_error_at=last_error[1] if last_error else None,
+                cooldown_seconds=(cooldowns or {}).get(deployment.pk),
+                may_test=deployment.pk in changeable,
+            )
+        )
+    return group
+
+
+def deployment_for_test(user, pk: int):
+    deployment = _deployments(user, CHANGE).filter(pk=pk).first()
+    if deployment is None:
+        raise PermissionDenied("You may not test this deployment.")
+    return deployment
+
+
+def _probe(deployment) -> ConnectionResult:
+    """One tiny request through the provider adapter the proxy uses (so the test exercises the real path)."""
+    from apps.teams.connection_probe import probe_deployment
+
+    return probe_deployment(deployment)
+
+
+def deployment_test_connection(*, actor: Actor, deployment) -> ConnectionResult:
+    """Call the deployment with a one-token request; record who tested it and what came back (no secrets)."""
+    started = time.perf_counter()
+    try:
+        result = _probe(deployment)
+    except Exception as exc:  # a probe must report, never 500: the admin wants to see why
+        logger.warning("test connection to deployment %s failed: %s", deployment.pk, type(exc).__name__)
+        elapsed = (time.perf_counter() - started) * 1000
+        result = ConnectionResult(False, None, elapsed, f"{type(exc).__name__}")
+    audit_record(
+        actor=actor,
+        action="deployment.test_connection",
+        obj=deployment,
+        organization=deployment.organization,
+        changes={"ok": result.ok, "status": result.status, "latency_ms": round(result.latency_ms, 1)},
+    )
+    return result
