@@ -4,6 +4,10 @@ The proxy calls ``chain.pre_call(ctx)`` before routing and ``chain.post_call(ctx
 afterwards, whatever happened (success, upstream error, timeout, client disconnect, refusal).
 ``pre_call`` runs in list order; when one raises, ``post_call`` runs only for the middleware that
 already passed, in reverse order, so nothing reserved is leaked.
+
+Limiters add checks to the request's plan; once every ``pre_call`` has run, the chain reserves the whole
+plan in one atomic backend call (all-or-nothing), and after every ``post_call`` it settles the plan in
+one call (slots released, tokens and cost reconciled).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from apps.proxy.context import CallResult, RequestContext
+from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
+from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY
 
 
 class ProxyMiddleware:
@@ -25,22 +31,49 @@ class ProxyMiddleware:
 
 
 class MiddlewareChain:
-    def __init__(self, middleware: list[ProxyMiddleware]) -> None:
+    def __init__(self, middleware: list[ProxyMiddleware], backend=None) -> None:
         self.middleware = middleware
+        # None: the process backend (Redis when REDIS_URL is set, else memory), resolved on first use.
+        self._backend = backend
+
+    @property
+    def backend(self):
+        if self._backend is not None:
+            return self._backend
+        from apps.ratelimit.backends import get_backend
+
+        return get_backend()
 
     async def pre_call(self, ctx: RequestContext) -> None:
+        from apps.ratelimit.engine import plan_reserve
+
         passed: list[ProxyMiddleware] = []
         ctx.reservations["_passed"] = passed
-        for mw in self.middleware:
-            await mw.pre_call(ctx)
-            passed.append(mw)
+        try:
+            for mw in self.middleware:
+                await mw.pre_call(ctx)
+                passed.append(mw)
+            plan = ctx.reservations.get(PLAN_KEY)
+            if plan is not None:
+                await plan_reserve(ctx, plan, self.backend)
+        except (ProxyRateLimitError, LimiterUnavailableError) as exc:
+            exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
+            ctx.reservations[REFUSAL_KEY] = exc
+            raise
 
     async def post_call(self, ctx: RequestContext, result: CallResult) -> None:
+        from apps.ratelimit.engine import plan_settle
+
         passed = ctx.reservations.get("_passed", [])
-        for mw in reversed(passed):
-            await mw.post_call(ctx, result)
+        try:
+            for mw in reversed(passed):
+                await mw.post_call(ctx, result)
+        finally:
+            plan = ctx.reservations.get(PLAN_KEY)
+            if plan is not None:
+                await plan_settle(ctx, plan, result, self.backend)
 
 
-def build_chain(paths: list[str] | None = None) -> MiddlewareChain:
+def build_chain(paths: list[str] | None = None, backend=None) -> MiddlewareChain:
     names = settings.PROXY_MIDDLEWARE if paths is None else paths
-    return MiddlewareChain([import_string(name)() for name in names])
+    return MiddlewareChain([import_string(name)() for name in names], backend=backend)

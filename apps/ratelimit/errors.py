@@ -83,3 +83,40 @@ class ProxyRateLimitError(Exception):
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(self.remaining)))
         headers[f"x-ratelimit-reset-{kind}"] = f"{max(0.0, float(self.reset_seconds or 0)):.3f}s"
         return headers
+
+
+class LimiterUnavailableError(Exception):
+    """The counter store did not answer in time and ``RATELIMIT_FAIL_MODE`` is "closed": HTTP 503.
+
+    Same rendering interface as ``ProxyRateLimitError`` (``status_code``, ``to_body()``, ``headers()``,
+    ``tag()``) so the proxy renders both the same way.
+    """
+
+    status_code = 503
+    exception_class = "Gateway.LimiterUnavailableError"
+
+    def __init__(self, message: str = "The gateway's rate limiter is unavailable; retry shortly.") -> None:
+        super().__init__(message)
+        self.message = message
+        self.llm_provider = FALLBACK_PROVIDER
+        self.model = ""
+
+    def tag(self, *, llm_provider: str | None, model: str | None) -> LimiterUnavailableError:
+        self.llm_provider = llm_provider or self.llm_provider
+        self.model = model or self.model
+        return self
+
+    def to_body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": "service_unavailable",
+                "code": "rate_limiter_unavailable",
+                "param": None,
+                "llm_provider": self.llm_provider,
+                "model": self.model,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}

@@ -171,13 +171,25 @@ AXES_RESET_ON_SUCCESS = True
 
 # --- Gateway hot path --------------------------------------------------------------------------
 # Rate-limit middleware chain around every /v1 call, in order (like Django's MIDDLEWARE).
+# Limiters only add checks; the chain reserves them all in one atomic step (apps/ratelimit/plan.py).
 PROXY_MIDDLEWARE: list[str] = [
-    # Filled in as the limiter classes land in apps/ratelimit/middleware.py (issue 4).
+    "apps.ratelimit.middleware.MetricsMiddleware",  # first: its post_call sees every request
+    "apps.ratelimit.middleware.BatchLimiter",  # before the RPM/TPM limiters: sets how many requests a batch is
+    "apps.ratelimit.middleware.ParallelRequestLimiter",
+    "apps.ratelimit.middleware.RateLimiter",
+    "apps.ratelimit.middleware.DeploymentCapacityLimiter",
+    "apps.ratelimit.middleware.PriorityLimiter",
+    "apps.ratelimit.middleware.BudgetLimiter",
+    "apps.ratelimit.middleware.SessionLimiter",
 ]
 # What the limiters do when Redis does not answer within RATELIMIT_REDIS_TIMEOUT_MS: "open" or "closed".
 RATELIMIT_FAIL_MODE = env_choice("RATELIMIT_FAIL_MODE", "open", ("open", "closed"))
 RATELIMIT_REDIS_TIMEOUT_MS = env_int("RATELIMIT_REDIS_TIMEOUT_MS", 50, minimum=1)
 PRIORITY_SATURATION_THRESHOLD = env_float("PRIORITY_SATURATION_THRESHOLD", 0.8, minimum=0)
+# A concurrency slot whose worker died is reclaimed after this long (longer than any upstream call).
+RATELIMIT_SLOT_TTL_SECONDS = env_float("RATELIMIT_SLOT_TTL_SECONDS", 660.0, minimum=1)
+# Session caps (iterations, budget) live while the session is active and this long after its last call.
+RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400.0, minimum=1)
 # In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.
 AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
 PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)

@@ -1,0 +1,144 @@
+"""Executes a request's plan: one atomic reservation before the call, one settlement after it.
+
+This is where the fail mode lives: when the counter store does not answer within
+``RATELIMIT_REDIS_TIMEOUT_MS``, "open" lets the request through uncounted (logged and counted in
+``gateway_ratelimit_backend_errors_total``), "closed" refuses it with a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from django.conf import settings
+
+from apps.proxy.context import CallResult, RequestContext
+from apps.ratelimit import metrics
+from apps.ratelimit.backends import BackendUnavailable, CounterBackend
+from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
+from apps.ratelimit.plan import COUNTER, SLOTS, Check, Plan, Refusal, nano_to_usd, usd_to_nano
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"requests": "requests per minute", "tokens": "tokens per minute", "concurrent_requests": "parallel requests"}
+_last_warning = 0.0
+
+
+def _backend_failed(where: str, exc: BaseException) -> None:
+    """Log at most once a second per worker (a dead Redis must not flood the logs), count every time."""
+    global _last_warning
+    metrics.backend_error(settings.RATELIMIT_FAIL_MODE, where)
+    now = time.monotonic()
+    if now - _last_warning > 1.0:
+        _last_warning = now
+        log.warning(
+            "rate-limit backend unavailable during %s (%s); fail mode %s",
+            where,
+            exc.__class__.__name__,
+            settings.RATELIMIT_FAIL_MODE,
+        )
+
+
+async def plan_reserve(ctx: RequestContext, plan: Plan, backend: CounterBackend) -> None:
+    """Reserve every check of the plan, or raise the refusal of the first one that does not fit."""
+    if not plan.checks:
+        plan.committed = True
+        return
+    try:
+        refusal = await backend.reserve(plan.checks)
+    except BackendUnavailable as exc:
+        _backend_failed("reserve", exc)
+        if settings.RATELIMIT_FAIL_MODE == "closed":
+            raise LimiterUnavailableError().tag(llm_provider=ctx.llm_provider, model=ctx.model) from exc
+        plan.skipped = True
+        return
+    if refusal is not None:
+        raise refusal_error(ctx, plan.checks[refusal.index], refusal)
+    plan.committed = True
+    _success_headers(ctx, plan.checks)
+
+
+def refusal_error(ctx: RequestContext, check: Check, refusal: Refusal) -> ProxyRateLimitError:
+    retry_after = max(refusal.retry_ms, 1) / 1000.0
+    if check.limit_type == "budget":
+        limit_usd = nano_to_usd(check.limit or 0)
+        message = (
+            f"Budget exceeded for {check.label}: {nano_to_usd(refusal.used):.6f} of {limit_usd:.6f} USD used "
+            f"in the current budget window. Retry after {math.ceil(retry_after)} s."
+        )
+        return ProxyRateLimitError(
+            message, limit_type="budget", scope=check.scope, retry_after=retry_after,
+            llm_provider=ctx.llm_provider, model=ctx.model,
+        )  # fmt: skip
+    if check.limit_type == "max_iterations":
+        message = f"Session iteration cap reached for {check.label}: {int(check.limit or 0)} calls per session."
+    elif check.check_only:
+        message = (
+            f"Model '{ctx.model}' is saturated; requests at priority {ctx.key.priority} are paused "
+            f"for {check.label}. Retry after {math.ceil(retry_after)} s."
+        )
+    else:
+        unit = _UNITS.get(check.limit_type, check.limit_type)
+        message = f"Rate limit exceeded for {check.label}: {int(check.limit or 0)} {unit}."
+        if check.amount > (check.limit or 0) and check.kind != SLOTS:
+            message += f" This request alone needs {check.amount}."
+        message += f" Retry after {math.ceil(retry_after)} s."
+    remaining = max(0.0, (check.limit or 0) - refusal.used)
+    return ProxyRateLimitError(
+        message,
+        limit_type=check.limit_type,
+        scope=check.scope,
+        retry_after=retry_after,
+        llm_provider=ctx.llm_provider,
+        model=ctx.model,
+        limit=check.limit,
+        remaining=remaining,
+        reset_seconds=retry_after,
+    )
+
+
+def _success_headers(ctx: RequestContext, checks: list[Check]) -> None:
+    """x-ratelimit-* of the tightest request and token windows, as OpenAI sends them."""
+    for kind in ("requests", "tokens"):
+        tightest = None
+        for check in checks:
+            if check.limit_type != kind or check.limit is None or check.check_only or check.remaining is None:
+                continue
+            if tightest is None or check.remaining < tightest.remaining:
+                tightest = check
+        if tightest is None:
+            continue
+        ctx.response_headers[f"x-ratelimit-limit-{kind}"] = str(int(tightest.limit))
+        ctx.response_headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(tightest.remaining)))
+        ctx.response_headers[f"x-ratelimit-reset-{kind}"] = f"{(tightest.reset_ms or 0) / 1000:.3f}s"
+
+
+def settlement_ops(plan: Plan, result: CallResult) -> list[tuple[Check, int]]:
+    """What to give back: slots always; tokens and cost reconciled to what the call really used."""
+    ops: list[tuple[Check, int]] = []
+    for check in plan.checks:
+        if check.check_only or check.reconcile is None:
+            continue
+        if check.reconcile == "slot":
+            ops.append((check, 0))
+        elif check.reconcile == "tokens":
+            delta = result.total_tokens - check.amount
+            if delta:
+                ops.append((check, delta))
+        elif check.reconcile == "cost" and check.kind == COUNTER:
+            delta = usd_to_nano(result.cost) - check.amount
+            if delta:
+                ops.append((check, delta))
+    return ops
+
+
+async def plan_settle(ctx: RequestContext, plan: Plan, result: CallResult, backend: CounterBackend) -> None:
+    if not plan.committed or plan.settled or plan.skipped:
+        return
+    plan.settled = True
+    try:
+        await backend.settle(settlement_ops(plan, result))
+    except BackendUnavailable as exc:
+        # Slots still expire on their own; token/cost drift is bounded by one request.
+        _backend_failed("settle", exc)

@@ -1,0 +1,94 @@
+"""The gateway's own Prometheus metrics, served at ``/metrics`` beside django-prometheus's.
+
+Several uvicorn workers: set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory) in the environment of the
+server before it starts; every worker then writes its samples there and the scrape merges them
+(django-prometheus's export view switches to the multiprocess collector on that variable). Gauges say
+how they merge: in-flight sums over live workers, remaining limits take the most recent value.
+
+Labels are bounded: a value seen for the first time after ``MAX_LABEL_VALUES`` distinct ones is reported
+as "other", and a raw virtual key is never a label (keys appear by their admin-given alias only).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from apps.proxy.context import FALLBACK_PROVIDER
+
+MAX_LABEL_VALUES = 500
+MAX_LABEL_LENGTH = 80
+OTHER = "other"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+REQUESTS = Counter(
+    "gateway_requests",
+    "Requests answered on /v1, by route, provider, model, team, key alias and HTTP status.",
+    ["route", "provider", "model", "team", "key_alias", "status"],
+)
+FAILURES = Counter(
+    "gateway_failures",
+    "Failed /v1 requests; exception_class is '<Provider>.<Error>', e.g. 'Openai.ProxyRateLimitError'.",
+    ["exception_class", "exception_status", "provider", "model", "team", "key_alias", "route"],
+)
+LATENCY = Histogram(
+    "gateway_request_latency_seconds",
+    "Time from request start to the end of the response.",
+    ["route", "provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "gateway_time_to_first_token_seconds",
+    "Time to the first streamed token.",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
+TOKENS = Counter("gateway_tokens", "Tokens used, by kind (prompt, completion).", ["provider", "model", "team", "kind"])
+SPEND = Counter("gateway_spend_usd", "Cost of answered requests in USD.", ["provider", "model", "team"])
+IN_FLIGHT = Gauge("gateway_in_flight_requests", "Requests being served now.", ["route"], multiprocess_mode="livesum")
+REMAINING_REQUESTS = Gauge(
+    "gateway_remaining_requests",
+    "Requests left in the current minute for the tightest limit of a team or key.",
+    ["scope", "team", "key_alias"],
+    multiprocess_mode="mostrecent",
+)
+REMAINING_TOKENS = Gauge(
+    "gateway_remaining_tokens",
+    "Tokens left in the current minute for the tightest limit of a team or key.",
+    ["scope", "team", "key_alias"],
+    multiprocess_mode="mostrecent",
+)
+REMAINING_BUDGET = Gauge(
+    "gateway_remaining_budget_usd",
+    "Budget left in the current window of a team or key.",
+    ["scope", "team", "key_alias"],
+    multiprocess_mode="mostrecent",
+)
+BACKEND_ERRORS = Counter(
+    "gateway_ratelimit_backend_errors",
+    "Counter-store calls that failed or timed out, by fail mode and operation (reserve, settle).",
+    ["mode", "operation"],
+)
+
+_seen: dict[str, set[str]] = {}
+
+
+def bounded(label: str, value: str | None) -> str:
+    """Cap label cardinality per worker: new values past the cap collapse into "other"."""
+    text = (value or "")[:MAX_LABEL_LENGTH]
+    seen = _seen.setdefault(label, set())
+    if text in seen:
+        return text
+    if len(seen) >= MAX_LABEL_VALUES:
+        return OTHER
+    seen.add(text)
+    return text
+
+
+def provider_class(provider: str | None) -> str:
+    """``openai`` -> ``Openai``; ``openai_compatible`` -> ``OpenaiCompatible`` (as ``ProxyRateLimitError``)."""
+    return (provider or FALLBACK_PROVIDER).replace("_", " ").title().replace(" ", "")
+
+
+def backend_error(mode: str, operation: str) -> None:
+    BACKEND_ERRORS.labels(mode, operation).inc()

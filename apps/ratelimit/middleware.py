@@ -1,0 +1,257 @@
+"""The limiter middleware classes named in ``settings.PROXY_MIDDLEWARE``.
+
+Each limiter's ``pre_call`` only adds checks to the request's plan (``apps/ratelimit/plan.py``); the chain
+reserves the whole plan in one atomic backend call once every limiter has spoken, and settles it once in
+``post_call``. So the classes stay independent and configurable (drop one from the list to disable it),
+yet a request costs one Redis round trip before the call and one after.
+
+Limits come from the key context (key, user, team, organization, per-model), the Customer table
+(end user) and the deployment / model group rows, all edited in the admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from apps.proxy.context import CallResult, RequestContext, ScopeLimits
+from apps.ratelimit import lookups, observe
+from apps.ratelimit.chain import ProxyMiddleware
+from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, plan_for, usd_to_nano
+from apps.spend.windows import lifetime_window, window_for
+
+BATCH_ROUTE = "/v1/batches"
+CUSTOMER_KEY = "_customer"
+_MAX_BUDGET_RETRY_MS = 30 * 86_400_000
+
+
+def scope_label(ctx: RequestContext, scope: ScopeLimits) -> str:
+    """How a refusal names the scope: by admin-given names, never by secret."""
+    key = ctx.key
+    if scope.scope == "key":
+        return f"key '{key.key_alias}'" if key.key_alias else "this key"
+    if scope.scope == "team":
+        return f"team '{key.team_name}'" if key.team_name else "the team"
+    if scope.scope == "organization":
+        return f"organization '{key.organization_name}'" if key.organization_name else "the organization"
+    if scope.scope == "user":
+        return "the key's user"
+    if scope.scope == "customer":
+        return f"customer '{ctx.customer_id}'"
+    if scope.scope == "model":
+        owner = "key" if scope.id.startswith("key") else "team"
+        return f"model '{scope.model}' on this {owner}"
+    return scope.scope
+
+
+async def customer_scope(ctx: RequestContext) -> ScopeLimits | None:
+    """The end user's limits, looked up once per request."""
+    if CUSTOMER_KEY not in ctx.reservations:
+        ctx.reservations[CUSTOMER_KEY] = await lookups.customer_limits(ctx.key.organization_id, ctx.customer_id)
+    return ctx.reservations[CUSTOMER_KEY]
+
+
+async def tenant_scopes(ctx: RequestContext) -> list[ScopeLimits]:
+    scopes = list(ctx.key.scopes)
+    customer = await customer_scope(ctx)
+    if customer is not None:
+        scopes.append(customer)
+    return scopes
+
+
+def token_estimate(ctx: RequestContext) -> int:
+    """TPM reserves the prompt estimate plus the output cap; post_call reconciles to real usage."""
+    return max(0, int(ctx.estimated_prompt_tokens)) + max(0, int(ctx.max_output_tokens))
+
+
+class MetricsMiddleware(ProxyMiddleware):
+    """First in the list so its post_call sees every request, refused ones included."""
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        observe.request_started(ctx)
+
+    async def post_call(self, ctx: RequestContext, result: CallResult) -> None:
+        observe.request_finished(ctx, result)
+
+
+class BatchLimiter(ProxyMiddleware):
+    """``POST /v1/batches`` charges the input file's request count (and its token estimate) up front."""
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        if ctx.route.startswith(BATCH_ROUTE) and ctx.request_units > 1:
+            plan_for(ctx).units = int(ctx.request_units)
+
+
+class ParallelRequestLimiter(ProxyMiddleware):
+    """Concurrency slots per key, user, team (and organization/customer when set).
+
+    A slot is released in post_call on every outcome; a slot whose worker died expires after
+    ``RATELIMIT_SLOT_TTL_SECONDS``.
+    """
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        plan = plan_for(ctx)
+        ttl_ms = int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000)
+        for scope in await tenant_scopes(ctx):
+            if scope.max_parallel_requests is None:
+                continue
+            plan.add(
+                Check(SLOTS, _key("par", scope), scope.max_parallel_requests, 1, "concurrent_requests", scope.scope,
+                      scope_label(ctx, scope), ttl_ms=ttl_ms, member=ctx.request_id, reconcile="slot")
+            )  # fmt: skip
+
+
+class RateLimiter(ProxyMiddleware):
+    """RPM and TPM per key, user, team, organization, customer, model-per-key and model-per-team."""
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        plan = plan_for(ctx)
+        scopes = await tenant_scopes(ctx)
+        for per_model in (ctx.key.key_model_limits, ctx.key.team_model_limits):
+            model_scope = per_model.get(ctx.model)
+            if model_scope is not None:
+                scopes.append(model_scope)
+        tokens = token_estimate(ctx)
+        for scope in scopes:
+            label = scope_label(ctx, scope)
+            if scope.rpm_limit is not None:
+                plan.add(Check(WINDOW, _key("rpm", scope), scope.rpm_limit, plan.units, "requests", scope.scope, label))
+            if scope.tpm_limit is not None:
+                plan.add(
+                    Check(WINDOW, _key("tpm", scope), scope.tpm_limit, tokens, "tokens", scope.scope, label,
+                          reconcile="tokens")
+                )  # fmt: skip
+
+
+class DeploymentCapacityLimiter(ProxyMiddleware):
+    """The deployment's own RPM/TPM/parallel capacity (its provider's quota), shared by every tenant."""
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        capacity = await lookups.deployment_capacity(ctx.deployment_id)
+        if capacity is None:
+            return
+        plan = plan_for(ctx)
+        label = f"deployment capacity of model '{ctx.model}'"
+        base = f"dep:{capacity.deployment_id}"
+        if capacity.rpm_limit is not None:
+            plan.add(Check(WINDOW, _raw_key("rpm", base), capacity.rpm_limit, plan.units, "requests", "model", label))
+        if capacity.tpm_limit is not None:
+            plan.add(
+                Check(WINDOW, _raw_key("tpm", base), capacity.tpm_limit, token_estimate(ctx), "tokens", "model", label,
+                      reconcile="tokens")
+            )  # fmt: skip
+        if capacity.max_parallel_requests is not None:
+            plan.add(
+                Check(SLOTS, _raw_key("par", base), capacity.max_parallel_requests, 1, "concurrent_requests", "model",
+                      label, ttl_ms=int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000), member=ctx.request_id,
+                      reconcile="slot")
+            )  # fmt: skip
+
+
+def priority_tier(priority: int, threshold: float) -> float:
+    """Share of a saturated group's capacity a priority may fill.
+
+    Up to ``threshold`` everyone is served; above it priority 0 is refused first, priority p may go up to
+    ``threshold + (1 - threshold) * p / (p + 1)``: each step up gets a share of the remaining headroom.
+    """
+    p = max(0, int(priority))
+    t = min(max(threshold, 0.0), 1.0)
+    return t + (1.0 - t) * p / (p + 1)
+
+
+class PriorityLimiter(ProxyMiddleware):
+    """Dynamic sharing of a model group's capacity when its saturation passes the threshold.
+
+    Saturation is max(RPM use / RPM capacity, TPM use / TPM capacity) over the group's sliding minute.
+    The group counters count every request to the group; the tier checks read them before this request.
+    """
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        capacity = await lookups.deployment_capacity(ctx.deployment_id)
+        group = await lookups.group_capacity(capacity.model_name if capacity else ctx.model)
+        if group is None or (group.rpm_capacity is None and group.tpm_capacity is None):
+            return
+        plan = plan_for(ctx)
+        tier = priority_tier(ctx.key.priority, settings.PRIORITY_SATURATION_THRESHOLD)
+        label = f"priority {ctx.key.priority}"
+        tokens = token_estimate(ctx)
+        for kind, cap, amount in (("rpm", group.rpm_capacity, plan.units), ("tpm", group.tpm_capacity, tokens)):
+            if cap is None:
+                continue
+            key = _raw_key(kind, f"grp:{_digest(group.model_name)}")
+            limit_type = "requests" if kind == "rpm" else "tokens"
+            if tier < 1.0:
+                plan.add(Check(WINDOW, key, int(cap * tier), amount, limit_type, "model", label, check_only=True))
+            plan.add(
+                Check(WINDOW, key, None, amount, limit_type, "model", label,
+                      reconcile="tokens" if kind == "tpm" else None)
+            )  # fmt: skip
+
+
+class BudgetLimiter(ProxyMiddleware):
+    """Reserves the estimated cost against every budget up the chain, in each scope's current window."""
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        plan = plan_for(ctx)
+        now = datetime.now(UTC)
+        # At least one nano-USD, so an exhausted budget refuses even a call estimated as free.
+        amount = max(1, usd_to_nano(ctx.estimated_cost))
+        for scope in await tenant_scopes(ctx):
+            if scope.max_budget is None:
+                continue
+            if scope.budget_duration:
+                window = window_for(scope.budget_duration, now, scope.time_zone or ctx.key.time_zone)
+                left_ms = int(window.seconds_left(now) * 1000)
+                ttl_ms = left_ms + 86_400_000
+            else:
+                window = lifetime_window()
+                left_ms, ttl_ms = _MAX_BUDGET_RETRY_MS, 0
+            plan.add(
+                Check(COUNTER, _key("budget", scope, window.id), usd_to_nano(scope.max_budget), amount, "budget",
+                      scope.scope, scope_label(ctx, scope), ttl_ms=ttl_ms, retry_ms=min(left_ms, _MAX_BUDGET_RETRY_MS),
+                      reconcile="cost", seed=(scope.scope, str(scope.id), window.id), unit="nano_usd")
+            )  # fmt: skip
+
+
+class SessionLimiter(ProxyMiddleware):
+    """Per-session budget and iteration cap for agent loops (caps from the key, or its team)."""
+
+    async def pre_call(self, ctx: RequestContext) -> None:
+        key = ctx.key
+        if not ctx.session_id or (key.session_max_iterations is None and key.session_max_budget is None):
+            return
+        plan = plan_for(ctx)
+        ttl_ms = int(settings.RATELIMIT_SESSION_TTL_SECONDS * 1000)
+        base = f"sess:{key.key_id or 'master'}:{_digest(ctx.session_id)}"
+        label = "this session"
+        if key.session_max_iterations is not None:
+            plan.add(
+                Check(COUNTER, _raw_key("iter", base), key.session_max_iterations, 1, "max_iterations", "session",
+                      label, ttl_ms=ttl_ms)
+            )  # fmt: skip
+        if key.session_max_budget is not None:
+            plan.add(
+                Check(COUNTER, _raw_key("cost", base), usd_to_nano(key.session_max_budget),
+                      max(1, usd_to_nano(ctx.estimated_cost)), "budget", "session", label, ttl_ms=ttl_ms,
+                      reconcile="cost")
+            )  # fmt: skip
+
+
+def _digest(text: str) -> str:
+    """Client-supplied names are hashed into counter keys: bounded length, no injection into key names."""
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _key(kind: str, scope: ScopeLimits, *suffix: str) -> str:
+    from apps.ratelimit.plan import counter_key
+
+    scope_id = scope.id if scope.scope != "model" else _digest(scope.id)
+    return counter_key(kind, scope.scope, scope_id, *suffix)
+
+
+def _raw_key(kind: str, base: str) -> str:
+    from apps.ratelimit.plan import counter_key
+
+    return counter_key(kind, base)

@@ -1,0 +1,64 @@
+"""Turns one finished /v1 request into metric samples (called by ``MetricsMiddleware.post_call``)."""
+
+from __future__ import annotations
+
+from apps.proxy.context import CallResult, RequestContext
+from apps.ratelimit import metrics as m
+from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY, Plan, nano_to_usd
+
+
+def request_started(ctx: RequestContext) -> None:
+    m.IN_FLIGHT.labels(m.bounded("route", ctx.route)).inc()
+
+
+def exception_class(ctx: RequestContext, result: CallResult) -> str:
+    """``Openai.ProxyRateLimitError`` for our refusals, ``<Provider>.<error_type>`` for everything else."""
+    refusal = ctx.reservations.get(REFUSAL_KEY)
+    if refusal is not None:
+        try:
+            refusal.tag(llm_provider=ctx.llm_provider, model=ctx.model)
+            return refusal.exception_class
+        except Exception:  # a metric must never turn a refusal into a 500
+            return "Gateway.ProxyRateLimitError"
+    provider = result.llm_provider if result.llm_provider != "gateway" else ctx.llm_provider
+    error = "".join(ch for ch in (result.error_type or f"HTTP{result.status}") if ch.isalnum() or ch in "_.-")
+    return f"{m.provider_class(provider)}.{error[:60]}"
+
+
+def request_finished(ctx: RequestContext, result: CallResult) -> None:
+    route = m.bounded("route", ctx.route)
+    provider = m.bounded("provider", ctx.llm_provider)
+    model = m.bounded("model", ctx.model)
+    team = m.bounded("team", ctx.key.team_name)
+    alias = m.bounded("key_alias", ctx.key.key_alias)
+    m.IN_FLIGHT.labels(route).dec()
+    m.REQUESTS.labels(route, provider, model, team, alias, str(result.status)).inc()
+    if result.status >= 400:
+        failure = m.bounded("exception_class", exception_class(ctx, result))
+        m.FAILURES.labels(failure, str(result.status), provider, model, team, alias, route).inc()
+    m.LATENCY.labels(route, provider, model).observe(max(0.0, result.latency_ms) / 1000.0)
+    if result.ttft_ms is not None:
+        m.TTFT.labels(provider, model).observe(max(0.0, result.ttft_ms) / 1000.0)
+    if result.prompt_tokens:
+        m.TOKENS.labels(provider, model, team, "prompt").inc(result.prompt_tokens)
+    if result.completion_tokens:
+        m.TOKENS.labels(provider, model, team, "completion").inc(result.completion_tokens)
+    if result.cost > 0:
+        m.SPEND.labels(provider, model, team).inc(float(result.cost))
+    plan: Plan | None = ctx.reservations.get(PLAN_KEY)
+    if plan is not None and plan.committed:
+        _remaining(plan, team, alias)
+
+
+def _remaining(plan: Plan, team: str, alias: str) -> None:
+    """Remaining requests/tokens/budget of the key and team scopes after this request's reservation."""
+    for check in plan.checks:
+        if check.remaining is None or check.check_only or check.scope not in ("key", "team"):
+            continue
+        labels = (check.scope, team, alias if check.scope == "key" else "")
+        if check.limit_type == "requests":
+            m.REMAINING_REQUESTS.labels(*labels).set(max(0.0, check.remaining))
+        elif check.limit_type == "tokens":
+            m.REMAINING_TOKENS.labels(*labels).set(max(0.0, check.remaining))
+        elif check.limit_type == "budget":
+            m.REMAINING_BUDGET.labels(*labels).set(float(nano_to_usd(max(0.0, check.remaining))))
