@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.ratelimit.views import metrics_view
 from gateway_project import health
 
 urlpatterns = [
@@ -13,5 +14,6 @@ urlpatterns = [
     path("api/v1/", include("gateway_project.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("", include("django_prometheus.urls")),
+    # django-prometheus plus the gateway's own metrics (apps/ratelimit/metrics.py); METRICS_TOKEN guards it.
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
