@@ -1,1 +1,258 @@
-from django.contrib import admin  # noqa: F401
+"""Admin for virtual keys and API tokens. Secrets appear once, on the page that answers the create/rotate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import admin
+from django.db.models import Q
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.keys import services
+from apps.keys.models import ApiToken, VirtualKey
+from apps.teams.admin_base import ModelListField, TenantScopedAdmin
+from apps.teams.limits import LIMIT_FIELDS
+from apps.teams.models import User
+from apps.teams.scoping import CHANGE, tenancy_for
+from apps.teams.selectors import teams_for_new_keys
+
+MAX_MODEL_FILTER_KEYS = 5000
+
+
+@dataclass(frozen=True)
+class IssuedRow:
+    label: str
+    change_url: str | None
+
+
+def secret_once_response(model_admin, request, issued: list[tuple[IssuedRow, str]], *, title: str, object_label: str):
+    """The one page that ever shows a secret: rendered as the POST's answer, stored nowhere, never cached."""
+    opts = model_admin.model._meta
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "issued": issued,
+        "object_label": object_label,
+        "opts": opts,
+        "back_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"),
+        "back_label": opts.verbose_name_plural.capitalize(),
+    }
+    response = TemplateResponse(request, "keys/admin/secret_once.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("blocked", "Blocked"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        live = Q(revoked_at__isnull=True)
+        not_expired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        match self.value():
+            case "active":
+                return queryset.filter(live, not_expired, blocked=False)
+            case "blocked":
+                return queryset.filter(live, blocked=True)
+            case "expired":
+                return queryset.filter(live, expires_at__lte=now)
+            case "revoked":
+                return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+class KeyModelFilter(admin.SimpleListFilter):
+    """Keys allowed a given model: explicitly listed, or unrestricted (empty list = the team's models)."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        names: set[str] = set()
+        rows = model_admin.get_queryset(request).values_list("allowed_models", flat=True)[:MAX_MODEL_FILTER_KEYS]
+        for models in rows:
+            names.update(str(m) for m in models or [])
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(Q(allowed_models=[]) | Q(allowed_models__icontains=f'"{self.value()}"'))
+
+
+@admin.register(VirtualKey)
+class VirtualKeyAdmin(TenantScopedAdmin):
+    list_display = ("__str__", "prefix", "team", "user", "status", "models_display", "max_budget", "last_used_at")
+    list_filter = (KeyStatusFilter, ("team", admin.RelatedOnlyFieldListFilter), KeyModelFilter, "budget_duration")
+    search_fields = ("alias", "prefix", "user__username", "team__name")
+    list_select_related = ("team", "team__organization", "user")
+    actions = ("revoke_keys", "rotate_keys", "block_keys", "unblock_keys")
+    service_error_aliases = {"models": "allowed_models"}
+    # Other apps (spend, dashboard) may append read-only panels: add a method name here and to a fieldset.
+    usage_fields: tuple[str, ...] = ()
+    fieldsets = (
+        (None, {"fields": ("alias", "team", "user", "allowed_models", "expires_at", "blocked")}),
+        ("Limits and budget", {"fields": (*LIMIT_FIELDS, "budget_duration")}),
+        (
+            "Advanced",
+            {
+                "classes": ("collapse",),
+                "fields": ("model_limits", "priority", "session_max_budget", "session_max_iterations", "metadata"),
+            },
+        ),
+    )
+    info_fieldset = (
+        "Key",
+        {"fields": ("prefix", "status", "organization", "created_by", "created_at", "last_used_at", "revoked_at")},
+    )
+    info_fields = ("prefix", "status", "organization", "created_by", "created_at", "last_used_at", "revoked_at")
+
+    @admin.display(description="models")
+    def models_display(self, obj) -> str:
+        return ", ".join(obj.allowed_models) if obj.allowed_models else "(team's)"
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return self.fieldsets
+        return (self.info_fieldset, *self.fieldsets)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return (*self.info_fields, "team", "user", *self.usage_fields)  # a key never moves to another team or owner
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "allowed_models":
+            return ModelListField(label="Models")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "team":
+            kwargs["queryset"] = teams_for_new_keys(request.user)
+        elif db_field.name == "user":
+            kwargs["queryset"] = User.objects.restrict(request.user, CHANGE).order_by("username")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def service_save(self, request, form, change):
+        fields = (*services.KEY_SETTABLE, "blocked")
+        if change:
+            return services.key_update(
+                actor=self.actor(request), key=form.instance, **self.changed_values(form, fields)
+            )
+        values = {k: v for k, v in form.cleaned_data.items() if k in services.KEY_SETTABLE}
+        values = {k: v for k, v in values.items() if v not in (None, "") or k == "alias"}
+        issued = services.key_create(
+            actor=self.actor(request), team=form.cleaned_data["team"], user=form.cleaned_data.get("user"), **values
+        )
+        issued.key._issued_secret = issued.secret
+        return issued.key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        secret = getattr(obj, "_issued_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        return secret_once_response(
+            self, request, [(self._row(obj), secret)], title="Key created", object_label="Virtual key"
+        )
+
+    def _row(self, key: VirtualKey) -> IssuedRow:
+        return IssuedRow(label=str(key), change_url=reverse("admin:keys_virtualkey_change", args=[key.pk]))
+
+    def _changeable(self, request, queryset):
+        return queryset.restrict(request.user, CHANGE)
+
+    @admin.action(description="Revoke selected keys (permanent)", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        actor = self.actor(request)
+        self.run_per_object(
+            request, self._changeable(request, queryset), "Revoked", lambda k: services.key_revoke(actor=actor, key=k)
+        )
+
+    @admin.action(description="Rotate selected keys (new secrets, shown once)", permissions=["change"])
+    def rotate_keys(self, request, queryset):
+        actor = self.actor(request)
+        issued: list[tuple[IssuedRow, str]] = []
+
+        def rotate(key):
+            result = services.key_rotate(actor=actor, key=key)
+            issued.append((self._row(result.key), result.secret))
+
+        self.run_per_object(request, self._changeable(request, queryset), "Rotated", rotate)
+        if not issued:
+            return None
+        return secret_once_response(self, request, issued, title="Keys rotated", object_label="Virtual key")
+
+    @admin.action(description="Block selected keys", permissions=["change"])
+    def block_keys(self, request, queryset):
+        actor = self.actor(request)
+        self.run_per_object(
+            request,
+            self._changeable(request, queryset),
+            "Blocked",
+            lambda k: services.key_set_blocked(actor=actor, key=k, blocked=True),
+        )
+
+    @admin.action(description="Unblock selected keys", permissions=["change"])
+    def unblock_keys(self, request, queryset):
+        actor = self.actor(request)
+        self.run_per_object(
+            request,
+            self._changeable(request, queryset),
+            "Unblocked",
+            lambda k: services.key_set_blocked(actor=actor, key=k, blocked=False),
+        )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TenantScopedAdmin):
+    """Personal tokens for the REST API. Each acts with its owner's tenant rights."""
+
+    list_display = ("name", "prefix", "user", "created_at", "last_used_at", "expires_at")
+    search_fields = ("name", "prefix", "user__username")
+    list_select_related = ("user",)
+    fields = ("name", "expires_at")
+    readonly_fields = ()
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.fields
+        return ("name", "prefix", "user", "created_at", "last_used_at", "expires_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("name", "prefix", "user", "created_at", "last_used_at", "expires_at")
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # tokens are immutable: delete and create another
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is None:
+            return self.has_add_permission(request)
+        return tenancy_for(request.user).is_superuser or obj.user_id == request.user.pk
+
+    def service_save(self, request, form, change):
+        token, secret = services.api_token_create(
+            actor=self.actor(request),
+            user=request.user,
+            name=form.cleaned_data["name"],
+            expires_at=form.cleaned_data.get("expires_at"),
+        )
+        token._issued_secret = secret
+        return token
+
+    def service_delete(self, request, obj) -> None:
+        services.api_token_delete(actor=self.actor(request), token=obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        row = IssuedRow(label=str(obj), change_url=None)
+        return secret_once_response(
+            self, request, [(row, obj._issued_secret)], title="API token created", object_label="Token"
+        )

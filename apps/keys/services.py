@@ -165,3 +165,13 @@ def api_token_create(*, actor: Actor, user, name: str, expires_at=None) -> tuple
         )
         audit_record(actor=actor, action="api_token.create", obj=token)
     return token, secret
+
+
+def api_token_delete(*, actor: Actor, token: ApiToken) -> None:
+    """Tokens are revoked by deleting them; only their owner or a superuser may."""
+    tenancy = tenancy_for(actor.user)
+    if not tenancy.is_superuser and tenancy.user_id != token.user_id:
+        raise PermissionDenied("You may only delete your own tokens.")
+    with transaction.atomic():
+        audit_record(actor=actor, action="api_token.delete", obj=token)
+        token.delete()

@@ -1,1 +1,106 @@
-from django.contrib import admin  # noqa: F401
+"""Admin for deployments (credentials write-only), model groups and aliases."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from apps.proxy import services
+from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
+from apps.teams.admin_base import TenantScopedAdmin
+from apps.teams.scoping import tenancy_for
+
+
+class DeploymentForm(forms.ModelForm):
+    """``api_key`` is never rendered back: the widget starts empty and an empty submit keeps the stored key."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the stored key.",
+    )
+    clear_api_key = forms.BooleanField(label="Remove the stored API key", required=False)
+
+    class Meta:
+        model = ModelDeployment
+        fields = ("organization", *services.DEPLOYMENT_SETTABLE)
+
+
+@admin.register(ModelDeployment)
+class ModelDeploymentAdmin(TenantScopedAdmin):
+    form = DeploymentForm
+    list_display = ("model_name", "provider", "model", "api_base", "organization", "credentials", "enabled", "priority")
+    list_filter = ("provider", "enabled", "model_name", ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("model_name", "model", "api_base")
+    list_select_related = ("organization",)
+    fieldsets = (
+        (None, {"fields": ("model_name", "provider", "model", "organization", "enabled")}),
+        ("Upstream", {"fields": ("api_base", "api_version", "region", "api_key", "clear_api_key", "credentials")}),
+        (
+            "Prices (USD per token)",
+            {"fields": ("input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token")},
+        ),
+        (
+            "Capacity and routing",
+            {"fields": ("rpm_limit", "tpm_limit", "max_parallel_requests", "weight", "priority", "timeout_seconds")},
+        ),
+        ("Provider options", {"classes": ("collapse",), "fields": ("extra",)}),
+    )
+
+    @admin.display(description="credentials")
+    def credentials(self, obj) -> str:
+        return "set" if obj is not None and obj.has_credentials else "not set"
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("credentials", "organization") if obj is not None else ("credentials",)
+
+    def has_add_permission(self, request) -> bool:
+        tenancy = tenancy_for(request.user)
+        return request.user.is_staff and (tenancy.is_superuser or bool(tenancy.org_admin))
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_change_permission(request, obj)
+
+    def service_save(self, request, form, change):
+        data = form.cleaned_data
+        api_key = "" if data.get("clear_api_key") else (data.get("api_key") or None)
+        if change:
+            values = self.changed_values(form, services.DEPLOYMENT_SETTABLE)
+            return services.deployment_update(
+                actor=self.actor(request), deployment=form.instance, api_key=api_key, **values
+            )
+        values = {k: v for k, v in data.items() if k in services.DEPLOYMENT_SETTABLE}
+        return services.deployment_create(
+            actor=self.actor(request), organization=data.get("organization"), api_key=api_key, **values
+        )
+
+    def service_delete(self, request, obj) -> None:
+        services.deployment_delete(actor=self.actor(request), deployment=obj)
+
+
+class RoutingAdmin(TenantScopedAdmin):
+    """Groups and aliases are shared by all tenants: superusers only (``.restrict`` gives others nothing)."""
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return tenancy_for(request.user).is_superuser
+
+    def service_save(self, request, form, change):
+        return services.routing_save(actor=self.actor(request), obj=form.instance)
+
+    def service_delete(self, request, obj) -> None:
+        services.routing_delete(actor=self.actor(request), obj=obj)
+
+
+@admin.register(ModelGroup)
+class ModelGroupAdmin(RoutingAdmin):
+    list_display = ("model_name", "strategy", "fallbacks", "num_retries", "rpm_capacity", "tpm_capacity")
+    list_filter = ("strategy",)
+    search_fields = ("model_name",)
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(RoutingAdmin):
+    list_display = ("alias", "model_name")
+    search_fields = ("alias", "model_name")

@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from apps.keys.invalidation import publish_invalidation
-from apps.proxy.models import ModelDeployment
+from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.teams.audit import Actor, audit_record
 from apps.teams.models import Organization
 from apps.teams.scoping import tenancy_for
@@ -156,3 +156,26 @@ def deployment_delete(*, actor: Actor, deployment: ModelDeployment) -> None:
         audit_record(actor=actor, action="deployment.delete", obj=deployment, organization=deployment.organization)
         deployment.delete()
         _changed_on_commit("deployment:deleted")
+
+
+def routing_save(*, actor: Actor, obj: ModelGroup | ModelAlias) -> ModelGroup | ModelAlias:
+    """Model groups and aliases are shared by every tenant: superusers only."""
+    if not tenancy_for(actor.user).is_superuser:
+        raise PermissionDenied("Only a superuser may change model routing.")
+    with transaction.atomic():
+        created = obj.pk is None
+        obj.full_clean()
+        obj.save()
+        kind = obj._meta.model_name
+        audit_record(actor=actor, action=f"{kind}.{'create' if created else 'update'}", obj=obj)
+        _changed_on_commit(f"{kind}:{obj.pk}")
+    return obj
+
+
+def routing_delete(*, actor: Actor, obj: ModelGroup | ModelAlias) -> None:
+    if not tenancy_for(actor.user).is_superuser:
+        raise PermissionDenied("Only a superuser may change model routing.")
+    with transaction.atomic():
+        audit_record(actor=actor, action=f"{obj._meta.model_name}.delete", obj=obj)
+        obj.delete()
+        _changed_on_commit(f"{obj._meta.model_name}:deleted")

@@ -194,3 +194,49 @@ def customer_upsert(*, actor: Actor, organization: Organization, external_id: st
         audit_record(actor=actor, action="customer.upsert", obj=customer, organization=organization, changes=values)
         _changed_on_commit(f"customer:{customer.pk}")
     return customer
+
+
+def user_update(*, actor: Actor, user: User, **values) -> User:
+    """Superusers change anyone; a person changes their own name and email. Tenant admins don't edit people:
+    one person can belong to several tenants, and a change made by one tenant would reach the others."""
+    _reject_unknown(values, USER_SETTABLE)
+    tenancy = tenancy_for(actor.user)
+    if not tenancy.is_superuser:
+        if tenancy.user_id != user.pk:
+            raise PermissionDenied("Only a superuser may change other people.")
+        if set(values) - {"email", "first_name", "last_name"}:
+            raise PermissionDenied("Only a superuser may change limits or deactivate a user.")
+    with transaction.atomic():
+        for name, value in values.items():
+            setattr(user, name, value)
+        user.full_clean(exclude=["password"])
+        user.save()
+        audit_record(actor=actor, action="user.update", obj=user, changes=values)
+        _changed_on_commit(f"user:{user.pk}")
+    return user
+
+
+def membership_update(*, actor: Actor, membership: Membership, role: str) -> Membership:
+    if membership.team_id:
+        _require_team_admin(actor, membership.team)
+    else:
+        _require_org_admin(actor, membership.organization)
+    tenancy = tenancy_for(actor.user)
+    if Role.OWNER in (role, membership.role) and not (
+        tenancy.is_superuser or membership.organization_id in tenancy.org_admin
+    ):
+        raise PermissionDenied("Only organization admins may appoint or demote owners.")
+    with transaction.atomic():
+        old = membership.role
+        membership.role = role
+        membership.full_clean()
+        membership.save(update_fields=["role"])
+        audit_record(
+            actor=actor,
+            action="membership.update",
+            obj=membership,
+            organization=membership.organization,
+            team=membership.team,
+            changes={"role": [old, role]},
+        )
+    return membership

@@ -1,0 +1,112 @@
+"""REST endpoints for virtual keys and API tokens. The secret is in the 201 (or rotate) answer and nowhere else."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+
+from apps.keys import serializers as s
+from apps.keys import services
+from apps.keys.models import ApiToken, VirtualKey
+from apps.teams.api_base import TenantViewSet
+
+KEY_FILTERS = [
+    OpenApiParameter("team", int, description="Only keys of this team."),
+    OpenApiParameter("user", int, description="Only keys owned by this user."),
+    OpenApiParameter("status", str, enum=["active", "blocked", "expired", "revoked"]),
+    OpenApiParameter("model", str, description="Only keys that may use this model."),
+]
+
+
+class KeyViewSet(TenantViewSet):
+    model = VirtualKey
+    serializer_class = s.KeySerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        params = self.request.query_params
+        for name in ("team", "user"):
+            value = params.get(name)
+            if value is not None:
+                if not value.isdigit():
+                    raise ValidationError({name: "must be an id."})
+                queryset = queryset.filter(**{f"{name}_id": int(value)})
+        now = timezone.now()
+        live = Q(revoked_at__isnull=True)
+        match params.get("status"):
+            case "active":
+                queryset = queryset.filter(live, Q(expires_at__isnull=True) | Q(expires_at__gt=now), blocked=False)
+            case "blocked":
+                queryset = queryset.filter(live, blocked=True)
+            case "expired":
+                queryset = queryset.filter(live, expires_at__lte=now)
+            case "revoked":
+                queryset = queryset.filter(revoked_at__isnull=False)
+        model = params.get("model")
+        if model:
+            queryset = queryset.filter(Q(allowed_models=[]) | Q(allowed_models__icontains=f'"{model}"'))
+        return queryset
+
+    @extend_schema(parameters=KEY_FILTERS)
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=s.KeyInput, responses={201: s.IssuedKeySerializer})
+    def create(self, request):
+        values = self.validated(s.KeyInput)
+        issued = services.key_create(
+            actor=self.actor(), team=values.pop("team"), user=values.pop("user", None), **values
+        )
+        return self.respond(issued.key, status.HTTP_201_CREATED, key=issued.secret)
+
+    @extend_schema(request=s.KeyUpdateInput, responses=s.KeySerializer)
+    def partial_update(self, request, pk=None):
+        key = self.get_object()
+        values = self.validated(s.KeyUpdateInput, partial=True)
+        return self.respond(services.key_update(actor=self.actor(), key=key, **values))
+
+    @extend_schema(request=None, responses=s.KeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        return self.respond(services.key_revoke(actor=self.actor(), key=self.get_object()))
+
+    @extend_schema(request=None, responses=s.IssuedKeySerializer)
+    @action(detail=True, methods=["post"])
+    def rotate(self, request, pk=None):
+        issued = services.key_rotate(actor=self.actor(), key=self.get_object())
+        return self.respond(issued.key, key=issued.secret)
+
+    @extend_schema(request=None, responses=s.KeySerializer)
+    @action(detail=True, methods=["post"])
+    def block(self, request, pk=None):
+        return self.respond(services.key_set_blocked(actor=self.actor(), key=self.get_object(), blocked=True))
+
+    @extend_schema(request=None, responses=s.KeySerializer)
+    @action(detail=True, methods=["post"])
+    def unblock(self, request, pk=None):
+        return self.respond(services.key_set_blocked(actor=self.actor(), key=self.get_object(), blocked=False))
+
+
+class ApiTokenViewSet(TenantViewSet):
+    """Your own API tokens (superusers: everyone's). Delete one to revoke it."""
+
+    model = ApiToken
+    serializer_class = s.ApiTokenSerializer
+    http_method_names = ["get", "post", "delete", "head", "options"]
+
+    @extend_schema(request=s.ApiTokenInput, responses={201: s.IssuedApiTokenSerializer})
+    def create(self, request):
+        values = self.validated(s.ApiTokenInput)
+        owner = values.pop("user", None) or request.user
+        if not getattr(owner, "pk", None):
+            raise ValidationError({"user": "the master key has no user of its own: name the token's user."})
+        token, secret = services.api_token_create(actor=self.actor(), user=owner, **values)
+        return self.respond(token, status.HTTP_201_CREATED, token=secret)
+
+    def destroy(self, request, pk=None):
+        services.api_token_delete(actor=self.actor(), token=self.get_object())
+        return self.no_content()

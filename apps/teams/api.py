@@ -1,0 +1,123 @@
+"""REST endpoints for organizations, teams, members and users: input serializer -> service -> output serializer."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+
+from apps.teams import serializers as s
+from apps.teams import services
+from apps.teams.api_base import TenantViewSet
+from apps.teams.models import Membership, Organization, Team, User
+from apps.teams.scoping import tenancy_for
+
+
+class OrganizationViewSet(TenantViewSet):
+    model = Organization
+    serializer_class = s.OrganizationSerializer
+
+    @extend_schema(request=s.OrganizationInput, responses={201: s.OrganizationSerializer})
+    def create(self, request):
+        values = self.validated(s.OrganizationInput)
+        org = services.organization_create(actor=self.actor(), name=values.pop("name"), **values)
+        return self.respond(org, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.OrganizationInput, responses=s.OrganizationSerializer)
+    def partial_update(self, request, pk=None):
+        org = self.get_object()
+        values = self.validated(s.OrganizationInput, partial=True)
+        return self.respond(services.organization_update(actor=self.actor(), organization=org, **values))
+
+
+class TeamViewSet(TenantViewSet):
+    model = Team
+    serializer_class = s.TeamSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset().select_related("organization")
+        organization = self.request.query_params.get("organization")
+        return queryset.filter(organization_id=organization) if organization and organization.isdigit() else queryset
+
+    @extend_schema(request=s.TeamInput, responses={201: s.TeamSerializer})
+    def create(self, request):
+        values = self.validated(s.TeamInput)
+        team = services.team_create(
+            actor=self.actor(), organization=values.pop("organization"), name=values.pop("name"), **values
+        )
+        return self.respond(team, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.TeamUpdateInput, responses=s.TeamSerializer)
+    def partial_update(self, request, pk=None):
+        team = self.get_object()
+        values = self.validated(s.TeamUpdateInput, partial=True)
+        return self.respond(services.team_update(actor=self.actor(), team=team, **values))
+
+
+class MembershipViewSet(TenantViewSet):
+    """People's roles in teams (or whole organizations, with no team)."""
+
+    model = Membership
+    serializer_class = s.MembershipSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset().select_related("user", "organization", "team")
+        team = self.request.query_params.get("team")
+        return queryset.filter(team_id=team) if team and team.isdigit() else queryset
+
+    @extend_schema(request=s.MembershipInput, responses={201: s.MembershipSerializer})
+    def create(self, request):
+        values = self.validated(s.MembershipInput)
+        team = values.get("team")
+        organization = team.organization if team else values["organization"]
+        membership = services.membership_create(
+            actor=self.actor(), user=values["user"], organization=organization, team=team, role=values["role"]
+        )
+        return self.respond(membership, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.MembershipUpdateInput, responses=s.MembershipSerializer)
+    def partial_update(self, request, pk=None):
+        membership = self.get_object()
+        values = self.validated(s.MembershipUpdateInput, partial=False)
+        return self.respond(services.membership_update(actor=self.actor(), membership=membership, **values))
+
+    def destroy(self, request, pk=None):
+        services.membership_delete(actor=self.actor(), membership=self.get_object())
+        return self.no_content()
+
+
+class UserViewSet(TenantViewSet):
+    model = User
+    serializer_class = s.UserSerializer
+
+    def get_queryset(self):
+        return super().get_queryset().order_by("username")
+
+    @extend_schema(request=s.UserInput, responses={201: s.UserSerializer})
+    def create(self, request):
+        values = self.validated(s.UserInput)
+        team, organization, role = values.pop("team", None), values.pop("organization", None), values.pop("role")
+        if team is None and organization is None and not tenancy_for(request.user).is_superuser:
+            # Without a membership the new person would be invisible to the admin who created them.
+            raise ValidationError({"team": "name the team (or organization) the new user joins."})
+        actor = self.actor()
+        with transaction.atomic():
+            user = services.user_create(
+                actor=actor, username=values.pop("username"), password=values.pop("password", None), **values
+            )
+            if team is not None or organization is not None:
+                services.membership_create(
+                    actor=actor,
+                    user=user,
+                    organization=team.organization if team else organization,
+                    team=team,
+                    role=role,
+                )
+        return self.respond(user, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.UserUpdateInput, responses=s.UserSerializer)
+    def partial_update(self, request, pk=None):
+        user = self.get_object()
+        values = self.validated(s.UserUpdateInput, partial=True)
+        return self.respond(services.user_update(actor=self.actor(), user=user, **values))
