@@ -2,6 +2,10 @@
 
 from rest_framework.routers import DefaultRouter
 
+from apps.spend.api import SpendLogViewSet, SpendSummaryViewSet
+
 router = DefaultRouter()
+router.register("spend/logs", SpendLogViewSet, basename="spend-log")
+router.register("spend/summary", SpendSummaryViewSet, basename="spend-summary")
 
 urlpatterns = router.urls

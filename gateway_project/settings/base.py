@@ -199,6 +199,12 @@ PROXY_NUM_RETRIES = env_int("PROXY_NUM_RETRIES", 2, minimum=0)
 PROXY_ALLOW_PRIVATE_UPSTREAMS = env_bool("PROXY_ALLOW_PRIVATE_UPSTREAMS", True)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""
 SPEND_LOG_RETENTION_DAYS = env_int("SPEND_LOG_RETENTION_DAYS", 90, minimum=1)
+# Spend outbox stream and its ingestion (apps/spend/stream.py). The cap is a safety net only: ingested
+# entries are deleted; an entry pending longer than CLAIM_IDLE_MS (its worker died) is taken over.
+SPEND_STREAM_MAXLEN = env_int("SPEND_STREAM_MAXLEN", 1_000_000, minimum=10_000)
+SPEND_INGEST_BATCH_SIZE = env_int("SPEND_INGEST_BATCH_SIZE", 500, minimum=1)
+SPEND_INGEST_MAX_SECONDS = env_float("SPEND_INGEST_MAX_SECONDS", 20.0, minimum=0.1)
+SPEND_INGEST_CLAIM_IDLE_MS = env_int("SPEND_INGEST_CLAIM_IDLE_MS", 60_000, minimum=100)
 GATEWAY_ALERT_WEBHOOK_URL = env_str("GATEWAY_ALERT_WEBHOOK_URL", "") or ""
 
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")

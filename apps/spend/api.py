@@ -1,0 +1,141 @@
+"""Spend read API: ``/api/v1/spend/logs/`` (cursor-paginated ledger) and ``/api/v1/spend/summary/``.
+
+Thin: validate the query string, restrict to the caller's tenants, call a selector, serialize.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from apps.spend.models import DailySpend, SpendLog
+from apps.spend.selectors import GROUPINGS, spend_logs_filter, spend_summary
+
+
+class SpendLogSerializer(serializers.ModelSerializer):
+    key = serializers.IntegerField(source="key_id", allow_null=True)
+    team = serializers.IntegerField(source="team_id", allow_null=True)
+    organization = serializers.IntegerField(source="organization_id", allow_null=True)
+    user = serializers.IntegerField(source="user_id", allow_null=True)
+    deployment = serializers.IntegerField(source="deployment_id", allow_null=True)
+    cost = serializers.DecimalField(max_digits=24, decimal_places=10, coerce_to_string=True)
+    total_tokens = serializers.IntegerField()
+    customer = serializers.CharField(source="customer_id")
+
+    class Meta:
+        model = SpendLog
+        fields = [
+            "request_id",
+            "created_at",
+            "route",
+            "status",
+            "model",
+            "llm_provider",
+            "deployment",
+            "organization",
+            "team",
+            "key",
+            "key_alias",
+            "user",
+            "customer",
+            "session_id",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "total_tokens",
+            "cost",
+            "latency_ms",
+            "ttft_ms",
+            "error_type",
+            "limit_type",
+        ]
+
+
+def _aware(value: datetime) -> datetime:
+    """Naive times are UTC."""
+    return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value
+
+
+class SpendFilterSerializer(serializers.Serializer):
+    key = serializers.IntegerField(required=False, min_value=1)
+    team = serializers.IntegerField(required=False, min_value=1)
+    user = serializers.IntegerField(required=False, min_value=1)
+    organization = serializers.IntegerField(required=False, min_value=1)
+    customer = serializers.CharField(required=False, max_length=255)
+    model = serializers.CharField(required=False, max_length=200)
+    start = serializers.CharField(required=False, help_text="ISO date or datetime (inclusive).")
+    end = serializers.CharField(required=False, help_text="ISO date (inclusive) or datetime (exclusive).")
+
+    def _parse(self, value: str, *, end: bool) -> datetime:
+        from django.utils.dateparse import parse_date, parse_datetime
+
+        try:
+            parsed = parse_datetime(value)
+            if parsed is None:
+                day = parse_date(value)
+                if day is None:
+                    raise ValueError
+                # A date means the whole day: an end date includes that day.
+                parsed = datetime.combine(day, time.min) + timedelta(days=1 if end else 0)
+        except ValueError:
+            raise serializers.ValidationError("Use an ISO date (2026-11-25) or datetime.") from None
+        return _aware(parsed)
+
+    def validate_start(self, value: str) -> datetime:
+        return self._parse(value, end=False)
+
+    def validate_end(self, value: str) -> datetime:
+        return self._parse(value, end=True)
+
+
+class SpendSummaryQuerySerializer(SpendFilterSerializer):
+    group_by = serializers.ChoiceField(choices=sorted(GROUPINGS), default="model")
+
+
+class SpendLogCursor(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class SpendLogViewSet(viewsets.ReadOnlyModelViewSet):
+    """The ledger of the tenants you can see, newest first; filter by key, team, user, customer, model, dates."""
+
+    serializer_class = SpendLogSerializer
+    pagination_class = SpendLogCursor
+    lookup_field = "request_id"
+    lookup_value_regex = r"[^/]+"
+
+    def get_queryset(self):
+        query = SpendFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = SpendLog.objects.restrict(self.request.user)
+        return spend_logs_filter(qs, query.validated_data)
+
+
+class SpendSummaryViewSet(viewsets.ViewSet):
+    """Totals grouped by team, key, user, model, customer or day (UTC days), from the daily aggregates."""
+
+    @extend_schema(parameters=[SpendSummaryQuerySerializer])
+    def list(self, request):
+        query = SpendSummaryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        rows = spend_summary(
+            DailySpend.objects.restrict(request.user),
+            group_by=data["group_by"],
+            start=data.get("start"),
+            end=data.get("end"),
+            params=data,
+        )
+        total = sum((row["cost"] for row in rows), Decimal(0))
+        for row in rows:
+            row["cost"] = f"{row['cost']:.10f}"
+        return Response({"group_by": data["group_by"], "results": rows, "total_cost": f"{total:.10f}"})

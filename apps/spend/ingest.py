@@ -1,0 +1,207 @@
+"""Idempotent ingestion of spend events: ledger rows, daily aggregates and budget-window totals.
+
+One transaction per batch. ``SpendLog`` rows go in with ``bulk_create(ignore_conflicts=True)``
+tagged with a fresh batch id; reading back which request ids carry that tag tells exactly which
+rows this batch inserted (a duplicate keeps the tag of the batch that inserted it first, even
+when two workers race on the same entry). Only those rows move the aggregates, so replaying a
+batch, or a batch claimed by a second worker, counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+from django.db import connection, transaction
+
+from apps.spend.events import SpendEvent
+from apps.spend.models import BudgetWindow, DailySpend, SpendLog
+from apps.spend.scopes import scopes_for_events
+
+logger = logging.getLogger(__name__)
+
+_DAILY_DIMENSIONS = ("bucket", "day", "organization_id", "team_id", "key_id", "user_id", "customer_id", "model")
+_DAILY_DIMENSIONS += ("deployment_id",)
+_DAILY_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
+_WINDOW_COLUMNS = ("scope", "scope_id", "window_id", "window_start", "window_end", "organization_id", "team_id")
+_WINDOW_COLUMNS += ("user_id",)
+_QUANTUM = Decimal(1).scaleb(-SpendLog._meta.get_field("cost").decimal_places)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    received: int
+    inserted: int
+
+
+def event_cost(event: SpendEvent) -> Decimal:
+    """The event's cost as the ledger stores it (quantized to the column's places; bad values are 0)."""
+    try:
+        cost = Decimal(str(event.cost))
+    except (InvalidOperation, ValueError):
+        logger.error("spend: request %s has an unreadable cost %r; recorded as 0", event.request_id, event.cost)
+        return Decimal(0)
+    if not cost.is_finite() or cost < 0:
+        return Decimal(0)
+    return cost.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def _finished_at(event: SpendEvent) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(event.created_at), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.now(tz=UTC)
+
+
+def _text(value: object, limit: int) -> str:
+    return "" if value is None else str(value)[:limit]
+
+
+def _log_row(event: SpendEvent, batch: uuid.UUID) -> SpendLog:
+    return SpendLog(
+        request_id=_text(event.request_id, 64),
+        created_at=_finished_at(event),
+        route=_text(event.route, 64),
+        status=max(0, min(int(event.status or 0), 32767)),
+        model=_text(event.model, 200),
+        llm_provider=_text(event.llm_provider, 32),
+        deployment_id=event.deployment_id,
+        organization_id=event.organization_id,
+        team_id=event.team_id,
+        key_id=event.key_id,
+        key_alias=_text(event.key_alias, 200),
+        user_id=event.user_id,
+        customer_id=_text(event.customer_id, 255),
+        session_id=_text(event.session_id, 255),
+        prompt_tokens=max(0, int(event.prompt_tokens or 0)),
+        completion_tokens=max(0, int(event.completion_tokens or 0)),
+        cached_tokens=max(0, int(event.cached_tokens or 0)),
+        cost=event_cost(event),
+        latency_ms=float(event.latency_ms or 0),
+        ttft_ms=event.ttft_ms,
+        error_type=_text(event.error_type, 64),
+        limit_type=_text(event.limit_type, 32),
+        metadata=event.metadata if isinstance(event.metadata, dict) else {},
+        ingest_batch=batch,
+    )
+
+
+def spend_ingest_events(events: list[SpendEvent]) -> IngestResult:
+    """Record ``events`` exactly once each; returns how many were new. Raises on database errors."""
+    batch = uuid.uuid4()
+    rows: dict[str, SpendLog] = {}
+    for event in events:
+        if event.request_id and event.request_id not in rows:
+            rows[event.request_id] = _log_row(event, batch)
+    if not rows:
+        return IngestResult(len(events), 0)
+    with transaction.atomic():
+        SpendLog.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=500)
+        ids = list(rows)
+        inserted: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            inserted.update(
+                SpendLog.objects.filter(request_id__in=chunk, ingest_batch=batch).values_list("request_id", flat=True)
+            )
+        new_rows = [rows[rid] for rid in ids if rid in inserted]
+        if new_rows:
+            totals_add(new_rows)
+    return IngestResult(len(events), len(new_rows))
+
+
+def totals_add(rows: list[SpendLog]) -> None:
+    """Add ledger rows to ``DailySpend`` and ``BudgetWindow`` (inside the caller's transaction)."""
+    daily: dict[str, list] = {}
+    for row in rows:
+        day = row.created_at.astimezone(UTC).date()
+        dims = (
+            day,
+            row.organization_id,
+            row.team_id,
+            row.key_id,
+            row.user_id,
+            row.customer_id,
+            row.model,
+            row.deployment_id,
+        )
+        bucket = "|".join("" if d is None else str(d) for d in dims)[:600]
+        acc = daily.get(bucket)
+        if acc is None:
+            acc = daily[bucket] = [*dims, 0, 0, 0, 0, 0, Decimal(0)]
+        acc[8] += 1
+        acc[9] += 1 if row.status >= 400 else 0
+        acc[10] += row.prompt_tokens
+        acc[11] += row.completion_tokens
+        acc[12] += row.cached_tokens
+        acc[13] += row.cost
+    _upsert_add(
+        DailySpend,
+        conflict=["bucket"],
+        columns=[*_DAILY_DIMENSIONS, *_DAILY_SUMS],
+        add=list(_DAILY_SUMS),
+        values=[[bucket, *acc] for bucket, acc in sorted(daily.items())],
+    )
+
+    windows: dict[tuple[str, str, str], list] = {}
+    now = datetime.now(tz=UTC)
+    for row, scopes in scopes_for_events(rows):
+        for scope in scopes:
+            ident = (scope.scope, scope.scope_id, scope.window.id)
+            acc = windows.get(ident)
+            if acc is None:
+                acc = windows[ident] = [
+                    *ident,
+                    scope.window.start,
+                    scope.window.end,
+                    scope.organization_id,
+                    scope.team_id,
+                    scope.user_id,
+                    Decimal(0),
+                    0,
+                    0,
+                    now,
+                ]
+            acc[8] += row.cost
+            acc[9] += 1
+            acc[10] += row.prompt_tokens + row.completion_tokens
+    _upsert_add(
+        BudgetWindow,
+        conflict=["scope", "scope_id", "window_id"],
+        columns=[*_WINDOW_COLUMNS, "spent", "requests", "tokens", "updated_at"],
+        add=["spent", "requests", "tokens"],
+        replace=["updated_at"],
+        values=[windows[k] for k in sorted(windows)],
+    )
+
+
+def _upsert_add(model, *, conflict: list[str], columns: list[str], add: list[str], values: list[list], replace=()):
+    """INSERT ... ON CONFLICT DO UPDATE SET col = col + excluded.col (Postgres and SQLite alike).
+
+    Rows arrive sorted by their unique key, so concurrent batches lock rows in the same order.
+    """
+    if not values:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    q = connection.ops.quote_name
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    sets = [f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}" for c in add]
+    sets += [f"{q(c)} = EXCLUDED.{q(c)}" for c in replace]
+    per_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    chunk_size = max(1, 900 // len(columns))
+    with connection.cursor() as cursor:
+        for start in range(0, len(values), chunk_size):
+            chunk = values[start : start + chunk_size]
+            params: list = []
+            for row in chunk:
+                params.extend(fields[c].get_db_prep_save(v, connection) for c, v in zip(columns, row, strict=True))
+            # Identifiers come from model metadata, values are parameters.
+            sql = (
+                f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) VALUES "  # noqa: S608
+                f"{', '.join([per_row] * len(chunk))} "
+                f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO UPDATE SET {', '.join(sets)}"
+            )
+            cursor.execute(sql, params)

@@ -1,0 +1,50 @@
+"""The periodic jobs, created in django-celery-beat's tables (editable in the admin afterwards).
+
+``schedules_setup()`` runs after every ``migrate`` (post_migrate) and from ``manage.py setup_schedules``;
+it creates missing entries and never overwrites what an admin changed.
+"""
+
+from __future__ import annotations
+
+SCHEDULES = [
+    # name, task, every (seconds) or crontab fields, expires (seconds)
+    ("spend: ingest outbox", "spend.ingest", {"every": 2}, 10),
+    ("spend: roll budget windows", "spend.roll_windows", {"every": 60}, 60),
+    ("spend: budget alerts", "spend.budget_alerts", {"every": 60}, 60),
+    ("spend: retention", "spend.retention", {"crontab": {"minute": "17", "hour": "3"}}, 3600),
+    ("spend: scheduled reports", "spend.reports", {"crontab": {"minute": "5", "hour": "*"}}, 3600),
+]
+
+
+def schedules_setup() -> int:
+    """Create the missing periodic tasks; returns how many were created."""
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    created = 0
+    for name, task, when, expires in SCHEDULES:
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        kwargs: dict = {"name": name, "task": task, "expire_seconds": expires}
+        if "every" in when:
+            kwargs["interval"], _ = IntervalSchedule.objects.get_or_create(
+                every=when["every"], period=IntervalSchedule.SECONDS
+            )
+        else:
+            fields = {"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"}
+            fields.update(when["crontab"])
+            kwargs["crontab"], _ = CrontabSchedule.objects.get_or_create(timezone="UTC", **fields)
+        PeriodicTask.objects.create(**kwargs)
+        created += 1
+    return created
+
+
+def setup_after_migrate(sender, **kwargs) -> None:
+    """post_migrate hook: only once the beat tables exist (apps migrate in any order)."""
+    from django.db import connection
+
+    using = kwargs.get("using", "default")
+    if using != "default":
+        return
+    tables = connection.introspection.table_names()
+    if "django_celery_beat_periodictask" in tables and "django_celery_beat_crontabschedule" in tables:
+        schedules_setup()

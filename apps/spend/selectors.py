@@ -1,0 +1,183 @@
+"""Spend reads: window totals for the limiter, usage for key holders, summaries for APIs and reports.
+
+For the rate-limit engineer: when a Redis budget counter for ``(scope, scope_id, window_id)`` is
+missing (evicted, Redis restarted), seed it with ``window_spent(scope, scope_id, window_id)``. It is
+the durable total of every ingested request in that window (the Redis counter additionally holds
+in-flight reservations and events still in the outbox). Scope ids are as in ``apps.spend.scopes``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from apps.spend.models import BudgetWindow, DailySpend
+from apps.spend.windows import Window
+
+ZERO = Decimal(0)
+_SUMMARY_FILTERS = (("key", "key_id"), ("team", "team_id"), ("user", "user_id"), ("model", "model"))
+_SUMMARY_FILTERS += (("customer", "customer_id"),)
+GROUPINGS = {
+    "team": ("team_id", "team__name"),
+    "key": ("key_id", "key__alias"),
+    "user": ("user_id", "user__username"),
+    "model": ("model", None),
+    "day": ("day", None),
+    "customer": ("customer_id", None),
+    "organization": ("organization_id", "organization__name"),
+}
+
+
+def window_spent(scope: str, scope_id: str, window_id: str) -> Decimal:
+    """Durable spend of one scope in one window (0 when nothing was ingested for it yet)."""
+    spent = (
+        BudgetWindow.objects.filter(scope=scope, scope_id=str(scope_id), window_id=window_id)
+        .values_list("spent", flat=True)
+        .first()
+    )
+    return spent if spent is not None else ZERO
+
+
+async def awindow_spent(scope: str, scope_id: str, window_id: str) -> Decimal:
+    """Async twin of ``window_spent`` for the proxy process (only on a counter miss, never per request)."""
+    spent = await (
+        BudgetWindow.objects.filter(scope=scope, scope_id=str(scope_id), window_id=window_id)
+        .values_list("spent", flat=True)
+        .afirst()
+    )
+    return spent if spent is not None else ZERO
+
+
+def key_usage(key_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    """What a key holder may see about their own key: spend, requests, tokens, budget left."""
+    from apps.keys.models import VirtualKey
+    from apps.spend.scopes import window_of
+
+    key = VirtualKey.objects.select_related("organization").filter(pk=key_id).first()
+    if key is None:
+        return {}
+    now = now or timezone.now()
+    totals = DailySpend.objects.filter(key_id=key_id).aggregate(
+        cost=Coalesce(Sum("cost"), Value(ZERO, output_field=DecimalField())),
+        requests=Coalesce(Sum("requests"), 0),
+        prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
+        completion_tokens=Coalesce(Sum("completion_tokens"), 0),
+    )
+    window = window_of(key.budget_duration, now, key.organization.time_zone)
+    spent = window_spent("key", str(key.pk), window.id)
+    remaining = None if key.max_budget is None else max(ZERO, key.max_budget - spent)
+    return {
+        "total_spend": totals["cost"],
+        "total_requests": totals["requests"],
+        "prompt_tokens": totals["prompt_tokens"],
+        "completion_tokens": totals["completion_tokens"],
+        "budget_duration": key.budget_duration or None,
+        "window_id": window.id,
+        "window_end": None if window.id == "all" else window.end,
+        "window_spend": spent,
+        "max_budget": key.max_budget,
+        "soft_budget": key.soft_budget,
+        "remaining_budget": remaining,
+    }
+
+
+def spend_logs_filter(qs: QuerySet, params: dict[str, str]) -> QuerySet:
+    """Apply the read API's filters (values already validated by the caller's serializer)."""
+    for name, lookup in (
+        ("key", "key_id"),
+        ("team", "team_id"),
+        ("user", "user_id"),
+        ("organization", "organization_id"),
+    ):
+        if params.get(name) is not None:
+            qs = qs.filter(**{lookup: params[name]})
+    if params.get("customer"):
+        qs = qs.filter(customer_id=params["customer"])
+    if params.get("model"):
+        qs = qs.filter(model=params["model"])
+    if params.get("start"):
+        qs = qs.filter(created_at__gte=params["start"])
+    if params.get("end"):
+        qs = qs.filter(created_at__lt=params["end"])
+    return qs
+
+
+def _day_bounds(start: datetime | date | None, end: datetime | date | None) -> Q:
+    q = Q()
+    if start is not None:
+        q &= Q(day__gte=start.date() if isinstance(start, datetime) else start)
+    if end is not None:
+        if isinstance(end, datetime):
+            # A half-open end inside a day still includes that day's bucket.
+            end_day = (end - timedelta(microseconds=1)).astimezone(UTC).date()
+        else:
+            end_day = end - timedelta(days=1)
+        q &= Q(day__lte=end_day)
+    return q
+
+
+def spend_summary(
+    qs: QuerySet,
+    *,
+    group_by: str,
+    start: datetime | date | None = None,
+    end: datetime | date | None = None,
+    params: dict | None = None,
+) -> list[dict[str, Any]]:
+    """Totals from ``DailySpend`` grouped by one dimension, most expensive first (day: chronological).
+
+    ``qs`` is already tenant-restricted; day granularity is UTC days.
+    """
+    field, label = GROUPINGS[group_by]
+    qs = qs.filter(_day_bounds(start, end))
+    params = params or {}
+    for name, lookup in _SUMMARY_FILTERS:
+        if params.get(name) not in (None, ""):
+            qs = qs.filter(**{lookup: params[name]})
+    values = [field] + ([label] if label else [])
+    rows = (
+        qs.values(*values)
+        .annotate(
+            requests=Sum("requests"),
+            errors=Sum("errors"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cached_tokens=Sum("cached_tokens"),
+            cost=Sum("cost"),
+        )
+        .order_by(*(["day"] if group_by == "day" else ["-cost", field]))
+    )
+    out = []
+    for row in rows:
+        value = row[field]
+        out.append(
+            {
+                "group": group_by,
+                "value": value.isoformat() if isinstance(value, date) else value,
+                "label": (row.get(label) if label else None) or ("" if value is None else str(value)),
+                "requests": row["requests"] or 0,
+                "errors": row["errors"] or 0,
+                "prompt_tokens": row["prompt_tokens"] or 0,
+                "completion_tokens": row["completion_tokens"] or 0,
+                "cached_tokens": row["cached_tokens"] or 0,
+                "cost": row["cost"] or ZERO,
+            }
+        )
+    return out
+
+
+def spend_log_totals(qs: QuerySet) -> dict[str, Any]:
+    return qs.aggregate(requests=Count("id"), cost=Coalesce(Sum("cost"), Value(ZERO, output_field=DecimalField())))
+
+
+def window_history(qs: QuerySet, *, scope: str, scope_id: str) -> QuerySet:
+    return qs.filter(scope=scope, scope_id=scope_id).order_by("-window_start")
+
+
+def current_window(scope: str, scope_id: str, window: Window) -> BudgetWindow | None:
+    return BudgetWindow.objects.filter(scope=scope, scope_id=scope_id, window_id=window.id).first()

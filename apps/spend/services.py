@@ -1,0 +1,240 @@
+"""Spend writes run by Celery beat: window roll, budget alerts, retention, rebuilding totals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.spend.budgets import Budget, budgets_for
+from apps.spend.ingest import totals_add
+from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, SpendLog
+
+logger = logging.getLogger(__name__)
+
+
+def budget_windows_roll(*, now=None) -> int:
+    """Close windows whose end has passed; their rows stay as the history. Returns how many closed.
+
+    Nothing depends on this running on time: a request always charges the window its time falls in.
+    """
+    now = now or timezone.now()
+    return BudgetWindow.objects.filter(closed_at__isnull=True, window_end__lte=now).update(closed_at=now)
+
+
+def _admin_emails(*, organization_id: int | None, team_id: int | None) -> set[str]:
+    from apps.teams.models import Membership
+
+    emails: set[str] = set()
+    if organization_id:
+        emails.update(
+            Membership.objects.filter(organization_id=organization_id, team__isnull=True, role__in=("owner", "admin"))
+            .exclude(user__email="")
+            .values_list("user__email", flat=True)
+        )
+    if team_id:
+        emails.update(
+            Membership.objects.filter(team_id=team_id, role__in=("owner", "admin"))
+            .exclude(user__email="")
+            .values_list("user__email", flat=True)
+        )
+    return emails
+
+
+def _alert_recipients(budget: Budget) -> list[str]:
+    from apps.teams.models import User
+
+    emails = _admin_emails(organization_id=budget.organization_id, team_id=budget.team_id)
+    if budget.user_id:
+        email = User.objects.filter(pk=budget.user_id).values_list("email", flat=True).first()
+        if email:
+            emails.add(email)
+    return sorted(emails)
+
+
+def _post_webhook(payload: dict) -> str:
+    url = settings.GATEWAY_ALERT_WEBHOOK_URL
+    if not url:
+        return ""
+    if not url.startswith(("http://", "https://")):
+        return "invalid url"
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return str(response.status)
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        logger.warning("budget alert webhook failed: %s", exc.__class__.__name__)
+        return f"failed: {exc.__class__.__name__}"
+
+
+def _send_alert(alert: BudgetAlert, budget: Budget, window: BudgetWindow) -> None:
+    what = "soft budget" if alert.kind == BudgetAlert.Kind.SOFT else "budget"
+    subject = f"[LLM gateway] {budget.label} reached its {what} ({alert.spent:.4f} of {alert.threshold:.4f} USD)"
+    body = (
+        f"{budget.label} has spent {alert.spent:.6f} USD in window {window.window_id} "
+        f"({window.window_start:%Y-%m-%d %H:%M} to {window.window_end:%Y-%m-%d %H:%M} UTC); "
+        f"its {what} is {alert.threshold:.6f} USD.\n"
+    )
+    if alert.kind == BudgetAlert.Kind.HARD:
+        body += "Requests charged to it are refused until the window ends or the budget is raised.\n"
+    recipients = _alert_recipients(budget)
+    if recipients:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+    alert.recipients = ", ".join(recipients)
+    alert.emailed = bool(recipients)
+    alert.webhook_status = _post_webhook(
+        {
+            "type": f"budget.{alert.kind}",
+            "scope": alert.scope,
+            "scope_id": alert.scope_id,
+            "label": budget.label,
+            "window_id": alert.window_id,
+            "window_end": window.window_end.isoformat(),
+            "spent": str(alert.spent),
+            "threshold": str(alert.threshold),
+            "organization_id": budget.organization_id,
+            "team_id": budget.team_id,
+        }
+    )
+    alert.save(update_fields=["recipients", "emailed", "webhook_status"])
+
+
+def budget_alerts_send(*, now=None) -> list[BudgetAlert]:
+    """Soft- and hard-budget alerts for open windows that crossed a threshold; each once per window.
+
+    The alert row is created first (UNIQUE per scope, window and kind), so two beat runs racing
+    cannot both send; a failed e-mail or webhook is recorded on the row, not retried.
+    """
+    now = now or timezone.now()
+    windows = list(BudgetWindow.objects.filter(closed_at__isnull=True, window_end__gt=now, spent__gt=0))
+    budgets = budgets_for({(w.scope, w.scope_id) for w in windows})
+    sent: list[BudgetAlert] = []
+    for window in windows:
+        budget = budgets.get((window.scope, window.scope_id))
+        if budget is None or not budget.expects_window(window.window_id):
+            continue
+        for kind, threshold in (
+            (BudgetAlert.Kind.SOFT, budget.soft_budget),
+            (BudgetAlert.Kind.HARD, budget.max_budget),
+        ):
+            if threshold is None or window.spent < threshold:
+                continue
+            try:
+                with transaction.atomic():
+                    alert, created = BudgetAlert.objects.get_or_create(
+                        scope=window.scope,
+                        scope_id=window.scope_id,
+                        window_id=window.window_id,
+                        kind=kind,
+                        defaults={
+                            "threshold": threshold,
+                            "spent": window.spent,
+                            "organization_id": budget.organization_id,
+                            "team_id": budget.team_id,
+                        },
+                    )
+            except IntegrityError:
+                continue
+            if created:
+                _send_alert(alert, budget, window)
+                sent.append(alert)
+    return sent
+
+
+def spend_logs_purge(*, older_than_days: int | None = None, batch_size: int = 5000, now=None) -> int:
+    """Delete ledger rows past retention in batches (short transactions, no table lock). Aggregates stay."""
+    days = older_than_days or settings.SPEND_LOG_RETENTION_DAYS
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted = 0
+    while True:
+        ids = list(
+            SpendLog.objects.filter(created_at__lt=cutoff).order_by("id").values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += SpendLog.objects.filter(id__in=ids).delete()[0]
+
+
+def spend_totals_rebuild(*, batch_size: int = 2000) -> int:
+    """Recompute ``DailySpend`` and ``BudgetWindow`` from the ledger, in one transaction.
+
+    Closed windows whose ledger rows were purged by retention keep their recorded totals: the ledger
+    no longer holds what they counted. Returns the number of ledger rows replayed.
+    """
+    oldest = SpendLog.objects.order_by("created_at").values_list("created_at", flat=True).first()
+    replayed = 0
+    with transaction.atomic():
+        DailySpend.objects.all().delete()
+        windows = BudgetWindow.objects.all()
+        if oldest is not None:
+            windows = windows.filter(window_end__gt=oldest)
+        windows.delete()
+        last_id = 0
+        while True:
+            rows = list(SpendLog.objects.filter(id__gt=last_id).order_by("id")[:batch_size])
+            if not rows:
+                break
+            totals_add(rows)
+            replayed += len(rows)
+            last_id = rows[-1].id
+    return replayed
+
+
+REPORT_FIELDS = ("name", "organization", "team", "period", "group_by", "format", "recipients", "enabled")
+
+
+def report_save(*, actor, report=None, **values):
+    """Create or update a scheduled report. Only admins of its organization, or of its team, may.
+
+    A team admin's report must name their team: the organization-wide view is the org admins'.
+    """
+    from django.core.exceptions import PermissionDenied, ValidationError
+    from django.core.validators import validate_email
+
+    from apps.spend.models import Report
+    from apps.teams.audit import audit_record
+    from apps.teams.scoping import tenancy_for
+
+    unknown = set(values) - set(REPORT_FIELDS)
+    if unknown:
+        raise ValidationError({name: "unknown field" for name in unknown})
+    report = report or Report(created_by=actor.user_row)
+    for name, value in values.items():
+        setattr(report, name, value)
+    if report.team_id and report.team.organization_id != report.organization_id:
+        raise ValidationError({"team": "The team belongs to another organization."})
+    tenancy = tenancy_for(actor.user)
+    allowed = (
+        tenancy.is_superuser
+        or report.organization_id in tenancy.org_admin
+        or (report.team_id is not None and report.team_id in tenancy.team_admin)
+    )
+    if not allowed:
+        raise PermissionDenied("Only admins of this organization or team may set up its reports.")
+    for address in report.recipient_list():
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ValidationError({"recipients": f"Not an e-mail address: {address}"}) from None
+    with transaction.atomic():
+        report.full_clean()
+        creating = report.pk is None
+        report.save()
+        audit_record(
+            actor=actor,
+            action="report.create" if creating else "report.update",
+            obj=report,
+            organization=report.organization,
+            team=report.team,
+            changes={k: v for k, v in values.items() if k not in ("organization", "team")},
+        )
+    return report
