@@ -6,6 +6,7 @@ Everything interpolated into the markup is either a number we computed or passes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,13 +26,9 @@ def nice_ceiling(value: float) -> float:
     """The smallest 1/2/2.5/5 x 10^n at or above ``value``, so the axis reads in round numbers."""
     if value <= 0:
         return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1) if value >= 1 else 1.0
-    if value < 1:
-        magnitude = 1.0
-        while magnitude / 10 >= value:
-            magnitude /= 10
+    magnitude = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
+        if step * magnitude >= value * (1 - 1e-12):
             return step * magnitude
     return 10 * magnitude
 

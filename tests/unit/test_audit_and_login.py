@@ -1,0 +1,103 @@
+"""Audit events in the admin (tenant admins only, read-only) and brute-force login protection (axes)."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from apps.keys.services import key_create
+from apps.teams.audit import Actor
+from apps.teams.models import AuditEvent
+
+
+@pytest.fixture
+def alpha_event(alice, alpha):
+    key_create(actor=Actor(user=alice, source="api", ip_address="203.0.113.7"), team=alpha, alias="audited")
+    return AuditEvent.objects.get(action__startswith="key.", team=alpha)
+
+
+@pytest.fixture
+def omega_event(charlie, omega):
+    key_create(actor=Actor(user=charlie, source="admin"), team=omega, alias="omega-audited")
+    return AuditEvent.objects.get(action__startswith="key.", team=omega)
+
+
+@pytest.mark.django_db
+def test_team_admin_sees_their_teams_audit_events_only(client, alice, alpha_event, omega_event):
+    client.force_login(alice)
+    response = client.get(reverse("admin:teams_auditevent_changelist"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "audited" in html and "203.0.113.7" in html
+    assert "omega-audited" not in html
+    assert client.get(reverse("admin:teams_auditevent_change", args=[omega_event.pk])).status_code in (302, 403, 404)
+    assert client.get(reverse("admin:teams_auditevent_change", args=[alpha_event.pk])).status_code == 200
+
+
+@pytest.mark.django_db
+def test_audit_is_read_only_even_for_superusers(client, root, alpha_event):
+    client.force_login(root)
+    change_url = reverse("admin:teams_auditevent_change", args=[alpha_event.pk])
+    page = client.get(change_url)
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content
+    client.post(change_url, {"action": "forged"})
+    assert client.get(reverse("admin:teams_auditevent_add")).status_code == 403
+    assert (
+        client.post(reverse("admin:teams_auditevent_delete", args=[alpha_event.pk]), {"post": "yes"}).status_code == 403
+    )
+    alpha_event.refresh_from_db()
+    assert alpha_event.action != "forged"
+
+
+@pytest.mark.django_db
+def test_members_and_viewers_do_not_see_the_audit(client, bob, vera, alpha_event):
+    for user in (bob, vera):
+        client.force_login(user)
+        assert client.get(reverse("admin:teams_auditevent_changelist")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_org_admin_sees_every_team_of_the_org(client, olga, alpha_event):
+    client.force_login(olga)
+    assert b"audited" in client.get(reverse("admin:teams_auditevent_changelist")).content
+
+
+@pytest.mark.django_db
+def test_secrets_are_masked_in_audit_changes(alice, alpha):
+    from apps.teams.audit import audit_record
+
+    event = audit_record(actor=Actor(user=alice), action="x", obj=alpha, changes={"api_key": "sk-live-123", "n": 1})
+    assert event.changes == {"api_key": "***", "n": 1}
+
+
+@pytest.mark.django_db
+def test_admin_login_locks_out_after_repeated_failures(client, alice, settings):
+    url = reverse("admin:login")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        response = client.post(url, {"username": "alice", "password": "wrong"})
+        assert response.status_code in (200, 429)
+    # Even the right password is refused now, and no session is created.
+    response = client.post(url, {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert client.get(reverse("admin:index")).status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_correct_login_before_the_limit_works(client, alice, settings):
+    url = reverse("admin:login")
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client.post(url, {"username": "alice", "password": "wrong"})
+    response = client.post(url, {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 302
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_admin_login_form_is_csrf_protected(alice):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(reverse("admin:login"), {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 403

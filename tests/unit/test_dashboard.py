@@ -1,0 +1,210 @@
+"""The admin dashboard, live page and deployment pages, read by the recurring cast.
+
+alice (Alpha admin) sees Alpha's spend; charlie (Omega admin) sees none of it; budget bars turn amber
+at the soft budget and red at the hard one; every page escapes what tenants typed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from apps.spend.events import SpendEvent
+from apps.spend.ingest import spend_ingest_events
+from apps.teams.charts import Point, bar_chart, nice_ceiling
+from apps.teams.dashboard import BudgetBar, dashboard_for
+from apps.teams.models import AuditEvent
+from tests.factories import DeploymentFactory, VirtualKeyFactory
+
+
+def _event(key, *, cost="0.25", status=200, model="gpt-4o-mini", limit_type=None, deployment=None, latency=12.5):
+    return SpendEvent(
+        request_id=uuid.uuid4().hex,
+        created_at=time.time(),
+        route="/v1/chat/completions",
+        status=status,
+        model=model,
+        llm_provider="mock",
+        deployment_id=deployment.pk if deployment else None,
+        organization_id=key.organization_id,
+        team_id=key.team_id,
+        key_id=key.pk,
+        key_alias=key.alias,
+        user_id=key.user_id,
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost=cost,
+        latency_ms=latency,
+        limit_type=limit_type,
+        error_type=f"rate_limit:{limit_type}" if limit_type else None,
+    )
+
+
+@pytest.fixture
+def alpha_key(alpha, alice):
+    return VirtualKeyFactory(team=alpha, user=alice, alias="alpha-<b>bold</b>")
+
+
+@pytest.fixture
+def omega_key(omega, charlie):
+    return VirtualKeyFactory(team=omega, user=charlie, alias="omega-secret-project")
+
+
+@pytest.fixture
+def traffic(alpha_key, omega_key):
+    spend_ingest_events(
+        [
+            _event(alpha_key, cost="0.25"),
+            _event(alpha_key, cost="0.50"),
+            _event(alpha_key, cost="0", status=429, limit_type="tokens"),
+            _event(omega_key, cost="7.00"),
+        ]
+    )
+
+
+@pytest.mark.django_db
+def test_alice_sees_alphas_spend_and_not_omegas(alice, traffic):
+    dash = dashboard_for(alice)
+    assert dash.today.cost == Decimal("0.75")
+    assert dash.today.requests == 3
+    assert dash.today.rate_limited == 1
+    assert dash.limited_by_type == [("tokens", 1)]
+    assert dash.month.cost == Decimal("0.75")
+    assert [row["key__alias"] for row in dash.top_keys] == ["alpha-<b>bold</b>"]
+
+
+@pytest.mark.django_db
+def test_charlie_sees_only_omega(charlie, traffic):
+    dash = dashboard_for(charlie)
+    assert dash.today.cost == Decimal("7.00")
+    assert [row["key__alias"] for row in dash.top_keys] == ["omega-secret-project"]
+
+
+@pytest.mark.django_db
+def test_root_sees_everything(root, traffic):
+    assert dashboard_for(root).today.cost == Decimal("7.75")
+
+
+@pytest.mark.django_db
+def test_index_page_shows_dashboard_escaped_and_scoped(client, alice, traffic):
+    client.force_login(alice)
+    response = client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Gateway dashboard" in html
+    assert "$0.75" in html
+    assert "alpha-&lt;b&gt;bold&lt;/b&gt;" in html
+    assert "<b>bold</b>" not in html
+    assert "omega-secret-project" not in html
+    assert "<svg" in html and 'class="gw-bar"' in html
+
+
+@pytest.mark.django_db
+def test_budget_bars_turn_amber_at_soft_and_red_at_hard(alice, alpha, alpha_key):
+    alpha.soft_budget, alpha.max_budget, alpha.budget_duration = Decimal("0.5"), Decimal("1.0"), "1mo"
+    alpha.save()
+    spend_ingest_events([_event(alpha_key, cost="0.25")])
+    [bar] = [b for b in dashboard_for(alice).budget_bars if b.kind == "team"]
+    assert (bar.state, bar.spent, bar.percent) == ("ok", Decimal("0.25"), 25)
+    spend_ingest_events([_event(alpha_key, cost="0.30")])
+    [bar] = [b for b in dashboard_for(alice).budget_bars if b.kind == "team"]
+    assert bar.state == "soft"
+    spend_ingest_events([_event(alpha_key, cost="0.50")])
+    [bar] = [b for b in dashboard_for(alice).budget_bars if b.kind == "team"]
+    assert (bar.state, bar.percent) == ("hard", 100)
+    assert bar.window.id.startswith("1mo:")
+
+
+def test_budget_bar_soft_only():
+    from apps.spend.windows import lifetime_window
+
+    bar = BudgetBar("key", "k", "", lifetime_window(), Decimal("3"), Decimal("2"), None)
+    assert (bar.state, bar.percent, bar.window_label) == ("soft", 100, "lifetime")
+
+
+@pytest.mark.django_db
+def test_outsider_budget_bars_hide_other_tenants(charlie, alpha):
+    alpha.max_budget = Decimal("10")
+    alpha.save()
+    assert [b for b in dashboard_for(charlie).budget_bars if b.label.endswith("Alpha")] == []
+
+
+def test_bar_chart_escapes_labels_and_scales():
+    svg = bar_chart([Point("<script>", Decimal("3")), Point("b", 1)], title="t<")
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert svg.count('class="gw-bar"') == 2
+    assert nice_ceiling(3) == 5 and nice_ceiling(0.03) == pytest.approx(0.05) and nice_ceiling(0) == 1
+
+
+@pytest.mark.django_db
+def test_live_page_backlog_is_scoped_and_never_shows_the_key(client, alice, alpha_key, traffic):
+    client.force_login(alice)
+    response = client.get(reverse("gateway-live"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.count("data-request-id=") == 3
+    assert "gw-status-429 gw-limit-tokens" in html
+    assert "omega-secret-project" not in html
+    assert alpha_key.secret not in html
+    assert alpha_key.key_hash not in html
+
+
+@pytest.mark.django_db
+def test_live_page_needs_a_staff_login(client):
+    response = client.get(reverse("gateway-live"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_deployment_group_page_shows_health_and_no_credentials(client, alice, acme, alpha_key):
+    deployment = DeploymentFactory(organization=acme, model_name="acme-model")
+    deployment.set_credentials("sk-upstream-very-secret")
+    deployment.save()
+    spend_ingest_events(
+        [_event(alpha_key, deployment=deployment, latency=40), _event(alpha_key, deployment=deployment)]
+    )
+    client.force_login(alice)
+    response = client.get(reverse("gateway-deployment-group", args=["acme-model"]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "sk-upstream-very-secret" not in html
+    assert "gw-health-ok" in html
+    assert ">set<" in html
+
+
+@pytest.mark.django_db
+def test_outsider_gets_404_for_other_tenants_group(client, charlie, acme):
+    DeploymentFactory(organization=acme, model_name="acme-model")
+    client.force_login(charlie)
+    assert client.get(reverse("gateway-deployment-group", args=["acme-model"])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_test_connection_with_mock_provider_is_audited_and_csrf_protected(alice, olga, acme):
+    from django.test import Client
+
+    deployment = DeploymentFactory(organization=acme, model_name="acme-model", provider="mock")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(olga)
+    url = reverse("gateway-deployment-test", args=[deployment.pk])
+    assert client.post(url).status_code == 403  # no CSRF token
+    page = client.get(reverse("gateway-deployment-group", args=["acme-model"]))
+    token = page.cookies["csrftoken"].value
+    response = client.post(url, {"csrfmiddlewaretoken": token}, follow=True)
+    assert response.status_code == 200
+    assert "Test connection to" in response.content.decode() and "OK" in response.content.decode()
+    event = AuditEvent.objects.get(action="deployment.test_connection")
+    assert event.actor == olga and event.changes["ok"] is True and event.source == "admin"
+
+
+@pytest.mark.django_db
+def test_team_member_cannot_test_an_org_deployment(client, bob, acme):
+    deployment = DeploymentFactory(organization=acme, model_name="acme-model")
+    client.force_login(bob)
+    assert client.post(reverse("gateway-deployment-test", args=[deployment.pk])).status_code == 404
+    assert not AuditEvent.objects.filter(action="deployment.test_connection").exists()
