@@ -67,17 +67,14 @@ def budgets_for(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], Budget]:
         found[("organization", str(org.pk))] = Budget(
             org.max_budget, org.soft_budget, org.budget_duration, f"organization {org}", org.pk
         )
-    for scope_id in wanted.get("customer", set()):
-        org_id, _, external = scope_id.partition(":")
-        customer = Customer.objects.filter(organization_id=org_id or 0, external_id=external).first()
-        if customer is not None:
-            found[("customer", scope_id)] = Budget(
-                customer.max_budget,
-                customer.soft_budget,
-                customer.budget_duration,
-                f"customer {external}",
-                customer.organization_id,
-            )
+    for customer in Customer.objects.filter(pk__in=ints(wanted.get("customer", set()))):
+        found[("customer", str(customer.pk))] = Budget(
+            customer.max_budget,
+            customer.soft_budget,
+            customer.budget_duration,
+            f"customer {customer.external_id}",
+            customer.organization_id,
+        )
     for scope_id in wanted.get("model", set()):
         owner, _, rest = scope_id.partition(":")
         owner_id, _, model = rest.partition(":")
@@ -91,7 +88,7 @@ def budgets_for(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], Budget]:
             found[("model", scope_id)] = Budget(
                 _decimal(limits.get("max_budget")),
                 _decimal(limits.get("soft_budget")),
-                str(limits.get("budget_duration") or holder.budget_duration or ""),
+                str(limits.get("budget_duration") or ""),
                 f"{owner} {holder} model {model}",
                 holder.organization_id,
                 holder.team_id if owner == "key" else holder.pk,

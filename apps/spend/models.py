@@ -128,8 +128,8 @@ class BudgetWindow(models.Model):
     """Running spend of one scope in one budget window; rows of closed windows are the history.
 
     ``scope`` is key | user | team | organization | customer | model; ``scope_id`` is the pk as text,
-    ``"<org id>:<external id>"`` for customers, ``"key:<id>:<model>"`` / ``"team:<id>:<model>"`` for the
-    per-model budgets; ``window_id`` comes from ``apps.spend.windows`` (``"all"`` without a duration).
+    ``"key:<id>:<model>"`` / ``"team:<id>:<model>"`` for the per-model budgets (``apps.spend.scopes``);
+    ``window_id`` comes from ``apps.spend.windows`` (``"all"`` without a duration).
     """
 
     TENANT_PATHS = TenantPaths(organization="organization", team="team", owner="user")

@@ -1,9 +1,11 @@
 """Which budget windows one ledger row charges: the same scope ids and window ids the limiters use.
 
-Scope ids: the pk as text for key, user, team and organization; ``"<org id>:<external id>"`` for a
-customer; ``"key:<key id>:<model>"`` and ``"team:<team id>:<model>"`` for per-model budgets (only
-where the key's/team's ``model_limits`` name the model). The window comes from the scope's own
-``budget_duration`` in the organization's time zone; without a duration the lifetime window ``"all"``.
+Scope ids (as ``apps.proxy.auth`` and ``apps.ratelimit.lookups`` build them): the pk as text for key,
+user, team, organization and customer (the ``Customer`` row of the event's organization and external
+id; none without a row); ``"key:<key id>:<model>"`` and ``"team:<team id>:<model>"`` for per-model
+budgets, only where the key's/team's ``model_limits`` name the model, with that entry's own
+``budget_duration``. The window comes from the scope's ``budget_duration`` in the organization's time
+zone; without a duration it is the lifetime window ``"all"``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ class ScopeWindow:
     organization_id: int | None = None
     team_id: int | None = None
     user_id: int | None = None
-
-
-def customer_scope_id(organization_id: int | None, external_id: str) -> str:
-    return f"{organization_id or 0}:{external_id}"
 
 
 def window_of(duration: str, at: datetime, time_zone: str) -> Window:
@@ -70,14 +68,14 @@ class ScopeDirectory:
             )
         }
         self.users = dict(User.objects.filter(pk__in=user_ids).values_list("pk", "budget_duration"))
-        self.customers: dict[tuple[int, str], str] = {}
+        self.customers: dict[tuple[int, str], tuple[int, str]] = {}
         if customers:
             org_filter = {org for org, _ in customers}
             ext_filter = {ext for _, ext in customers}
-            for org, ext, duration in Customer.objects.filter(
+            for pk, org, ext, duration in Customer.objects.filter(
                 organization_id__in=org_filter, external_id__in=ext_filter
-            ).values_list("organization_id", "external_id", "budget_duration"):
-                self.customers[(org, ext)] = duration
+            ).values_list("pk", "organization_id", "external_id", "budget_duration"):
+                self.customers[(org, ext)] = (pk, duration)
 
     def time_zone(self, organization_id: int | None) -> str:
         return self.orgs.get(organization_id, ("", "UTC"))[1] or "UTC"
@@ -96,7 +94,7 @@ class ScopeDirectory:
                     ScopeWindow(
                         "model",
                         f"key:{row.key_id}:{row.model}",
-                        window_of(str(model_limit.get("budget_duration") or duration or ""), at, tz),
+                        window_of(str(model_limit.get("budget_duration") or ""), at, tz),
                         org,
                         team,
                         user,
@@ -114,7 +112,7 @@ class ScopeDirectory:
                     ScopeWindow(
                         "model",
                         f"team:{team}:{row.model}",
-                        window_of(str(model_limit.get("budget_duration") or duration or ""), at, tz),
+                        window_of(str(model_limit.get("budget_duration") or ""), at, tz),
                         org,
                         team,
                     )
@@ -122,10 +120,10 @@ class ScopeDirectory:
         if org:
             duration = self.orgs.get(org, ("", "UTC"))[0]
             found.append(ScopeWindow("organization", str(org), window_of(duration, at, tz), org))
-        if row.customer_id:
-            duration = self.customers.get((org, row.customer_id), "")
-            scope_id = customer_scope_id(org, row.customer_id)
-            found.append(ScopeWindow("customer", scope_id, window_of(duration, at, tz), org))
+        customer = self.customers.get((org, row.customer_id)) if row.customer_id else None
+        if customer is not None:
+            pk, duration = customer
+            found.append(ScopeWindow("customer", str(pk), window_of(duration, at, tz), org))
         return found
 
 

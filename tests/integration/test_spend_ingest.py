@@ -17,7 +17,7 @@ from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
 from apps.spend.selectors import key_usage, window_spent
 from apps.spend.windows import window_for
-from tests.factories import VirtualKeyFactory
+from tests.factories import CustomerFactory, VirtualKeyFactory
 
 
 def make_event(
@@ -92,11 +92,15 @@ def test_per_model_budget_windows_are_kept_for_models_named_in_model_limits(alph
     assert not BudgetWindow.objects.filter(scope="model", scope_id=f"key:{key.pk}:other").exists()
 
 
-def test_customer_windows_and_errors_are_counted(alpha):
+def test_customer_windows_use_the_customer_pk_and_errors_are_counted(alpha):
+    customer = CustomerFactory(organization=alpha.organization, external_id="end-1")
     key = VirtualKeyFactory(team=alpha)
-    spend_ingest_events([make_event(key, customer="end-1", status=502, cost="0"), make_event(key, customer="end-1")])
-    assert BudgetWindow.objects.get(scope="customer").requests == 2
-    assert DailySpend.objects.get().errors == 1
+    events = [make_event(key, customer="end-1", status=502, cost="0"), make_event(key, customer="end-1")]
+    events.append(make_event(key, customer="unknown-end-user"))
+    spend_ingest_events(events)
+    window = BudgetWindow.objects.get(scope="customer")
+    assert (window.scope_id, window.requests) == (str(customer.pk), 2)
+    assert DailySpend.objects.filter(customer_id="end-1").get().errors == 1
 
 
 def test_bad_values_are_recorded_not_fatal(alpha):
