@@ -73,7 +73,7 @@ def _load_registry() -> Registry:
     return Registry(deployments, groups)
 
 
-def _load_customer(organization_id: int, external_id: str) -> ScopeLimits | None:
+def _load_customer(organization_id: int, external_id: str, time_zone: str) -> ScopeLimits | None:
     from apps.teams.models import Customer
 
     close_old_connections()
@@ -87,7 +87,14 @@ def _load_customer(organization_id: int, external_id: str) -> ScopeLimits | None
     limits = {k: row[k] for k in ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget", "soft_budget")}
     if all(v is None for v in limits.values()):
         return None
-    return ScopeLimits(scope="customer", id=str(row["id"]), budget_duration=row["budget_duration"] or "", **limits)
+    # The same scope id the spend ledger uses for customers (apps/spend/scopes.customer_scope_id).
+    return ScopeLimits(
+        scope="customer",
+        id=f"{organization_id}:{external_id}",
+        budget_duration=row["budget_duration"] or "",
+        time_zone=time_zone,
+        **limits,
+    )
 
 
 class _Cached:
@@ -143,13 +150,19 @@ async def group_capacity(model_name: str) -> GroupCapacity | None:
     return registry.groups.get(model_name)
 
 
-async def customer_limits(organization_id: int | None, external_id: str | None) -> ScopeLimits | None:
-    """The end user's limits (``Customer`` row of the key's organization), or None when unlimited/unknown."""
+async def customer_limits(
+    organization_id: int | None, external_id: str | None, time_zone: str = "UTC"
+) -> ScopeLimits | None:
+    """The end user's limits (``Customer`` row of the key's organization), or None when unlimited/unknown.
+
+    Budget windows of a customer follow the organization's time zone, like every other scope.
+    """
     if not organization_id or not external_id or len(external_id) > 255:
         return None
     if len(_customers.entries) > MAX_CUSTOMER_ENTRIES:
         _customers.clear()  # bounded memory under many distinct end users
-    return await _customers.get((organization_id, external_id), _load_customer, organization_id, external_id)
+    key = (organization_id, external_id, time_zone)
+    return await _customers.get(key, _load_customer, organization_id, external_id, time_zone)
 
 
 def lookups_clear() -> None:

@@ -20,7 +20,7 @@ from apps.proxy.context import CallResult, RequestContext, ScopeLimits
 from apps.ratelimit import lookups, observe
 from apps.ratelimit.chain import ProxyMiddleware
 from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, plan_for, usd_to_nano
-from apps.spend.windows import lifetime_window, window_for
+from apps.spend.windows import DURATIONS, Window, lifetime_window, window_for
 
 BATCH_ROUTE = "/v1/batches"
 CUSTOMER_KEY = "_customer"
@@ -49,7 +49,9 @@ def scope_label(ctx: RequestContext, scope: ScopeLimits) -> str:
 async def customer_scope(ctx: RequestContext) -> ScopeLimits | None:
     """The end user's limits, looked up once per request."""
     if CUSTOMER_KEY not in ctx.reservations:
-        ctx.reservations[CUSTOMER_KEY] = await lookups.customer_limits(ctx.key.organization_id, ctx.customer_id)
+        ctx.reservations[CUSTOMER_KEY] = await lookups.customer_limits(
+            ctx.key.organization_id, ctx.customer_id, ctx.key.time_zone
+        )
     return ctx.reservations[CUSTOMER_KEY]
 
 
@@ -59,6 +61,16 @@ async def tenant_scopes(ctx: RequestContext) -> list[ScopeLimits]:
     if customer is not None:
         scopes.append(customer)
     return scopes
+
+
+def model_scopes(ctx: RequestContext) -> list[ScopeLimits]:
+    """Model-per-key and model-per-team limits for the model this request asked for."""
+    found = []
+    for per_model in (ctx.key.key_model_limits, ctx.key.team_model_limits):
+        model_scope = per_model.get(ctx.model)
+        if model_scope is not None:
+            found.append(model_scope)
+    return found
 
 
 def token_estimate(ctx: RequestContext) -> int:
@@ -108,11 +120,7 @@ class RateLimiter(ProxyMiddleware):
 
     async def pre_call(self, ctx: RequestContext) -> None:
         plan = plan_for(ctx)
-        scopes = await tenant_scopes(ctx)
-        for per_model in (ctx.key.key_model_limits, ctx.key.team_model_limits):
-            model_scope = per_model.get(ctx.model)
-            if model_scope is not None:
-                scopes.append(model_scope)
+        scopes = await tenant_scopes(ctx) + model_scopes(ctx)
         tokens = token_estimate(ctx)
         for scope in scopes:
             label = scope_label(ctx, scope)
@@ -198,21 +206,30 @@ class BudgetLimiter(ProxyMiddleware):
         now = datetime.now(UTC)
         # At least one nano-USD, so an exhausted budget refuses even a call estimated as free.
         amount = max(1, usd_to_nano(ctx.estimated_cost))
-        for scope in await tenant_scopes(ctx):
+        for scope in await tenant_scopes(ctx) + model_scopes(ctx):
             if scope.max_budget is None:
                 continue
-            if scope.budget_duration:
-                window = window_for(scope.budget_duration, now, scope.time_zone or ctx.key.time_zone)
+            window = budget_window(scope.budget_duration, now, scope.time_zone or ctx.key.time_zone)
+            if window.id != "all":
                 left_ms = int(window.seconds_left(now) * 1000)
                 ttl_ms = left_ms + 86_400_000
             else:
-                window = lifetime_window()
                 left_ms, ttl_ms = _MAX_BUDGET_RETRY_MS, 0
             plan.add(
                 Check(COUNTER, _key("budget", scope, window.id), usd_to_nano(scope.max_budget), amount, "budget",
                       scope.scope, scope_label(ctx, scope), ttl_ms=ttl_ms, retry_ms=min(left_ms, _MAX_BUDGET_RETRY_MS),
                       reconcile="cost", seed=(scope.scope, str(scope.id), window.id), unit="nano_usd")
             )  # fmt: skip
+
+
+def budget_window(duration: str, now: datetime, time_zone: str) -> Window:
+    """The window a budget charges now; the same choice the spend ledger makes (apps/spend/scopes.py)."""
+    if duration not in DURATIONS:
+        return lifetime_window()
+    try:
+        return window_for(duration, now, time_zone)
+    except (KeyError, ValueError):  # unknown time zone name: count in UTC rather than not at all
+        return window_for(duration, now, "UTC")
 
 
 class SessionLimiter(ProxyMiddleware):
@@ -247,7 +264,8 @@ def _digest(text: str) -> str:
 def _key(kind: str, scope: ScopeLimits, *suffix: str) -> str:
     from apps.ratelimit.plan import counter_key
 
-    scope_id = scope.id if scope.scope != "model" else _digest(scope.id)
+    # Model and customer ids contain client-chosen names: hashed so counter keys stay short and clean.
+    scope_id = _digest(scope.id) if scope.scope in ("model", "customer") else scope.id
     return counter_key(kind, scope.scope, scope_id, *suffix)
 
 

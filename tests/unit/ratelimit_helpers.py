@@ -1,0 +1,103 @@
+"""Builders shared by the rate-limit tests: key contexts, request contexts, a chain on either backend."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from apps.proxy.context import CallResult, KeyContext, RequestContext, ScopeLimits
+from apps.ratelimit.backends.memory import MemoryBackend
+from apps.ratelimit.backends.redis_backend import RedisBackend
+from apps.ratelimit.chain import build_chain
+
+_ids = itertools.count(1)
+ALL = [
+    "apps.ratelimit.middleware.MetricsMiddleware",
+    "apps.ratelimit.middleware.BatchLimiter",
+    "apps.ratelimit.middleware.ParallelRequestLimiter",
+    "apps.ratelimit.middleware.RateLimiter",
+    "apps.ratelimit.middleware.DeploymentCapacityLimiter",
+    "apps.ratelimit.middleware.PriorityLimiter",
+    "apps.ratelimit.middleware.BudgetLimiter",
+    "apps.ratelimit.middleware.SessionLimiter",
+]
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=pytest.mark.integration),
+]
+
+
+def unique() -> str:
+    """Scope ids unique per test, so tests never share counters in the one Redis of a test run."""
+    return uuid.uuid4().hex[:12]
+
+
+def make_backend(kind: str, **kwargs):
+    if kind == "memory":
+        return MemoryBackend(**kwargs)
+    if not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is not set (run through scripts/test.sh)")
+    # Generous timeout: the test machine is shared; the fail-mode tests use their own backends.
+    return RedisBackend(settings.REDIS_URL, timeout_ms=kwargs.pop("timeout_ms", 3000), **kwargs)
+
+
+def make_chain(backend, paths: list[str] | None = None):
+    return build_chain(ALL if paths is None else paths, backend=backend)
+
+
+def scope(kind: str, scope_id: str | None = None, **limits) -> ScopeLimits:
+    if "max_budget" in limits and limits["max_budget"] is not None:
+        limits["max_budget"] = Decimal(str(limits["max_budget"]))
+    return ScopeLimits(scope=kind, id=scope_id or unique(), **limits)
+
+
+def key_context(*scopes: ScopeLimits, **fields) -> KeyContext:
+    values = {
+        "key_id": next(_ids),
+        "key_alias": "ci-key",
+        "team_id": 1,
+        "team_name": "Alpha",
+        "organization_id": 1,
+        "organization_name": "Acme",
+        "user_id": None,
+        "allowed_models": None,
+        "scopes": tuple(scopes),
+    }
+    values.update(fields)
+    return KeyContext(**values)
+
+
+def request(key: KeyContext, **fields) -> RequestContext:
+    values = {
+        "request_id": uuid.uuid4().hex,
+        "key": key,
+        "route": "/v1/chat/completions",
+        "model": "gpt-4o-mini",
+        "llm_provider": "openai",
+        "estimated_prompt_tokens": 10,
+        "max_output_tokens": 10,
+    }
+    values.update(fields)
+    return RequestContext(**values)
+
+
+def ok(status: int = 200, **fields) -> CallResult:
+    return CallResult(status=status, llm_provider="openai", **fields)
+
+
+async def admit(chain, ctx: RequestContext) -> None:
+    """pre_call as the proxy does it."""
+    await chain.pre_call(ctx)
+
+
+async def call(chain, ctx: RequestContext, result: CallResult | None = None) -> None:
+    """One whole request: pre_call, then post_call with ``result`` (post_call runs even on refusal)."""
+    try:
+        await chain.pre_call(ctx)
+    finally:
+        await chain.post_call(ctx, result or ok())
