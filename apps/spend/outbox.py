@@ -50,7 +50,11 @@ def _redis_for_loop() -> Any:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2.0, socket_connect_timeout=2.0)
+        # Bounded: a burst of finishing requests waits briefly for a connection instead of opening thousands.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=64, timeout=5.0, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 
