@@ -1,0 +1,194 @@
+"""The key admin, as real pages through the Django test client: tenants, secret once, actions."""
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from apps.keys.hashing import keyed_hash
+from apps.keys.models import VirtualKey
+from tests.factories import VirtualKeyFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/keys/virtualkey/"
+ADD = "/admin/keys/virtualkey/add/"
+
+
+def browser(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def change_url(key) -> str:
+    return f"/admin/keys/virtualkey/{key.pk}/change/"
+
+
+def key_form(team, **overrides) -> dict:
+    data = {
+        "alias": "from-admin",
+        "team": team.pk,
+        "user": "",
+        "allowed_models": "",
+        "expires_at_0": "",
+        "expires_at_1": "",
+        "rpm_limit": "",
+        "tpm_limit": "",
+        "max_parallel_requests": "",
+        "max_budget": "",
+        "soft_budget": "",
+        "budget_duration": "",
+        "model_limits": "{}",
+        "priority": "1",
+        "session_max_budget": "",
+        "session_max_iterations": "",
+        "metadata": "{}",
+    }
+    data.update(overrides)
+    return data
+
+
+def shown_secrets(html: str) -> list[str]:
+    return re.findall(r'data-testid="issued-secret">([^<]+)<', html)
+
+
+@pytest.fixture
+def alices_key(alpha, alice):
+    return VirtualKeyFactory(team=alpha, user=alice, alias="alice-key")
+
+
+def test_charlie_cannot_see_or_reach_alices_key(alices_key, charlie):
+    client = browser(charlie)
+    page = client.get(CHANGELIST)
+    assert page.status_code == 200
+    assert "alice-key" not in page.content.decode()
+    response = client.get(change_url(alices_key))
+    assert response.status_code == 302 and "alice-key" not in response.content.decode()
+    response = client.post(change_url(alices_key), key_form(alices_key.team, rpm_limit="1"))
+    assert response.status_code in (302, 403)
+    alices_key.refresh_from_db()
+    assert alices_key.rpm_limit is None
+
+
+def test_charlie_cannot_pick_alpha_when_adding_a_key(alpha, omega, charlie):
+    client = browser(charlie)
+    page = client.get(ADD).content.decode()
+    assert "Omega" in page and "Alpha" not in page
+    response = client.post(ADD, key_form(alpha, alias="sneaky"))
+    assert response.status_code == 200  # the form again, with an error on "team"
+    assert "Select a valid choice" in response.content.decode()
+    assert not VirtualKey.objects.filter(alias="sneaky").exists()
+
+
+def test_charlie_cannot_revoke_alices_key_with_an_action(alices_key, charlie):
+    browser(charlie).post(CHANGELIST, {"action": "revoke_keys", "_selected_action": [alices_key.pk]})
+    alices_key.refresh_from_db()
+    assert alices_key.revoked_at is None
+
+
+def test_bob_sees_only_his_keys(alpha, alices_key, bob):
+    VirtualKeyFactory(team=alpha, user=bob, alias="bob-key")
+    page = browser(bob).get(CHANGELIST).content.decode()
+    assert "bob-key" in page and "alice-key" not in page
+    assert browser(bob).get(change_url(alices_key)).status_code == 302
+
+
+def test_vera_sees_her_key_read_only(alpha, vera):
+    own = VirtualKeyFactory(team=alpha, user=vera, alias="vera-key")
+    client = browser(vera)
+    page = client.get(change_url(own))
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()  # a read-only view
+    assert client.post(change_url(own), key_form(alpha, rpm_limit="5")).status_code == 403
+    assert client.get(ADD).status_code == 403
+    client.post(CHANGELIST, {"action": "revoke_keys", "_selected_action": [own.pk]})
+    own.refresh_from_db()
+    assert own.rpm_limit is None and own.revoked_at is None
+
+
+def test_alice_creates_a_key_and_sees_the_secret_exactly_once(alpha, alice, bob):
+    client = browser(alice)
+    response = client.post(ADD, key_form(alpha, alias="for-bob", user=bob.pk, allowed_models="gpt-4o-mini, gpt-4o"))
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    secrets = shown_secrets(response.content.decode())
+    assert len(secrets) == 1 and secrets[0].startswith("sk-")
+    key = VirtualKey.objects.get(alias="for-bob")
+    assert key.key_hash == keyed_hash(secrets[0])
+    assert key.user == bob and key.allowed_models == ["gpt-4o-mini", "gpt-4o"] and key.created_by == alice
+    for url in (CHANGELIST, change_url(key), "/admin/"):
+        assert secrets[0] not in client.get(url).content.decode()
+
+
+def test_admin_key_creation_stays_within_the_team(alpha, alice):
+    alpha.max_budget = Decimal("10")
+    alpha.allowed_models = ["gpt-4o-mini"]
+    alpha.save()
+    client = browser(alice)
+    response = client.post(ADD, key_form(alpha, alias="too-big", max_budget="50", allowed_models="gpt-4o"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "cannot exceed the team&#x27;s max_budget" in html or "cannot exceed the team's max_budget" in html
+    assert "not allowed for the team" in html
+    assert shown_secrets(html) == []
+    assert not VirtualKey.objects.filter(alias="too-big").exists()
+
+
+def test_a_key_never_moves_team_or_owner(alpha, omega, alices_key, alice, bob):
+    client = browser(alice)
+    page = client.get(change_url(alices_key)).content.decode()
+    assert 'name="team"' not in page and 'name="user"' not in page
+    response = client.post(change_url(alices_key), key_form(omega, user=bob.pk, rpm_limit="7"))
+    assert response.status_code == 302
+    alices_key.refresh_from_db()
+    assert alices_key.team == alpha and alices_key.user == alice and alices_key.rpm_limit == 7
+
+
+def test_actions_rotate_block_unblock_revoke(alpha, alice, alices_key):
+    client = browser(alice)
+    old_hash = alices_key.key_hash
+    response = client.post(CHANGELIST, {"action": "rotate_keys", "_selected_action": [alices_key.pk]})
+    secrets = shown_secrets(response.content.decode())
+    alices_key.refresh_from_db()
+    assert len(secrets) == 1 and alices_key.key_hash == keyed_hash(secrets[0]) != old_hash
+
+    client.post(CHANGELIST, {"action": "block_keys", "_selected_action": [alices_key.pk]})
+    alices_key.refresh_from_db()
+    assert alices_key.status == "blocked"
+    client.post(CHANGELIST, {"action": "unblock_keys", "_selected_action": [alices_key.pk]})
+    alices_key.refresh_from_db()
+    assert alices_key.status == "active"
+    client.post(CHANGELIST, {"action": "revoke_keys", "_selected_action": [alices_key.pk]})
+    alices_key.refresh_from_db()
+    assert alices_key.status == "revoked"
+    page = client.get(CHANGELIST + "?status=revoked").content.decode()
+    assert "alice-key" in page
+    assert "alice-key" not in client.get(CHANGELIST + "?status=active").content.decode()
+
+
+def test_bulk_revoke_skips_what_the_user_may_not_change(alpha, alice, bob, alices_key):
+    bobs = VirtualKeyFactory(team=alpha, user=bob, alias="bob-key")
+    browser(bob).post(CHANGELIST, {"action": "revoke_keys", "_selected_action": [alices_key.pk, bobs.pk]})
+    alices_key.refresh_from_db()
+    bobs.refresh_from_db()
+    assert alices_key.revoked_at is None and bobs.revoked_at is not None
+
+
+def test_filters_by_team_status_and_model(alpha, omega, root):
+    VirtualKeyFactory(team=alpha, alias="alpha-gpt", allowed_models=["gpt-4o"])
+    VirtualKeyFactory(team=omega, alias="omega-claude", allowed_models=["claude-3-5-haiku"])
+    client = browser(root)
+    page = client.get(f"{CHANGELIST}?team__id__exact={alpha.pk}").content.decode()
+    assert "alpha-gpt" in page and "omega-claude" not in page
+    page = client.get(f"{CHANGELIST}?model=claude-3-5-haiku").content.decode()
+    assert "omega-claude" in page and "alpha-gpt" not in page
+    page = client.get(f"{CHANGELIST}?q=omega").content.decode()
+    assert "omega-claude" in page and "alpha-gpt" not in page
+
+
+def test_team_filter_lists_only_visible_teams(alpha, omega, alice):
+    VirtualKeyFactory(team=alpha, user=alice)
+    page = browser(alice).get(CHANGELIST).content.decode()
+    assert "Omega" not in page
