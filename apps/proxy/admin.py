@@ -8,6 +8,7 @@ from django.contrib import admin
 from apps.proxy import services
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.teams.admin_base import TenantScopedAdmin
+from apps.teams.deployment_admin import test_connection_action
 from apps.teams.scoping import tenancy_for
 
 
@@ -35,6 +36,7 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
     list_filter = ("provider", "enabled", "model_name", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("model_name", "model", "api_base")
     list_select_related = ("organization",)
+    actions = (test_connection_action,)  # the health pages live at /admin/gateway/deployments/
     fieldsets = (
         (None, {"fields": ("model_name", "provider", "model", "organization", "enabled")}),
         ("Upstream", {"fields": ("api_base", "api_version", "region", "api_key", "clear_api_key", "credentials")}),

@@ -1,8 +1,9 @@
 """Deployment health for the admin: per model group, each deployment's state, recent errors and latency.
 
 Recent traffic comes from the spend ledger (every finished request names its deployment), so the
-page shows the same truth as the bills. Cooldown is the router's live state when it is readable
-from this process (``apps.proxy.router``); otherwise the page says so rather than guessing.
+page shows the same truth as the bills. Cooldown and in-flight requests are the router's live state
+in the worker serving the page (``apps.proxy.app.router_health``); where no proxy has run in this
+process yet the page says so rather than guessing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class DeploymentHealth:
     last_error: str = ""
     last_error_at: object = None
     cooldown_seconds: float | None = None
+    in_flight: int | None = None
     may_test: bool = False
 
     @property
@@ -94,19 +96,16 @@ def groups_for(user) -> list[dict]:
     return [{"model_name": r["model_name"], "deployments": r["n"], "enabled": r["on"]} for r in rows]
 
 
-def _cooldowns() -> dict[int, float] | None:
-    """Seconds of cooldown left per deployment id, if the router exposes it in this process."""
+def _router_health() -> dict[int, dict] | None:
+    """This worker's router state per deployment (cooldown, in-flight), or None if no proxy runs here."""
     try:
-        from apps.proxy import router
+        from apps.proxy.app import router_health
     except ImportError:
         return None
-    reader = getattr(router, "cooldown_snapshot", None)
-    if reader is None:
-        return None
     try:
-        return dict(reader())
-    except Exception:
-        logger.exception("deployment health: reading the router's cooldowns failed")
+        return router_health() or None
+    except Exception:  # read from another thread while requests run: report unknown rather than fail the page
+        logger.warning("deployment health: reading the router's state failed", exc_info=True)
         return None
 
 
@@ -143,13 +142,13 @@ def group_health(user, model_name: str) -> GroupHealth | None:
         return None
     settings_row = ModelGroup.objects.filter(model_name=model_name).first()
     changeable = set(_deployments(user, CHANGE).filter(model_name=model_name).values_list("pk", flat=True))
-    cooldowns = _cooldowns()
+    router = _router_health()
     stats = _recent_stats([d.pk for d in deployments])
     group = GroupHealth(
         model_name=model_name,
         strategy=settings_row.get_strategy_display() if settings_row else "Weighted shuffle (default)",
         fallbacks=list(settings_row.fallbacks) if settings_row else [],
-        cooldown_known=cooldowns is not None,
+        cooldown_known=router is not None,
     )
     for deployment in deployments:
         entry = stats[deployment.pk]
@@ -164,7 +163,8 @@ def group_health(user, model_name: str) -> GroupHealth | None:
                 max_latency_ms=round(max(latencies), 1) if latencies else None,
                 last_error=last_error[0] if last_error else "",
                 last_error_at=last_error[1] if last_error else None,
-                cooldown_seconds=(cooldowns or {}).get(deployment.pk),
+                cooldown_seconds=(router or {}).get(deployment.pk, {}).get("cooling_down_seconds"),
+                in_flight=(router or {}).get(deployment.pk, {}).get("in_flight"),
                 may_test=deployment.pk in changeable,
             )
         )

@@ -208,3 +208,37 @@ def test_team_member_cannot_test_an_org_deployment(client, bob, acme):
     client.force_login(bob)
     assert client.post(reverse("gateway-deployment-test", args=[deployment.pk])).status_code == 404
     assert not AuditEvent.objects.filter(action="deployment.test_connection").exists()
+
+
+@pytest.mark.django_db
+def test_deployment_page_shows_router_cooldown(client, alice, acme, monkeypatch):
+    from apps.teams import deployment_health
+
+    deployment = DeploymentFactory(organization=acme, model_name="acme-model")
+    state = {deployment.pk: {"cooling_down_seconds": 12.0, "in_flight": 3}}
+    monkeypatch.setattr(deployment_health, "_router_health", lambda: state)
+    client.force_login(alice)
+    html = client.get(reverse("gateway-deployment-group", args=["acme-model"])).content.decode()
+    assert "gw-health-cooldown" in html and "12 s left" in html and "3 in flight" in html
+
+
+@pytest.mark.django_db
+def test_test_connection_admin_action_probes_only_changeable_deployments(client, olga, acme, globex):
+    mine = DeploymentFactory(organization=acme, model_name="acme-model", provider="mock")
+    theirs = DeploymentFactory(organization=globex, model_name="globex-model", provider="mock")
+    client.force_login(olga)
+    response = client.post(
+        reverse("admin:proxy_modeldeployment_changelist"),
+        {"action": "test_connection_action", "_selected_action": [mine.pk, theirs.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert AuditEvent.objects.filter(action="deployment.test_connection").count() == 1
+    assert AuditEvent.objects.get(action="deployment.test_connection").object_id == str(mine.pk)
+
+
+def test_probe_scrubs_the_credential_from_upstream_errors():
+    from apps.teams.connection_probe import _scrub
+
+    text = _scrub("Incorrect API key provided: sk-live-abcdef123456 for sk-live-abcdef123456", "sk-live-abcdef123456")
+    assert "abcdef123456" not in text

@@ -1,0 +1,285 @@
+"""The admin in a real browser: Chromium (Debian's, driven by Playwright) against a real uvicorn server.
+
+The story of issue 6: alice, Alpha's admin, logs in and sees only her team; creates a key and sees its
+secret once; uses it with plain HTTP requests on /v1/chat/completions (the built-in mock provider);
+watches them arrive on the live page (a 429 highlighted by its limit) and in the dashboard's spend
+chart. charlie, the outsider, sees none of it. Screenshots land in docs/screenshots/.
+
+The server is a subprocess on a free port sharing this test's Postgres database (``transactional_db``:
+rows are committed, so both processes see them), in the embedded mode otherwise (no REDIS_URL: the
+in-memory channel layer and the in-process spend outbox, like ``scripts/run.sh``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+from apps.spend.events import SpendEvent
+from apps.spend.ingest import spend_ingest_events
+from tests.factories import DeploymentFactory, MembershipFactory, UserFactory, VirtualKeyFactory
+
+pytestmark = [pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+WAIT_MS = 20_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url_for(db_name: str) -> str:
+    parts = urlparse(os.environ.get("DATABASE_URL", ""))
+    if parts.scheme not in ("postgres", "postgresql"):
+        pytest.skip("the browser tests share a Postgres database with the server (run scripts/test.sh)")
+    return urlunparse(parts._replace(path=f"/{db_name}"))
+
+
+@pytest.fixture
+def server(transactional_db, tmp_path):
+    """uvicorn serving the whole gateway (admin, websockets, /v1) on a free port, on this test's database."""
+    from django.db import connection
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.e2e.browser_settings",
+        "DATABASE_URL": _database_url_for(connection.settings_dict["NAME"]),
+        "REDIS_URL": "",
+        "GATEWAY_RUN_DIR": str(tmp_path / "run"),
+        "PYTHONPATH": str(ROOT),
+    }
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the teardown below
+    command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health/live", timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(0.1)
+    yield base
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+    server_log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "Traceback" not in server_log, server_log[-3000:]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def cast(transactional_db):
+    """Acme/Alpha with alice (admin) and a budget; Globex/Omega with charlie; a shared mock deployment."""
+    from tests.factories import OrganizationFactory, TeamFactory
+
+    acme = OrganizationFactory(name="Acme")
+    budget = {"soft_budget": Decimal("0.0004"), "max_budget": Decimal("0.01"), "budget_duration": "1mo"}
+    alpha = TeamFactory(organization=acme, name="Alpha", **budget)
+    globex = OrganizationFactory(name="Globex")
+    omega = TeamFactory(organization=globex, name="Omega")
+    alice = UserFactory(username="alice")
+    MembershipFactory(user=alice, team=alpha, organization=acme, role="admin")
+    charlie = UserFactory(username="charlie")
+    MembershipFactory(user=charlie, team=omega, organization=globex, role="admin")
+    DeploymentFactory(model_name="gpt-4o-mini", provider="mock", organization=None)
+    omega_key = VirtualKeyFactory(team=omega, user=charlie, alias="omega-secret-project")
+    batch_key = VirtualKeyFactory(team=alpha, user=alice, alias="alpha-batch-job")
+    # Some history, so the charts have a shape: Alpha's last days, and Omega's (which alice must never see).
+    now = time.time()
+    history = []
+    for days_ago, cost in ((6, "0.0011"), (4, "0.0023"), (3, "0.0017"), (1, "0.0031")):
+        history.append(_event(alpha, alias=batch_key.alias, cost=cost, at=now - days_ago * 86400, key_id=batch_key.pk))
+    history.append(_event(omega, alias=omega_key.alias, cost="9.99", at=now - 3600, key_id=omega_key.pk))
+    spend_ingest_events(history)
+    return {"alpha": alpha, "omega": omega, "alice": alice, "charlie": charlie}
+
+
+def _event(team, *, alias: str, cost: str, at: float, key_id=None) -> SpendEvent:
+    return SpendEvent(
+        request_id=uuid.uuid4().hex,
+        created_at=at,
+        route="/v1/chat/completions",
+        status=200,
+        model="gpt-4o-mini",
+        llm_provider="mock",
+        organization_id=team.organization_id,
+        team_id=team.pk,
+        key_id=key_id,
+        key_alias=alias,
+        prompt_tokens=120,
+        completion_tokens=40,
+        cost=cost,
+        latency_ms=35.0,
+    )
+
+
+def _login(context, base: str, username: str):
+    page = context.new_page()
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("h1:has-text('Gateway dashboard')", timeout=WAIT_MS)
+    return page
+
+
+def _chat(base: str, secret: str, text: str) -> tuple[int, dict]:
+    """What ``curl -H 'Authorization: Bearer sk-...' -d '{...}' $BASE/v1/chat/completions`` does."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], "max_tokens": 16})
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _today_bar(page) -> float:
+    return float(page.locator(".gw-chart.days rect.gw-bar").last.get_attribute("data-value"))
+
+
+def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, browser, cast):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    alice_ctx = browser.new_context(viewport={"width": 1360, "height": 1000})
+    dashboard = _login(alice_ctx, server, "alice")
+
+    # She sees her team and none of Globex's.
+    html = dashboard.content()
+    assert "Acme / Alpha" in html
+    assert "omega-secret-project" not in html and "Globex" not in html and "$9.99" not in html
+    spend_before = _today_bar(dashboard)
+    teams = alice_ctx.new_page()
+    teams.goto(f"{server}/admin/teams/team/")
+    assert "Alpha" in teams.inner_text("#result_list") and "Omega" not in teams.content()
+    teams.close()
+
+    # She creates a key; the secret is shown once.
+    add = alice_ctx.new_page()
+    add.goto(f"{server}/admin/keys/virtualkey/add/")
+    add.fill("#id_alias", "e2e-checkout")
+    add.select_option("#id_team", label="Acme / Alpha")
+    add.fill("#id_rpm_limit", "2")
+    add.click("input[name=_save]")
+    secret_cell = add.locator("[data-testid=issued-secret]")
+    secret_cell.wait_for(timeout=WAIT_MS)
+    secret = secret_cell.inner_text().strip()
+    assert re.fullmatch(r"sk-[A-Za-z0-9_\-]{20,}", secret), secret
+    add.click("a:has-text('e2e-checkout')")
+    add.wait_for_selector("#content-main", timeout=WAIT_MS)
+    assert secret not in add.content()
+    add.goto(f"{server}/admin/keys/virtualkey/")
+    assert "e2e-checkout" in add.content() and secret not in add.content()
+
+    # The live page is connected before the traffic starts.
+    live = alice_ctx.new_page()
+    live.goto(f"{server}/admin/gateway/live/")
+    live.wait_for_selector("#gw-live-status.connected", timeout=WAIT_MS)
+
+    # The outsider watches too: nothing of Alpha's may reach him.
+    charlie_ctx = browser.new_context(viewport={"width": 1360, "height": 1000})
+    charlie_dashboard = _login(charlie_ctx, server, "charlie")
+    charlie_live = charlie_ctx.new_page()
+    charlie_live.goto(f"{server}/admin/gateway/live/")
+    charlie_live.wait_for_selector("#gw-live-status.connected", timeout=WAIT_MS)
+
+    # Plain HTTP with the new key: two answers, then the key's 2 requests/minute refuse the third.
+    statuses = [_chat(server, secret, f"hello {n}")[0] for n in range(3)]
+    assert statuses == [200, 200, 429], statuses
+    status, refusal = _chat(server, secret, "once more")
+    assert status == 429 and refusal["error"]["limit_type"] == "requests"
+
+    rows = live.locator("#gw-live-table tbody tr", has_text="e2e-checkout")
+    live.wait_for_function(
+        "() => document.querySelectorAll('#gw-live-table tbody tr.gw-status-429').length >= 2", timeout=WAIT_MS
+    )
+    assert rows.count() == 4
+    limited = live.locator("#gw-live-table tbody tr.gw-status-429.gw-limit-requests")
+    assert limited.count() == 2 and "requests" in limited.first.inner_text()
+    assert secret not in live.content()
+    live.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
+
+    # The spend arrives in the dashboard once the outbox has written it to the ledger.
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        dashboard.reload()
+        if "e2e-checkout" in dashboard.inner_text("#gw-top-keys") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert "e2e-checkout" in dashboard.inner_text("#gw-top-keys")
+    assert _today_bar(dashboard) > spend_before
+    assert dashboard.inner_text("#gw-requests-today .gw-big").strip() == "4"
+    assert dashboard.locator("#gw-budgets tr.gw-budget-soft", has_text="Alpha").count() == 1
+    assert "requests" in dashboard.inner_text(".gw-limited")
+    dashboard.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+    # charlie: no Alpha rows arrived, Alpha's key page is not his, his dashboard is Omega's.
+    time.sleep(0.5)  # one more flush interval after alice's page had everything
+    assert "e2e-checkout" not in charlie_live.content()
+    charlie_dashboard.reload()
+    charlie_html = charlie_dashboard.content()
+    assert "e2e-checkout" not in charlie_html and "Acme / Alpha" not in charlie_html
+    assert "omega-secret-project" in charlie_html
+    key_id = add.locator("#result_list a", has_text="e2e-checkout").first.get_attribute("href")
+    stolen = charlie_ctx.new_page()
+    stolen.goto(f"{server}{key_id}")
+    assert "e2e-checkout" not in stolen.content()
+    assert "doesn’t exist" in stolen.content() or "doesn't exist" in stolen.content() or "403" in stolen.content()
+
+    # Without a session the pages are behind the login.
+    anonymous = browser.new_context().new_page()
+    anonymous.goto(f"{server}/admin/gateway/live/")
+    assert "/admin/login/" in anonymous.url
