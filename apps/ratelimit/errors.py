@@ -13,6 +13,25 @@ from apps.proxy.context import FALLBACK_PROVIDER
 LIMIT_TYPES = ("requests", "tokens", "concurrent_requests", "budget", "max_iterations")
 
 
+def _whole_seconds(seconds: float | None) -> int:
+    """``retry-after`` in whole seconds >= 1; nonsense (None, NaN, inf, negative) becomes 1, never an error."""
+    try:
+        value = float(seconds or 0)
+    except (TypeError, ValueError):
+        return 1
+    if not math.isfinite(value) or value <= 0:
+        return 1
+    return max(1, math.ceil(value))
+
+
+def _whole_ms(seconds: float | None) -> int:
+    try:
+        value = float(seconds or 0)
+    except (TypeError, ValueError):
+        return 1000
+    return max(1, math.ceil(value * 1000)) if math.isfinite(value) and value > 0 else 1000
+
+
 class ProxyRateLimitError(Exception):
     """A limit of the gateway's own refused the request (never an upstream 429).
 
@@ -22,6 +41,11 @@ class ProxyRateLimitError(Exception):
     """
 
     status_code = 429
+    # The fields client libraries and LiteLLM-style callers read off a rate-limit exception.
+    code = "rate_limit_exceeded"
+    type = "rate_limit_error"
+    num_retries: int | None = None
+    max_retries: int | None = None
 
     def __init__(
         self,
@@ -40,9 +64,11 @@ class ProxyRateLimitError(Exception):
         self.message = message
         self.limit_type = limit_type if limit_type in LIMIT_TYPES else "requests"
         self.scope = scope
-        self.retry_after = max(1, math.ceil(retry_after)) if retry_after and retry_after > 0 else 1
-        self.llm_provider = llm_provider or FALLBACK_PROVIDER
-        self.model = model or ""
+        self.retry_after = _whole_seconds(retry_after)
+        # The precise value too: the openai SDKs prefer ``retry-after-ms`` when present.
+        self.retry_after_ms = _whole_ms(retry_after)
+        self.llm_provider = llm_provider if isinstance(llm_provider, str) and llm_provider else FALLBACK_PROVIDER
+        self.model = model if isinstance(model, str) else ""
         self.limit = limit
         self.remaining = remaining
         self.reset_seconds = reset_seconds if reset_seconds is not None else retry_after
@@ -54,9 +80,9 @@ class ProxyRateLimitError(Exception):
 
     def tag(self, *, llm_provider: str | None, model: str | None) -> ProxyRateLimitError:
         """Fill in the provider/model tag if the raiser did not know it; never raises."""
-        if llm_provider and self.llm_provider == FALLBACK_PROVIDER:
+        if isinstance(llm_provider, str) and llm_provider and self.llm_provider == FALLBACK_PROVIDER:
             self.llm_provider = llm_provider
-        if model and not self.model:
+        if isinstance(model, str) and model and not self.model:
             self.model = model
         return self
 
@@ -75,13 +101,14 @@ class ProxyRateLimitError(Exception):
         }
 
     def headers(self) -> dict[str, str]:
-        headers = {"retry-after": str(self.retry_after)}
+        headers = {"retry-after": str(self.retry_after), "retry-after-ms": str(self.retry_after_ms)}
         kind = "tokens" if self.limit_type == "tokens" else "requests"
-        if self.limit is not None:
+        if self.limit is not None and math.isfinite(self.limit):
             headers[f"x-ratelimit-limit-{kind}"] = str(int(self.limit))
-        if self.remaining is not None:
+        if self.remaining is not None and math.isfinite(self.remaining):
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(self.remaining)))
-        headers[f"x-ratelimit-reset-{kind}"] = f"{max(0.0, float(self.reset_seconds or 0)):.3f}s"
+        reset = float(self.reset_seconds or 0)
+        headers[f"x-ratelimit-reset-{kind}"] = f"{reset if math.isfinite(reset) and reset > 0 else 0.0:.3f}s"
         return headers
 
 

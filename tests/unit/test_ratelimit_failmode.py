@@ -1,0 +1,94 @@
+"""Redis down: a closed port and a server that never answers, in fail mode "open" and "closed"."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from prometheus_client import REGISTRY
+
+from apps.ratelimit import lookups
+from apps.ratelimit.backends import BackendUnavailable
+from apps.ratelimit.backends.redis_backend import RedisBackend
+from apps.ratelimit.errors import LimiterUnavailableError
+from apps.ratelimit.plan import PLAN_KEY
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
+
+
+@pytest.fixture(autouse=True)
+def no_lookups(monkeypatch):
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    monkeypatch.setattr(lookups, "deployment_capacity", none)
+    monkeypatch.setattr(lookups, "group_capacity", none)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server():
+    """A listening socket that never answers (the kernel completes the handshake): Redis hung."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def errors(mode: str) -> float:
+    labels = {"mode": mode, "operation": "reserve"}
+    return REGISTRY.get_sample_value("gateway_ratelimit_backend_errors_total", labels) or 0
+
+
+@pytest.mark.parametrize("where", ["closed_port", "silent_server"])
+async def test_fail_open_lets_the_request_through_and_counts_it(settings, where, request: pytest.FixtureRequest):
+    settings.RATELIMIT_FAIL_MODE = "open"
+    port = closed_port() if where == "closed_port" else request.getfixturevalue("silent_server")
+    chain = make_chain(RedisBackend(f"redis://127.0.0.1:{port}/0", timeout_ms=50))
+    key = key_context(scope("key", rpm_limit=1, max_parallel_requests=1))
+    before = errors("open")
+    for _ in range(3):  # over the key's limit of 1: nothing is counted while Redis is away
+        ctx = _request(key)
+        await call(chain, ctx, ok())
+        assert ctx.reservations[PLAN_KEY].skipped
+    assert errors("open") == before + 3
+
+
+@pytest.mark.parametrize("where", ["closed_port", "silent_server"])
+async def test_fail_closed_answers_503_in_openai_shape(settings, where, request: pytest.FixtureRequest):
+    settings.RATELIMIT_FAIL_MODE = "closed"
+    port = closed_port() if where == "closed_port" else request.getfixturevalue("silent_server")
+    chain = make_chain(RedisBackend(f"redis://127.0.0.1:{port}/0", timeout_ms=50))
+    ctx = _request(key_context(scope("key", rpm_limit=100)))
+    before = errors("closed")
+    with pytest.raises(LimiterUnavailableError) as info:
+        await call(chain, ctx, ok(503))
+    error = info.value
+    assert error.status_code == 503
+    body = error.to_body()["error"]
+    assert body["type"] == "service_unavailable" and body["llm_provider"] == "openai"
+    assert body["model"] == "gpt-4o-mini"
+    assert error.headers()["retry-after"] == "1"
+    assert errors("closed") == before + 1
+
+
+async def test_the_timeout_bounds_a_hung_redis(silent_server):
+    backend = RedisBackend(f"redis://127.0.0.1:{silent_server}/0", timeout_ms=50)
+    key = key_context(scope("key", rpm_limit=1))
+    ctx = _request(key)
+    chain = make_chain(backend)
+    for mw in chain.middleware:
+        await mw.pre_call(ctx)
+    # Without the bound this would hang forever on the silent server; wait_for only guards the test.
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(backend.reserve(ctx.reservations[PLAN_KEY].checks), timeout=30)
+
+
+def _request(key):
+    return request(key)

@@ -1,0 +1,102 @@
+"""The /metrics scrape: label names and values of the gateway's own metrics, token protection, bounds."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from apps.ratelimit import lookups, metrics
+from apps.ratelimit.backends.memory import MemoryBackend
+from apps.ratelimit.errors import ProxyRateLimitError
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
+
+FAILURE_LABELS = {"exception_class", "exception_status", "provider", "model", "team", "key_alias", "route"}
+
+
+@pytest.fixture(autouse=True)
+def no_lookups(monkeypatch):
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    monkeypatch.setattr(lookups, "deployment_capacity", none)
+    monkeypatch.setattr(lookups, "group_capacity", none)
+
+
+def scrape(client, **headers) -> dict[str, list]:
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def matching(samples: list, **labels) -> list:
+    return [s for s in samples if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+async def test_a_refusal_and_a_success_are_scraped_with_their_labels(client, db):
+    model = f"gpt-{uuid.uuid4().hex[:8]}"
+    chain = make_chain(MemoryBackend())
+    key = key_context(scope("key", rpm_limit=1, tpm_limit=1000, max_budget="5"), key_alias="billing-bot")
+    await call(chain, request(key, model=model), ok(prompt_tokens=7, completion_tokens=3, cost=Decimal("0.25"),
+                                                    latency_ms=12.0, ttft_ms=4.0))  # fmt: skip
+    with pytest.raises(ProxyRateLimitError):
+        await call(chain, request(key, model=model), ok(429, error_type="ProxyRateLimitError"))
+
+    samples = await _scrape_async(client)
+    failures = matching(samples["gateway_failures_total"], model=model)
+    assert len(failures) == 1
+    failure = failures[0]
+    assert set(failure.labels) == FAILURE_LABELS
+    assert failure.labels == {
+        "exception_class": "Openai.ProxyRateLimitError",
+        "exception_status": "429",
+        "provider": "openai",
+        "model": model,
+        "team": "Alpha",
+        "key_alias": "billing-bot",
+        "route": "/v1/chat/completions",
+    }
+    assert failure.value == 1
+    requests = matching(samples["gateway_requests_total"], model=model)
+    assert sorted((s.labels["status"], s.value) for s in requests) == [("200", 1.0), ("429", 1.0)]
+    tokens = {s.labels["kind"]: s.value for s in matching(samples["gateway_tokens_total"], model=model)}
+    assert tokens == {"prompt": 7.0, "completion": 3.0}
+    assert matching(samples["gateway_spend_usd_total"], model=model)[0].value == pytest.approx(0.25)
+    assert matching(samples["gateway_request_latency_seconds_count"], model=model)[0].value == 2
+    assert matching(samples["gateway_time_to_first_token_seconds_count"], model=model)[0].value == 1
+    remaining = matching(samples["gateway_remaining_requests"], scope="key", key_alias="billing-bot")
+    assert remaining and remaining[0].value == 0
+    budget = matching(samples["gateway_remaining_budget_usd"], scope="key", key_alias="billing-bot")
+    assert budget and 0 < budget[0].value <= 5
+    in_flight = matching(samples["gateway_in_flight_requests"], route="/v1/chat/completions")
+    assert in_flight and in_flight[0].value == 0
+
+
+async def _scrape_async(client):
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(scrape)(client)
+
+
+def test_metrics_token_is_required_when_set(client, db, settings):
+    settings.METRICS_TOKEN = "metrics-secret-123"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert "gateway_requests_total" in client.get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-secret-123").text
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics").status_code == 200
+
+
+def test_label_values_are_bounded(monkeypatch):
+    monkeypatch.setattr(metrics, "_seen", {})
+    monkeypatch.setattr(metrics, "MAX_LABEL_VALUES", 3)
+    assert [metrics.bounded("model", f"m{i}") for i in range(5)] == ["m0", "m1", "m2", "other", "other"]
+    assert metrics.bounded("model", "m1") == "m1"
+    assert len(metrics.bounded("team", "x" * 500)) == metrics.MAX_LABEL_LENGTH
