@@ -76,13 +76,14 @@ class SpendFilterSerializer(serializers.Serializer):
         from django.utils.dateparse import parse_date, parse_datetime
 
         try:
-            parsed = parse_datetime(value)
-            if parsed is None:
-                day = parse_date(value)
-                if day is None:
-                    raise ValueError
+            day = parse_date(value) if len(value) == 10 else None
+            if day is not None:
                 # A date means the whole day: an end date includes that day.
                 parsed = datetime.combine(day, time.min) + timedelta(days=1 if end else 0)
+            else:
+                parsed = parse_datetime(value)
+                if parsed is None:
+                    raise ValueError
         except ValueError:
             raise serializers.ValidationError("Use an ISO date (2026-11-25) or datetime.") from None
         return _aware(parsed)
