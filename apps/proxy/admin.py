@@ -51,6 +51,11 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
         ("Provider options", {"classes": ("collapse",), "fields": ("extra",)}),
     )
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "api_base":
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     @admin.display(description="credentials")
     def credentials(self, obj) -> str:
         return "set" if obj is not None and obj.has_credentials else "not set"
