@@ -95,7 +95,7 @@ class VirtualKeyAdmin(TenantScopedAdmin):
     actions = ("revoke_keys", "rotate_keys", "block_keys", "unblock_keys")
     service_error_aliases = {"models": "allowed_models"}
     # Other apps (spend, dashboard) may append read-only panels: add a method name here and to a fieldset.
-    usage_fields: tuple[str, ...] = ()
+    usage_fields: tuple[str, ...] = ("usage",)
     fieldsets = (
         (None, {"fields": ("alias", "team", "user", "allowed_models", "expires_at", "blocked")}),
         ("Limits and budget", {"fields": (*LIMIT_FIELDS, "budget_duration")}),
@@ -113,6 +113,12 @@ class VirtualKeyAdmin(TenantScopedAdmin):
     )
     info_fields = ("prefix", "status", "organization", "created_by", "created_at", "last_used_at", "revoked_at")
 
+    @admin.display(description="usage")
+    def usage(self, obj):
+        from apps.teams.key_usage import key_usage_panel  # the dashboard's panel (issue 6)
+
+        return key_usage_panel(obj)
+
     @admin.display(description="models")
     def models_display(self, obj) -> str:
         return ", ".join(obj.allowed_models) if obj.allowed_models else "(team's)"
@@ -120,7 +126,8 @@ class VirtualKeyAdmin(TenantScopedAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return self.fieldsets
-        return (self.info_fieldset, *self.fieldsets)
+        usage = ("Usage and remaining limits", {"fields": self.usage_fields})
+        return (self.info_fieldset, usage, *self.fieldsets)
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:

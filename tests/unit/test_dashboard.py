@@ -242,3 +242,18 @@ def test_probe_scrubs_the_credential_from_upstream_errors():
 
     text = _scrub("Incorrect API key provided: sk-live-abcdef123456 for sk-live-abcdef123456", "sk-live-abcdef123456")
     assert "abcdef123456" not in text
+
+
+@pytest.mark.django_db
+def test_key_page_shows_usage_budget_left_and_the_binding_limit(client, alice, alpha, alpha_key):
+    alpha.rpm_limit = 50
+    alpha.save()
+    alpha_key.max_budget, alpha_key.rpm_limit, alpha_key.budget_duration = Decimal("2"), 100, "1mo"
+    alpha_key.save()
+    spend_ingest_events([_event(alpha_key, cost="0.50"), _event(alpha_key, cost="0.25")])
+    client.force_login(alice)
+    html = client.get(reverse("admin:keys_virtualkey_change", args=[alpha_key.pk])).content.decode()
+    assert "Usage and remaining limits" in html
+    assert "$1.25 of $2.00" in html  # budget left in the window
+    assert "<strong>50</strong>" in html  # the team's 50 rpm binds, not the key's 100
+    assert alpha_key.secret not in html
