@@ -1,14 +1,278 @@
-"""The /v1 ASGI app (placeholder until the proxy lands)."""
+"""The /v1 ASGI application: a bare ASGI callable, async end to end, never Django's request handler.
+
+One ``Gateway`` per process holds what requests share: the pooled aiohttp session, the auth and
+model-registry caches, the router's deployment health, the limiter chain. Per request it does:
+read the bounded body -> authenticate (cached) -> resolve the model -> ``chain.pre_call`` -> router ->
+relay -> ``_finish`` (``chain.post_call`` exactly once, then one spend event), see ``endpoints.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from apps.proxy import endpoints
+from apps.proxy.asgi_io import ClientGone, encode_headers, send_json
+from apps.proxy.auth import AuthCache
+from apps.proxy.cache_sync import CacheSync
+from apps.proxy.context import CallResult, RequestContext
+from apps.proxy.errors import GatewayError
+from apps.proxy.last_used import LastUsedRecorder
+from apps.proxy.providers import build_adapters
+from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Registry, load_registry
+from apps.proxy.router import Router
+
+logger = logging.getLogger("apps.proxy")
+
+ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/completions"): "completions",
+    ("POST", "/v1/embeddings"): "embeddings",
+    ("POST", "/v1/responses"): "responses",
+    ("POST", "/v1/images/generations"): "images",
+    ("POST", "/v1/audio/speech"): "audio_speech",
+    ("POST", "/v1/audio/transcriptions"): "audio_transcriptions",
+    ("POST", "/v1/moderations"): "moderations",
+    ("POST", "/v1/rerank"): "rerank",
+    ("POST", "/v1/messages"): "messages",
+    ("GET", "/v1/models"): "models",
+    ("POST", "/v1/files"): "files_create",
+    ("POST", "/v1/batches"): "batches_create",
+    ("GET", "/v1/batches"): "batches_list",
+}
+# /v1/<collection>/<id>[/<action>]
+PATH_ROUTES: dict[tuple[str, str, str], str] = {
+    ("GET", "models", ""): "models_get",
+    ("GET", "files", ""): "files_get",
+    ("GET", "files", "content"): "files_content",
+    ("GET", "batches", ""): "batches_get",
+    ("POST", "batches", "cancel"): "batches_cancel",
+}
 
 
-async def proxy_app(scope, receive, send):
-    if scope["type"] == "lifespan":
+class Gateway:
+    """The ASGI callable mounted at /v1 (see gateway_project/asgi.py)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.session: aiohttp.ClientSession | None = None
+        self.db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="proxy-db")
+        self.registry: Registry = EMPTY_REGISTRY
+        self._registry_stale = True
+        self._registry_lock: asyncio.Lock | None = None
+        self._init_lock: asyncio.Lock | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def startup(self) -> None:
+        """Build shared state on the running loop (from lifespan, or lazily on the first request)."""
+        if self.ready:
+            return
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if self.ready:
+                return
+            from apps.ratelimit.chain import build_chain
+
+            self.settings_timeout = settings.PROXY_UPSTREAM_TIMEOUT_SECONDS
+            self.max_body = settings.PROXY_MAX_BODY_BYTES
+            self.secret = settings.GATEWAY_SECRET_KEY
+            self.adapters = build_adapters()
+            self.router = Router(
+                adapters=self.adapters,
+                num_retries=settings.PROXY_NUM_RETRIES,
+                timeout_seconds=settings.PROXY_UPSTREAM_TIMEOUT_SECONDS,
+                cooldown_failures=getattr(settings, "PROXY_COOLDOWN_FAILURES", 3),
+                cooldown_seconds=getattr(settings, "PROXY_COOLDOWN_SECONDS", 5.0),
+            )
+            self.auth = AuthCache(
+                ttl=settings.AUTH_CACHE_TTL_SECONDS, master_key=settings.GATEWAY_MASTER_KEY, run_sync=self.run_sync
+            )
+            self.chain = build_chain()
+            self.last_used = LastUsedRecorder(run_sync=self.run_sync)
+            self.cache_sync = CacheSync(redis_url=settings.REDIS_URL, on_change=self.invalidate)
+            self.cache_sync.start()
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._registry_lock = asyncio.Lock()
+            self.ready = True
+
+    async def shutdown(self) -> None:
+        if not self.ready:
+            return
+        self.ready = False
+        await self.cache_sync.stop()
+        await self.last_used.flush()
+        if self.session is not None:
+            await self.session.close()
+        self.db.shutdown(wait=False)
+        self.db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="proxy-db")
+
+    async def run_sync(self, fn, *args):
+        """Run ORM work on the proxy's own database threads (cache misses only), with fresh connections."""
+
+        def call():
+            from django.db import close_old_connections
+
+            close_old_connections()
+            try:
+                return fn(*args)
+            finally:
+                close_old_connections()
+
+        return await asyncio.get_running_loop().run_in_executor(self.db, call)
+
+    def invalidate(self, reason: str) -> None:
+        self.auth.clear()
+        self._registry_stale = True
+
+    async def get_registry(self, *, unknown_model: bool = False) -> Registry:
+        self.cache_sync.check_local()
+        stale = self._registry_stale or (
+            unknown_model and time.monotonic() - self.registry.loaded_at > UNKNOWN_MODEL_RELOAD_SECONDS
+        )
+        if stale:
+            assert self._registry_lock is not None
+            async with self._registry_lock:
+                if self._registry_stale or unknown_model:
+                    self._registry_stale = False
+                    try:
+                        self.registry = await self.run_sync(load_registry)
+                    except Exception:
+                        self._registry_stale = True
+                        logger.exception("model registry could not be loaded")
+                        if not self.registry.groups:
+                            raise GatewayError(503, "The model registry is unavailable.", kind="registry") from None
+        return self.registry
+
+    # --- ASGI ----------------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("proxy startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b'{"error": {"message": "not found", "type": "not_found"}}'})
+
+    def route(self, method: str, path: str) -> tuple[str | None, tuple[str, ...]]:
+        if path.endswith("/") and len(path) > 4:
+            path = path[:-1]
+        op = ROUTES.get((method, path))
+        if op is not None:
+            return op, ()
+        parts = path.split("/")
+        # ["", "v1", collection, id, action?]
+        if len(parts) in (4, 5) and parts[3]:
+            op = PATH_ROUTES.get((method, parts[2], parts[4] if len(parts) == 5 else ""))
+            if op is not None:
+                return op, (parts[3],)
+        return None, ()
+
+    async def http(self, scope, receive, send) -> None:
+        if not self.ready:
+            await self.startup()
+        started = time.perf_counter()
+        request_id = "req_" + uuid.uuid4().hex
+        path = scope["path"]
+        op, args = self.route(scope["method"], path)
+        try:
+            if op is None:
+                known = any(p == path for _m, p in ROUTES) or path.split("/")[2:3] in (
+                    ["models"],
+                    ["files"],
+                    ["batches"],
+                )
+                raise GatewayError(
+                    405 if known else 404,
+                    f"Unknown request URL: {scope['method']} {path}.",
+                    code="unknown_url",
+                    kind="not_found",
+                )
+            await endpoints.handle(self, op, args, scope, receive, send, request_id, started)
+        except GatewayError as exc:
+            await self.send_error(send, exc, request_id, started)
+        except ClientGone:
+            return
+
+    # --- responses and the end of a request ----------------------------------------------------
+    def common_headers(
+        self, request_id: str, started: float, upstream_ms: float = 0.0, deployment: str = "none", cost: str = "0"
+    ) -> list[tuple[bytes, bytes]]:
+        overhead = max(0.0, (time.perf_counter() - started) * 1000 - upstream_ms)
+        return [
+            (b"x-request-id", request_id.encode()),
+            (b"x-gateway-overhead-ms", f"{overhead:.3f}".encode()),
+            (b"x-gateway-deployment", deployment.encode("latin-1", "replace")),
+            (b"x-gateway-cost", cost.encode()),
+        ]
+
+    async def send_error(
+        self,
+        send,
+        exc: GatewayError,
+        request_id: str,
+        started: float,
+        ctx: RequestContext | None = None,
+        upstream_ms: float = 0.0,
+        deployment: str = "none",
+    ) -> None:
+        headers = self.common_headers(request_id, started, upstream_ms, deployment)
+        if ctx is not None and ctx.response_headers:
+            headers += encode_headers(ctx.response_headers)
+        headers += encode_headers(exc.headers)
+        await send_json(send, exc.status, exc.to_body(), headers)
+
+    async def _finish(self, ctx: RequestContext, result: CallResult, *, pre_called: bool, event: Any) -> None:
+        """End of every authenticated request: limiter reconcile/release, then the spend event.
+
+        Other apps extend the end of a request here (metrics). Never raises: the response is gone.
+        """
+        if pre_called:
+            try:
+                await self.chain.post_call(ctx, result)
+            except Exception:
+                logger.exception("post_call failed for %s", ctx.request_id)
+        if event is not None:
+            try:
+                from apps.spend.outbox import spend_emit
+
+                await spend_emit(event)
+            except Exception:
+                logger.exception("spend event for %s could not be emitted", ctx.request_id)
+        if ctx.key.key_id is not None:
+            self.last_used.touch(ctx.key.key_id)
+
+
+proxy_app = Gateway()
+
+
+def router_health() -> dict[int, dict[str, Any]]:
+    """This worker's per-deployment health (cooldowns, latency, in-flight) for admin pages."""
+    return proxy_app.router.snapshot() if proxy_app.ready else {}

@@ -1,0 +1,182 @@
+"""Virtual-key authentication for /v1: keyed-hash lookup into an in-process cache of immutable contexts.
+
+Steady state is a dict lookup: no ORM, no thread hop. On a miss the context is built from the
+VirtualKey, user, team and organization rows on the proxy's database thread; concurrent misses for
+the same key share one load. Caches are cleared through ``clear()`` by ``apps.proxy.cache_sync``
+when anything that shapes a context changes, and entries expire after AUTH_CACHE_TTL_SECONDS anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from apps.keys.hashing import keyed_hash
+from apps.proxy.context import KeyContext, ScopeLimits
+from apps.proxy.errors import unauthorized
+
+NEGATIVE_TTL_SECONDS = 5.0
+MAX_ENTRIES = 100_000
+
+MASTER_CONTEXT = KeyContext(
+    key_id=None,
+    key_alias="master-key",
+    team_id=None,
+    team_name="",
+    organization_id=None,
+    organization_name="",
+    user_id=None,
+    allowed_models=None,
+    scopes=(),
+    is_master=True,
+)
+
+
+def bearer_token(headers: dict[bytes, bytes]) -> str | None:
+    """The client's key from ``Authorization: Bearer``, ``x-api-key`` or ``api-key`` (Azure style)."""
+    raw = headers.get(b"authorization")
+    if raw:
+        if raw[:7].lower() == b"bearer ":
+            token = raw[7:].strip()
+            return token.decode("latin-1") if token else None
+        return None
+    raw = headers.get(b"x-api-key") or headers.get(b"api-key")
+    return raw.strip().decode("latin-1") if raw else None
+
+
+def _limits(scope: str, scope_id: str, row: Any, *, time_zone: str, model: str | None = None) -> ScopeLimits:
+    get = row.get if isinstance(row, dict) else lambda name, default=None: getattr(row, name, default)
+    budget = get("max_budget")
+    soft = get("soft_budget")
+    return ScopeLimits(
+        scope=scope,
+        id=scope_id,
+        rpm_limit=get("rpm_limit"),
+        tpm_limit=get("tpm_limit"),
+        max_parallel_requests=get("max_parallel_requests"),
+        max_budget=Decimal(str(budget)) if budget is not None else None,
+        soft_budget=Decimal(str(soft)) if soft is not None else None,
+        budget_duration=get("budget_duration", "") or "",
+        time_zone=time_zone,
+        model=model,
+    )
+
+
+def _model_limits(owner: str, owner_id: int, table: dict, time_zone: str) -> dict[str, ScopeLimits]:
+    limits = {}
+    for model, values in (table or {}).items():
+        if isinstance(values, dict):
+            limits[model] = _limits("model", f"{owner}:{owner_id}:{model}", values, time_zone=time_zone, model=model)
+    return limits
+
+
+def _effective_models(*lists: list | None) -> frozenset[str] | None:
+    """Intersection of the non-empty allow-lists along key -> team -> organization; None is "any"."""
+    effective: frozenset[str] | None = None
+    for names in lists:
+        if names:
+            current = frozenset(str(n) for n in names)
+            effective = current if effective is None else effective & current
+    return effective
+
+
+def load_key_context(key_hash: str) -> KeyContext | None:
+    """Build the context for an active key, or None (unknown, revoked, blocked, expired). Synchronous."""
+    from apps.keys.models import VirtualKey
+
+    key = (
+        VirtualKey.objects.select_related("team", "organization", "user")
+        .filter(key_hash=key_hash, revoked_at__isnull=True)
+        .first()
+    )
+    if key is None or key.blocked or key.team.blocked or key.organization.blocked:
+        return None
+    expires_at = key.expires_at.timestamp() if key.expires_at else None
+    if expires_at is not None and expires_at <= time.time():
+        return None
+    org, team, user = key.organization, key.team, key.user
+    tz = org.time_zone or "UTC"
+    scopes = [_limits("key", str(key.pk), key, time_zone=tz)]
+    if user is not None:
+        scopes.append(_limits("user", str(user.pk), user, time_zone=tz))
+    scopes.append(_limits("team", str(team.pk), team, time_zone=tz))
+    scopes.append(_limits("organization", str(org.pk), org, time_zone=tz))
+    return KeyContext(
+        key_id=key.pk,
+        key_alias=key.alias or key.prefix,
+        team_id=team.pk,
+        team_name=team.name,
+        organization_id=org.pk,
+        organization_name=org.name,
+        user_id=user.pk if user else None,
+        allowed_models=_effective_models(key.allowed_models, team.allowed_models, org.allowed_models),
+        scopes=tuple(scopes),
+        key_model_limits=_model_limits("key", key.pk, key.model_limits, tz),
+        team_model_limits=_model_limits("team", team.pk, team.model_limits, tz),
+        priority=key.priority,
+        session_max_budget=key.session_max_budget or team.session_max_budget,
+        session_max_iterations=key.session_max_iterations or team.session_max_iterations,
+        metadata=dict(key.metadata or {}),
+        time_zone=tz,
+        expires_at=expires_at,
+    )
+
+
+class AuthCache:
+    """key hash -> (KeyContext | None, expiry). ``None`` entries are short-lived negative answers."""
+
+    def __init__(self, *, ttl: float, master_key: str, run_sync: Callable, loader: Callable = load_key_context):
+        self.ttl = ttl
+        self.master_key = master_key
+        self._run_sync = run_sync
+        self._loader = loader
+        self._entries: dict[str, tuple[KeyContext | None, float]] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+        self.generation = 0
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries = {}
+
+    async def authenticate(self, token: str | None) -> KeyContext:
+        if not token:
+            raise unauthorized()
+        if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
+            return MASTER_CONTEXT
+        key_hash = keyed_hash(token)
+        now = time.monotonic()
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[1] <= now:
+            entry = await self._load(key_hash)
+        ctx = entry[0]
+        if ctx is None or (ctx.expires_at is not None and ctx.expires_at <= time.time()):
+            raise unauthorized()
+        return ctx
+
+    async def _load(self, key_hash: str) -> tuple[KeyContext | None, float]:
+        pending = self._loading.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._loading[key_hash] = future
+        generation = self.generation
+        try:
+            ctx = await self._run_sync(self._loader, key_hash)
+            entry = (ctx, time.monotonic() + (self.ttl if ctx is not None else min(self.ttl, NEGATIVE_TTL_SECONDS)))
+            # A clear() while we were loading means the row may have changed: use it once, don't cache it.
+            if generation == self.generation:
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries = {}
+                self._entries[key_hash] = entry
+            future.set_result(entry)
+            return entry
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._loading.pop(key_hash, None)

@@ -1,0 +1,179 @@
+"""``/v1/files`` and ``/v1/batches``: uploads go to a deployment of the file's model, batches are charged.
+
+A batch submission is one request through the limiter chain with ``ctx.request_units`` set to the
+number of requests in its input file and the token estimate of all of them, so the batch limiter
+can refuse it up front. File and batch ids are signed handles (``apps.proxy.handles``) that remember
+the deployment, the owning organization and those counts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from apps.proxy.asgi_io import encode_headers, parse_json_object, send_json, send_response
+from apps.proxy.context import CallResult, RequestContext
+from apps.proxy.errors import GatewayError, bad_request, model_not_allowed
+from apps.proxy.handles import Handle, unwrap, wrap
+from apps.proxy.multipart import form_fields, parse_multipart
+from apps.proxy.pricing import price_for, token_cost
+from apps.proxy.providers import Call
+from apps.proxy.tokens import estimate_prompt_tokens, reject_client_upstream, requested_max_tokens
+from apps.ratelimit.errors import ProxyRateLimitError
+
+PASSTHROUGH_OPS = frozenset({"files_get", "files_content", "batches_get", "batches_cancel"})
+FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
+
+
+def batch_file_stats(content: bytes, default_max_tokens: int) -> tuple[str, int, int, int]:
+    """(model, requests, prompt tokens, max output tokens) of a batch JSONL file; 400 when malformed."""
+    model, requests, prompt, output = "", 0, 0, 0
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+            body = item["body"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise bad_request(f"Line {number} of the batch file is not a valid request.") from None
+        if not isinstance(body, dict):
+            raise bad_request(f"Line {number} of the batch file has no JSON body.")
+        line_model = str(body.get("model", ""))
+        if model and line_model != model:
+            raise bad_request("Every request in a batch file must use the same model.")
+        model = line_model
+        requests += 1
+        prompt += estimate_prompt_tokens(body)
+        output += requested_max_tokens(body, default_max_tokens)
+    if not requests:
+        raise bad_request("The batch file contains no requests.")
+    return model, requests, prompt, output
+
+
+async def _deployment_for(gw, ctx: RequestContext, model: str, op: str):
+    from apps.proxy.endpoints import resolve
+
+    _registry, group, deployments, _ = await resolve(gw, ctx, op, model)
+    dep = gw.router.pick(group, deployments, set()) if deployments else None
+    if dep is None:
+        raise GatewayError(503, f"No deployment of '{model}' can take files right now.", kind="no_healthy_deployment")
+    return dep
+
+
+async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
+    parts = parse_multipart(headers.get(b"content-type", b""), raw)
+    fields = form_fields(parts)
+    content = next((p[3] for p in parts if p[0] == "file" and p[1] is not None), None)
+    if content is None:
+        raise bad_request("A 'file' part is required.", param="file")
+    model = fields.get("model") or (headers.get(b"x-gateway-model") or b"").decode("latin-1")
+    requests = prompt = output = 0
+    if fields.get("purpose") == "batch":
+        file_model, requests, prompt, output = batch_file_stats(content, 4096)
+        model = model or file_model
+    if not model:
+        raise bad_request("Name the model: a 'model' form field or the x-gateway-model header.", param="model")
+    dep = await _deployment_for(gw, ctx, model, "files_create")
+    upload = [p for p in parts if p[0] != "model"]
+    reply = await gw.adapters[dep.provider].send(
+        gw.session, dep, Call("files_create", {}, form=upload), dep.timeout_seconds or gw.settings_timeout
+    )
+    obj = dict(reply.obj or orjson.loads(reply.body))
+    obj["id"] = wrap(
+        Handle("file", dep.id, str(obj.get("id")), ctx.key.organization_id, model, requests, prompt, output), gw.secret
+    )
+    await send_json(send, 200, obj, gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label))
+
+
+def _wrap_batch(obj: dict[str, Any], handle: Handle, secret: str) -> dict[str, Any]:
+    obj = dict(obj)
+    obj["id"] = wrap(
+        Handle(
+            "batch",
+            handle.deployment_id,
+            str(obj.get("id")),
+            handle.organization_id,
+            handle.model,
+            handle.requests,
+            handle.prompt_tokens,
+            handle.max_tokens,
+        ),
+        secret,
+    )
+    for name in FILE_FIELDS:
+        if obj.get(name):
+            obj[name] = wrap(
+                Handle("file", handle.deployment_id, str(obj[name]), handle.organization_id, handle.model), secret
+            )
+    return obj
+
+
+async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
+    from apps.proxy.endpoints import spend_event
+
+    body = parse_json_object(raw)
+    reject_client_upstream(raw, body)
+    handle = unwrap(
+        "file",
+        str(body.get("input_file_id", "")),
+        gw.secret,
+        organization_id=ctx.key.organization_id,
+        is_master=ctx.key.is_master,
+    )
+    if not (ctx.key.allows_model(handle.model)):
+        raise model_not_allowed(handle.model)
+    registry = await gw.get_registry()
+    dep = registry.by_id.get(handle.deployment_id)
+    if dep is None:
+        raise GatewayError(404, "The deployment holding this file no longer exists.", kind="not_found")
+    ctx.model, ctx.llm_provider, ctx.deployment_id, ctx.body = handle.model, dep.provider, dep.id, body
+    ctx.request_units = max(1, handle.requests)
+    ctx.estimated_prompt_tokens, ctx.max_output_tokens = handle.prompt_tokens, handle.max_tokens
+    ctx.estimated_cost = token_cost(
+        price_for(dep), prompt_tokens=handle.prompt_tokens, completion_tokens=handle.max_tokens
+    )
+    result = CallResult(status=500)
+    pre_called = False
+    limit_type = None
+    try:
+        pre_called = True
+        await gw.chain.pre_call(ctx)
+        call = Call("batches_create", {**body, "input_file_id": handle.upstream_id})
+        reply = await gw.adapters[dep.provider].send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
+        obj = _wrap_batch(reply.obj or orjson.loads(reply.body), handle, gw.secret)
+        result = CallResult(status=200)
+        headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
+        await send_json(send, 200, obj, headers + encode_headers(ctx.response_headers))
+    except ProxyRateLimitError as exc:
+        exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
+        result, limit_type = CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}"), exc.limit_type
+        headers = gw.common_headers(ctx.request_id, ctx.started_at) + encode_headers(ctx.response_headers)
+        await send_json(send, 429, exc.to_body(), headers + encode_headers(exc.headers()))
+    except GatewayError as exc:
+        result = CallResult(status=exc.status, error_type=exc.kind)
+        await gw.send_error(send, exc, ctx.request_id, ctx.started_at, ctx, deployment=dep.label)
+    finally:
+        result.deployment_id, result.llm_provider = dep.id, dep.provider
+        result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
+        await gw._finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, [], limit_type))
+
+
+async def passthrough(gw, ctx: RequestContext, op: str, args: tuple[str, ...], send) -> None:
+    kind = "batch" if op.startswith("batches") else "file"
+    handle = unwrap(kind, args[0], gw.secret, organization_id=ctx.key.organization_id, is_master=ctx.key.is_master)
+    registry = await gw.get_registry()
+    dep = registry.by_id.get(handle.deployment_id)
+    if dep is None:
+        raise GatewayError(404, f"The deployment holding this {kind} no longer exists.", kind="not_found")
+    reply = await gw.adapters[dep.provider].send(
+        gw.session, dep, Call(op, {}, path_args=(handle.upstream_id,)), dep.timeout_seconds or gw.settings_timeout
+    )
+    headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
+    if op == "files_content":
+        await send_response(send, 200, reply.body, headers, reply.content_type)
+        return
+    obj = dict(reply.obj or orjson.loads(reply.body))
+    obj = _wrap_batch(obj, handle, gw.secret) if kind == "batch" else {**obj, "id": args[0]}
+    await send_json(send, 200, obj, headers)

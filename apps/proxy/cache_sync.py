@@ -1,0 +1,92 @@
+"""Keeps this worker's auth and registry caches in step with the database.
+
+Writers call ``apps.keys.invalidation.publish_invalidation`` after commit: it bumps a local counter
+(same process) and, with Redis, increments ``gateway:auth-generation`` and publishes on
+``gateway:invalidate``. Here a background task listens on the channel (immediate) and polls the
+generation every second (safety net for a missed message or a reconnect), so a revoked key stops
+working on every worker within about a second. Without Redis only the local counter exists, which the
+hot path compares per request (one integer comparison).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from apps.keys import invalidation
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+
+
+class CacheSync:
+    def __init__(self, *, redis_url: str, on_change: Callable[[str], None]) -> None:
+        self.redis_url = redis_url
+        self.on_change = on_change
+        self._local_seen = invalidation.local_generation()
+        self._remote_seen: bytes | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    def check_local(self) -> None:
+        """Per request: did this process itself change something (admin in the same process)?"""
+        current = invalidation.local_generation()
+        if current != self._local_seen:
+            self._local_seen = current
+            self.on_change("local")
+
+    def start(self) -> None:
+        if self.redis_url and not self._tasks:
+            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    def _client(self):
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=30)
+
+    async def _listen(self) -> None:
+        while True:
+            client = self._client()
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(invalidation.CHANNEL)
+                async for message in pubsub.listen():
+                    if message and message.get("type") == "message":
+                        self.on_change("pubsub")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("cache sync: pub/sub connection lost (%s); polling covers it", type(exc).__name__)
+                self.on_change("pubsub-reconnect")
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def _poll(self) -> None:
+        client = self._client()
+        try:
+            while True:
+                try:
+                    current = await client.get(invalidation.GENERATION_KEY)
+                    if self._remote_seen is not None and current != self._remote_seen:
+                        self.on_change("generation")
+                    self._remote_seen = current
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("cache sync: generation poll failed (%s)", type(exc).__name__)
+                await asyncio.sleep(POLL_SECONDS)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()

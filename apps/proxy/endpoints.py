@@ -1,0 +1,312 @@
+"""The request flows behind each /v1 route (model calls, model listing; files and batches in ``batches.py``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from apps.proxy import batches
+from apps.proxy.asgi_io import encode_headers, header_map, parse_json_object, read_body, send_json, send_response
+from apps.proxy.auth import bearer_token
+from apps.proxy.context import CallResult, RequestContext
+from apps.proxy.errors import GatewayError, bad_request, model_not_allowed, model_not_found
+from apps.proxy.multipart import form_fields, parse_multipart
+from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
+from apps.proxy.providers import Call, StreamReply
+from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, messages_to_chat_request
+from apps.proxy.relay import ChatEncoder, MessagesEncoder, NativeEncoder, relay_stream
+from apps.proxy.router import Attempt
+from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reject_client_upstream, requested_max_tokens
+from apps.ratelimit.errors import ProxyRateLimitError
+from apps.spend.events import SpendEvent
+
+STREAM_OPS = frozenset({"chat", "completions", "responses", "messages"})
+GENERATIVE_OPS = STREAM_OPS
+FORM_OPS = frozenset({"audio_transcriptions", "files_create"})
+ROUTE_OF = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+    "responses": "/v1/responses",
+    "images": "/v1/images/generations",
+    "audio_speech": "/v1/audio/speech",
+    "audio_transcriptions": "/v1/audio/transcriptions",
+    "moderations": "/v1/moderations",
+    "rerank": "/v1/rerank",
+    "messages": "/v1/messages",
+    "files_create": "/v1/files",
+    "batches_create": "/v1/batches",
+}
+REQUIRED = {
+    "chat": ("messages", list),
+    "messages": ("messages", list),
+    "completions": ("prompt", (str, list)),
+    "embeddings": ("input", (str, list)),
+    "images": ("prompt", str),
+    "audio_speech": ("input", str),
+    "rerank": ("documents", list),
+    "responses": ("input", (str, list)),
+}
+
+
+async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, request_id: str, started: float) -> None:
+    headers = header_map(scope)
+    gw.cache_sync.check_local()
+    key = await gw.auth.authenticate(bearer_token(headers))
+    ctx = RequestContext(request_id=request_id, key=key, route=ROUTE_OF.get(op, scope["path"]), started_at=started)
+    if op in ("models", "models_get"):
+        await list_models(gw, ctx, send, args)
+        return
+    if op in batches.PASSTHROUGH_OPS:
+        await batches.passthrough(gw, ctx, op, args, send)
+        return
+    raw = await read_body(receive, headers, gw.max_body)
+    if op == "files_create":
+        await batches.file_create(gw, ctx, raw, headers, send)
+    elif op == "batches_create":
+        await batches.batch_create(gw, ctx, raw, send)
+    else:
+        await model_call(gw, ctx, op, raw, headers, scope, receive, send)
+
+
+async def list_models(gw, ctx: RequestContext, send, args: tuple[str, ...]) -> None:
+    registry = await gw.get_registry()
+    data = []
+    for name in registry.public_names():
+        group = registry.resolve(name)
+        if group is None or (not ctx.key.allows_model(name) and not ctx.key.allows_model(group.model_name)):
+            continue
+        visible = group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master)
+        if visible:
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": visible[0].provider})
+    headers = gw.common_headers(ctx.request_id, ctx.started_at)
+    if args:
+        found = next((m for m in data if m["id"] == args[0]), None)
+        if found is None:
+            raise model_not_found(args[0])
+        await send_json(send, 200, found, headers)
+        return
+    await send_json(send, 200, {"object": "list", "data": data}, headers)
+
+
+def parse_request(op: str, raw: bytes, headers: dict[bytes, bytes]) -> tuple[dict[str, Any], list | None]:
+    if op in FORM_OPS:
+        parts = parse_multipart(headers.get(b"content-type", b""), raw)
+        body: dict[str, Any] = dict(form_fields(parts))
+        if body.get("stream") in ("true", "True", "1"):
+            body["stream"] = True
+        return body, parts
+    body = parse_json_object(raw)
+    reject_client_upstream(raw, body)
+    required = REQUIRED.get(op)
+    if required and not isinstance(body.get(required[0]), required[1]):
+        raise bad_request(f"'{required[0]}' is required.", param=required[0])
+    if required and required[1] is list and not body[required[0]]:
+        raise bad_request(f"'{required[0]}' must not be empty.", param=required[0])
+    return body, None
+
+
+def fill_context(ctx: RequestContext, op: str, body: dict[str, Any], headers: dict[bytes, bytes]) -> None:
+    ctx.body = body
+    ctx.stream = bool(body.get("stream") is True and op in STREAM_OPS)
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    user = body.get("user") if op != "messages" else metadata.get("user_id")
+    ctx.customer_id = user if isinstance(user, str) and user else None
+    session = headers.get(b"x-gateway-session-id")
+    session_id = session.decode("latin-1") if session else metadata.get("session_id")
+    ctx.session_id = str(session_id)[:200] if session_id else None
+
+
+async def resolve(gw, ctx: RequestContext, op: str, model: str):
+    registry = await gw.get_registry()
+    group = registry.resolve(model)
+    if group is None:
+        registry = await gw.get_registry(unknown_model=True)
+        group = registry.resolve(model)
+    if group is None:
+        raise model_not_found(model)
+    if not (ctx.key.allows_model(model) or ctx.key.allows_model(group.model_name)):
+        raise model_not_allowed(model)
+    if not group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master):
+        raise model_not_found(model)
+    support_op = "chat" if op == "messages" else op
+    deployments = gw.router.candidates(group, ctx, support_op)
+    if not deployments and not group.fallbacks:
+        raise bad_request(f"The model '{model}' does not support {ctx.route}.", param="model", code="unsupported_route")
+    return registry, group, deployments, support_op
+
+
+def estimate(ctx: RequestContext, op: str, body: dict[str, Any], dep) -> None:
+    ctx.estimated_prompt_tokens = estimate_prompt_tokens(body)
+    if dep is None:
+        return
+    price = price_for(dep)
+    ctx.max_output_tokens = requested_max_tokens(body, price.max_output_tokens) if op in GENERATIVE_OPS else 0
+    cost = token_cost(price, prompt_tokens=ctx.estimated_prompt_tokens, completion_tokens=ctx.max_output_tokens)
+    if op == "images":
+        n = body.get("n") if isinstance(body.get("n"), int) else 1
+        cost += max(1, n) * price.per_image
+    elif op == "audio_speech":
+        cost += len(str(body.get("input", ""))) * price.per_character
+    ctx.estimated_cost = cost
+
+
+def _call_factory(op: str, body: dict[str, Any], parts: list | None, stream: bool, include_usage: bool):
+    chat_body: dict[str, Any] | None = None
+
+    def make_call(dep, adapter) -> Call:
+        nonlocal chat_body
+        if op == "messages":
+            if "messages" in adapter.native_ops:
+                return Call("messages", body, stream=stream)
+            if chat_body is None:
+                chat_body = messages_to_chat_request(body)
+            return Call("chat", chat_body, stream=stream, include_usage=True)
+        return Call(op, body, stream=stream, form=parts, include_usage=include_usage)
+
+    return make_call
+
+
+def _stream_error(op: str):
+    def render(exc: GatewayError) -> bytes:
+        if op == "messages":
+            payload = {"type": "error", "error": {"type": exc.error_type, "message": exc.message}}
+            return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+        return b"data: " + orjson.dumps(exc.to_body()) + b"\n\n"
+
+    return render
+
+
+async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scope, receive, send) -> None:
+    result = CallResult(status=500)
+    limit_type: str | None = None
+    attempts: list[Attempt] = []
+    pre_called = False
+    dep = None
+    try:
+        body, parts = parse_request(op, raw, headers)
+        model = body.get("model") or ("omni-moderation-latest" if op == "moderations" else None)
+        if not isinstance(model, str) or not model:
+            raise bad_request("'model' is required.", param="model")
+        ctx.model = model
+        fill_context(ctx, op, body, headers)
+        registry, group, deployments, support_op = await resolve(gw, ctx, op, model)
+        first = gw.router.pick(group, deployments, set()) if deployments else None
+        if first is not None:
+            ctx.llm_provider, ctx.deployment_id = first.provider, first.id
+        estimate(ctx, op, body, first)
+        pre_called = True
+        await gw.chain.pre_call(ctx)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if op == "chat" else False
+        reply, dep, call = await gw.router.call(
+            session=gw.session,
+            ctx=ctx,
+            registry=registry,
+            group=group,
+            op=support_op,
+            first=first,
+            make_call=_call_factory(op, body, parts, ctx.stream, include_usage),
+            attempts=attempts,
+        )
+        upstream_ms = sum(a.ms for a in attempts)
+        price = price_for(dep)
+        if isinstance(reply, StreamReply):
+            if op == "messages":
+                encoder = NativeEncoder() if reply.native else MessagesEncoder(model, ctx.estimated_prompt_tokens)
+            else:
+                encoder = NativeEncoder() if reply.native else ChatEncoder()
+            out_headers = gw.common_headers(
+                ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(ctx.estimated_cost)
+            )
+            out_headers += encode_headers(ctx.response_headers)
+            outcome = await relay_stream(send, receive, reply, encoder, out_headers, ctx.started_at, _stream_error(op))
+            usage = reply.usage
+            sent_tokens = (outcome.sent_chars + 3) // 4
+            if not (outcome.status == 200 and usage.reported and usage.completion_tokens):
+                usage.completion_tokens = sent_tokens
+            usage.prompt_tokens = usage.prompt_tokens or ctx.estimated_prompt_tokens
+            result = CallResult(status=outcome.status, error_type=outcome.error_type, ttft_ms=outcome.ttft_ms)
+        else:
+            usage = reply.usage
+            body_out = reply.body
+            if op == "messages" and call.op == "chat":
+                body_out = orjson.dumps(chat_to_messages_response(reply.obj or orjson.loads(reply.body), model))
+            if not usage.reported and op in GENERATIVE_OPS:
+                usage.prompt_tokens = ctx.estimated_prompt_tokens
+                usage.completion_tokens = estimate_text_tokens(body_out.decode("utf-8", "replace")) // 2
+            result = CallResult(status=reply.status)
+        result.cost = call_cost(
+            price,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            images=usage.images,
+            audio_seconds=usage.audio_seconds,
+            characters=usage.characters,
+        )
+        result.prompt_tokens, result.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        result.cached_tokens = usage.cached_tokens
+        if not isinstance(reply, StreamReply):
+            out_headers = gw.common_headers(
+                ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(result.cost)
+            )
+            out_headers += encode_headers(ctx.response_headers)
+            await send_response(send, reply.status, body_out, out_headers, reply.content_type)
+    except ProxyRateLimitError as exc:
+        exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
+        result = CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}")
+        headers_out = gw.common_headers(ctx.request_id, ctx.started_at) + encode_headers(ctx.response_headers)
+        await send_json(send, 429, exc.to_body(), headers_out + encode_headers(exc.headers()))
+        limit_type = exc.limit_type
+    except GatewayError as exc:
+        result = CallResult(status=exc.status, error_type=exc.kind)
+        upstream_ms = sum(a.ms for a in attempts)
+        await gw.send_error(send, exc, ctx.request_id, ctx.started_at, ctx, upstream_ms, dep.label if dep else "none")
+    finally:
+        result.deployment_id, result.llm_provider = ctx.deployment_id, ctx.llm_provider
+        result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
+        await gw._finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, attempts, limit_type))
+
+
+def spend_event(
+    ctx: RequestContext, result: CallResult, attempts: list[Attempt], limit_type: str | None = None
+) -> SpendEvent:
+    metadata: dict[str, Any] = {}
+    if len(attempts) > 1:
+        metadata["attempts"] = [
+            {
+                "deployment_id": a.deployment_id,
+                "provider": a.provider,
+                "status": a.status,
+                "error": a.error,
+                "ms": round(a.ms, 1),
+            }
+            for a in attempts
+        ]
+    return SpendEvent(
+        request_id=ctx.request_id,
+        created_at=time.time(),
+        route=ctx.route,
+        status=result.status,
+        model=ctx.model,
+        llm_provider=ctx.llm_provider,
+        deployment_id=ctx.deployment_id,
+        organization_id=ctx.key.organization_id,
+        team_id=ctx.key.team_id,
+        key_id=ctx.key.key_id,
+        key_alias=ctx.key.key_alias,
+        user_id=ctx.key.user_id,
+        customer_id=ctx.customer_id,
+        session_id=ctx.session_id,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        cached_tokens=result.cached_tokens,
+        cost=str(result.cost),
+        latency_ms=round(result.latency_ms, 3),
+        ttft_ms=round(result.ttft_ms, 3) if result.ttft_ms is not None else None,
+        error_type=result.error_type,
+        limit_type=limit_type,
+        metadata=metadata,
+    )

@@ -1,0 +1,79 @@
+"""Anthropic: ``/v1/messages`` natively, ``/v1/chat/completions`` through translation (tools and streaming too)."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+
+from apps.proxy.providers.anthropic_format import (
+    MessagesToChatStream,
+    chat_to_messages_request,
+    messages_to_chat_response,
+    messages_usage,
+)
+from apps.proxy.providers.base import Adapter, Call, Chunk, HttpRequest, Reply, Usage, json_or_502
+from apps.proxy.registry import Deployment
+
+DEFAULT_BASE = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+
+
+class AnthropicAdapter(Adapter):
+    name = "anthropic"
+    ops = frozenset({"chat"})
+    native_ops = frozenset({"messages"})
+
+    def prepare(self, dep: Deployment, call: Call) -> HttpRequest:
+        base = dep.api_base or DEFAULT_BASE
+        if base.endswith("/v1"):
+            base = base[:-3]
+        headers = {
+            "x-api-key": dep.api_key,
+            "anthropic-version": str(dep.extra.get("anthropic_version", API_VERSION)),
+            "content-type": "application/json",
+        }
+        if call.op == "messages":
+            body = {**call.body, "model": dep.model}
+        else:
+            body = chat_to_messages_request(call.body, dep.model)
+        return HttpRequest("POST", base + "/v1/messages", headers, orjson.dumps(body))
+
+    def parse(self, dep: Deployment, call: Call, raw: bytes, content_type: str) -> Reply:
+        obj = json_or_502(raw, self.name)
+        if not isinstance(obj, dict):
+            obj = {}
+        usage = Usage(reported=bool(obj.get("usage")))
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens = messages_usage(obj.get("usage"))
+        if call.op == "messages":
+            return Reply(body=raw, usage=usage, obj=obj)
+        translated = messages_to_chat_response(obj, str(call.body.get("model", dep.model_name)))
+        return Reply(body=orjson.dumps(translated), usage=usage, obj=translated)
+
+    async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):
+        translator = (
+            None
+            if call.op == "messages"
+            else MessagesToChatStream(str(call.body.get("model", dep.model_name)), call.include_usage)
+        )
+        async for name, data in self.sse(response):
+            obj = json_or_502(data, self.name)
+            if not isinstance(obj, dict):
+                continue
+            kind = obj.get("type", name)
+            if kind == "message_start":
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens = messages_usage(
+                    (obj.get("message") or {}).get("usage")
+                )
+                usage.reported = True
+            elif kind == "message_delta" and (obj.get("usage") or {}).get("output_tokens") is not None:
+                usage.completion_tokens = int(obj["usage"]["output_tokens"])
+            elif kind == "error":
+                from apps.proxy.errors import UpstreamError
+
+                message = str((obj.get("error") or {}).get("message", "upstream stream error"))
+                raise UpstreamError(502, message, llm_provider=self.name, kind="upstream_error")
+            if translator is None:
+                yield (kind, data)
+            else:
+                for chunk in translator.event(name, obj):
+                    yield Chunk(chunk)

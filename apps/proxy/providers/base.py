@@ -1,0 +1,322 @@
+"""The one interface every provider implements, and the HTTP plumbing most of them share.
+
+The proxy speaks OpenAI's formats to clients. An adapter turns a ``Call`` (operation + OpenAI-shaped
+body) into one upstream HTTP request, and the upstream's answer back into OpenAI's shape:
+``Reply`` for a whole body, ``StreamReply`` for server-sent events (items are ``Chunk`` objects
+carrying an OpenAI chunk dict, plus the raw bytes when they can be relayed unchanged).
+Anthropic's ``/v1/messages`` can also be served natively (``native_ops``), without translation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from apps.proxy.errors import UpstreamError
+from apps.proxy.registry import Deployment
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    images: int = 0
+    audio_seconds: float = 0.0
+    characters: int = 0
+    reported: bool = False  # True when the upstream said so (otherwise estimated)
+
+    def take(self, usage: dict[str, Any] | None) -> None:
+        """Read OpenAI (chat/completions/embeddings) or Responses-API usage into this object."""
+        if not usage:
+            return
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        if prompt is not None:
+            self.prompt_tokens = int(prompt)
+            self.reported = True
+        if completion is not None:
+            self.completion_tokens = int(completion)
+            self.reported = True
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        if isinstance(details, dict) and details.get("cached_tokens"):
+            self.cached_tokens = int(details["cached_tokens"])
+
+
+@dataclass(slots=True)
+class Call:
+    op: str  # chat, completions, embeddings, responses, images, audio_speech, ... (see OP_PATHS)
+    body: dict[str, Any]
+    stream: bool = False
+    form: list | None = None  # multipart parts for uploads: (name, filename, content_type, data)
+    path_args: tuple[str, ...] = ()  # e.g. a batch or file id
+    include_usage: bool = False  # the client asked for the usage chunk
+
+
+@dataclass(slots=True)
+class Reply:
+    body: bytes
+    usage: Usage
+    content_type: bytes = b"application/json"
+    status: int = 200
+    obj: dict[str, Any] | None = None  # parsed body, when the caller may need to translate it
+
+
+@dataclass(slots=True)
+class Chunk:
+    obj: dict[str, Any]
+    raw: bytes | None = None  # the exact upstream "data:" payload when it is relayed unchanged
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """Chunks as the upstream sends them; ``usage`` is complete once iteration ends."""
+
+    chunks: AsyncIterator[Any]
+    usage: Usage
+    on_close: list[Callable[[], Any]] = field(default_factory=list)
+    native: bool = False  # items are (event_name, data bytes) in the provider's own SSE format
+
+    async def aclose(self) -> None:
+        closer = getattr(self.chunks, "aclose", None)
+        if closer is not None:
+            # Closing a dead upstream must not mask the real outcome.
+            with contextlib.suppress(Exception):
+                await closer()
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
+
+
+OP_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+    "images": "/images/generations",
+    "audio_speech": "/audio/speech",
+    "audio_transcriptions": "/audio/transcriptions",
+    "moderations": "/moderations",
+    "rerank": "/rerank",
+    "files_create": "/files",
+    "files_get": "/files/{0}",
+    "files_content": "/files/{0}/content",
+    "batches_create": "/batches",
+    "batches_get": "/batches/{0}",
+    "batches_cancel": "/batches/{0}/cancel",
+    "batches_list": "/batches",
+}
+GET_OPS = frozenset({"files_get", "files_content", "batches_get", "batches_list"})
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    data: Any = None  # bytes or aiohttp.FormData
+
+
+def sse_events(buffer: bytearray, data: bytes) -> list[tuple[str | None, bytes]]:
+    """Feed bytes; return the complete (event, data) pairs. Keeps the incomplete tail in ``buffer``."""
+    buffer += data
+    events: list[tuple[str | None, bytes]] = []
+    while True:
+        end = buffer.find(b"\n\n")
+        sep = 2
+        crlf = buffer.find(b"\r\n\r\n")
+        if crlf != -1 and (end == -1 or crlf < end):
+            end, sep = crlf, 4
+        if end == -1:
+            return events
+        block = bytes(buffer[:end])
+        del buffer[: end + sep]
+        name = None
+        payload: list[bytes] = []
+        for line in block.splitlines():
+            if line.startswith(b"data:"):
+                payload.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                name = line[6:].strip().decode("latin-1")
+        if payload:
+            events.append((name, b"\n".join(payload)))
+
+
+def json_or_502(raw: bytes, provider: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(
+            502, "The upstream returned a malformed response.", llm_provider=provider, kind="upstream_bad_response"
+        ) from None
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("retry-after") or headers.get("x-ratelimit-reset-requests")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamError:
+    """Map an upstream HTTP error onto what the client should see (and whether to retry elsewhere)."""
+    message = f"upstream returned HTTP {status}"
+    try:
+        data = orjson.loads(raw) if raw else None
+        if isinstance(data, list) and data:
+            data = data[0]
+        if isinstance(data, dict):
+            err = data.get("error", data)
+            if isinstance(err, dict):
+                message = str(err.get("message") or err.get("msg") or message)
+            elif isinstance(err, str):
+                message = err
+    except orjson.JSONDecodeError:
+        pass
+    message = message[:500]
+    if status == 429:
+        return UpstreamError(
+            429,
+            message,
+            llm_provider=provider,
+            retryable=True,
+            retry_after=_retry_after(headers),
+            kind="upstream_rate_limit",
+            code="rate_limit_exceeded",
+            upstream_status=status,
+        )
+    if status >= 500 or status == 408:
+        client_status = 504 if status in (408, 504) else 502
+        return UpstreamError(
+            client_status, message, llm_provider=provider, retryable=True, kind="upstream_error", upstream_status=status
+        )
+    if status in (401, 403):
+        # The client's key was fine; the gateway's credentials for this deployment are not.
+        return UpstreamError(
+            502,
+            f"The upstream rejected the gateway's credentials: {message}",
+            llm_provider=provider,
+            retryable=True,
+            kind="upstream_auth",
+            upstream_status=status,
+        )
+    client_status = status if status in (400, 404, 413) else 400
+    return UpstreamError(
+        client_status, message, llm_provider=provider, kind="upstream_bad_request", upstream_status=status
+    )
+
+
+class Adapter:
+    """A provider. Subclasses implement ``prepare``/``parse``/``stream_chunks`` or override ``send``."""
+
+    name = "base"
+    ops: frozenset[str] = frozenset()
+    native_ops: frozenset[str] = frozenset()
+
+    def supports(self, op: str) -> bool:
+        return op in self.ops or op in self.native_ops
+
+    async def send(self, session: aiohttp.ClientSession, dep: Deployment, call: Call, timeout: float):
+        request = self.prepare(dep, call)
+        if call.stream:
+            client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0), sock_read=timeout)
+        else:
+            client_timeout = aiohttp.ClientTimeout(total=timeout)
+        try:
+            response = await session.request(
+                request.method, request.url, headers=request.headers, data=request.data, timeout=client_timeout
+            )
+        except TimeoutError:
+            raise UpstreamError(
+                504,
+                "The upstream did not answer in time.",
+                llm_provider=self.name,
+                retryable=True,
+                kind="upstream_timeout",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                502,
+                f"Could not reach the upstream ({type(exc).__name__}).",
+                llm_provider=self.name,
+                retryable=True,
+                kind="upstream_connection",
+            ) from None
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except (TimeoutError, aiohttp.ClientError):
+                raw = b""
+            response.release()
+            raise upstream_error(self.name, response.status, raw, response.headers)
+        if call.stream:
+            usage = Usage()
+            return StreamReply(
+                chunks=self._guarded(self.stream_chunks(dep, call, response, usage), response),
+                usage=usage,
+                native=call.op in self.native_ops,
+            )
+        try:
+            raw = await response.read()
+        except TimeoutError:
+            raise UpstreamError(
+                504,
+                "The upstream did not answer in time.",
+                llm_provider=self.name,
+                retryable=True,
+                kind="upstream_timeout",
+            ) from None
+        except aiohttp.ClientError:
+            raise UpstreamError(
+                502,
+                "The upstream connection broke.",
+                llm_provider=self.name,
+                retryable=True,
+                kind="upstream_connection",
+            ) from None
+        finally:
+            response.release()
+        return self.parse(dep, call, raw, response.headers.get("content-type", "application/json"))
+
+    async def _guarded(self, chunks: AsyncIterator[Any], response: aiohttp.ClientResponse):
+        """Mid-stream upstream failures become UpstreamError; the connection is always released."""
+        try:
+            async for item in chunks:
+                yield item
+        except TimeoutError:
+            raise UpstreamError(
+                504, "The upstream stalled mid-stream.", llm_provider=self.name, kind="upstream_timeout"
+            ) from None
+        except aiohttp.ClientError:
+            raise UpstreamError(
+                502, "The upstream stream broke.", llm_provider=self.name, kind="upstream_connection"
+            ) from None
+        finally:
+            response.close()
+
+    async def sse(self, response: aiohttp.ClientResponse):
+        """(event, data) pairs as they arrive, one network read at a time (no line buffering delay)."""
+        buffer = bytearray()
+        async for data in response.content.iter_any():
+            for event in sse_events(buffer, data):
+                yield event
+        if buffer.strip():
+            for event in sse_events(buffer, b"\n\n"):
+                yield event
+
+    def prepare(self, dep: Deployment, call: Call) -> HttpRequest:
+        raise NotImplementedError
+
+    def parse(self, dep: Deployment, call: Call, raw: bytes, content_type: str) -> Reply:
+        raise NotImplementedError
+
+    def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):
+        raise NotImplementedError

@@ -1,0 +1,409 @@
+"""The built-in mock provider: answers locally, no HTTP. For the demo, the embedded default and tests.
+
+Deployment ``extra`` options: ``mock_response`` (fixed text), ``mock_latency_ms``, ``mock_error``
+(an HTTP status to fail with, e.g. 429 or 503), ``mock_retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import struct
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from apps.proxy.providers.base import Adapter, Call, Chunk, Reply, StreamReply, Usage, upstream_error
+from apps.proxy.registry import Deployment
+from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens
+
+# 1x1 transparent PNG for image generation.
+PNG_1PX = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+    )
+).decode()
+
+
+def _reply_text(dep: Deployment, body: dict[str, Any]) -> str:
+    if dep.extra.get("mock_response"):
+        return str(dep.extra["mock_response"])
+    last = ""
+    for message in body.get("messages") or []:
+        if message.get("role") == "user":
+            content = message.get("content")
+            last = (
+                content
+                if isinstance(content, str)
+                else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+            )
+    return f"This is a mock response to: {last[:200]}" if last else "This is a mock response."
+
+
+def _vector(text: str, dims: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest() * (dims // 32 + 1)
+    return [round(b / 255 - 0.5, 6) for b in digest[:dims]]
+
+
+class MockAdapter(Adapter):
+    name = "mock"
+    ops = frozenset(
+        {
+            "chat",
+            "completions",
+            "embeddings",
+            "responses",
+            "images",
+            "audio_speech",
+            "audio_transcriptions",
+            "moderations",
+            "rerank",
+            "files_create",
+            "files_get",
+            "files_content",
+            "batches_create",
+            "batches_get",
+            "batches_cancel",
+            "batches_list",
+        }
+    )
+
+    def __init__(self) -> None:
+        # The mock's own little file and batch store (per process, like a real provider's would be remote).
+        self._files: dict[str, dict[str, Any]] = {}
+        self._batches: dict[str, dict[str, Any]] = {}
+
+    async def send(self, session, dep: Deployment, call: Call, timeout: float):
+        latency = float(dep.extra.get("mock_latency_ms", 0) or 0)
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        if dep.extra.get("mock_error"):
+            headers = {"retry-after": str(dep.extra["mock_retry_after"])} if dep.extra.get("mock_retry_after") else {}
+            raise upstream_error(
+                self.name, int(dep.extra["mock_error"]), b'{"error": {"message": "mock failure"}}', headers
+            )
+        model = str(call.body.get("model") or dep.model_name)
+        if call.op == "chat" and call.stream:
+            return self._stream(dep, call, model)
+        handler = getattr(self, "_" + call.op)
+        obj, usage = handler(dep, call, model)
+        if isinstance(obj, bytes):
+            content_type = b"audio/mpeg" if call.op == "audio_speech" else b"application/octet-stream"
+            return Reply(body=obj, usage=usage, content_type=content_type)
+        return Reply(body=orjson.dumps(obj), usage=usage, obj=obj)
+
+    def _tool_call(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice")
+        messages = body.get("messages") or []
+        if not tools or choice == "none" or (messages and messages[-1].get("role") == "tool"):
+            return None
+        if choice in (None, "auto") and "tool" not in str(messages[-1].get("content", "")).lower():
+            return None
+        name = tools[0].get("function", {}).get("name")
+        if isinstance(choice, dict):
+            name = (choice.get("function") or {}).get("name", name)
+        return {
+            "id": "call_" + uuid.uuid4().hex[:24],
+            "type": "function",
+            "function": {"name": name, "arguments": '{"mock": true}'},
+        }
+
+    def _chat(self, dep: Deployment, call: Call, model: str):
+        text = _reply_text(dep, call.body)
+        usage = Usage(estimate_prompt_tokens(call.body), estimate_text_tokens(text), reported=True)
+        tool_call = self._tool_call(call.body)
+        message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text, "refusal": None}
+        if tool_call:
+            message["tool_calls"] = [tool_call]
+            usage.completion_tokens = 8
+        obj = {
+            "id": "chatcmpl-" + uuid.uuid4().hex,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if tool_call else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+        }
+        return obj, usage
+
+    def _stream(self, dep: Deployment, call: Call, model: str) -> StreamReply:
+        usage = Usage(estimate_prompt_tokens(call.body), reported=True)
+        text = _reply_text(dep, call.body)
+        delay = float(dep.extra.get("mock_chunk_delay_ms", 0) or 0) / 1000
+
+        async def chunks():
+            base = {
+                "id": "chatcmpl-" + uuid.uuid4().hex,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": "fp_mock",
+            }
+            yield Chunk(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
+            tool_call = self._tool_call(call.body)
+            if tool_call:
+                yield Chunk(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"tool_calls": [{"index": 0, **tool_call}]},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+                usage.completion_tokens = 8
+            else:
+                for i, word in enumerate(text.split(" ")):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    usage.completion_tokens += 1
+                    yield Chunk(
+                        {
+                            **base,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"content": (" " if i else "") + word},
+                                    "logprobs": None,
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                    )
+            yield Chunk(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {},
+                            "logprobs": None,
+                            "finish_reason": "tool_calls" if tool_call else "stop",
+                        }
+                    ],
+                }
+            )
+            if call.include_usage:
+                yield Chunk(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": usage.prompt_tokens,
+                            "completion_tokens": usage.completion_tokens,
+                            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                        },
+                    }
+                )
+
+        return StreamReply(chunks=chunks(), usage=usage)
+
+    def _completions(self, dep: Deployment, call: Call, model: str):
+        prompt = call.body.get("prompt")
+        text = str(dep.extra.get("mock_response") or f"This is a mock completion of: {str(prompt)[:200]}")
+        usage = Usage(estimate_text_tokens(str(prompt)), estimate_text_tokens(text), reported=True)
+        return {
+            "id": "cmpl-" + uuid.uuid4().hex,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+        }, usage
+
+    def _embeddings(self, dep: Deployment, call: Call, model: str):
+        inputs = call.body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = int(call.body.get("dimensions") or dep.extra.get("mock_dimensions", 8))
+        data = []
+        for i, text in enumerate(inputs):
+            vector = _vector(str(text), dims)
+            if call.body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        usage = Usage(sum(estimate_text_tokens(str(t)) for t in inputs), reported=True)
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+        }, usage
+
+    def _responses(self, dep: Deployment, call: Call, model: str):
+        source = call.body.get("input")
+        text = str(dep.extra.get("mock_response") or f"This is a mock response to: {str(source)[:200]}")
+        usage = Usage(estimate_text_tokens(str(source)), estimate_text_tokens(text), reported=True)
+        return {
+            "id": "resp_" + uuid.uuid4().hex,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": model,
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_" + uuid.uuid4().hex,
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": usage.prompt_tokens,
+                "output_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "metadata": {},
+            "temperature": 1.0,
+            "top_p": 1.0,
+        }, usage
+
+    def _images(self, dep: Deployment, call: Call, model: str):
+        n = int(call.body.get("n") or 1)
+        return {
+            "created": int(time.time()),
+            "data": [{"b64_json": PNG_1PX, "revised_prompt": call.body.get("prompt")} for _ in range(n)],
+        }, Usage(images=n, reported=True)
+
+    def _audio_speech(self, dep: Deployment, call: Call, model: str):
+        text = str(call.body.get("input", ""))
+        return b"ID3mock-audio:" + text[:64].encode(), Usage(characters=len(text), reported=True)
+
+    def _audio_transcriptions(self, dep: Deployment, call: Call, model: str):
+        size = sum(len(part[3]) for part in call.form or [] if part[0] == "file")
+        return {"text": "This is a mock transcription.", "duration": round(size / 16000, 3)}, Usage(
+            audio_seconds=size / 16000, reported=True
+        )
+
+    def _moderations(self, dep: Deployment, call: Call, model: str):
+        inputs = call.body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        results = [
+            {
+                "flagged": False,
+                "categories": {"hate": False, "violence": False},
+                "category_scores": {"hate": 0.0, "violence": 0.0},
+            }
+            for _ in inputs
+        ]
+        return {"id": "modr-" + uuid.uuid4().hex, "model": model, "results": results}, Usage(reported=True)
+
+    def _rerank(self, dep: Deployment, call: Call, model: str):
+        query = set(str(call.body.get("query", "")).lower().split())
+        documents = call.body.get("documents") or []
+        scored = []
+        for i, doc in enumerate(documents):
+            text = doc if isinstance(doc, str) else str((doc or {}).get("text", ""))
+            words = set(text.lower().split())
+            scored.append({"index": i, "relevance_score": round(len(query & words) / (len(query) or 1), 4)})
+        scored.sort(key=lambda r: -r["relevance_score"])
+        top_n = call.body.get("top_n")
+        return {
+            "id": uuid.uuid4().hex,
+            "model": model,
+            "results": scored[: int(top_n)] if top_n else scored,
+            "usage": {"total_tokens": 0},
+        }, Usage(reported=True)
+
+    def _files_create(self, dep: Deployment, call: Call, model: str):
+        content = next((p[3] for p in call.form or [] if p[0] == "file"), b"")
+        purpose = next((p[3].decode() for p in call.form or [] if p[0] == "purpose"), "batch")
+        file_id = "file-" + uuid.uuid4().hex[:24]
+        self._files[file_id] = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": "input.jsonl",
+            "purpose": purpose,
+            "status": "processed",
+            "_content": content,
+        }
+        return {k: v for k, v in self._files[file_id].items() if not k.startswith("_")}, Usage(reported=True)
+
+    def _files_get(self, dep: Deployment, call: Call, model: str):
+        found = self._files.get(call.path_args[0])
+        if not found:
+            raise upstream_error(self.name, 404, b'{"error": {"message": "No such file."}}', {})
+        return {k: v for k, v in found.items() if not k.startswith("_")}, Usage(reported=True)
+
+    def _files_content(self, dep: Deployment, call: Call, model: str):
+        self._files_get(dep, call, model)
+        return self._files[call.path_args[0]]["_content"], Usage(reported=True)
+
+    def _batches_create(self, dep: Deployment, call: Call, model: str):
+        batch_id = "batch_" + uuid.uuid4().hex[:24]
+        self._batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": call.body.get("endpoint"),
+            "errors": None,
+            "input_file_id": call.body.get("input_file_id"),
+            "completion_window": call.body.get("completion_window", "24h"),
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": int(time.time()),
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "metadata": call.body.get("metadata"),
+        }
+        return self._batches[batch_id], Usage(reported=True)
+
+    def _batches_get(self, dep: Deployment, call: Call, model: str):
+        found = self._batches.get(call.path_args[0])
+        if not found:
+            raise upstream_error(self.name, 404, b'{"error": {"message": "No such batch."}}', {})
+        return found, Usage(reported=True)
+
+    def _batches_cancel(self, dep: Deployment, call: Call, model: str):
+        found, usage = self._batches_get(dep, call, model)
+        found["status"] = "cancelled"
+        return found, usage
+
+    def _batches_list(self, dep: Deployment, call: Call, model: str):
+        return {"object": "list", "data": list(self._batches.values()), "has_more": False}, Usage(reported=True)

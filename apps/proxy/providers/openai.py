@@ -1,0 +1,144 @@
+"""OpenAI, Azure OpenAI and every OpenAI-compatible server (hosted presets, vLLM, Ollama, LM Studio).
+
+The request body is relayed as the client sent it (unknown fields included) with ``model`` replaced
+by the deployment's upstream id; responses are relayed byte for byte after reading their usage.
+Streams are relayed event by event; the gateway always asks for the usage chunk (so spend is exact)
+and drops it again when the client did not ask for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from apps.proxy.providers.base import GET_OPS, OP_PATHS, Adapter, Call, Chunk, HttpRequest, Reply, Usage, json_or_502
+from apps.proxy.registry import Deployment
+
+# Public base URLs for OpenAI-compatible servers; a deployment picks one with extra={"preset": "groq"}.
+PRESETS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "fireworks": "https://api.fireworks.ai/inference/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "perplexity": "https://api.perplexity.ai",
+    "xai": "https://api.x.ai/v1",
+    "deepinfra": "https://api.deepinfra.com/v1/openai",
+    "cerebras": "https://api.cerebras.ai/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "ollama": "http://127.0.0.1:11434/v1",
+    "lmstudio": "http://127.0.0.1:1234/v1",
+}
+# Servers known to accept stream_options.include_usage.
+USAGE_IN_STREAM = frozenset({"openai", "azure", "vllm", "ollama", "lmstudio", "groq", "together", "deepseek", "xai"})
+
+
+def _with_model(body: dict[str, Any], model: str) -> dict[str, Any]:
+    if "model" in body:
+        return {**body, "model": model}
+    return body
+
+
+class OpenAIAdapter(Adapter):
+    name = "openai"
+    ops = frozenset(OP_PATHS)
+
+    def base_url(self, dep: Deployment) -> str:
+        if dep.api_base:
+            return dep.api_base
+        return PRESETS.get(str(dep.extra.get("preset", "openai")), PRESETS["openai"])
+
+    def url(self, dep: Deployment, call: Call) -> str:
+        return self.base_url(dep) + OP_PATHS[call.op].format(*call.path_args)
+
+    def auth_headers(self, dep: Deployment) -> dict[str, str]:
+        return {"authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
+
+    def wants_stream_usage(self, dep: Deployment) -> bool:
+        preset = str(dep.extra.get("preset", "openai" if self.name == "openai" else ""))
+        return bool(dep.extra.get("stream_usage", preset in USAGE_IN_STREAM or not preset))
+
+    def prepare(self, dep: Deployment, call: Call) -> HttpRequest:
+        headers = self.auth_headers(dep)
+        url = self.url(dep, call)
+        if call.op in GET_OPS:
+            return HttpRequest("GET", url, headers)
+        if call.form is not None:
+            form = aiohttp.FormData()
+            for name, filename, content_type, value in call.form:
+                if name == "model":
+                    value = dep.model.encode()
+                if filename is None:
+                    form.add_field(name, value.decode("utf-8", "replace"))
+                else:
+                    form.add_field(name, value, filename=filename, content_type=content_type)
+            return HttpRequest("POST", url, headers, form)
+        body = _with_model(call.body, dep.model)
+        if call.stream and call.op == "chat" and self.wants_stream_usage(dep):
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body = {**body, "stream_options": options}
+        headers["content-type"] = "application/json"
+        return HttpRequest("POST", url, headers, orjson.dumps(body))
+
+    def parse(self, dep: Deployment, call: Call, raw: bytes, content_type: str) -> Reply:
+        usage = Usage()
+        if "json" not in content_type:
+            # Speech audio, file content: relay as is.
+            if call.op == "audio_speech":
+                usage.characters = len(str(call.body.get("input", "")))
+            return Reply(body=raw, usage=usage, content_type=content_type.encode("latin-1"))
+        obj = json_or_502(raw, self.name)
+        if isinstance(obj, dict):
+            usage.take(obj.get("usage"))
+            if call.op == "images":
+                usage.images = len(obj.get("data") or [])
+            elif call.op == "audio_transcriptions" and obj.get("duration") is not None:
+                usage.audio_seconds = float(obj["duration"])
+        return Reply(body=raw, usage=usage, obj=obj if isinstance(obj, dict) else None)
+
+    async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):
+        async for _event, data in self.sse(response):
+            if data == b"[DONE]":
+                return
+            obj = json_or_502(data, self.name)
+            if not isinstance(obj, dict):
+                continue
+            if obj.get("usage"):
+                usage.take(obj["usage"])
+                if not obj.get("choices") and not call.include_usage:
+                    continue  # we asked for it, the client did not
+            elif "usage" in obj and not call.include_usage:
+                # "usage": null appears only because we asked for it: relay what the client expects.
+                del obj["usage"]
+                yield Chunk(obj)
+                continue
+            yield Chunk(obj, data)
+
+
+class OpenAICompatibleAdapter(OpenAIAdapter):
+    name = "openai_compatible"
+
+
+class AzureAdapter(OpenAIAdapter):
+    """Azure OpenAI: deployment name in the path, ``api-version`` query, ``api-key`` header."""
+
+    name = "azure"
+    DEFAULT_API_VERSION = "2024-10-21"
+
+    def url(self, dep: Deployment, call: Call) -> str:
+        version = dep.api_version or self.DEFAULT_API_VERSION
+        path = OP_PATHS[call.op].format(*call.path_args)
+        if call.op.startswith(("files", "batches")):
+            return f"{dep.api_base}/openai{path}?api-version={version}"
+        return f"{dep.api_base}/openai/deployments/{dep.model}{path}?api-version={version}"
+
+    def auth_headers(self, dep: Deployment) -> dict[str, str]:
+        return {"api-key": dep.api_key} if dep.api_key else {}
+
+    def wants_stream_usage(self, dep: Deployment) -> bool:
+        return bool(dep.extra.get("stream_usage", True))

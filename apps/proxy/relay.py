@@ -1,0 +1,140 @@
+"""Server-sent events to the client: unbuffered relay, client-disconnect handling, usage accounting.
+
+Each upstream chunk is written as soon as it arrives. A watcher waits for ``http.disconnect``; when
+the client goes away the upstream read is cancelled (which closes the upstream connection) and the
+caller still finishes the request (post_call, spend) with the usage of what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from apps.proxy.asgi_io import SSE_HEADERS
+from apps.proxy.errors import GatewayError
+from apps.proxy.providers import Chunk, StreamReply
+from apps.proxy.providers.anthropic_reverse import ChatToMessagesStream
+
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    status: int = 200
+    error_type: str | None = None
+    ttft_ms: float | None = None
+    sent_chars: int = 0  # content characters relayed (for usage estimates)
+
+
+def _event(name: str, payload: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
+
+
+class ChatEncoder:
+    """OpenAI chat/completions chunks to the client (relayed byte for byte when unchanged)."""
+
+    tail = DONE
+
+    def encode(self, item: Any) -> bytes:
+        if isinstance(item, Chunk):
+            return b"data: " + (item.raw if item.raw is not None else orjson.dumps(item.obj)) + b"\n\n"
+        name, data = item
+        return _event(name, data) if name else b"data: " + data + b"\n\n"
+
+    def end(self) -> bytes:
+        return self.tail
+
+
+class NativeEncoder(ChatEncoder):
+    """Provider-native named events (Anthropic messages, OpenAI Responses), relayed as they are."""
+
+    tail = b""
+
+
+class MessagesEncoder:
+    """OpenAI chat chunks from any provider, re-shaped into Anthropic Messages stream events."""
+
+    def __init__(self, model: str, prompt_estimate: int) -> None:
+        self.converter = ChatToMessagesStream(model, prompt_estimate)
+
+    def encode(self, item: Any) -> bytes:
+        events = self.converter.chunk(item.obj)
+        return b"".join(_event(name, orjson.dumps(payload)) for name, payload in events)
+
+    def end(self) -> bytes:
+        return b"".join(_event(name, orjson.dumps(payload)) for name, payload in self.converter.end())
+
+
+def _content_chars(item: Any) -> int:
+    if isinstance(item, Chunk):
+        total = 0
+        for choice in item.obj.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                total += len(content)
+            elif choice.get("text"):
+                total += len(choice["text"])
+            for call in delta.get("tool_calls") or ():
+                total += len((call.get("function") or {}).get("arguments") or "")
+        return total
+    return len(item[1]) // 3  # native events: rough share of the payload that is text
+
+
+async def _wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def relay_stream(
+    send,
+    receive,
+    reply: StreamReply,
+    encoder: Any,
+    headers: list[tuple[bytes, bytes]],
+    started: float,
+    on_error: Callable[[GatewayError], bytes],
+) -> StreamOutcome:
+    outcome = StreamOutcome()
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+
+    async def pump() -> None:
+        try:
+            async for item in reply.chunks:
+                data = encoder.encode(item)
+                outcome.sent_chars += _content_chars(item)
+                if data:
+                    if outcome.ttft_ms is None:
+                        outcome.ttft_ms = (time.perf_counter() - started) * 1000
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            tail = encoder.end()
+        except GatewayError as exc:
+            outcome.status, outcome.error_type = exc.status, exc.kind
+            tail = on_error(exc)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    relay = asyncio.ensure_future(pump())
+    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not relay.done():
+            relay.cancel()
+            outcome.status, outcome.error_type = 499, "client_disconnect"
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await relay
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        await reply.aclose()
+    if relay.done() and not relay.cancelled() and relay.exception() is not None:
+        raise relay.exception()  # type: ignore[misc]
+    return outcome

@@ -1,0 +1,223 @@
+"""Picks a deployment for each attempt, retries and falls back, and cools failing deployments down.
+
+State here is per worker process (in-flight counts, latency averages, cooldowns): it steers this
+worker's traffic and is what the admin's health page shows for it. Strategies:
+
+- ``simple-shuffle``: random, weighted by ``weight``;
+- ``least-busy``: fewest requests in flight from this worker;
+- ``lowest-latency``: lowest moving average of time to response (untried deployments first);
+- ``lowest-cost``: cheapest input+output price.
+
+Within a group, deployments with a lower ``priority`` number are preferred; the rest are fallbacks.
+Retryable failures (429, 5xx, timeouts, connection errors, upstream auth errors) move to the next
+deployment, then to the group's fallback models; each attempt is recorded on the request context.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apps.proxy.context import RequestContext
+from apps.proxy.errors import GatewayError, UpstreamError
+from apps.proxy.pricing import price_for
+from apps.proxy.providers import Adapter, StreamReply
+from apps.proxy.registry import Deployment, Group, Registry
+
+MAX_COOLDOWN_SECONDS = 300.0
+EWMA_ALPHA = 0.2
+
+
+@dataclass(slots=True)
+class Health:
+    in_flight: int = 0
+    latency_ms: float | None = None
+    consecutive_failures: int = 0
+    cooldown_until: float = 0.0
+    successes: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+    def cooling(self, now: float) -> bool:
+        return self.cooldown_until > now
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment_id: int
+    provider: str
+    status: int
+    error: str | None
+    ms: float
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        adapters: dict[str, Adapter],
+        num_retries: int,
+        timeout_seconds: float,
+        cooldown_failures: int = 3,
+        cooldown_seconds: float = 5.0,
+    ) -> None:
+        self.adapters = adapters
+        self.num_retries = num_retries
+        self.timeout_seconds = timeout_seconds
+        self.cooldown_failures = cooldown_failures
+        self.cooldown_seconds = cooldown_seconds
+        self.health: dict[int, Health] = {}
+
+    def _health(self, dep: Deployment) -> Health:
+        health = self.health.get(dep.id)
+        if health is None:
+            health = self.health[dep.id] = Health()
+        return health
+
+    def candidates(self, group: Group, ctx: RequestContext, op: str) -> tuple[Deployment, ...]:
+        visible = group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master)
+        return tuple(d for d in visible if (a := self.adapters.get(d.provider)) is not None and a.supports(op))
+
+    def pick(self, group: Group, deployments: tuple[Deployment, ...], tried: set[int]) -> Deployment | None:
+        now = time.monotonic()
+        healthy = [d for d in deployments if not self._health(d).cooling(now)]
+        pool = [d for d in healthy if d.id not in tried] or healthy
+        if not pool:
+            return None
+        best_priority = min(d.priority for d in pool)
+        pool = [d for d in pool if d.priority == best_priority]
+        if len(pool) == 1:
+            return pool[0]
+        strategy = group.strategy
+        if strategy == "least-busy":
+            low = min(self._health(d).in_flight for d in pool)
+            return random.choice([d for d in pool if self._health(d).in_flight == low])  # noqa: S311
+        if strategy == "lowest-latency":
+            untried = [d for d in pool if self._health(d).latency_ms is None]
+            if untried:
+                return random.choice(untried)  # noqa: S311
+            return min(pool, key=lambda d: self._health(d).latency_ms or 0.0)
+        if strategy == "lowest-cost":
+            return min(pool, key=lambda d: (price_for(d).input + price_for(d).output, d.id))
+        weights = [d.weight for d in pool]
+        if not any(weights):
+            return random.choice(pool)  # noqa: S311
+        return random.choices(pool, weights=weights)[0]  # noqa: S311
+
+    def _failed(self, dep: Deployment, exc: UpstreamError) -> None:
+        health = self._health(dep)
+        health.failures += 1
+        health.last_error = exc.kind
+        if not exc.retryable:
+            return
+        health.consecutive_failures += 1
+        now = time.monotonic()
+        if exc.status == 429 and exc.retry_after:
+            health.cooldown_until = max(health.cooldown_until, now + min(exc.retry_after, MAX_COOLDOWN_SECONDS))
+        elif exc.status == 429 or health.consecutive_failures >= int(
+            dep.extra.get("cooldown_failures", self.cooldown_failures)
+        ):
+            seconds = float(dep.extra.get("cooldown_seconds", self.cooldown_seconds))
+            health.cooldown_until = max(health.cooldown_until, now + seconds)
+            health.consecutive_failures = 0
+
+    def _succeeded(self, dep: Deployment, ms: float) -> None:
+        health = self._health(dep)
+        health.successes += 1
+        health.consecutive_failures = 0
+        health.latency_ms = (
+            ms if health.latency_ms is None else health.latency_ms + EWMA_ALPHA * (ms - health.latency_ms)
+        )
+
+    async def call(
+        self,
+        *,
+        session: Any,
+        ctx: RequestContext,
+        registry: Registry,
+        group: Group,
+        op: str,
+        first: Deployment | None,
+        make_call: Callable[[Deployment, Adapter], Any],
+        attempts: list[Attempt],
+    ) -> tuple[Any, Deployment, Any]:
+        """Run attempts until one succeeds; returns (reply, deployment, call). Raises the last failure."""
+        groups = [group]
+        for name in group.fallbacks:
+            fallback = registry.resolve(name)
+            if fallback is not None and fallback not in groups:
+                groups.append(fallback)
+        last_error: UpstreamError | None = None
+        for current in groups:
+            deployments = self.candidates(current, ctx, op)
+            tried: set[int] = set()
+            retries = current.num_retries if current.num_retries is not None else self.num_retries
+            for _ in range(retries + 1):
+                dep = first if first is not None and first in deployments else self.pick(current, deployments, tried)
+                first = None
+                if dep is None:
+                    break
+                tried.add(dep.id)
+                ctx.deployment_id, ctx.llm_provider = dep.id, dep.provider
+                adapter = self.adapters[dep.provider]
+                call = make_call(dep, adapter)
+                health = self._health(dep)
+                health.in_flight += 1
+                started = time.perf_counter()
+                try:
+                    reply = await adapter.send(session, dep, call, dep.timeout_seconds or self.timeout_seconds)
+                except UpstreamError as exc:
+                    health.in_flight -= 1
+                    ms = (time.perf_counter() - started) * 1000
+                    attempts.append(Attempt(dep.id, dep.provider, exc.status, exc.kind, ms))
+                    self._failed(dep, exc)
+                    last_error = exc
+                    if not exc.retryable:
+                        raise
+                    continue
+                except BaseException:
+                    health.in_flight -= 1
+                    raise
+                ms = (time.perf_counter() - started) * 1000
+                attempts.append(Attempt(dep.id, dep.provider, 200, None, ms))
+                self._succeeded(dep, ms)
+                if isinstance(reply, StreamReply):
+                    reply.on_close.append(lambda h=health: setattr(h, "in_flight", h.in_flight - 1))
+                else:
+                    health.in_flight -= 1
+                return reply, dep, call
+        if last_error is not None:
+            raise last_error
+        retry_after = self._soonest_recovery(group)
+        raise GatewayError(
+            503,
+            f"No deployment of '{group.model_name}' is available right now.",
+            code="no_healthy_deployment",
+            llm_provider=ctx.llm_provider,
+            headers={"retry-after": str(retry_after)},
+            kind="no_healthy_deployment",
+        )
+
+    def _soonest_recovery(self, group: Group) -> int:
+        now = time.monotonic()
+        waits = [self._health(d).cooldown_until - now for d in group.deployments]
+        waits = [w for w in waits if w > 0]
+        return max(1, int(min(waits) + 0.999)) if waits else 1
+
+    def snapshot(self) -> dict[int, dict[str, Any]]:
+        """Per-deployment health of this worker, for the admin's deployment pages."""
+        now = time.monotonic()
+        return {
+            dep_id: {
+                "in_flight": h.in_flight,
+                "latency_ms": round(h.latency_ms, 2) if h.latency_ms is not None else None,
+                "cooling_down_seconds": round(max(0.0, h.cooldown_until - now), 1),
+                "successes": h.successes,
+                "failures": h.failures,
+                "last_error": h.last_error,
+            }
+            for dep_id, h in self.health.items()
+        }

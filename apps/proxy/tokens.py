@@ -1,0 +1,119 @@
+"""Cheap request inspection for the hot path: token estimates (chars / 4) and forbidden fields.
+
+No tokenizer: nothing may be downloaded at run time, and the limiters only need a reservation that
+the real usage reconciles afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.proxy.errors import bad_request
+
+# Fields that would let a client pick the upstream or its credentials (LiteLLM-style passthrough).
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "azure_endpoint",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_region_name",
+        "vertex_credentials",
+        "custom_llm_provider",
+    }
+)
+_FORBIDDEN_BYTES = tuple(name.encode() for name in FORBIDDEN_FIELDS)
+# JSON-schema subtrees name the *tool's* parameters; a tool may well have a "base_url" argument.
+_SCHEMA_KEYS = frozenset({"parameters", "input_schema", "json_schema", "schema"})
+
+
+def _scan(value: Any, depth: int = 0) -> str | None:
+    if depth > 64:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in FORBIDDEN_FIELDS:
+                return key
+            if key in _SCHEMA_KEYS:
+                continue
+            found = _scan(item, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _scan(item, depth + 1)
+            if found:
+                return found
+    return None
+
+
+def reject_client_upstream(raw: bytes, body: dict[str, Any]) -> None:
+    """400 when the body tries to set an upstream URL or credential anywhere in it."""
+    if not any(name in raw for name in _FORBIDDEN_BYTES):
+        return  # the common case: one substring scan per name, no tree walk
+    found = _scan(body)
+    if found:
+        raise bad_request(f"The field '{found}' cannot be set by clients.", param=found, code="forbidden_field")
+
+
+def estimate_text_tokens(text: str) -> int:
+    return (len(text) + 3) // 4 if text else 0
+
+
+def _content_chars(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, dict):
+                if isinstance(part.get("text"), str):
+                    total += len(part["text"])
+                elif part.get("type") in ("image_url", "image", "input_image"):
+                    total += 85 * 4  # a low-detail image's token count
+            elif isinstance(part, str):
+                total += len(part)
+        return total
+    return 0
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Prompt tokens of any /v1 body: messages, prompt, input (strings or lists), system, tools."""
+    chars = 0
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            chars += _content_chars(message.get("content")) + 4
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    chars += len(str(call.get("function", "")))
+    for key in ("prompt", "input", "system", "query", "instructions"):
+        value = body.get(key)
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, list):
+            chars += sum(
+                _content_chars(v)
+                if isinstance(v, list | str)
+                else _content_chars(v.get("content"))
+                if isinstance(v, dict)
+                else 0
+                for v in value
+            )
+    documents = body.get("documents")
+    if isinstance(documents, list):
+        chars += sum(len(d) if isinstance(d, str) else len(str(d)) for d in documents)
+    if body.get("tools"):
+        chars += len(str(body["tools"]))
+    return (chars + 3) // 4
+
+
+def requested_max_tokens(body: dict[str, Any], default: int) -> int:
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
