@@ -20,6 +20,15 @@ from apps.spend.models import BudgetWindow, DailySpend
 from apps.spend.windows import Window
 
 ZERO = Decimal(0)
+_PLACES = Decimal(1).scaleb(-DailySpend._meta.get_field("cost").decimal_places)
+
+
+def money(value) -> Decimal:
+    """Totals at the ledger's precision. Postgres sums exactly; SQLite (embedded) sums decimals as
+    floats, so its totals carry ~1e-15 noise that this rounds away."""
+    return ZERO if value is None else Decimal(value).quantize(_PLACES)
+
+
 _SUMMARY_FILTERS = (("key", "key_id"), ("team", "team_id"), ("user", "user_id"), ("model", "model"))
 _SUMMARY_FILTERS += (("customer", "customer_id"),)
 GROUPINGS = {
@@ -40,7 +49,7 @@ def window_spent(scope: str, scope_id: str, window_id: str) -> Decimal:
         .values_list("spent", flat=True)
         .first()
     )
-    return spent if spent is not None else ZERO
+    return money(spent)
 
 
 async def awindow_spent(scope: str, scope_id: str, window_id: str) -> Decimal:
@@ -50,7 +59,7 @@ async def awindow_spent(scope: str, scope_id: str, window_id: str) -> Decimal:
         .values_list("spent", flat=True)
         .afirst()
     )
-    return spent if spent is not None else ZERO
+    return money(spent)
 
 
 def key_usage(key_id: int, *, now: datetime | None = None) -> dict[str, Any]:
@@ -72,7 +81,7 @@ def key_usage(key_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     spent = window_spent("key", str(key.pk), window.id)
     remaining = None if key.max_budget is None else max(ZERO, key.max_budget - spent)
     return {
-        "total_spend": totals["cost"],
+        "total_spend": money(totals["cost"]),
         "total_requests": totals["requests"],
         "prompt_tokens": totals["prompt_tokens"],
         "completion_tokens": totals["completion_tokens"],
@@ -165,14 +174,15 @@ def spend_summary(
                 "prompt_tokens": row["prompt_tokens"] or 0,
                 "completion_tokens": row["completion_tokens"] or 0,
                 "cached_tokens": row["cached_tokens"] or 0,
-                "cost": row["cost"] or ZERO,
+                "cost": money(row["cost"]),
             }
         )
     return out
 
 
 def spend_log_totals(qs: QuerySet) -> dict[str, Any]:
-    return qs.aggregate(requests=Count("id"), cost=Coalesce(Sum("cost"), Value(ZERO, output_field=DecimalField())))
+    totals = qs.aggregate(requests=Count("id"), cost=Sum("cost"))
+    return {"requests": totals["requests"], "cost": money(totals["cost"])}
 
 
 def window_history(qs: QuerySet, *, scope: str, scope_id: str) -> QuerySet:

@@ -1,0 +1,97 @@
+"""Embedded default (no Redis): the same spend_emit path records every request exactly, also across exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+
+from apps.spend.events import SpendEvent
+from apps.spend.models import BudgetWindow, SpendLog
+from apps.spend.outbox import outbox_flush, spend_emit
+from tests.factories import VirtualKeyFactory
+from tests.integration.spend_processes import ROOT
+
+
+def events_for(key, count: int) -> list[SpendEvent]:
+    return [
+        SpendEvent(
+            request_id=uuid.uuid4().hex,
+            created_at=time.time(),
+            route="/v1/chat/completions",
+            status=200,
+            model="mock",
+            organization_id=key.organization_id,
+            team_id=key.team_id,
+            key_id=key.pk,
+            cost=f"0.0000{i % 10}1",
+        )
+        for i in range(count)
+    ]
+
+
+async def emit(events) -> None:
+    await asyncio.gather(*(spend_emit(e) for e in events))
+
+
+@pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:1/0"], ids=["no-redis", "redis-down"])
+def test_without_a_working_redis_every_event_lands_through_the_local_queue(transactional_db, settings, redis_url):
+    settings.REDIS_URL = redis_url
+    key = VirtualKeyFactory()
+    events = events_for(key, 300)
+    asyncio.run(emit(events))
+    assert outbox_flush(timeout=60)
+    assert SpendLog.objects.count() == 300
+    total = sum(Decimal(e.cost) for e in events)
+    assert SpendLog.objects.aggregate(s=Sum("cost"))["s"] == total
+    assert BudgetWindow.objects.get(scope="key").spent == total
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys, time, uuid
+    import django
+    django.setup()
+    from django.core.management import call_command
+    from apps.spend.events import SpendEvent
+    from apps.spend.outbox import spend_emit
+    call_command("migrate", verbosity=0)
+    async def main():
+        await asyncio.gather(*(
+            spend_emit(SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/x", status=200,
+                                  model="mock", cost="0.001"))
+            for _ in range(int(sys.argv[1]))
+        ))
+    asyncio.run(main())
+    # no flush here: the exit itself must not lose anything
+    """
+)
+
+COUNT = textwrap.dedent(
+    """
+    import django
+    django.setup()
+    from apps.spend.models import SpendLog
+    from apps.spend.selectors import spend_log_totals
+    totals = spend_log_totals(SpendLog.objects.all())
+    print(totals["requests"], totals["cost"])
+    """
+)
+
+
+def test_a_single_process_install_loses_nothing_on_clean_exit(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env |= {"DJANGO_SETTINGS_MODULE": "gateway_project.settings.local", "GATEWAY_RUN_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", SCRIPT, "700"], cwd=ROOT, env=env, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", COUNT], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    count, total = out.stdout.split()
+    assert int(count) == 700
+    assert Decimal(total) == Decimal("0.7")
