@@ -1,0 +1,169 @@
+"""The provisioning contract over real HTTP: uvicorn + Postgres + Redis, the master key from the environment.
+
+An operator provisions a tenant with ``GATEWAY_MASTER_KEY``, hands its admin an API token, the admin
+creates a key (secret once), the key answers on /v1, and a revoke through the API shuts it out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from apps.keys.hashing import keyed_hash
+from apps.keys.models import ApiToken, VirtualKey
+from apps.proxy.models import ModelDeployment
+
+pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM_SECRET = "sk-upstream-" + secrets.token_hex(8)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def server(transactional_db, tmp_path):
+    if not settings.REDIS_URL or connection.vendor != "postgresql":
+        pytest.skip("needs the real Postgres and Redis from scripts/test.sh")
+    master_key = "sk-master-" + secrets.token_hex(16)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "GATEWAY_MASTER_KEY": master_key,
+        # Same peppers as this process, so the test can check what the server stored.
+        "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "GATEWAY_RUN_DIR": str(tmp_path / "run"),
+        "PYTHONPATH": str(ROOT),
+    }
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in the teardown below
+    command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health/live", timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                pytest.fail("server did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.1)
+    yield {"base": base, "master_key": master_key, "log": log_path}
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def call(base: str, method: str, path: str, bearer: str | None = None, body=None, raw: bytes | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if bearer:
+        request.add_header("Authorization", f"Bearer {bearer}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        text = error.read().decode()
+        try:
+            return error.code, json.loads(text)
+        except ValueError:
+            return error.code, text
+
+
+def test_provision_a_tenant_and_use_its_key(server):
+    base, master = server["base"], server["master_key"]
+
+    assert call(base, "GET", "/api/v1/keys/")[0] == 401
+    assert call(base, "GET", "/api/v1/keys/", bearer="sk-master-wrong")[0] == 401
+    assert call(base, "POST", "/api/v1/organizations/", master, raw=b"{broken")[0] == 400
+
+    status, org = call(base, "POST", "/api/v1/organizations/", master, {"name": "Initech", "max_budget": "100"})
+    assert status == 201, org
+    status, other = call(base, "POST", "/api/v1/organizations/", master, {"name": "Umbrella"})
+    assert status == 201
+    status, team = call(
+        base, "POST", "/api/v1/teams/", master, {"organization": org["id"], "name": "Core", "rpm_limit": 50}
+    )
+    assert status == 201, team
+    status, peter = call(
+        base, "POST", "/api/v1/users/", master, {"username": "peter", "team": team["id"], "role": "admin"}
+    )
+    assert status == 201, peter
+    status, deployment = call(
+        base,
+        "POST",
+        "/api/v1/deployments/",
+        master,
+        {"model_name": "int-mock", "provider": "mock", "model": "mock-gpt", "api_key": UPSTREAM_SECRET},
+    )
+    assert status == 201 and deployment["credentials"] == "set" and "api_key" not in deployment
+    assert ModelDeployment.objects.get(pk=deployment["id"]).get_credentials() == UPSTREAM_SECRET
+
+    # peter's API token: shown once, stored hashed, acting with peter's rights only.
+    status, token = call(base, "POST", "/api/v1/tokens/", master, {"name": "peter-ci", "user": peter["id"]})
+    assert status == 201
+    assert ApiToken.objects.get(pk=token["id"]).token_hash == keyed_hash(token["token"])
+    status, teams = call(base, "GET", "/api/v1/teams/", token["token"])
+    assert status == 200 and [t["name"] for t in teams["results"]] == ["Core"]
+    assert call(base, "GET", f"/api/v1/organizations/{other['id']}/", token["token"])[0] == 404
+    assert call(base, "POST", "/api/v1/organizations/", token["token"], {"name": "Mine"})[0] == 403
+
+    status, error = call(base, "POST", "/api/v1/keys/", token["token"], {"team": team["id"], "rpm_limit": 51})
+    assert status == 400 and "rpm_limit" in error
+    status, key = call(
+        base, "POST", "/api/v1/keys/", token["token"], {"team": team["id"], "alias": "app", "rpm_limit": 5}
+    )
+    assert status == 201 and key["key"].startswith("sk-")
+    assert VirtualKey.objects.get(pk=key["id"]).key_hash == keyed_hash(key["key"])
+    status, detail = call(base, "GET", f"/api/v1/keys/{key['id']}/", token["token"])
+    assert status == 200 and "key" not in detail
+
+    chat = {"model": "int-mock", "messages": [{"role": "user", "content": "hello"}]}
+    status, answer = call(base, "POST", "/v1/chat/completions", key["key"], chat)
+    assert status == 200, answer
+
+    assert call(base, "POST", f"/api/v1/keys/{key['id']}/revoke/", token["token"])[0] == 200
+    deadline = time.monotonic() + 5
+    while call(base, "POST", "/v1/chat/completions", key["key"], chat)[0] != 401:
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.1)
+
+    server_log = server["log"].read_text(errors="replace")
+    assert "Traceback" not in server_log, server_log[-3000:]
+    for secret in (UPSTREAM_SECRET, key["key"], token["token"], master):
+        assert secret not in server_log
