@@ -5,13 +5,14 @@ from rest_framework.routers import DefaultRouter
 from apps.keys.api import ApiTokenViewSet, KeyViewSet
 from apps.proxy.api import DeploymentViewSet
 from apps.spend.api import SpendLogViewSet, SpendSummaryViewSet
-from apps.teams.api import MembershipViewSet, OrganizationViewSet, TeamViewSet, UserViewSet
+from apps.teams.api import CustomerViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet, UserViewSet
 
 router = DefaultRouter()
 router.register("organizations", OrganizationViewSet, basename="organization")
 router.register("teams", TeamViewSet, basename="team")
 router.register("members", MembershipViewSet, basename="member")
 router.register("users", UserViewSet, basename="user")
+router.register("customers", CustomerViewSet, basename="customer")
 router.register("keys", KeyViewSet, basename="key")
 router.register("tokens", ApiTokenViewSet, basename="api-token")
 router.register("deployments", DeploymentViewSet, basename="deployment")

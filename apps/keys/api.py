@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 
+from apps.keys import schema as _schema  # noqa: F401  (registers the auth schemes)
 from apps.keys import serializers as s
 from apps.keys import services
 from apps.keys.models import ApiToken, VirtualKey

@@ -10,7 +10,7 @@ from rest_framework import status
 from apps.teams import serializers as s
 from apps.teams import services
 from apps.teams.api_base import TenantViewSet
-from apps.teams.models import Membership, Organization, Team, User
+from apps.teams.models import Customer, Membership, Organization, Team, User
 from apps.teams.scoping import tenancy_for
 
 
@@ -121,3 +121,31 @@ class UserViewSet(TenantViewSet):
         user = self.get_object()
         values = self.validated(s.UserUpdateInput, partial=True)
         return self.respond(services.user_update(actor=self.actor(), user=user, **values))
+
+
+class CustomerViewSet(TenantViewSet):
+    """End users of a tenant's app (the `user` field clients send), with their own limits and budget."""
+
+    model = Customer
+    serializer_class = s.CustomerSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset().order_by("organization_id", "external_id")
+        external_id = self.request.query_params.get("external_id")
+        return queryset.filter(external_id=external_id) if external_id else queryset
+
+    @extend_schema(request=s.CustomerInput, responses={201: s.CustomerSerializer})
+    def create(self, request):
+        """Create or update the customer with this ``external_id`` in the organization."""
+        values = self.validated(s.CustomerInput)
+        customer = services.customer_upsert(actor=self.actor(), **values)
+        return self.respond(customer, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.CustomerUpdateInput, responses=s.CustomerSerializer)
+    def partial_update(self, request, pk=None):
+        customer = self.get_object()
+        values = self.validated(s.CustomerUpdateInput, partial=True)
+        customer = services.customer_upsert(
+            actor=self.actor(), organization=customer.organization, external_id=customer.external_id, **values
+        )
+        return self.respond(customer)

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from apps.teams.api_base import StrictInputSerializer, scoped_fk
 from apps.teams.limits import LIMIT_FIELDS, BudgetDuration
-from apps.teams.models import Membership, Organization, Role, Team, User
+from apps.teams.models import Customer, Membership, Organization, Role, Team, User
 
 MONEY = {"max_digits": 14, "decimal_places": 6, "min_value": 0, "required": False, "allow_null": True}
 
@@ -140,3 +140,20 @@ class UserInput(UserUpdateInput):
     team = scoped_fk(Team, required=False, allow_null=True)
     organization = scoped_fk(Organization, required=False, allow_null=True)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+# --- customers (end users of a tenant's app) ------------------------------------------------------------
+class CustomerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Customer
+        fields = ("id", "organization", "external_id", *LIMIT_FIELDS, "budget_duration", "blocked", "created_at")
+        read_only_fields = fields
+
+
+class CustomerUpdateInput(LimitsInput):
+    blocked = serializers.BooleanField(required=False)
+
+
+class CustomerInput(CustomerUpdateInput):
+    organization = scoped_fk(Organization)
+    external_id = serializers.CharField(max_length=255, help_text="The `user` value the client app sends.")

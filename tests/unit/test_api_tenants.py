@@ -178,3 +178,26 @@ def test_schema_and_docs_render(master, alice):
     for path in ("/api/v1/keys/{id}/rotate/", "/api/v1/deployments/", "/api/v1/members/", "/api/v1/tokens/"):
         assert path in text
     assert client_for(alice).get("/api/docs/").status_code == 200
+
+
+def test_org_admin_manages_customers_and_outsiders_cannot(acme, globex, olga, alice, charlie):
+    client = client_for(olga)
+    response = client.post(
+        "/api/v1/customers/", {"organization": acme.pk, "external_id": "end-user-1", "max_budget": "2"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    customer_id = response.json()["id"]
+    response = client.patch(f"/api/v1/customers/{customer_id}/", {"blocked": True}, format="json")
+    assert response.status_code == 200 and response.json()["blocked"] is True
+    assert (
+        client.post("/api/v1/customers/", {"organization": globex.pk, "external_id": "x"}, format="json").status_code
+        == 400
+    )
+    # alice (team admin) reads her organization's customers but sets no limits on them; charlie sees nothing.
+    assert client_for(alice).get(f"/api/v1/customers/{customer_id}/").status_code == 200
+    assert (
+        client_for(alice).patch(f"/api/v1/customers/{customer_id}/", {"blocked": False}, format="json").status_code
+        == 403
+    )
+    assert client_for(charlie).get(f"/api/v1/customers/{customer_id}/").status_code == 404
+    assert client_for(charlie).get("/api/v1/customers/").json()["results"] == []
