@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from apps.proxy.context import FALLBACK_PROVIDER
+from apps.proxy.errors import GatewayError
 
 LIMIT_TYPES = ("requests", "tokens", "concurrent_requests", "budget", "max_iterations")
 
@@ -112,38 +113,30 @@ class ProxyRateLimitError(Exception):
         return headers
 
 
-class LimiterUnavailableError(Exception):
+class LimiterUnavailableError(GatewayError):
     """The counter store did not answer in time and ``RATELIMIT_FAIL_MODE`` is "closed": HTTP 503.
 
-    Same rendering interface as ``ProxyRateLimitError`` (``status_code``, ``to_body()``, ``headers()``,
-    ``tag()``) so the proxy renders both the same way.
+    A ``GatewayError``, so the proxy renders it like every other gateway error (OpenAI error shape).
     """
 
-    status_code = 503
     exception_class = "Gateway.LimiterUnavailableError"
 
     def __init__(self, message: str = "The gateway's rate limiter is unavailable; retry shortly.") -> None:
-        super().__init__(message)
-        self.message = message
-        self.llm_provider = FALLBACK_PROVIDER
+        super().__init__(
+            503,
+            message,
+            code="rate_limiter_unavailable",
+            error_type="service_unavailable",
+            llm_provider=FALLBACK_PROVIDER,
+            headers={"retry-after": "1"},
+            kind="limiter_unavailable",
+        )
+        self.status_code = 503
         self.model = ""
 
     def tag(self, *, llm_provider: str | None, model: str | None) -> LimiterUnavailableError:
-        self.llm_provider = llm_provider or self.llm_provider
-        self.model = model or self.model
+        if isinstance(llm_provider, str) and llm_provider:
+            self.llm_provider = llm_provider
+        if isinstance(model, str) and model:
+            self.model = model
         return self
-
-    def to_body(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": "service_unavailable",
-                "code": "rate_limiter_unavailable",
-                "param": None,
-                "llm_provider": self.llm_provider,
-                "model": self.model,
-            }
-        }
-
-    def headers(self) -> dict[str, str]:
-        return {"retry-after": "1"}

@@ -70,11 +70,11 @@ async def test_fail_closed_answers_503_in_openai_shape(settings, where, request:
     with pytest.raises(LimiterUnavailableError) as info:
         await call(chain, ctx, ok(503))
     error = info.value
-    assert error.status_code == 503
+    assert error.status == 503 and error.status_code == 503
     body = error.to_body()["error"]
-    assert body["type"] == "service_unavailable" and body["llm_provider"] == "openai"
-    assert body["model"] == "gpt-4o-mini"
-    assert error.headers()["retry-after"] == "1"
+    assert body["type"] == "service_unavailable" and body["code"] == "rate_limiter_unavailable"
+    assert body["llm_provider"] == "openai" and error.model == "gpt-4o-mini"
+    assert error.headers["retry-after"] == "1"
     assert errors("closed") == before + 1
 
 

@@ -1,0 +1,164 @@
+"""Real processes for the rate-limit integration tests: a mock OpenAI upstream and a uvicorn gateway.
+
+The upstream runs in a thread with its own event loop and behaves by the requested model name:
+``ok`` answers, ``fail`` answers 500, ``hang`` never answers, ``drip`` streams a chunk every 100 ms
+for a minute (so the client can walk away mid-stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _completion(model: str) -> dict:
+    return {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "pong"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    model = body.get("model", "")
+    if model == "fail":
+        return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+    if model == "hang":
+        await asyncio.sleep(120)
+    if model == "drip":
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(600):
+            chunk = {
+                "id": "chatcmpl-drip",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+            }
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            await asyncio.sleep(0.1)
+        return response
+    return web.json_response(_completion(model))
+
+
+class MockUpstream:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", _chat)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port, shutdown_timeout=0.5).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> MockUpstream:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("mock upstream did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def database_url() -> str:
+    """The test database pytest-django created, for the server subprocess."""
+    db = connection.settings_dict
+    auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
+    return f"postgres://{auth}{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class GatewayServer:
+    """``uvicorn gateway_project.asgi:application --workers N`` on a free port, with the test env."""
+
+    def __init__(self, workers: int = 4, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.metrics_dir = tempfile.mkdtemp(prefix="gw-prom-")
+        self.log = tempfile.NamedTemporaryFile(prefix="gw-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+            # The test machine is shared: a slow Redis must fail loudly (503), not admit uncounted.
+            "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
+            "RATELIMIT_FAIL_MODE": "closed",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> GatewayServer:
+        command = [
+            sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/live", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"uvicorn did not become ready: {self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)

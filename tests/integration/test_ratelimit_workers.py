@@ -1,0 +1,145 @@
+"""Limits hold across real worker processes: uvicorn --workers 4, real Redis and Postgres, real HTTP.
+
+Needs the /v1 app (apps/proxy) and the test run's Redis; skipped cleanly without REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import aiohttp
+import pytest
+from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.factories import DeploymentFactory, TeamFactory, VirtualKeyFactory
+from tests.integration.ratelimit_support import GatewayServer, MockUpstream
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.e2e,
+    pytest.mark.skipif(not settings.REDIS_URL, reason="needs the Redis started by scripts/test.sh"),
+]
+
+
+@pytest.fixture
+def upstream():
+    with MockUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def tenant(transactional_db, upstream):
+    """A team with one key limited to 50 requests a minute and an OpenAI-style deployment."""
+    team = TeamFactory(name="Exact")
+    DeploymentFactory(model_name="rl-exact", provider="openai", model="ok", api_base=upstream.url)
+    key = VirtualKeyFactory(team=team, alias="exact-50", rpm_limit=50)
+    return key
+
+
+def chat(model: str, **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "ping"}], **extra}
+
+
+def scrape(url: str) -> dict[str, list]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, list] = {"_text": [text]}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def total(samples: list, **labels) -> float:
+    return sum(s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+async def test_four_workers_admit_exactly_the_rpm_limit(tenant):
+    with GatewayServer(workers=4) as gateway:
+        headers = {"Authorization": f"Bearer {tenant.secret}"}
+        async with aiohttp.ClientSession() as session:
+
+            async def one():
+                async with session.post(
+                    f"{gateway.url}/v1/chat/completions", json=chat("rl-exact"), headers=headers
+                ) as response:
+                    return response.status, response.headers.copy(), await response.json(content_type=None)
+
+            results = await asyncio.gather(*(one() for _ in range(200)))
+
+        statuses = sorted(status for status, _, _ in results)
+        assert statuses.count(200) == 50, (statuses, gateway.output())
+        assert statuses.count(429) == 150
+        for status, response_headers, body in results:
+            if status != 429:
+                continue
+            error = body["error"]
+            assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
+            assert error["llm_provider"] == "openai" and error["model"] == "rl-exact"
+            assert error["limit_type"] == "requests" and error["scope"] == "key"
+            assert 1 <= int(response_headers["retry-after"]) <= 61
+            assert response_headers["x-ratelimit-limit-requests"] == "50"
+            assert response_headers["x-ratelimit-remaining-requests"] == "0"
+            assert "exact-50" in error["message"] and tenant.secret not in error["message"]
+
+        # The scrape merges all four workers' samples (prometheus multiprocess mode).
+        samples = scrape(gateway.url)
+        assert tenant.secret not in samples["_text"][0]
+        failures = [s for s in samples["gateway_failures_total"] if s.labels.get("model") == "rl-exact"]
+        assert {s.labels["exception_class"] for s in failures} == {"Openai.ProxyRateLimitError"}
+        assert total(failures, exception_status="429", provider="openai", team="Exact", key_alias="exact-50",
+                     route="/v1/chat/completions") == 150  # fmt: skip
+        requests = samples["gateway_requests_total"]
+        assert total(requests, model="rl-exact", status="200") == 50
+        assert total(requests, model="rl-exact", status="429") == 150
+
+
+@pytest.fixture
+def slot_tenant(transactional_db, upstream):
+    team = TeamFactory(name="Slots")
+    for name, upstream_model, timeout in (("rl-fail", "fail", None), ("rl-hang", "hang", 1.0),
+                                          ("rl-drip", "drip", None), ("rl-ok", "ok", None)):  # fmt: skip
+        DeploymentFactory(
+            model_name=name, provider="openai", model=upstream_model, api_base=upstream.url, timeout_seconds=timeout
+        )
+    return VirtualKeyFactory(team=team, alias="one-at-a-time", max_parallel_requests=1)
+
+
+async def _admitted_again(session, url, headers, attempts: int = 50) -> int:
+    """The next request on the key; a slot released asynchronously may need a moment after a disconnect."""
+    status = 0
+    for _ in range(attempts):
+        async with session.post(f"{url}/v1/chat/completions", json=chat("rl-ok"), headers=headers) as response:
+            status = response.status
+            body = await response.json(content_type=None)
+        if status != 429 or body["error"]["limit_type"] != "concurrent_requests":
+            return status
+        await asyncio.sleep(0.2)
+    return status
+
+
+async def test_slots_are_released_on_upstream_error_timeout_and_client_disconnect(slot_tenant):
+    with GatewayServer(workers=2, PROXY_NUM_RETRIES="0") as gateway:
+        headers = {"Authorization": f"Bearer {slot_tenant.secret}"}
+        url = f"{gateway.url}/v1/chat/completions"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=chat("rl-fail"), headers=headers) as response:
+                assert response.status >= 500
+            assert await _admitted_again(session, gateway.url, headers) == 200
+
+            async with session.post(url, json=chat("rl-hang"), headers=headers) as response:
+                assert response.status == 504
+            assert await _admitted_again(session, gateway.url, headers) == 200
+
+            # While a stream is running the key's only slot is taken ...
+            response = await session.post(url, json=chat("rl-drip", stream=True), headers=headers)
+            assert response.status == 200
+            await response.content.readline()
+            async with session.post(url, json=chat("rl-ok"), headers=headers) as second:
+                assert second.status == 429
+                assert (await second.json())["error"]["limit_type"] == "concurrent_requests"
+            # ... and the client walking away gives it back.
+            response.close()
+            assert await _admitted_again(session, gateway.url, headers) == 200
