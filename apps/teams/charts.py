@@ -34,21 +34,28 @@ def nice_ceiling(value: float) -> float:
 
 
 def format_money(value: float | Decimal) -> str:
+    """Dollars, with as many decimals as it takes to show two significant digits of a tiny amount."""
     value = float(value)
     if value == 0:
         return "$0"
     if abs(value) < 0.01:
-        return f"${value:.4f}"
+        decimals = min(10, 1 - math.floor(math.log10(abs(value))))
+        return f"${value:.{decimals}f}"
     if abs(value) < 100:
         return f"${value:,.2f}"
     return f"${value:,.0f}"
 
 
+def format_count(value: float | Decimal) -> str:
+    value = float(value)
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+
+
 def bar_chart(
     points: Sequence[Point],
     *,
-    width: int = 640,
-    height: int = 200,
+    width: int = 900,
+    height: int = 220,
     title: str = "",
     money: bool = True,
     css_class: str = "gw-chart",
@@ -57,7 +64,7 @@ def bar_chart(
     """A bar chart with a labelled y axis (0, half, max) and every ``label_every``-th x label."""
     left, right, top, bottom = 56, 8, 12, 24
     plot_w, plot_h = width - left - right, height - top - bottom
-    fmt = format_money if money else (lambda v: f"{float(v):,.0f}")
+    fmt = format_money if money else format_count
     peak = nice_ceiling(max((float(p.value) for p in points), default=0.0))
     parts = [
         f'<svg class="{escape(css_class)}" viewBox="0 0 {width} {height}" width="100%" '

@@ -99,8 +99,21 @@ def server(transactional_db, tmp_path):
         process.kill()
         process.wait()
     log.close()
+    _wait_for_other_sessions_to_end(connection)
     server_log = (tmp_path / "server.log").read_text(errors="replace")
     assert "Traceback" not in server_log, server_log[-3000:]
+
+
+def _wait_for_other_sessions_to_end(connection, timeout: float = 10.0) -> None:
+    """Postgres ends a dead client's backend asynchronously; the test database is dropped after us."""
+    deadline = time.monotonic() + timeout
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -108,7 +121,8 @@ def browser(monkeypatch):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still plain sync code.
+    # Playwright's sync API runs an event loop in this thread: request this fixture after the ones that use
+    # the ORM (a connection opened inside that loop's context would outlive the test database's teardown).
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -192,7 +206,7 @@ def _today_bar(page) -> float:
     return float(page.locator(".gw-chart.days rect.gw-bar").last.get_attribute("data-value"))
 
 
-def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, browser, cast):
+def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     alice_ctx = browser.new_context(viewport={"width": 1360, "height": 1000})
     dashboard = _login(alice_ctx, server, "alice")
@@ -250,6 +264,7 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, browser, c
     limited = live.locator("#gw-live-table tbody tr.gw-status-429.gw-limit-requests")
     assert limited.count() == 2 and "requests" in limited.first.inner_text()
     assert secret not in live.content()
+    live.wait_for_timeout(1500)  # let the arrival highlight fade, so the screenshot shows the 429 colours
     live.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
 
     # The spend arrives in the dashboard once the outbox has written it to the ledger.

@@ -13,7 +13,7 @@
   function money(value) {
     const v = Number(value || 0);
     if (v === 0) return "$0";
-    if (Math.abs(v) < 0.01) return "$" + v.toFixed(4);
+    if (Math.abs(v) < 0.01) return "$" + v.toFixed(Math.min(10, 1 - Math.floor(Math.log10(Math.abs(v)))));
     return "$" + v.toFixed(2);
   }
 
@@ -33,7 +33,8 @@
     const limit = row.limit_type || "upstream";
     if (row.status === 429) tr.classList.add("gw-status-429", "gw-limit-" + limit);
     else if (row.status >= 400) tr.classList.add("gw-status-error");
-    cell(tr, new Date(row.time * 1000).toLocaleTimeString([], { hour12: false }));
+    const when = new Date(row.time * 1000);
+    cell(tr, when.toLocaleDateString([], { month: "short", day: "2-digit" }) + " " + when.toLocaleTimeString([], { hour12: false }));
     cell(tr, row.key_alias, "gw-key");
     cell(tr, row.model);
     cell(tr, String(row.status));

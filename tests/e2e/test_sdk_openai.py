@@ -1,0 +1,274 @@
+"""Every OpenAI-compatible /v1 endpoint through the official ``openai`` SDK, against a real gateway.
+
+The gateway is a uvicorn subprocess on the test Postgres/Redis; the upstream is a local mock server
+(tests/support/mock_upstream.py) reached over real HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import openai
+import orjson
+import pytest
+from openai import OpenAI
+
+from tests.support.gateway import *  # noqa: F403
+from tests.support.gateway import MASTER_KEY, deploy, http, make_key
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _name(prefix: str = "gpt") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def model(gateway, upstream, tenant):
+    name = _name()
+    deploy(
+        gateway,
+        {
+            "model_name": name,
+            "provider": "openai",
+            "model": "gpt-up",
+            "api_base": upstream.url,
+            "input_cost_per_token": "0.000001",
+            "output_cost_per_token": "0.000002",
+        },
+    )
+    return name
+
+
+@pytest.fixture
+def client(gateway, tenant):
+    return OpenAI(base_url=gateway.v1, api_key=tenant.alice_key.secret, max_retries=0)
+
+
+def test_chat_completion_relays_answer_usage_and_gateway_headers(client, model, upstream, tenant):
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hi there"}], extra_body={"custom_flag": 7}
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "echo: hi there"
+    assert completion.usage.prompt_tokens == 11 and completion.usage.completion_tokens == 7
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert raw.headers["x-gateway-deployment"].endswith(":openai/gpt-up")
+    # 11 prompt (2 of them cached, no cached price: input rate) x 1e-6 + 7 completion x 2e-6
+    assert raw.headers["x-gateway-cost"] == "0.000025"
+    assert float(raw.headers["x-gateway-overhead-ms"]) >= 0
+    sent = upstream.last("/chat/completions")
+    assert sent["body"]["model"] == "gpt-up"  # the deployment's upstream id, not the public name
+    assert sent["body"]["custom_flag"] == 7  # unknown fields pass through
+    assert sent["headers"]["Authorization"] == "Bearer sk-upstream-secret"
+    assert tenant.alice_key.secret not in str(sent["headers"])
+
+
+def test_stream_with_include_usage(client, model, upstream):
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hello big world"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: hello big world"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 7
+
+
+def test_stream_without_include_usage_gets_no_usage_chunk_but_gateway_asks_for_it(client, model, upstream):
+    chunks = list(
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "quiet"}], stream=True)
+    )
+    assert all(c.usage is None for c in chunks)
+    assert all(c.choices for c in chunks)
+    assert upstream.last("/chat/completions")["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_tools_and_json_mode_pass_through(client, model, upstream):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "base_url": {"type": "string"}},
+                },
+            },
+        }
+    ]
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "weather?"}], tools=tools, tool_choice="auto"
+    )
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and orjson.loads(call.function.arguments) == {"city": "Paris"}
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert upstream.last("/chat/completions")["body"]["tools"] == tools
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "json"}], response_format={"type": "json_object"}
+    )
+    assert orjson.loads(completion.choices[0].message.content) == {"answer": "json"}
+
+
+def test_completions_embeddings_responses_moderations(client, model, upstream):
+    assert client.completions.create(model=model, prompt="say").choices[0].text == " completed"
+    embedding = client.embeddings.create(model=model, input=["a", "b"])
+    assert len(embedding.data) == 2 and embedding.data[0].embedding == [0.1, 0.2, 0.3]
+    response = client.responses.create(model=model, input="hi")
+    assert response.output_text == "responses ok"
+    moderation = client.moderations.create(model=model, input="fine text")
+    assert moderation.results[0].flagged is False
+
+
+def test_images_audio_and_rerank(client, model, upstream):
+    images = client.images.generate(model=model, prompt="a cat", n=2)
+    assert len(images.data) == 2
+    speech = client.audio.speech.create(model=model, voice="alloy", input="hello")
+    assert speech.content == b"ID3fake-mp3-bytes"
+    transcript = client.audio.transcriptions.create(model=model, file=("a.wav", io.BytesIO(b"RIFF0000WAVE")))
+    assert transcript.text == "hello from audio"
+    assert upstream.last("/audio/transcriptions")["body"]["model"] == "gpt-up"
+    reranked = client.post("/rerank", cast_to=object, body={"model": model, "query": "q", "documents": ["x", "y"]})
+    assert [r["index"] for r in reranked["results"]] == [0, 1]
+
+
+def test_models_lists_only_what_the_key_may_use(gateway, upstream, tenant):
+    allowed, other = _name(), _name()
+    deploy(
+        gateway,
+        {"model_name": allowed, "provider": "openai", "model": "gpt-up", "api_base": upstream.url},
+        {"model_name": other, "provider": "openai", "model": "gpt-up", "api_base": upstream.url},
+    )
+    key = make_key(tenant.alpha, tenant.alice, allowed_models=[allowed])
+    client = OpenAI(base_url=gateway.v1, api_key=key.secret, max_retries=0)
+    names = {m.id for m in client.models.list()}
+    assert allowed in names and other not in names
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(model=other, messages=[{"role": "user", "content": "x"}])
+    assert refused.value.body["code"] == "model_not_allowed"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+
+
+def test_org_private_deployment_invisible_to_other_tenants(gateway, upstream, tenant):
+    private = _name()
+    deploy(
+        gateway,
+        {
+            "model_name": private,
+            "provider": "openai",
+            "model": "gpt-up",
+            "api_base": upstream.url,
+            "organization": tenant.acme,
+        },
+    )
+    charlie = OpenAI(base_url=gateway.v1, api_key=tenant.charlie_key.secret, max_retries=0)
+    assert private not in {m.id for m in charlie.models.list()}
+    with pytest.raises(openai.NotFoundError):
+        charlie.chat.completions.create(model=private, messages=[{"role": "user", "content": "x"}])
+    alice = OpenAI(base_url=gateway.v1, api_key=tenant.alice_key.secret, max_retries=0)
+    assert alice.chat.completions.create(model=private, messages=[{"role": "user", "content": "x"}]).choices
+
+
+def test_same_401_for_unknown_wrong_and_revoked_keys(gateway, model, tenant):
+    from django.utils import timezone
+
+    revoked = make_key(tenant.alpha, tenant.alice, revoked_at=timezone.now())
+    bodies = []
+    for secret in ("sk-gw-unknown", tenant.alice_key.secret + "x", revoked.secret, ""):
+        response = httpx.post(
+            gateway.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": model, "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert response.status_code == 401
+        bodies.append(response.json())
+    assert all(b == bodies[0] for b in bodies)
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=gateway.v1, api_key="sk-nope", max_retries=0).models.list()
+
+
+def test_master_key_may_use_any_model(gateway, model):
+    client = OpenAI(base_url=gateway.v1, api_key=MASTER_KEY, max_retries=0)
+    assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}]).choices
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b'{"model": "m", "messages": [', 400, "not valid JSON"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "UTF-8"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'{"model": "MODEL"}', 400, "'messages' is required"),
+        (b'{"model": "MODEL", "messages": []}', 400, "must not be empty"),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "'model' is required"),
+        (
+            b'{"model": "MODEL", "messages": [{"role": "user", "content": "x"}], "api_base": "http://evil"}',
+            400,
+            "api_base",
+        ),
+        (
+            b'{"model": "MODEL", "messages": [{"role": "user", "content": "x"}], "extra": {"deep": [{"base_url": 1}]}}',
+            400,
+            "base_url",
+        ),
+        (
+            b'{"model": "MODEL", "messages": [{"role": "user", "content": "x"}], "metadata": {"api_key": "sk"}}',
+            400,
+            "api_key",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(gateway, model, tenant, body, status, fragment):
+    response = httpx.post(
+        gateway.v1 + "/chat/completions",
+        content=body.replace(b"MODEL", model.encode()),
+        headers={"Authorization": f"Bearer {tenant.alice_key.secret}", "content-type": "application/json"},
+    )
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+    assert response.headers["x-request-id"]
+
+
+def test_oversized_body_is_413(gateway, model, tenant):
+    big = {"model": model, "messages": [{"role": "user", "content": "x" * (70 * 1024)}]}
+    response = httpx.post(
+        gateway.v1 + "/chat/completions", json=big, headers={"Authorization": f"Bearer {tenant.alice_key.secret}"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_route_is_404_and_wrong_method_405(gateway, tenant):
+    headers = {"Authorization": f"Bearer {tenant.alice_key.secret}"}
+    assert http("POST", gateway.v1 + "/nothing-here", headers=headers, json={}).status_code == 404
+    assert http("GET", gateway.v1 + "/chat/completions", headers=headers).status_code == 405
+
+
+def test_files_and_batches_roundtrip_with_tenant_isolation(gateway, model, tenant, upstream):
+    client = OpenAI(base_url=gateway.v1, api_key=tenant.alice_key.secret, max_retries=0)
+    lines = [
+        {
+            "custom_id": str(i),
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": "hi " * 40}], "max_tokens": 10},
+        }
+        for i in range(3)
+    ]
+    content = b"\n".join(orjson.dumps(line) for line in lines)
+    uploaded = client.files.create(file=("batch.jsonl", io.BytesIO(content)), purpose="batch")
+    assert uploaded.id.startswith("file-gw-") and "file-up123" not in uploaded.id
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert batch.id.startswith("batch_gw-")
+    assert upstream.last("/v1/batches")["body"]["input_file_id"] == "file-up123"
+    fetched = client.batches.retrieve(batch.id)
+    assert fetched.output_file_id.startswith("file-gw-")
+    charlie = OpenAI(base_url=gateway.v1, api_key=tenant.charlie_key.secret, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        charlie.batches.retrieve(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve(batch.id[:-3] + "abc")  # a forged signature
