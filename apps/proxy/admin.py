@@ -26,7 +26,8 @@ class DeploymentForm(forms.ModelForm):
 
     class Meta:
         model = ModelDeployment
-        fields = ("organization", *services.DEPLOYMENT_SETTABLE)
+        # api_base's form field comes from the admin (https as the default scheme), not from this class.
+        fields = ("organization", *(name for name in services.DEPLOYMENT_SETTABLE if name != "api_base"))
 
 
 @admin.register(ModelDeployment)
