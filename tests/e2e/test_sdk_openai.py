@@ -179,7 +179,8 @@ def test_same_401_for_unknown_wrong_and_revoked_keys(gateway, model, tenant):
     revoked = make_key(tenant.alpha, tenant.alice, revoked_at=timezone.now())
     bodies = []
     for secret in ("sk-gw-unknown", tenant.alice_key.secret + "x", revoked.secret, ""):
-        response = httpx.post(
+        response = http(
+            "POST",
             gateway.v1 + "/chat/completions",
             headers={"Authorization": f"Bearer {secret}"},
             json={"model": model, "messages": [{"role": "user", "content": "x"}]},
@@ -223,7 +224,8 @@ def test_master_key_may_use_any_model(gateway, model):
     ],
 )
 def test_bad_input_is_a_clear_4xx(gateway, model, tenant, body, status, fragment):
-    response = httpx.post(
+    response = http(
+        "POST",
         gateway.v1 + "/chat/completions",
         content=body.replace(b"MODEL", model.encode()),
         headers={"Authorization": f"Bearer {tenant.alice_key.secret}", "content-type": "application/json"},
@@ -235,8 +237,11 @@ def test_bad_input_is_a_clear_4xx(gateway, model, tenant, body, status, fragment
 
 def test_oversized_body_is_413(gateway, model, tenant):
     big = {"model": model, "messages": [{"role": "user", "content": "x" * (70 * 1024)}]}
-    response = httpx.post(
-        gateway.v1 + "/chat/completions", json=big, headers={"Authorization": f"Bearer {tenant.alice_key.secret}"}
+    response = http(
+        "POST",
+        gateway.v1 + "/chat/completions",
+        json=big,
+        headers={"Authorization": f"Bearer {tenant.alice_key.secret}"},
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"

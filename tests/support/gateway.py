@@ -1,0 +1,197 @@
+"""Fixtures for the proxy's end-to-end tests: the mock upstream, a real uvicorn gateway, tenants.
+
+The gateway runs as ``uvicorn gateway_project.asgi:application`` in a subprocess against the test
+Postgres and Redis (from scripts/test.sh); tests use ``transaction=True`` so the rows they create are
+visible to it. After creating deployments a test waits until the gateway lists them (the registry
+reloads on the Redis invalidation message).
+
+Import the fixtures into a test module with ``from tests.support.gateway import *  # noqa: F403``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from apps.keys.invalidation import publish_invalidation
+from apps.proxy.models import ModelDeployment
+from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory, VirtualKeyFactory
+from tests.support.mock_upstream import MockUpstream, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MASTER_KEY = "sk-master-e2e-0123456789abcdef"
+
+__all__ = ["MASTER_KEY", "deploy", "gateway", "http", "make_key", "tenant", "upstream"]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
+    return f"postgres://{auth}{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class GatewayServer:
+    def __init__(self, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.v1 = self.url + "/v1"
+        self.workers = workers
+        self.log = tempfile.NamedTemporaryFile(prefix="gw-proxy-", suffix=".log", delete=False)  # noqa: SIM115
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "GATEWAY_MASTER_KEY": MASTER_KEY,
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="gw-proxy-prom-"),
+            "PROXY_MAX_BODY_BYTES": str(64 * 1024),
+            "PROXY_NUM_RETRIES": "2",
+            "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> GatewayServer:
+        command = [
+            sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/live", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"uvicorn did not become ready: {self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-6000:]
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+    def models(self, key: str = MASTER_KEY) -> set[str]:
+        request = urllib.request.Request(self.v1 + "/models", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return {m["id"] for m in orjson.loads(response.read())["data"]}
+
+    def wait_for_models(self, names: set[str], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if names <= self.models():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"gateway never listed {names}: {self.output()}")
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    with MockUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gateway(django_db_setup, django_db_blocker, upstream):
+    with django_db_blocker.unblock(), GatewayServer() as server:
+        yield server
+
+
+def deploy(gateway: GatewayServer, *specs: dict, wait: bool = True) -> list[ModelDeployment]:
+    """Create deployments, tell every worker, and wait until the gateway serves their model names."""
+    created = []
+    for spec in specs:
+        spec = dict(spec)
+        api_key = spec.pop("api_key", "sk-upstream-secret")
+        deployment = ModelDeployment(**spec)
+        deployment.set_credentials(api_key)
+        deployment.save()
+        created.append(deployment)
+    publish_invalidation("test deployments")
+    if wait:
+        gateway.wait_for_models({d.model_name for d in created})
+    return created
+
+
+def make_key(team, user=None, **values):
+    return VirtualKeyFactory(team=team, user=user, **values)
+
+
+@pytest.fixture
+def tenant(transactional_db):
+    """Acme / Alpha with alice (member) and her key; Globex / Omega with charlie and his key."""
+    acme = OrganizationFactory(name="Acme")
+    alpha = TeamFactory(organization=acme, name="Alpha")
+    alice = UserFactory(username="alice")
+    MembershipFactory(user=alice, team=alpha, organization=acme, role="member")
+    globex = OrganizationFactory(name="Globex")
+    omega = TeamFactory(organization=globex, name="Omega")
+    charlie = UserFactory(username="charlie")
+    MembershipFactory(user=charlie, team=omega, organization=globex, role="admin")
+
+    class Cast:
+        pass
+
+    cast = Cast()
+    cast.acme, cast.alpha, cast.alice = acme, alpha, alice
+    cast.globex, cast.omega, cast.charlie = globex, omega, charlie
+    cast.alice_key = make_key(alpha, alice, alias="alice-key")
+    cast.charlie_key = make_key(omega, charlie, alias="charlie-key")
+    return cast
+
+
+class RawResponse:
+    def __init__(self, status: int, headers, body: bytes) -> None:
+        self.status_code = status
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.content = body
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return orjson.loads(self.content)
+
+
+def http(
+    method: str, url: str, *, json=None, content: bytes | None = None, headers: dict | None = None, timeout: float = 30
+) -> RawResponse:
+    """A plain HTTP call without SDK niceties (for malformed bodies and exact status checks)."""
+    headers = dict(headers or {})
+    if json is not None:
+        content = orjson.dumps(json)
+        headers.setdefault("content-type", "application/json")
+    request = urllib.request.Request(url, data=content, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return RawResponse(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        return RawResponse(error.code, error.headers, error.read())

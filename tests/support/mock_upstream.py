@@ -1,0 +1,552 @@
+"""A local mock of the upstream providers, served over real HTTP from a thread of the test process.
+
+Speaks OpenAI (every /v1 route the gateway relays, streaming included), Anthropic ``/v1/messages``,
+Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and Bedrock
+``converse``/``converse-stream`` (AWS event-stream framing). Behaviour follows the upstream model id:
+
+- ``fail-500`` / ``fail-429`` (Retry-After: 7) / ``auth-fail`` (401) / ``bad-request`` (400)
+- ``bad-json``: 200 with a body that is not JSON; ``slow``: answers after 3 s
+- ``drip``: streams a chunk every 100 ms for 30 s (for client-disconnect tests)
+- anything else answers normally. Every request is recorded in ``requests`` (path, headers, body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import zlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _failure(model: str) -> web.Response | None:
+    if model == "fail-500":
+        return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+    if model == "fail-429":
+        return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "7"})
+    if model == "auth-fail":
+        return web.json_response({"error": {"message": "bad upstream key"}}, status=401)
+    if model == "bad-request":
+        return web.json_response(
+            {"error": {"message": "upstream says no", "type": "invalid_request_error"}}, status=400
+        )
+    if model == "bad-json":
+        return web.Response(text="<html>definitely not json", content_type="application/json")
+    return None
+
+
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return ""
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _event(name: str, obj: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+def eventstream_message(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One AWS event-stream frame (what Bedrock's converse-stream sends)."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    body = orjson.dumps(payload)
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude) & 0xFFFFFFFF)
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message) & 0xFFFFFFFF)
+
+
+class MockUpstream:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = self.base + "/v1"
+        self.requests: list[dict[str, Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1/images/generations", self.images)
+        app.router.add_post("/v1/audio/speech", self.speech)
+        app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
+        app.router.add_post("/v1/moderations", self.moderations)
+        app.router.add_post("/v1/rerank", self.rerank)
+        app.router.add_post("/v1/files", self.files)
+        app.router.add_get("/v1/files/{id}", self.file_get)
+        app.router.add_post("/v1/batches", self.batches)
+        app.router.add_get("/v1/batches/{id}", self.batch_get)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/azure/openai/deployments/{dep}/chat/completions", self.chat)
+        app.router.add_post("/gemini/models/{action}", self.gemini)
+        app.router.add_post("/bedrock/model/{model}/{action}", self.bedrock)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> MockUpstream:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("mock upstream did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            body = {
+                k: (v if isinstance(v, str) else {"filename": v.filename, "size": len(v.file.read())})
+                for k, v in form.items()
+            }
+        else:
+            raw = await request.read()
+            body = orjson.loads(raw) if raw else {}
+        self.requests.append({"path": request.path_qs, "headers": dict(request.headers), "body": body})
+        return body
+
+    def last(self, path_part: str = "") -> dict[str, Any]:
+        return next(r for r in reversed(self.requests) if path_part in r["path"])
+
+    # --- OpenAI --------------------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        model = body.get("model", "")
+        failure = _failure(model)
+        if failure is not None:
+            return failure
+        if model == "slow":
+            await asyncio.sleep(3)
+        text = "echo: " + _last_user(body.get("messages"))
+        tool_call = None
+        if body.get("tools") and body.get("tool_choice") != "none" and body["messages"][-1].get("role") != "tool":
+            fn = body["tools"][0]["function"]["name"]
+            tool_call = {
+                "id": "call_abc123",
+                "type": "function",
+                "function": {"name": fn, "arguments": '{"city": "Paris"}'},
+            }
+        base = {"id": "chatcmpl-up1", "created": 1700000000, "model": model, "system_fingerprint": "fp_up"}
+        if body.get("stream"):
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            chunk = {**base, "object": "chat.completion.chunk"}
+            with_usage = (body.get("stream_options") or {}).get("include_usage")
+            await response.write(
+                _sse(
+                    {
+                        **chunk,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
+            )
+            count = 300 if model == "drip" else 3
+            words = ["echo:", *_last_user(body.get("messages")).split()] if model != "drip" else []
+            for i in range(count if model == "drip" else len(words)):
+                piece = f"tok{i} " if model == "drip" else (" " if i else "") + words[i]
+                await response.write(
+                    _sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                )
+                if model == "drip":
+                    await asyncio.sleep(0.1)
+            if tool_call:
+                await response.write(
+                    _sse(
+                        {
+                            **chunk,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"tool_calls": [{"index": 0, **tool_call}]},
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                    )
+                )
+            await response.write(
+                _sse(
+                    {
+                        **chunk,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if tool_call else "stop"}],
+                    }
+                )
+            )
+            if with_usage:
+                await response.write(
+                    _sse(
+                        {
+                            **chunk,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": PROMPT_TOKENS,
+                                "completion_tokens": COMPLETION_TOKENS,
+                                "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+                            },
+                        }
+                    )
+                )
+            await response.write(b"data: [DONE]\n\n")
+            return response
+        message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text}
+        if tool_call:
+            message["tool_calls"] = [tool_call]
+        if (body.get("response_format") or {}).get("type") == "json_object":
+            message["content"] = '{"answer": "json"}'
+        return web.json_response(
+            {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}],
+                "usage": {
+                    "prompt_tokens": PROMPT_TOKENS,
+                    "completion_tokens": COMPLETION_TOKENS,
+                    "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+                    "prompt_tokens_details": {"cached_tokens": 2},
+                },
+            }
+        )
+
+    async def completions(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(
+            {
+                "id": "cmpl-up",
+                "object": "text_completion",
+                "created": 1700000000,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": " completed", "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }
+        )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body.get("model"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
+                "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
+            }
+        )
+
+    async def responses(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(
+            {
+                "id": "resp_up",
+                "object": "response",
+                "created_at": 1700000000,
+                "status": "completed",
+                "model": body.get("model"),
+                "output": [
+                    {
+                        "type": "message",
+                        "id": "msg_up",
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": "responses ok", "annotations": []}],
+                    }
+                ],
+                "usage": {
+                    "input_tokens": 5,
+                    "output_tokens": 2,
+                    "total_tokens": 7,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "error": None,
+                "incomplete_details": None,
+                "instructions": None,
+                "metadata": {},
+                "temperature": 1.0,
+                "top_p": 1.0,
+            }
+        )
+
+    async def images(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(
+            {"created": 1700000000, "data": [{"url": "https://img.example/1.png"}] * int(body.get("n", 1))}
+        )
+
+    async def speech(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(body=b"ID3fake-mp3-bytes", content_type="audio/mpeg")
+
+    async def transcriptions(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response({"text": "hello from audio", "duration": 2.5})
+
+    async def moderations(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(
+            {
+                "id": "modr-up",
+                "model": body.get("model"),
+                "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
+            }
+        )
+
+    async def rerank(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(
+            {
+                "id": "rr",
+                "results": [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in range(len(body["documents"]))],
+            }
+        )
+
+    async def files(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(
+            {
+                "id": "file-up123",
+                "object": "file",
+                "bytes": body["file"]["size"],
+                "created_at": 1700000000,
+                "filename": body["file"]["filename"],
+                "purpose": body.get("purpose", "batch"),
+                "status": "processed",
+            }
+        )
+
+    async def file_get(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response(
+            {
+                "id": request.match_info["id"],
+                "object": "file",
+                "bytes": 1,
+                "created_at": 1,
+                "filename": "x.jsonl",
+                "purpose": "batch",
+                "status": "processed",
+            }
+        )
+
+    async def batches(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response(self._batch("batch_up1", body.get("input_file_id")))
+
+    async def batch_get(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response(self._batch(request.match_info["id"], "file-up123", output="file-out9"))
+
+    @staticmethod
+    def _batch(batch_id: str, input_file: str | None, output: str | None = None) -> dict[str, Any]:
+        return {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "errors": None,
+            "input_file_id": input_file,
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": output,
+            "error_file_id": None,
+            "created_at": 1700000000,
+            "request_counts": {"total": 2, "completed": 0, "failed": 0},
+        }
+
+    # --- Anthropic -----------------------------------------------------------------------------------
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        model = body.get("model", "")
+        failure = _failure(model)
+        if failure is not None:
+            return failure
+        last = body["messages"][-1]
+        wants_tool = body.get("tools") and last["role"] == "user" and isinstance(last["content"], str)
+        usage = {"input_tokens": 13, "output_tokens": 5, "cache_read_input_tokens": 3}
+        if body.get("stream"):
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            start = {
+                "id": "msg_up",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {**usage, "output_tokens": 1},
+            }
+            await response.write(_event("message_start", {"type": "message_start", "message": start}))
+            await response.write(
+                _event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                )
+            )
+            for piece in ("Hello", " from", " Claude"):
+                await response.write(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                    )
+                )
+            await response.write(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+            stop = "end_turn"
+            if wants_tool:
+                stop = "tool_use"
+                await response.write(
+                    _event(
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": 1,
+                            "content_block": {
+                                "type": "tool_use",
+                                "id": "toolu_1",
+                                "name": body["tools"][0]["name"],
+                                "input": {},
+                            },
+                        },
+                    )
+                )
+                for part in ('{"city": ', '"Paris"}'):
+                    await response.write(
+                        _event(
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": 1,
+                                "delta": {"type": "input_json_delta", "partial_json": part},
+                            },
+                        )
+                    )
+                await response.write(_event("content_block_stop", {"type": "content_block_stop", "index": 1}))
+            await response.write(
+                _event(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop, "stop_sequence": None},
+                        "usage": {"output_tokens": 5},
+                    },
+                )
+            )
+            await response.write(_event("message_stop", {"type": "message_stop"}))
+            return response
+        content: list[dict[str, Any]] = [{"type": "text", "text": "Hello from Claude"}]
+        if wants_tool:
+            content.append(
+                {"type": "tool_use", "id": "toolu_1", "name": body["tools"][0]["name"], "input": {"city": "Paris"}}
+            )
+        return web.json_response(
+            {
+                "id": "msg_up",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": "tool_use" if wants_tool else "end_turn",
+                "stop_sequence": None,
+                "usage": usage,
+            }
+        )
+
+    # --- Gemini -------------------------------------------------------------------------------------
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        action = request.match_info["action"]
+        if action.endswith(":batchEmbedContents"):
+            return web.json_response({"embeddings": [{"values": [0.5, 0.25]} for _ in body["requests"]]})
+        usage = {"promptTokenCount": 9, "candidatesTokenCount": 4, "totalTokenCount": 13}
+        wants_tool = bool(body.get("tools"))
+        parts: list[dict[str, Any]] = [{"text": "Hello from Gemini"}]
+        if wants_tool:
+            parts = [
+                {
+                    "functionCall": {
+                        "name": body["tools"][0]["functionDeclarations"][0]["name"],
+                        "args": {"city": "Paris"},
+                    }
+                }
+            ]
+        if ":streamGenerateContent" in action:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(_sse({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hello"}]}}]}))
+            await response.write(
+                _sse(
+                    {
+                        "candidates": [
+                            {"content": {"role": "model", "parts": [{"text": " from Gemini"}]}, "finishReason": "STOP"}
+                        ],
+                        "usageMetadata": usage,
+                    }
+                )
+            )
+            return response
+        return web.json_response(
+            {
+                "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+                "usageMetadata": usage,
+            }
+        )
+
+    # --- Bedrock ------------------------------------------------------------------------------------
+    async def bedrock(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        usage = {"inputTokens": 8, "outputTokens": 3, "totalTokens": 11}
+        if request.match_info["action"] == "converse-stream":
+            response = web.StreamResponse(headers={"content-type": "application/vnd.amazon.eventstream"})
+            await response.prepare(request)
+            await response.write(eventstream_message("messageStart", {"role": "assistant"}))
+            for piece in ("Hello", " from Bedrock"):
+                await response.write(
+                    eventstream_message("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+                )
+            await response.write(eventstream_message("contentBlockStop", {"contentBlockIndex": 0}))
+            await response.write(eventstream_message("messageStop", {"stopReason": "end_turn"}))
+            await response.write(eventstream_message("metadata", {"usage": usage, "metrics": {"latencyMs": 5}}))
+            return response
+        return web.json_response(
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hello from Bedrock"}]}},
+                "stopReason": "end_turn",
+                "usage": usage,
+                "metrics": {"latencyMs": 5},
+            }
+        )
