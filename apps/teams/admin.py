@@ -104,7 +104,8 @@ class MembershipForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not cleaned.get("team") and not cleaned.get("organization"):
+        adding = "team" in self.fields
+        if adding and not cleaned.get("team") and not cleaned.get("organization"):
             raise forms.ValidationError("Pick a team, or an organization for an organization-wide role.")
         return cleaned
 

@@ -51,7 +51,10 @@ def _reaches_any(model, user, action: str) -> bool:
     """Whether ``user`` may ``action`` at least some rows of ``model`` (no query: decided from memberships)."""
     if not getattr(user, "is_active", False) or not getattr(user, "is_staff", False):
         return False
-    q = tenant_q(model.TENANT_PATHS, tenancy_for(user), action)
+    tenancy = tenancy_for(user)
+    if not (tenancy.is_superuser or tenancy.org_view or tenancy.team_view):
+        return False  # staff without any membership: nothing of any tenant's is theirs to see
+    q = tenant_q(model.TENANT_PATHS, tenancy, action)
     return q is None or q != NOTHING
 
 

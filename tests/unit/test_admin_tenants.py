@@ -193,3 +193,36 @@ def test_olga_sees_every_acme_team(acme, alpha, omega, olga):
     Team.objects.create(organization=acme, name="Beta")
     page = browser(olga).get("/admin/teams/team/").content.decode()
     assert "Alpha" in page and "Beta" in page and "Omega" not in page
+
+
+def test_alice_changes_roles_in_her_team_but_appoints_no_owner(alpha, alice, bob):
+    membership = Membership.objects.get(user=bob)
+    client = browser(alice)
+    url = f"/admin/teams/membership/{membership.pk}/change/"
+    assert client.post(url, {"role": "admin"}).status_code == 302
+    membership.refresh_from_db()
+    assert membership.role == "admin"
+    response = client.post(url, {"role": "owner"})
+    assert response.status_code == 200 and "Only organization admins" in response.content.decode()
+    membership.refresh_from_db()
+    assert membership.role == "admin"
+
+
+def test_bob_the_member_cannot_manage_memberships(alpha, alice, bob):
+    membership = Membership.objects.get(user=alice)
+    client = browser(bob)
+    assert client.get("/admin/teams/membership/add/").status_code == 403
+    assert client.post(f"/admin/teams/membership/{membership.pk}/change/", {"role": "member"}).status_code in (302, 403)
+    client.post(f"/admin/teams/membership/{membership.pk}/delete/", {"post": "yes"})
+    membership.refresh_from_db()
+    assert membership.role == "admin"
+
+
+def test_staff_without_memberships_sees_an_empty_admin(alpha, alice):
+    VirtualKeyFactory(team=alpha, user=alice, alias="alice-key")
+    drifter = User.objects.create_user("drifter", password="x", is_staff=True)
+    client = browser(drifter)
+    index = client.get("/admin/").content.decode()
+    assert "Virtual keys" not in index and "Teams" not in index
+    assert client.get("/admin/keys/virtualkey/").status_code == 403
+    assert client.get("/admin/teams/team/").status_code == 403
