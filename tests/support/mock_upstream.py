@@ -396,7 +396,10 @@ class MockUpstream:
         if failure is not None:
             return failure
         last = body["messages"][-1]
-        wants_tool = body.get("tools") and last["role"] == "user" and isinstance(last["content"], str)
+        blocks = last["content"] if isinstance(last["content"], list) else []
+        wants_tool = (
+            body.get("tools") and last["role"] == "user" and not any(b.get("type") == "tool_result" for b in blocks)
+        )
         usage = {"input_tokens": 13, "output_tokens": 5, "cache_read_input_tokens": 3}
         if body.get("stream"):
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
