@@ -12,7 +12,7 @@ from apps.keys.hashing import TOKEN_PREFIX, display_prefix, generate_secret, key
 from apps.keys.invalidation import publish_invalidation
 from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.audit import Actor, audit_record
-from apps.teams.limits import LIMIT_FIELDS, check_within
+from apps.teams.limits import LIMIT_FIELDS, check_within, model_limits_problem
 from apps.teams.models import Team
 from apps.teams.scoping import tenancy_for
 
@@ -38,6 +38,23 @@ class IssuedKey:
 
 def _invalidate_on_commit(reason: str) -> None:
     transaction.on_commit(lambda: publish_invalidation(reason))
+
+
+def _validate_shapes(values: dict) -> None:
+    """JSON fields the hot path reads as-is: reject a wrong shape here, never at request time."""
+    errors = {}
+    if "model_limits" in values:
+        problem = model_limits_problem(values["model_limits"])
+        if problem:
+            errors["model_limits"] = problem
+    if "metadata" in values and not isinstance(values["metadata"], dict):
+        errors["metadata"] = "must be an object."
+    if "allowed_models" in values and not (
+        isinstance(values["allowed_models"], list) and all(isinstance(m, str) for m in values["allowed_models"])
+    ):
+        errors["models"] = "must be a list of model names."
+    if errors:
+        raise ValidationError(errors)
 
 
 def _validate_key_values(*, team: Team, user, values: dict) -> None:
@@ -72,6 +89,7 @@ def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None
     if user is not None and not user.memberships.filter(team=team).exists() and not user.is_superuser:
         raise ValidationError({"user": "the user is not a member of this team."})
     _authorize_key_write(actor=actor, team=team, owner=user)
+    _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
     secret = secret or generate_secret()
     with transaction.atomic():
@@ -97,6 +115,7 @@ def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
     if unknown:
         raise ValidationError({name: "this field cannot be changed." for name in sorted(unknown)})
     _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    _validate_shapes(values)
     merged = {name: values.get(name, getattr(key, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
     _validate_key_values(team=key.team, user=key.user, values=merged)
     with transaction.atomic():

@@ -64,3 +64,37 @@ def check_within(values: dict, parent, *, parent_label: str) -> dict[str, str]:
         if outside:
             errors["models"] = f"not allowed for the {parent_label}: {', '.join(outside)}."
     return errors
+
+
+def model_limits_problem(value) -> str | None:
+    """Why a ``model_limits`` table is malformed, or None.
+
+    Shape: ``{"gpt-4o": {"rpm_limit": 10, "tpm_limit": 1000, "max_budget": 5, "budget_duration": "1d"}}``.
+    The hot path reads it without further checks, so a bad shape must never be stored.
+    """
+    if not isinstance(value, dict):
+        return 'must be an object: {"model": {"rpm_limit": 10, ...}}.'
+    for model, limits in value.items():
+        if not isinstance(limits, dict):
+            return f"{model}: must be an object of limits."
+        unknown = sorted(set(limits) - {*LIMIT_FIELDS, "budget_duration"})
+        if unknown:
+            return f"{model}: unknown limit(s) {', '.join(unknown)}."
+        for name, number in limits.items():
+            if name == "budget_duration":
+                if number not in BudgetDuration.values and number not in ("", None):
+                    return f"{model}: budget_duration must be one of {', '.join(BudgetDuration.values)}."
+                continue
+            if number is None:
+                continue
+            if isinstance(number, bool) or not isinstance(number, int | float | str):
+                return f"{model}: {name} must be a number."
+            try:
+                parsed = Decimal(str(number))
+            except ArithmeticError:
+                return f"{model}: {name} must be a number."
+            if not parsed.is_finite() or parsed < 0:
+                return f"{model}: {name} must be a non-negative number."
+            if name in ("rpm_limit", "tpm_limit", "max_parallel_requests") and not isinstance(number, int):
+                return f"{model}: {name} must be a whole number."
+    return None

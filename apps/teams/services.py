@@ -7,7 +7,7 @@ from django.db import transaction
 
 from apps.keys.invalidation import publish_invalidation
 from apps.teams.audit import Actor, audit_record
-from apps.teams.limits import LIMIT_FIELDS, check_within
+from apps.teams.limits import LIMIT_FIELDS, check_within, model_limits_problem
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
 from apps.teams.scoping import tenancy_for
 
@@ -80,9 +80,17 @@ def organization_update(*, actor: Actor, organization: Organization, **values) -
     return organization
 
 
+def _validate_team_shapes(values: dict) -> None:
+    if "model_limits" in values:
+        problem = model_limits_problem(values["model_limits"])
+        if problem:
+            raise ValidationError({"model_limits": problem})
+
+
 def team_create(*, actor: Actor, organization: Organization, name: str, **values) -> Team:
     _require_org_admin(actor, organization)
     _reject_unknown(values, TEAM_SETTABLE)
+    _validate_team_shapes(values)
     errors = check_within(values, organization, parent_label="organization")
     if errors:
         raise ValidationError(errors)
@@ -101,6 +109,7 @@ def team_update(*, actor: Actor, team: Team, **values) -> Team:
         _require_org_admin(actor, team.organization)  # a team admin can't raise their own team's ceiling
     else:
         _require_team_admin(actor, team)
+    _validate_team_shapes(values)
     merged = {name: values.get(name, getattr(team, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
     errors = check_within(merged, team.organization, parent_label="organization")
     if errors:

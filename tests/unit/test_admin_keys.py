@@ -192,3 +192,15 @@ def test_team_filter_lists_only_visible_teams(alpha, omega, alice):
     VirtualKeyFactory(team=alpha, user=alice)
     page = browser(alice).get(CHANGELIST).content.decode()
     assert "Omega" not in page
+
+
+def test_admin_refuses_malformed_json_fields(alpha, alice, alices_key):
+    client = browser(alice)
+    response = client.post(ADD, key_form(alpha, alias="bad-json", model_limits="[1, 2]", metadata='"text"'))
+    html = response.content.decode()
+    assert response.status_code == 200 and "must be an object" in html
+    assert not VirtualKey.objects.filter(alias="bad-json").exists()
+    response = client.post(change_url(alices_key), key_form(alpha, model_limits='{"gpt-4o": {"rpm_limit": -5}}'))
+    assert response.status_code == 200 and "non-negative" in response.content.decode()
+    alices_key.refresh_from_db()
+    assert alices_key.model_limits == {}

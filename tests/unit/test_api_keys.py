@@ -172,3 +172,30 @@ def test_key_list_filters(alpha, alice, bob):
     assert ids("status=blocked") == {other.pk}
     assert ids("status=active") == {mine.pk}
     assert ids("model=gpt-4o") == {mine.pk}
+
+
+@pytest.mark.parametrize(
+    "model_limits",
+    [
+        {"gpt-4o": {"rpm": 10}},
+        {"gpt-4o": {"rpm_limit": -1}},
+        {"gpt-4o": {"rpm_limit": 2.5}},
+        {"gpt-4o": {"max_budget": "lots"}},
+        {"gpt-4o": {"budget_duration": "fortnight"}},
+    ],
+)
+def test_malformed_model_limits_never_reach_the_hot_path(alpha, alice, alices_key, model_limits):
+    client = client_for(alice)
+    response = client.post("/api/v1/keys/", {"team": alpha.pk, "model_limits": model_limits}, format="json")
+    assert response.status_code == 400 and "model_limits" in response.json()
+    response = client.patch(f"/api/v1/keys/{alices_key.pk}/", {"model_limits": model_limits}, format="json")
+    assert response.status_code == 400 and "model_limits" in response.json()
+    alices_key.refresh_from_db()
+    assert alices_key.model_limits == {}
+
+
+def test_well_formed_model_limits_are_stored(alpha, alice):
+    limits = {"gpt-4o": {"rpm_limit": 10, "tpm_limit": 1000, "max_budget": "2.5", "budget_duration": "1d"}}
+    response = client_for(alice).post("/api/v1/keys/", {"team": alpha.pk, "model_limits": limits}, format="json")
+    assert response.status_code == 201
+    assert VirtualKey.objects.get(pk=response.json()["id"]).model_limits == limits
