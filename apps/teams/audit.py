@@ -56,6 +56,6 @@ def audit_record(*, actor: Actor, action: str, obj, organization=None, team=None
 
 
 def actor_from_request(request, source: str) -> Actor:
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    ip = forwarded.split(",")[0].strip() if forwarded else request.META.get("REMOTE_ADDR")
-    return Actor(user=request.user, source=source, ip_address=ip or None)
+    from apps.teams.client_ip import client_ip  # never the client-supplied X-Forwarded-For head
+
+    return Actor(user=request.user, source=source, ip_address=client_ip(request))

@@ -170,6 +170,11 @@ AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_HOURS", 0.25, minimum=0)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "apps.teams.client_ip.client_ip"
+AXES_LOCKOUT_TEMPLATE = "admin/gateway/locked_out.html"
+# How many reverse proxies of ours append to X-Forwarded-For (0: none, use the socket's address). Decides
+# the client address for lockouts and the audit trail; production sits behind one TLS proxy.
+GATEWAY_TRUSTED_PROXY_COUNT = env_int("GATEWAY_TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 # --- Gateway hot path --------------------------------------------------------------------------
 # Rate-limit middleware chain around every /v1 call, in order (like Django's MIDDLEWARE).

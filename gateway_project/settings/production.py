@@ -12,6 +12,7 @@ REDIS_URL = env_required("REDIS_URL")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+GATEWAY_TRUSTED_PROXY_COUNT = env_int("GATEWAY_TRUSTED_PROXY_COUNT", 1, minimum=0)  # lockouts, audit "from where"
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 # Load balancers probe health over plain HTTP; the hot path is served by the proxy app, not Django.
 SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]

@@ -101,3 +101,52 @@ def test_admin_login_form_is_csrf_protected(alice):
     client = Client(enforce_csrf_checks=True)
     response = client.post(reverse("admin:login"), {"username": "alice", "password": "correct horse battery"})
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_lockout_page_says_why_and_when(client, alice, settings):
+    url = reverse("admin:login")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(url, {"username": "alice", "password": "wrong"})
+    response = client.post(url, {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 429
+    assert b"Too many failed logins" in response.content
+
+
+@pytest.mark.django_db
+def test_forged_forwarded_for_neither_dodges_the_lockout_nor_fakes_the_audit(client, alice, settings):
+    settings.GATEWAY_TRUSTED_PROXY_COUNT = 0
+    url = reverse("admin:login")
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        client.post(url, {"username": f"guess{n}", "password": "x"}, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+    # Every guess came from the same socket address: that address is locked, whatever the header says.
+    response = client.post(
+        url, {"username": "alice", "password": "correct horse battery"}, HTTP_X_FORWARDED_FOR="1.2.3.4"
+    )
+    assert response.status_code == 429
+
+
+def test_client_ip_trusts_only_our_proxies(rf, settings):
+    from apps.teams.client_ip import client_ip
+
+    request = rf.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9", REMOTE_ADDR="10.0.0.2")
+    settings.GATEWAY_TRUSTED_PROXY_COUNT = 0
+    assert client_ip(request) == "10.0.0.2"
+    settings.GATEWAY_TRUSTED_PROXY_COUNT = 1
+    assert client_ip(request) == "203.0.113.9"  # what our proxy saw, not what the client claimed
+    settings.GATEWAY_TRUSTED_PROXY_COUNT = 2
+    assert client_ip(request) == "6.6.6.6"
+    garbage = rf.get("/", HTTP_X_FORWARDED_FOR="<script>", REMOTE_ADDR="10.0.0.2")
+    assert client_ip(garbage) == "10.0.0.2"
+
+
+@pytest.mark.django_db
+def test_audit_records_the_trusted_client_address(rf, alice, alpha, settings):
+    from apps.teams.audit import actor_from_request
+
+    settings.GATEWAY_TRUSTED_PROXY_COUNT = 1
+    request = rf.post("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9", REMOTE_ADDR="10.0.0.2")
+    request.user = alice
+    key_create(actor=actor_from_request(request, "admin"), team=alpha, alias="from-somewhere")
+    event = AuditEvent.objects.get(action="key.create")
+    assert (event.ip_address, event.source, event.actor_label) == ("203.0.113.9", "admin", "alice")
