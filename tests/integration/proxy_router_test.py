@@ -1,0 +1,230 @@
+"""Router, caches and request lifecycle against a real gateway process and a failing mock upstream.
+
+Retries and fallbacks, cooldown honouring Retry-After, upstream error mapping (429 keeps retry-after,
+bad JSON 502, timeout 504, never 500), revocation visible within 2 s, and a client disconnect mid-stream
+still finishing the request (spend event with what was sent, concurrency slot released).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import orjson
+import pytest
+import redis
+from django.conf import settings
+
+from apps.keys.services import key_revoke
+from apps.proxy.models import ModelGroup
+from apps.teams.audit import Actor
+from tests.support.gateway import *  # noqa: F403
+from tests.support.gateway import deploy, http, make_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _needs_redis():
+    if not settings.REDIS_URL:
+        pytest.skip("needs the Redis started by scripts/test.sh")
+
+
+def _name() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+def chat(gateway, key: str, model: str, **extra):
+    return http(
+        "POST",
+        gateway.v1 + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hello"}], **extra},
+    )
+
+
+def hits(upstream, model: str) -> int:
+    return sum(1 for r in upstream.requests if r["body"].get("model") == model)
+
+
+def spend_event(request_id: str, timeout: float = 5.0) -> dict:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _id, fields in client.xrevrange("gateway:spend", count=500):
+            event = orjson.loads(fields[b"e"])
+            if event["request_id"] == request_id:
+                return event
+        time.sleep(0.1)
+    raise AssertionError(f"no spend event for {request_id}")
+
+
+def test_retry_moves_to_the_next_deployment_and_records_attempts(gateway, upstream, tenant):
+    name = _name()
+    failing, healthy = deploy(
+        gateway,
+        {"model_name": name, "provider": "openai", "model": "fail-500", "api_base": upstream.url, "priority": 0},
+        {"model_name": name, "provider": "openai", "model": "ok-model", "api_base": upstream.url, "priority": 1},
+    )
+    response = chat(gateway, tenant.alice_key.secret, name)
+    assert response.status_code == 200
+    assert response.headers["x-gateway-deployment"] == f"{healthy.pk}:openai/ok-model"
+    event = spend_event(response.headers["x-request-id"])
+    assert [a["deployment_id"] for a in event["metadata"]["attempts"]] == [failing.pk, healthy.pk]
+    assert event["deployment_id"] == healthy.pk and event["status"] == 200
+
+
+def test_fallback_model_when_the_whole_group_fails(gateway, upstream, tenant):
+    primary, backup = _name(), _name()
+    deploy(
+        gateway,
+        {"model_name": primary, "provider": "openai", "model": "fail-500", "api_base": upstream.url},
+        {"model_name": backup, "provider": "openai", "model": "backup-up", "api_base": upstream.url},
+    )
+    ModelGroup.objects.create(model_name=primary, fallbacks=[backup], num_retries=0)
+    from apps.keys.invalidation import publish_invalidation
+
+    publish_invalidation("group")
+    time.sleep(1.2)
+    response = chat(gateway, tenant.alice_key.secret, primary)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "backup-up"
+
+
+def test_repeated_failures_cool_the_deployment_down(gateway, upstream, tenant):
+    name = _name()
+    deploy(
+        gateway,
+        {
+            "model_name": name,
+            "provider": "openai",
+            "model": "fail-500",
+            "api_base": upstream.url,
+            "extra": {"cooldown_seconds": 30},
+        },
+    )
+    before = hits(upstream, "fail-500")
+    first = chat(gateway, tenant.alice_key.secret, name)
+    assert first.status_code == 502
+    assert first.json()["error"]["llm_provider"] == "openai"
+    assert hits(upstream, "fail-500") - before == 3  # one try + PROXY_NUM_RETRIES=2
+    second = chat(gateway, tenant.alice_key.secret, name)
+    assert second.status_code == 503
+    assert int(second.headers["retry-after"]) >= 1
+    assert hits(upstream, "fail-500") - before == 3  # cooling down: not called again
+
+
+def test_upstream_429_keeps_retry_after_and_provider_tag(gateway, upstream, tenant):
+    name = _name()
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "fail-429", "api_base": upstream.url})
+    before = hits(upstream, "fail-429")
+    response = chat(gateway, tenant.alice_key.secret, name)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    error = response.json()["error"]
+    assert error["llm_provider"] == "openai" and error["type"] == "rate_limit_error"
+    assert hits(upstream, "fail-429") - before == 1  # Retry-After honoured: no hammering
+
+
+@pytest.mark.parametrize(
+    ("upstream_model", "status", "extra"),
+    [("bad-json", 502, {}), ("slow", 504, {"timeout_seconds": 0.3}), ("auth-fail", 502, {}), ("bad-request", 400, {})],
+)
+def test_upstream_faults_map_to_clear_statuses(gateway, upstream, tenant, upstream_model, status, extra):
+    name = _name()
+    deploy(
+        gateway, {"model_name": name, "provider": "openai", "model": upstream_model, "api_base": upstream.url, **extra}
+    )
+    response = chat(gateway, tenant.alice_key.secret, name)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["llm_provider"] == "openai"
+    assert response.headers["x-request-id"]
+
+
+def test_lowest_cost_strategy_picks_the_cheaper_deployment(gateway, upstream, tenant):
+    name = _name()
+    _expensive, cheap = deploy(
+        gateway,
+        {
+            "model_name": name,
+            "provider": "openai",
+            "model": "pricey",
+            "api_base": upstream.url,
+            "input_cost_per_token": "0.001",
+            "output_cost_per_token": "0.001",
+        },
+        {
+            "model_name": name,
+            "provider": "openai",
+            "model": "cheap",
+            "api_base": upstream.url,
+            "input_cost_per_token": "0.0000001",
+            "output_cost_per_token": "0.0000001",
+        },
+    )
+    ModelGroup.objects.create(model_name=name, strategy="lowest-cost")
+    from apps.keys.invalidation import publish_invalidation
+
+    publish_invalidation("group")
+    time.sleep(1.2)
+    for _ in range(5):
+        response = chat(gateway, tenant.alice_key.secret, name)
+        assert response.headers["x-gateway-deployment"] == f"{cheap.pk}:openai/cheap"
+
+
+def test_revocation_is_visible_within_two_seconds(gateway, upstream, tenant):
+    name = _name()
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "ok", "api_base": upstream.url})
+    key = make_key(tenant.alpha, tenant.alice)
+    assert chat(gateway, key.secret, name).status_code == 200  # now cached in the worker
+    key_revoke(actor=Actor(user=tenant.alice, source="api"), key=key)
+    revoked_at = time.monotonic()
+    while chat(gateway, key.secret, name).status_code != 401:
+        assert time.monotonic() - revoked_at < 2.0, "revocation not visible within 2 s"
+        time.sleep(0.05)
+
+
+def _start_stream(gateway, key: str, model: str) -> tuple[socket.socket, bytes]:
+    body = orjson.dumps({"model": model, "stream": True, "messages": [{"role": "user", "content": "go"}]})
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    while received.count(b"data:") < 4:
+        received += sock.recv(65536)
+    return sock, received
+
+
+def test_client_disconnect_mid_stream_still_finishes_the_request(gateway, upstream, tenant):
+    name = _name()
+    deploy(
+        gateway,
+        {
+            "model_name": name,
+            "provider": "openai",
+            "model": "drip",
+            "api_base": upstream.url,
+            "input_cost_per_token": "0.000001",
+            "output_cost_per_token": "0.000001",
+        },
+    )
+    key = make_key(tenant.alpha, tenant.alice, max_parallel_requests=1)
+    sock, received = _start_stream(gateway, key.secret, name)
+    head = received.split(b"\r\n\r\n", 1)[0].decode()
+    request_id = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.lower().startswith("x-request-id"))
+    held = chat(gateway, key.secret, name)  # the stream holds the key's only slot
+    assert held.status_code == 429 and held.json()["error"]["limit_type"] == "concurrent_requests"
+    sock.close()
+    event = spend_event(request_id)
+    assert event["status"] == 499 and event["error_type"] == "client_disconnect"
+    assert event["completion_tokens"] > 0  # billed for what was sent
+    assert event["prompt_tokens"] > 0 and float(event["cost"]) > 0
+    # post_call ran: the key's single concurrency slot is free again (a held slot would answer 429).
+    deadline = time.monotonic() + 3
+    while (status := chat(gateway, key.secret, name).status_code) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == 200
