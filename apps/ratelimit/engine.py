@@ -73,7 +73,7 @@ def refusal_error(ctx: RequestContext, check: Check, refusal: Refusal) -> ProxyR
         )  # fmt: skip
     if check.limit_type == "max_iterations":
         message = f"Session iteration cap reached for {check.label}: {int(check.limit or 0)} calls per session."
-    elif check.check_only:
+    elif check.priority_tier:
         message = (
             f"Model '{ctx.model}' is saturated; requests at priority {ctx.key.priority} are paused "
             f"for {check.label}. Retry after {math.ceil(retry_after)} s."
@@ -103,7 +103,7 @@ def _success_headers(ctx: RequestContext, checks: list[Check]) -> None:
     for kind in ("requests", "tokens"):
         tightest = None
         for check in checks:
-            if check.limit_type != kind or check.limit is None or check.check_only or check.remaining is None:
+            if check.limit_type != kind or check.limit is None or check.priority_tier or check.remaining is None:
                 continue
             if tightest is None or check.remaining < tightest.remaining:
                 tightest = check

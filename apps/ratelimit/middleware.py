@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from django.conf import settings
 
 from apps.proxy.context import CallResult, RequestContext, ScopeLimits
 from apps.ratelimit import lookups, observe
 from apps.ratelimit.chain import ProxyMiddleware
-from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, plan_for, usd_to_nano
+from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, counter_key, plan_for, usd_to_nano
 from apps.spend.windows import DURATIONS, Window, lifetime_window, window_for
 
 BATCH_ROUTE = "/v1/batches"
@@ -190,11 +191,10 @@ class PriorityLimiter(ProxyMiddleware):
                 continue
             key = _raw_key(kind, f"grp:{_digest(group.model_name)}")
             limit_type = "requests" if kind == "rpm" else "tokens"
-            if tier < 1.0:
-                plan.add(Check(WINDOW, key, int(cap * tier), amount, limit_type, "model", label, check_only=True))
+            # One counter per group: checked against this priority's tier, charged when admitted.
             plan.add(
-                Check(WINDOW, key, None, amount, limit_type, "model", label,
-                      reconcile="tokens" if kind == "tpm" else None)
+                Check(WINDOW, key, int(cap * tier) if tier < 1.0 else None, amount, limit_type, "model", label,
+                      reconcile="tokens" if kind == "tpm" else None, priority_tier=True)
             )  # fmt: skip
 
 
@@ -222,14 +222,27 @@ class BudgetLimiter(ProxyMiddleware):
             )  # fmt: skip
 
 
+_windows: dict[tuple[str, str], Window] = {}
+
+
 def budget_window(duration: str, now: datetime, time_zone: str) -> Window:
-    """The window a budget charges now; the same choice the spend ledger makes (apps/spend/scopes.py)."""
+    """The window a budget charges now; the same choice the spend ledger makes (apps/spend/scopes.py).
+
+    Remembered until it ends: every request of the hour/day/month asks for the same window.
+    """
     if duration not in DURATIONS:
         return lifetime_window()
+    cached = _windows.get((duration, time_zone))
+    if cached is not None and cached.start <= now < cached.end:
+        return cached
     try:
-        return window_for(duration, now, time_zone)
+        window = window_for(duration, now, time_zone)
     except (KeyError, ValueError):  # unknown time zone name: count in UTC rather than not at all
-        return window_for(duration, now, "UTC")
+        window = window_for(duration, now, "UTC")
+    if len(_windows) > 4096:
+        _windows.clear()
+    _windows[(duration, time_zone)] = window
+    return window
 
 
 class SessionLimiter(ProxyMiddleware):
@@ -262,14 +275,18 @@ def _digest(text: str) -> str:
 
 
 def _key(kind: str, scope: ScopeLimits, *suffix: str) -> str:
-    from apps.ratelimit.plan import counter_key
+    return _scope_key(kind, scope.scope, scope.id, *suffix)
 
+
+@lru_cache(maxsize=65_536)
+def _scope_key(kind: str, scope: str, scope_id: str, *suffix: str) -> str:
+    """Counter names repeat for every request of a tenant: built once."""
     # Model and customer ids contain client-chosen names: hashed so counter keys stay short and clean.
-    scope_id = _digest(scope.id) if scope.scope in ("model", "customer") else scope.id
-    return counter_key(kind, scope.scope, scope_id, *suffix)
+    if scope in ("model", "customer"):
+        scope_id = _digest(scope_id)
+    return counter_key(kind, scope, scope_id, *suffix)
 
 
+@lru_cache(maxsize=65_536)
 def _raw_key(kind: str, base: str) -> str:
-    from apps.ratelimit.plan import counter_key
-
     return counter_key(kind, base)

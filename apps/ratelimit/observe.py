@@ -6,9 +6,22 @@ from apps.proxy.context import CallResult, RequestContext
 from apps.ratelimit import metrics as m
 from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY, Plan, nano_to_usd
 
+_children: dict[tuple, object] = {}
+
+
+def child(metric, *labels: str):
+    """``metric.labels(*labels)``, remembered: the same few label sets repeat on every request."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        if len(_children) > 50_000:
+            _children.clear()
+        found = _children[key] = metric.labels(*labels)
+    return found
+
 
 def request_started(ctx: RequestContext) -> None:
-    m.IN_FLIGHT.labels(m.bounded("route", ctx.route)).inc()
+    child(m.IN_FLIGHT, m.bounded("route", ctx.route)).inc()
 
 
 def exception_class(ctx: RequestContext, result: CallResult) -> str:
@@ -31,20 +44,20 @@ def request_finished(ctx: RequestContext, result: CallResult) -> None:
     model = m.bounded("model", ctx.model)
     team = m.bounded("team", ctx.key.team_name)
     alias = m.bounded("key_alias", ctx.key.key_alias)
-    m.IN_FLIGHT.labels(route).dec()
-    m.REQUESTS.labels(route, provider, model, team, alias, str(result.status)).inc()
+    child(m.IN_FLIGHT, route).dec()
+    child(m.REQUESTS, route, provider, model, team, alias, str(result.status)).inc()
     if result.status >= 400:
         failure = m.bounded("exception_class", exception_class(ctx, result))
-        m.FAILURES.labels(failure, str(result.status), provider, model, team, alias, route).inc()
-    m.LATENCY.labels(route, provider, model).observe(max(0.0, result.latency_ms) / 1000.0)
+        child(m.FAILURES, failure, str(result.status), provider, model, team, alias, route).inc()
+    child(m.LATENCY, route, provider, model).observe(max(0.0, result.latency_ms) / 1000.0)
     if result.ttft_ms is not None:
-        m.TTFT.labels(provider, model).observe(max(0.0, result.ttft_ms) / 1000.0)
+        child(m.TTFT, provider, model).observe(max(0.0, result.ttft_ms) / 1000.0)
     if result.prompt_tokens:
-        m.TOKENS.labels(provider, model, team, "prompt").inc(result.prompt_tokens)
+        child(m.TOKENS, provider, model, team, "prompt").inc(result.prompt_tokens)
     if result.completion_tokens:
-        m.TOKENS.labels(provider, model, team, "completion").inc(result.completion_tokens)
+        child(m.TOKENS, provider, model, team, "completion").inc(result.completion_tokens)
     if result.cost > 0:
-        m.SPEND.labels(provider, model, team).inc(float(result.cost))
+        child(m.SPEND, provider, model, team).inc(float(result.cost))
     plan: Plan | None = ctx.reservations.get(PLAN_KEY)
     if plan is not None and plan.committed:
         _remaining(plan, team, alias)
@@ -57,8 +70,8 @@ def _remaining(plan: Plan, team: str, alias: str) -> None:
             continue
         labels = (check.scope, team, alias if check.scope == "key" else "")
         if check.limit_type == "requests":
-            m.REMAINING_REQUESTS.labels(*labels).set(max(0.0, check.remaining))
+            child(m.REMAINING_REQUESTS, *labels).set(max(0.0, check.remaining))
         elif check.limit_type == "tokens":
-            m.REMAINING_TOKENS.labels(*labels).set(max(0.0, check.remaining))
+            child(m.REMAINING_TOKENS, *labels).set(max(0.0, check.remaining))
         elif check.limit_type == "budget":
-            m.REMAINING_BUDGET.labels(*labels).set(float(nano_to_usd(max(0.0, check.remaining))))
+            child(m.REMAINING_BUDGET, *labels).set(float(nano_to_usd(max(0.0, check.remaining))))

@@ -68,6 +68,8 @@ class Check:
     retry_ms: int = -1
     member: str = ""
     check_only: bool = False
+    # A model group's counter checked against the caller's priority tier (the refusal says so).
+    priority_tier: bool = False
     reconcile: str | None = None
     # A budget counter missing in Redis is seeded from the ledger: (scope, scope_id, window_id).
     seed: tuple[str, str, str] | None = None

@@ -195,7 +195,7 @@ RATELIMIT_REDIS_TIMEOUT_MS = env_int("RATELIMIT_REDIS_TIMEOUT_MS", 50, minimum=1
 PRIORITY_SATURATION_THRESHOLD = env_float("PRIORITY_SATURATION_THRESHOLD", 0.8, minimum=0)
 # A concurrency slot whose worker died is reclaimed after this long (longer than any upstream call).
 RATELIMIT_SLOT_TTL_SECONDS = env_float("RATELIMIT_SLOT_TTL_SECONDS", 660.0, minimum=1)
-# Session caps (iterations, budget) live while the session is active and this long after its last call.
+# Session caps (iterations, budget) count for this long from the session's first call.
 RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400.0, minimum=1)
 # In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.
 AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)

@@ -86,9 +86,12 @@ class MemoryBackend(CounterBackend):
             elif check.kind == SLOTS:
                 self.slots.setdefault(check.key, {})[check.member] = now + check.ttl_ms
             else:
-                current = self._counter(check.key, now) or 0
-                expires = now + check.ttl_ms if check.ttl_ms > 0 else 0
-                self.counters[check.key] = (current + check.amount, expires)
+                current = self._counter(check.key, now)
+                if current is None:  # the expiry is set when the counter is created, as in Redis
+                    expires = now + check.ttl_ms if check.ttl_ms > 0 else 0
+                    self.counters[check.key] = (check.amount, expires)
+                else:
+                    self.counters[check.key] = (current + check.amount, self.counters[check.key][1])
         return None
 
     def _counter_retry_ms(self, check: Check, now: int) -> int:

@@ -23,16 +23,16 @@ _KIND = {WINDOW: "w", SLOTS: "s"}
 DOWN_BACKOFF_SECONDS = 0.5
 
 
-def _args(check: Check) -> list:
+def _fields(check: Check) -> str:
     kind = _KIND.get(check.kind, "c")
     limit = -1 if check.limit is None else int(check.limit)
     if kind == "w":
         p1, p2 = check.window_ms, check.bucket_ms
     elif kind == "s":
-        p1, p2 = check.ttl_ms, check.member
+        p1, p2 = check.ttl_ms, check.member.replace("|", "_") or "-"
     else:
         p1, p2 = check.ttl_ms, check.retry_ms
-    return [kind, limit, int(check.amount), p1, p2, int(check.check_only), int(check.seed is not None)]
+    return f"{kind}|{limit}|{int(check.amount)}|{p1}|{p2}|{int(check.check_only)}|{int(check.seed is not None)}"
 
 
 class RedisBackend(CounterBackend):
@@ -74,34 +74,35 @@ class RedisBackend(CounterBackend):
 
     async def _reserve_once(self, checks: list[Check], allow_missing: bool = False) -> Refusal | None:
         self._redis()
-        argv: list = [len(checks), "1" if allow_missing else "0"]
-        for check in checks:
-            argv.extend(_args(check))
         keys = [check.key for check in checks]
-        reply = await self._call(lambda: self._reserve(keys=keys, args=argv))
+        argv = ["1" if allow_missing else "0", "|".join(_fields(check) for check in checks)]
+        reply = (await self._call(lambda: self._reserve(keys=keys, args=argv))).split(b"|")
         status = int(reply[0])
         if status == -1:
             raise SeedNeeded([int(i) - 1 for i in reply[1:]])
         if status == 0:
             return Refusal(int(reply[1]) - 1, int(reply[2]), float(reply[3]))
         for index, check in enumerate(checks):
-            used, reset_ms, bucket = (int(v) for v in reply[1 + index * 3 : 4 + index * 3])
-            amount = 1 if check.kind == SLOTS else check.amount
+            base = 1 + index * 3
+            used = int(reply[base])
             if check.limit is not None:
+                amount = 1 if check.kind == SLOTS else check.amount
                 check.remaining = check.limit - used - (0 if check.check_only else amount)
-            check.reset_ms = reset_ms
-            check.bucket = bucket
+            check.reset_ms = int(reply[base + 1])
+            check.bucket = int(reply[base + 2])
         return None
 
     async def _settle(self, ops: list[tuple[Check, int]]) -> None:
         self._redis()
         keys: list[str] = []
-        argv: list = []
+        fields: list[str] = []
         for check, delta in ops:
             kind = _KIND.get(check.kind, "c")
             keys.append(check.key)
-            argv.extend([kind, int(delta), check.member if kind == "s" else (check.bucket or 0)])
-        await self._call(lambda: self._settle_script(keys=keys, args=argv))
+            target = (check.member.replace("|", "_") or "-") if kind == "s" else str(check.bucket or 0)
+            fields.append(f"{kind}|{int(delta)}|{target}")
+        packed = "|".join(fields)
+        await self._call(lambda: self._settle_script(keys=keys, args=[packed]))
 
     async def _seed(self, check: Check, value: int) -> None:
         client = self._redis()

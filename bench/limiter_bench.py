@@ -1,0 +1,168 @@
+"""The limiter chain's added latency per request: pre_call + post_call of the full PROXY_MIDDLEWARE chain.
+
+    .venv/bin/python bench/limiter_bench.py [--requests N] [--concurrency C]
+
+Uses REDIS_URL when set, otherwise starts a throwaway redis-server on a free loopback port. Each request
+charges key, user, team and organization (RPM, TPM, parallel slots, budget), a per-model limit, the
+deployment's capacity, the model group's priority counters and a session cap: 18 counters, one EVALSHA
+before the call and one after. Prints p50/p90/p99/mean per request for Redis and for the memory backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings.test")
+os.environ.setdefault("GATEWAY_RUN_DIR", tempfile.mkdtemp(prefix="gw-bench-run-"))
+
+
+def start_redis() -> tuple[str, subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="gw-bench-redis-")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0", process, workdir
+
+
+def setup_django(redis_url: str) -> None:
+    os.environ["REDIS_URL"] = redis_url
+    import django
+
+    django.setup()
+
+
+def contexts(n: int):
+    from apps.proxy.context import KeyContext, RequestContext, ScopeLimits
+
+    big = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_parallel_requests": 10**6, "max_budget": Decimal(10**6)}
+    scopes = tuple(
+        ScopeLimits(scope=s, id=f"bench-{s}", budget_duration="1d", **big)
+        for s in ("key", "user", "team", "organization")
+    )
+    per_model = ScopeLimits(scope="model", id="key:bench:gpt-4o-mini", model="gpt-4o-mini", rpm_limit=10**9)
+    key = KeyContext(
+        key_id=1, key_alias="bench", team_id=1, team_name="Bench", organization_id=1, organization_name="Bench",
+        user_id=1, allowed_models=None, scopes=scopes, key_model_limits={"gpt-4o-mini": per_model},
+        priority=1, session_max_iterations=10**9,
+    )  # fmt: skip
+    for _ in range(n):
+        yield RequestContext(
+            request_id=uuid.uuid4().hex, key=key, route="/v1/chat/completions", model="gpt-4o-mini",
+            llm_provider="openai", deployment_id=1, estimated_prompt_tokens=20, max_output_tokens=100,
+            estimated_cost=Decimal("0.0001"), session_id="bench-session",
+        )  # fmt: skip
+
+
+def prime_lookups() -> None:
+    """Deployment and group capacity as the registry cache would hold them (no database in the bench)."""
+    from apps.ratelimit import lookups
+
+    registry = lookups.Registry(
+        deployments={1: lookups.DeploymentCapacity(1, "gpt-4o-mini", 10**9, 10**12, 10**6)},
+        groups={"gpt-4o-mini": lookups.GroupCapacity("gpt-4o-mini", 10**9, 10**12)},
+    )
+    lookups._registry.entries["registry"] = (time.monotonic() + 10**9, registry)
+
+
+async def run(backend, requests: int, concurrency: int) -> tuple[list[tuple[float, float]], int]:
+    from apps.proxy.context import CallResult
+    from apps.ratelimit.chain import build_chain
+    from apps.ratelimit.plan import PLAN_KEY
+
+    chain = build_chain(backend=backend)
+    result = CallResult(status=200, prompt_tokens=20, completion_tokens=50, cost=Decimal("0.00005"))
+    timings: list[tuple[float, float]] = []
+    checks = 0
+    queue = list(contexts(requests))
+
+    async def worker():
+        nonlocal checks
+        while queue:
+            ctx = queue.pop()
+            started = time.perf_counter()
+            await chain.pre_call(ctx)
+            admitted = time.perf_counter()
+            await chain.post_call(ctx, result)
+            done = time.perf_counter()
+            timings.append(((admitted - started) * 1000, (done - started) * 1000))
+            checks = len(ctx.reservations[PLAN_KEY].checks)
+
+    for ctx in contexts(200):  # warm up: connections, script cache, imports
+        await chain.pre_call(ctx)
+        await chain.post_call(ctx, result)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return timings, checks
+
+
+def report(name: str, timings: list[tuple[float, float]], checks: int, concurrency: int) -> None:
+    for part, values in (("pre_call", [t[0] for t in timings]), ("pre+post", [t[1] for t in timings])):
+        values.sort()
+        pct = lambda p, v=values: v[min(len(v) - 1, int(len(v) * p))]  # noqa: E731
+        print(
+            f"{name:<7} {part:<9} c={concurrency:<3} n={len(values):<6} counters={checks:<3} "
+            f"p50={pct(0.50):.3f} ms  p90={pct(0.90):.3f} ms  p99={pct(0.99):.3f} ms  "
+            f"mean={statistics.fmean(values):.3f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args()
+
+    redis_url = os.environ.get("REDIS_URL", "")
+    process = workdir = None
+    if not redis_url:
+        redis_url, process, workdir = start_redis()
+    try:
+        setup_django(redis_url)
+        prime_lookups()
+        from apps.ratelimit.backends.memory import MemoryBackend
+        from apps.ratelimit.backends.redis_backend import RedisBackend
+
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        redis_backend = RedisBackend(redis_url, timeout_ms=1000)
+        timings, checks = asyncio.run(run(redis_backend, args.requests, args.concurrency))
+        report("redis", timings, checks, args.concurrency)
+        timings, checks = asyncio.run(run(MemoryBackend(), args.requests, args.concurrency))
+        report("memory", timings, checks, args.concurrency)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
