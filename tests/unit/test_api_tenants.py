@@ -201,3 +201,19 @@ def test_org_admin_manages_customers_and_outsiders_cannot(acme, globex, olga, al
     )
     assert client_for(charlie).get(f"/api/v1/customers/{customer_id}/").status_code == 404
     assert client_for(charlie).get("/api/v1/customers/").json()["results"] == []
+
+
+def test_browsable_api_pages_render_for_the_cast(alpha, alice, bob, vera, charlie, root):
+    from tests.factories import DeploymentFactory, VirtualKeyFactory
+
+    key = VirtualKeyFactory(team=alpha, user=bob)
+    deployment = DeploymentFactory(organization=alpha.organization)
+    endpoints = ["organizations", "teams", "members", "users", "customers", "keys", "tokens", "deployments"]
+    for user in (alice, bob, vera, charlie, root):
+        client = client_for(user)
+        assert client.get("/api/v1/", HTTP_ACCEPT="text/html").status_code == 200
+        for name in endpoints:
+            response = client.get(f"/api/v1/{name}/", HTTP_ACCEPT="text/html")
+            assert response.status_code == 200, (user, name, response.status_code)
+        for url in (f"/api/v1/keys/{key.pk}/", f"/api/v1/deployments/{deployment.pk}/"):
+            assert client.get(url, HTTP_ACCEPT="text/html").status_code in (200, 404)
