@@ -1,10 +1,11 @@
 """Idempotent ingestion of spend events: ledger rows, daily aggregates and budget-window totals.
 
-One transaction per batch. ``SpendLog`` rows go in with ``bulk_create(ignore_conflicts=True)``
-tagged with a fresh batch id; reading back which request ids carry that tag tells exactly which
-rows this batch inserted (a duplicate keeps the tag of the batch that inserted it first, even
-when two workers race on the same entry). Only those rows move the aggregates, so replaying a
-batch, or a batch claimed by a second worker, counts nothing twice.
+One transaction per batch. Ledger rows are inserted skipping request ids already present, and the
+insert itself reports which rows are new (Postgres: ``ON CONFLICT DO NOTHING RETURNING``; SQLite:
+``bulk_create(ignore_conflicts=True)`` plus a per-batch tag read back). A duplicate never carries
+this batch's mark, even when two workers race on the same entry: the loser waits on the unique
+index and skips. Only new rows move the aggregates, so replaying a batch, or a batch claimed by a
+second worker, counts nothing twice.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+import orjson
 from django.db import connection, transaction
 
 from apps.spend.events import SpendEvent
@@ -99,18 +101,55 @@ def spend_ingest_events(events: list[SpendEvent]) -> IngestResult:
     if not rows:
         return IngestResult(len(events), 0)
     with transaction.atomic():
-        SpendLog.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=500)
+        inserted = _insert_new(rows, batch)
         ids = list(rows)
-        inserted: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            inserted.update(
-                SpendLog.objects.filter(request_id__in=chunk, ingest_batch=batch).values_list("request_id", flat=True)
-            )
         new_rows = [rows[rid] for rid in ids if rid in inserted]
         if new_rows:
             totals_add(new_rows)
     return IngestResult(len(events), len(new_rows))
+
+
+_LOG_COLUMNS = [f.column for f in SpendLog._meta.concrete_fields if f.column != "id"]
+
+
+def _insert_new(rows: dict[str, SpendLog], batch: uuid.UUID) -> set[str]:
+    """Insert the rows, skipping request ids already in the ledger; return the ids this call inserted.
+
+    Postgres: one ``INSERT ... SELECT unnest(...) ON CONFLICT DO NOTHING RETURNING`` (fixed query text,
+    one array per column). Elsewhere: ``bulk_create(ignore_conflicts=True)``, then the rows that carry
+    this batch's tag are the new ones.
+    """
+    if connection.vendor == "postgresql":
+        fields = {f.column: f for f in SpendLog._meta.concrete_fields}
+        q = connection.ops.quote_name
+        json_columns = {c for c in _LOG_COLUMNS if fields[c].get_internal_type() == "JSONField"}
+        # JSON travels as text and is cast in SQL; every other value is passed as is (psycopg adapts it).
+        casts = [("text[]::" if c in json_columns else "") + f"{fields[c].db_type(connection)}[]" for c in _LOG_COLUMNS]
+        arrays = ", ".join(f"%s::{cast}" for cast in casts)
+        sql = (
+            f"INSERT INTO {q(SpendLog._meta.db_table)} ({', '.join(q(c) for c in _LOG_COLUMNS)}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT ({q('request_id')}) DO NOTHING RETURNING {q('request_id')}"
+        )
+        objs = list(rows.values())
+        params = []
+        for column in _LOG_COLUMNS:
+            attname = fields[column].attname
+            if column in json_columns:
+                params.append([orjson.dumps(getattr(o, attname)).decode() for o in objs])
+            else:
+                params.append([getattr(o, attname) for o in objs])
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {r[0] for r in cursor.fetchall()}
+    SpendLog.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=200)
+    inserted: set[str] = set()
+    ids = list(rows)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        inserted.update(
+            SpendLog.objects.filter(request_id__in=chunk, ingest_batch=batch).values_list("request_id", flat=True)
+        )
+    return inserted
 
 
 def totals_add(rows: list[SpendLog]) -> None:
@@ -179,29 +218,34 @@ def totals_add(rows: list[SpendLog]) -> None:
 
 
 def _upsert_add(model, *, conflict: list[str], columns: list[str], add: list[str], values: list[list], replace=()):
-    """INSERT ... ON CONFLICT DO UPDATE SET col = col + excluded.col (Postgres and SQLite alike).
+    """INSERT ... ON CONFLICT DO UPDATE SET col = col + excluded.col.
 
-    Rows arrive sorted by their unique key, so concurrent batches lock rows in the same order.
+    Postgres gets one statement per call (``unnest`` of one array per column: a fixed query text with
+    a handful of parameters); SQLite gets multi-row VALUES in chunks under its parameter limit. Rows
+    arrive sorted by their unique key, so concurrent batches lock rows in the same order.
     """
     if not values:
         return
-    table = connection.ops.quote_name(model._meta.db_table)
     q = connection.ops.quote_name
+    table = q(model._meta.db_table)
     fields = {f.column: f for f in model._meta.concrete_fields}
+    names = ", ".join(q(c) for c in columns)
     sets = [f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}" for c in add]
     sets += [f"{q(c)} = EXCLUDED.{q(c)}" for c in replace]
-    per_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    chunk_size = max(1, 900 // len(columns))
+    on_conflict = f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO UPDATE SET {', '.join(sets)}"
+    # Identifiers come from model metadata; every value is a parameter.
     with connection.cursor() as cursor:
-        for start in range(0, len(values), chunk_size):
-            chunk = values[start : start + chunk_size]
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{fields[c].db_type(connection)}[]" for c in columns)
+            sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {on_conflict}"  # noqa: S608
+            cursor.execute(sql, [[row[i] for row in values] for i in range(len(columns))])
+            return
+        per_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        chunk_size = max(1, 900 // len(columns))
+        for begin in range(0, len(values), chunk_size):
+            chunk = values[begin : begin + chunk_size]
             params: list = []
             for row in chunk:
                 params.extend(fields[c].get_db_prep_save(v, connection) for c, v in zip(columns, row, strict=True))
-            # Identifiers come from model metadata, values are parameters.
-            sql = (
-                f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) VALUES "  # noqa: S608
-                f"{', '.join([per_row] * len(chunk))} "
-                f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO UPDATE SET {', '.join(sets)}"
-            )
+            sql = f"INSERT INTO {table} ({names}) VALUES {', '.join([per_row] * len(chunk))} {on_conflict}"  # noqa: S608
             cursor.execute(sql, params)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from apps.spend.windows import DURATIONS, Window, lifetime_window, window_for
 
@@ -27,9 +28,23 @@ class ScopeWindow:
     user_id: int | None = None
 
 
+_SLOT_SECONDS = 900
+
+
 def window_of(duration: str, at: datetime, time_zone: str) -> Window:
+    """``window_for`` for ingestion: rows of one 15-minute UTC slot share the answer.
+
+    Every window boundary (local midnights and hours, in any zone's offset, all multiples of 15
+    minutes) falls on a slot edge, so the window of the slot's start is the window of ``at``.
+    """
     if duration not in DURATIONS:
         return lifetime_window()
+    return _slot_window(duration, int(at.timestamp()) // _SLOT_SECONDS, time_zone)
+
+
+@lru_cache(maxsize=4096)
+def _slot_window(duration: str, slot: int, time_zone: str) -> Window:
+    at = datetime.fromtimestamp(slot * _SLOT_SECONDS, tz=UTC)
     try:
         return window_for(duration, at, time_zone)
     except (KeyError, ValueError):  # an unknown time zone name: count in UTC rather than not at all
