@@ -2,12 +2,12 @@
 
 The outbox calls ``live_publish(event)`` for every finished /v1 request. That only appends a small
 row to an in-process buffer (no I/O on the request path); a background task on the same event loop
-flushes the buffer every ``LIVE_FLUSH_SECONDS`` with one ``group_send`` per tenant group touched, so
-with the Redis channel layer the cost is a few round trips per flush, not per request.
+flushes the buffer every ``LIVE_FLUSH_SECONDS`` with one ``group_send`` to the single feed group
+(chunked), so with the Redis channel layer the cost is about one round trip per flush, however many
+tenants the rows belong to and whether or not anybody watches.
 
-Groups mirror the tenant rules in apps/teams/scoping.py: everything goes to ``live.all``
-(superusers), ``live.org.<id>`` (organization members), ``live.team.<id>`` (team admins) and
-``live.user.<id>`` (a member sees their own keys' traffic). A row never carries the key itself.
+Each websocket consumer (apps/teams/consumers.py) filters the feed by its viewer's tenancy before a
+row reaches the browser, with the same rules as apps/teams/scoping.py. A row never carries the key.
 """
 
 from __future__ import annotations
@@ -24,19 +24,7 @@ logger = logging.getLogger(__name__)
 LIVE_FLUSH_SECONDS = 0.25
 LIVE_BUFFER_MAX = 5000  # beyond this (nobody flushing?) the oldest rows are dropped, never the request
 LIVE_ROWS_PER_MESSAGE = 200
-ALL_GROUP = "live.all"
-
-
-def org_group(org_id: int) -> str:
-    return f"live.org.{org_id}"
-
-
-def team_group(team_id: int) -> str:
-    return f"live.team.{team_id}"
-
-
-def user_group(user_id: int) -> str:
-    return f"live.user.{user_id}"
+FEED_GROUP = "live.feed"
 
 
 def live_row(event: SpendEvent) -> dict[str, Any]:
@@ -58,17 +46,6 @@ def live_row(event: SpendEvent) -> dict[str, Any]:
         "team_id": event.team_id,
         "user_id": event.user_id,
     }
-
-
-def groups_for_row(row: dict[str, Any]) -> list[str]:
-    groups = [ALL_GROUP]
-    if row.get("organization_id"):
-        groups.append(org_group(row["organization_id"]))
-    if row.get("team_id"):
-        groups.append(team_group(row["team_id"]))
-    if row.get("user_id"):
-        groups.append(user_group(row["user_id"]))
-    return groups
 
 
 class LivePublisher:
@@ -109,31 +86,27 @@ class LivePublisher:
             else:
                 idle += 1
 
-    def _drain(self) -> dict[str, list[dict[str, Any]]]:
-        by_group: dict[str, list[dict[str, Any]]] = {}
-        while self._buffer:
-            row = self._buffer.popleft()
-            for group in groups_for_row(row):
-                by_group.setdefault(group, []).append(row)
-        return by_group
+    def _drain(self) -> list[dict[str, Any]]:
+        rows = list(self._buffer)
+        self._buffer.clear()
+        return rows
 
     async def flush(self) -> int:
-        """Send what is buffered; returns the number of group messages sent."""
+        """Send what is buffered; returns the number of messages sent."""
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
-        if layer is None:
-            self._buffer.clear()
+        rows = self._drain()
+        if layer is None or not rows:
             return 0
         sent = 0
-        for group, rows in self._drain().items():
-            for start in range(0, len(rows), LIVE_ROWS_PER_MESSAGE):
-                chunk = rows[start : start + LIVE_ROWS_PER_MESSAGE]
-                try:
-                    await layer.group_send(group, {"type": "live.rows", "rows": chunk})
-                    sent += 1
-                except Exception:
-                    logger.warning("live feed: group_send to %s failed; %d rows dropped", group, len(chunk))
+        for start in range(0, len(rows), LIVE_ROWS_PER_MESSAGE):
+            chunk = rows[start : start + LIVE_ROWS_PER_MESSAGE]
+            try:
+                await layer.group_send(FEED_GROUP, {"type": "live.rows", "rows": chunk})
+                sent += 1
+            except Exception:
+                logger.warning("live feed: group_send failed; %d rows dropped", len(chunk), exc_info=True)
         return sent
 
     def _flush_sync(self) -> None:

@@ -1,71 +1,94 @@
-"""The live traffic websocket: the admin session decides which tenant groups a browser joins."""
+"""The live traffic websocket: the admin session decides which rows of the feed a browser gets.
+
+Every finished request is published once to the feed group (apps/spend/live.py); each consumer
+keeps only the rows its viewer may see, with the rules ``tenant_q`` applies to ledger rows
+(organization, team, owner = the key's user). The viewer's rights are re-read every
+``RECHECK_SECONDS``: a removed membership, a deactivated user or a logged-out session stops the feed.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from apps.spend.live import ALL_GROUP, org_group, team_group, user_group
+from apps.spend.live import FEED_GROUP
 from apps.teams.scoping import UserTenancy, tenancy_for
 
-SEEN_MAX = 2000
 CLOSE_FORBIDDEN = 4403
+RECHECK_SECONDS = 30.0
+PRIVATE_FIELDS = ("organization_id", "user_id")
 
 
-def live_groups_for(tenancy: UserTenancy) -> list[str]:
-    """The same rules as ``tenant_q`` for request rows (paths organization, team, owner=user)."""
+def row_visible(tenancy: UserTenancy, row: dict[str, Any]) -> bool:
+    """Ledger-row visibility (``tenant_q`` for VIEW on paths organization/team/owner), for one row."""
     if tenancy.is_superuser:
-        return [ALL_GROUP]
-    groups = [org_group(org_id) for org_id in sorted(tenancy.org_view)]
-    groups += [team_group(team_id) for team_id in sorted(tenancy.team_admin)]
-    if tenancy.user_id is not None:
-        groups.append(user_group(tenancy.user_id))
-    return groups
+        return True
+    if row.get("organization_id") in tenancy.org_view:
+        return True
+    if row.get("team_id") in tenancy.team_admin:
+        return True
+    return tenancy.user_id is not None and row.get("user_id") == tenancy.user_id
 
 
-def _session_tenancy(user) -> UserTenancy | None:
-    if not getattr(user, "is_authenticated", False) or not user.is_active or not user.is_staff:
+def _current_tenancy(user, session) -> UserTenancy | None:
+    """The viewer's rights now, or None when they may not watch (anonymous, inactive, not staff, logged
+    out, or no longer a member of anything)."""
+    if not getattr(user, "is_authenticated", False):
         return None
-    return tenancy_for(user)
+    from apps.teams.models import User
+
+    fresh = User.objects.filter(pk=user.pk, is_active=True, is_staff=True).first()
+    if fresh is None:
+        return None
+    if session is not None and session.session_key and not session.exists(session.session_key):
+        return None
+    tenancy = tenancy_for(fresh)
+    if not (tenancy.is_superuser or tenancy.org_view or tenancy.team_view):
+        return None  # in no organization or team any more: nothing of anyone's to watch
+    return tenancy
 
 
 class LiveTrafficConsumer(AsyncJsonWebsocketConsumer):
     """Pushes finished requests to the live page. Read-only: messages from the browser are ignored."""
 
-    groups_joined: list[str]
+    tenancy: UserTenancy | None = None
+    checked_at: float = 0.0
 
     async def connect(self) -> None:
-        self.groups_joined = []
-        self.seen: OrderedDict[str, None] = OrderedDict()
-        tenancy = await database_sync_to_async(_session_tenancy)(self.scope.get("user"))
-        if tenancy is None:
+        self.tenancy = await self._recheck()
+        if self.tenancy is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        for group in live_groups_for(tenancy):
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.append(group)
+        await self.channel_layer.group_add(FEED_GROUP, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "hello", "groups": len(self.groups_joined)})
+        await self.send_json({"type": "hello"})
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        if self.tenancy is not None:
+            await self.channel_layer.group_discard(FEED_GROUP, self.channel_name)
 
     async def receive_json(self, content, **kwargs) -> None:
         return None
 
+    async def _recheck(self) -> UserTenancy | None:
+        self.checked_at = time.monotonic()
+        return await database_sync_to_async(_current_tenancy)(self.scope.get("user"), self.scope.get("session"))
+
     async def live_rows(self, message: dict) -> None:
-        # A user in both an organization group and a team group gets each row twice: send it once.
-        fresh = []
-        for row in message.get("rows", []):
-            request_id = row.get("request_id")
-            if request_id in self.seen:
-                continue
-            self.seen[request_id] = None
-            if len(self.seen) > SEEN_MAX:
-                self.seen.popitem(last=False)
-            fresh.append({k: v for k, v in row.items() if k not in ("organization_id", "user_id")})
-        if fresh:
-            await self.send_json({"type": "rows", "rows": fresh})
+        if time.monotonic() - self.checked_at > RECHECK_SECONDS:
+            self.tenancy = await self._recheck()
+            if self.tenancy is None:
+                await self.channel_layer.group_discard(FEED_GROUP, self.channel_name)
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
+        tenancy = self.tenancy
+        rows = [
+            {k: v for k, v in row.items() if k not in PRIVATE_FIELDS}
+            for row in message.get("rows", [])
+            if row_visible(tenancy, row)
+        ]
+        if rows:
+            await self.send_json({"type": "rows", "rows": rows})

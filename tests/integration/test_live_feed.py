@@ -18,7 +18,9 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from apps.spend.events import SpendEvent
-from apps.spend.live import LivePublisher, groups_for_row, live_row
+from apps.spend.live import LivePublisher, live_row
+from apps.teams import consumers
+from apps.teams.scoping import tenancy_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -116,7 +118,6 @@ async def test_org_admin_gets_each_row_once_and_429_limit_type(olga, alpha):
     communicator, connected = await _connect(olga)
     assert connected
     publisher = LivePublisher()
-    # olga is in live.org.<acme>; a row is also sent to the team and user groups: she sees it once.
     event = _event(org=alpha.organization_id, team=alpha.pk, status=429, limit_type="budget")
     publisher._buffer.append(live_row(event))
     await publisher.flush()
@@ -168,7 +169,46 @@ async def test_publish_from_the_request_path_is_batched(alice, alpha):
     await asyncio.sleep(0)
 
 
-def test_groups_for_row():
-    row = live_row(_event(org=1, team=2, user=3))
-    assert groups_for_row(row) == ["live.all", "live.org.1", "live.team.2", "live.user.3"]
-    assert groups_for_row(live_row(_event())) == ["live.all"]
+async def test_a_removed_membership_stops_the_feed(alice, alpha, monkeypatch):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    communicator, connected = await _connect(alice)
+    assert connected
+    assert (await communicator.receive_json_from())["type"] == "hello"
+    await sync_to_async(lambda: alice.memberships.all().delete())()
+    publisher = LivePublisher()
+    publisher._buffer.append(live_row(_event(org=alpha.organization_id, team=alpha.pk, alias="after")))
+    await publisher.flush()
+    output = await communicator.receive_output(timeout=3)
+    assert output == {"type": "websocket.close", "code": 4403, "reason": ""} or output.get("code") == 4403
+
+
+def test_row_visibility_follows_the_tenant_rules(alice, bob, olga, charlie, root, alpha, omega):
+    alpha_row = {"organization_id": alpha.organization_id, "team_id": alpha.pk, "user_id": None}
+    bobs_row = {**alpha_row, "user_id": bob.pk}
+    omega_row = {"organization_id": omega.organization_id, "team_id": omega.pk, "user_id": charlie.pk}
+    seen = {
+        user.username: [consumers.row_visible(tenancy_for(user), row) for row in (alpha_row, bobs_row, omega_row)]
+        for user in (alice, bob, olga, charlie, root)
+    }
+    assert seen == {
+        "alice": [True, True, False],
+        "bob": [False, True, False],
+        "olga": [True, True, False],
+        "charlie": [False, False, True],
+        "root": [True, True, True],
+    }
+
+
+async def test_logging_out_stops_the_feed(alice, alpha, monkeypatch):
+    from django.contrib.sessions.models import Session
+
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    communicator, connected = await _connect(alice)
+    assert connected
+    assert (await communicator.receive_json_from())["type"] == "hello"
+    await sync_to_async(lambda: Session.objects.all().delete())()
+    publisher = LivePublisher()
+    publisher._buffer.append(live_row(_event(org=alpha.organization_id, team=alpha.pk)))
+    await publisher.flush()
+    output = await communicator.receive_output(timeout=3)
+    assert output["type"] == "websocket.close" and output["code"] == 4403
