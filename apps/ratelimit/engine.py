@@ -117,8 +117,9 @@ def _success_headers(ctx: RequestContext, checks: list[Check]) -> None:
 def settlement_ops(plan: Plan, result: CallResult) -> list[tuple[Check, int]]:
     """What to give back: slots always; tokens and cost reconciled to what the call really used."""
     ops: list[tuple[Check, int]] = []
+    keep = plan.keep_charges and result.status < 400
     for check in plan.checks:
-        if check.check_only or check.reconcile is None:
+        if check.check_only or check.reconcile is None or (keep and check.reconcile != "slot"):
             continue
         if check.reconcile == "slot":
             ops.append((check, 0))

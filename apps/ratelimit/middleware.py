@@ -93,8 +93,10 @@ class BatchLimiter(ProxyMiddleware):
     """``POST /v1/batches`` charges the input file's request count (and its token estimate) up front."""
 
     async def pre_call(self, ctx: RequestContext) -> None:
-        if ctx.route.startswith(BATCH_ROUTE) and ctx.request_units > 1:
-            plan_for(ctx).units = int(ctx.request_units)
+        if ctx.route.startswith(BATCH_ROUTE):
+            plan = plan_for(ctx)
+            plan.units = max(1, int(ctx.request_units))
+            plan.keep_charges = True
 
 
 class ParallelRequestLimiter(ProxyMiddleware):

@@ -92,6 +92,8 @@ class Plan:
     checks: list[Check] = field(default_factory=list)
     # Requests charged by this call (a batch charges its whole input file).
     units: int = 1
+    # An accepted batch keeps its token and cost charges: the work happens upstream later, unreconciled.
+    keep_charges: bool = False
     committed: bool = False
     settled: bool = False
     # The backend could not be reached and fail mode was "open": nothing reserved, nothing to settle.

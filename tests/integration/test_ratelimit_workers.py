@@ -14,7 +14,7 @@ from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import DeploymentFactory, TeamFactory, VirtualKeyFactory
-from tests.integration.ratelimit_support import GatewayServer, MockUpstream
+from tests.integration.ratelimit_support import GatewayServer, MockUpstream, free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -143,3 +143,27 @@ async def test_slots_are_released_on_upstream_error_timeout_and_client_disconnec
             # ... and the client walking away gives it back.
             response.close()
             assert await _admitted_again(session, gateway.url, headers) == 200
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_redis_down_over_http_follows_the_fail_mode(tenant, mode):
+    """Redis at a closed port: "open" serves the request uncounted, "closed" answers 503 in OpenAI shape."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    with GatewayServer(workers=1, REDIS_URL=closed, RATELIMIT_FAIL_MODE=mode, RATELIMIT_REDIS_TIMEOUT_MS="50") as gw:
+        headers = {"Authorization": f"Bearer {tenant.secret}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{gw.url}/v1/chat/completions", json=chat("rl-exact"), headers=headers) as response,
+        ):
+            body = await response.json(content_type=None)
+        if mode == "open":
+            assert response.status == 200, body
+            assert body["choices"][0]["message"]["content"] == "pong"
+        else:
+            assert response.status == 503, body
+            assert body["error"]["type"] == "service_unavailable"
+            assert body["error"]["code"] == "rate_limiter_unavailable"
+            assert response.headers["retry-after"] == "1"
+        samples = scrape(gw.url)
+        errors = total(samples["gateway_ratelimit_backend_errors_total"], mode=mode, operation="reserve")
+        assert errors >= 1

@@ -208,15 +208,21 @@ async def test_batch_charges_its_request_count(backend_kind, no_lookups):
     )
     key = key_context(scope("key", rpm_limit=50, tpm_limit=10_000))
     batch = request(key, route="/v1/batches", request_units=30, estimated_prompt_tokens=3000, max_output_tokens=3000)
-    await call(chain, batch, ok(prompt_tokens=3000, completion_tokens=3000))
+    await call(chain, batch, ok())  # accepted: the upstream reports no usage yet
     assert batch.response_headers["x-ratelimit-remaining-requests"] == "20"
     assert batch.response_headers["x-ratelimit-remaining-tokens"] == "4000"
     error = await refusal_of(chain, request(key, route="/v1/batches", request_units=30))
     assert error.limit_type == "requests" and error.remaining == 20
+    # The accepted batch keeps its token charge; a failed submission gives its tokens back.
+    failed = request(key, route="/v1/batches", request_units=2, estimated_prompt_tokens=1000, max_output_tokens=1000)
+    await call(chain, failed, ok(502, error_type="upstream_error"))
+    probe = request(key, estimated_prompt_tokens=0, max_output_tokens=0)
+    await call(chain, probe)
+    assert probe.response_headers["x-ratelimit-remaining-tokens"] == "4000"
     # A chat call on another route is one request, whatever request_units says.
     chat = request(key, request_units=30)
     await call(chain, chat)
-    assert chat.response_headers["x-ratelimit-remaining-requests"] == "19"
+    assert chat.response_headers["x-ratelimit-remaining-requests"] == "16"
 
 
 async def test_budget_reserves_the_estimate_and_names_the_refusing_scope(backend_kind, no_lookups):
