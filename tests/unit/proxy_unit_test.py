@@ -1,0 +1,150 @@
+"""Hot-path helpers: pricing, token estimates, forbidden fields, signed handles, multipart, router picks, auth."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.proxy.auth import _effective_models, bearer_token
+from apps.proxy.errors import GatewayError, UpstreamError
+from apps.proxy.handles import Handle, unwrap, wrap
+from apps.proxy.multipart import form_fields, parse_multipart
+from apps.proxy.pricing import call_cost, format_cost, price_for
+from apps.proxy.providers import build_adapters
+from apps.proxy.registry import Deployment, Group
+from apps.proxy.router import Router
+from apps.proxy.tokens import estimate_prompt_tokens, reject_client_upstream, requested_max_tokens
+
+
+def dep(id: int, **kw) -> Deployment:
+    return Deployment(**{"id": id, "model_name": "m", "provider": "openai", "model": f"up{id}", **kw})
+
+
+def test_price_table_strips_dates_and_prefixes_and_deployment_overrides():
+    assert price_for(dep(1, model="gpt-4o-mini-2024-07-18")).input == Decimal("0.15") * Decimal("0.000001")
+    assert price_for(dep(2, model="openai/gpt-4o")).output == Decimal("10.00") * Decimal("0.000001")
+    custom = price_for(dep(3, model="gpt-4o", input_cost_per_token=Decimal("0.5")))
+    assert custom.input == Decimal("0.5") and custom.output == Decimal("10.00") * Decimal("0.000001")
+    assert price_for(dep(4, model="unknown-thing")).input == 0
+
+
+def test_cost_uses_cached_rate_images_and_audio():
+    price = price_for(dep(5, model="gpt-4o"))
+    cost = call_cost(price, prompt_tokens=1000, completion_tokens=100, cached_tokens=400)
+    assert cost == Decimal("0.0015") + Decimal("0.0005") + Decimal("0.001")  # 600 new, 400 cached, 100 out
+    assert call_cost(price_for(dep(6, model="dall-e-3")), images=2) == Decimal("0.080")
+    assert call_cost(price_for(dep(7, model="whisper-1")), audio_seconds=10) == Decimal("0.001")
+    assert format_cost(Decimal("0.000025000")) == "0.000025" and format_cost(Decimal(0)) == "0"
+
+
+def test_token_estimates():
+    body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
+    assert estimate_prompt_tokens(body) == 101
+    assert requested_max_tokens(body, 4096) == 50
+    assert requested_max_tokens({"max_tokens": True}, 4096) == 4096
+    assert estimate_prompt_tokens({"input": ["abcd", "efgh"]}) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"api_base": "http://x"}, {"metadata": {"nested": [{"base_url": "http://x"}]}}, {"a": {"b": {"api_key": "k"}}}],
+)
+def test_client_may_not_set_upstream_anywhere(body):
+    import orjson
+
+    with pytest.raises(GatewayError) as refused:
+        reject_client_upstream(orjson.dumps(body), body)
+    assert refused.value.status == 400
+
+
+def test_tool_schemas_may_name_a_base_url_parameter():
+    import orjson
+
+    body = {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "f",
+                    "parameters": {"type": "object", "properties": {"base_url": {"type": "string"}}},
+                },
+            }
+        ]
+    }
+    reject_client_upstream(orjson.dumps(body), body)
+
+
+def test_signed_handles_roundtrip_and_refuse_forgery_and_other_tenants():
+    handle = Handle("file", 3, "file-up", 7, "gpt", requests=5, prompt_tokens=100, max_tokens=50)
+    token = wrap(handle, "pepper")
+    assert unwrap("file", token, "pepper", organization_id=7, is_master=False) == handle
+    assert unwrap("file", token, "pepper", organization_id=None, is_master=True) == handle
+    for bad, org in ((token, 8), (token[:-2] + "00", 7), ("file-gw-garbage.sig", 7), (token, None)):
+        with pytest.raises(GatewayError) as refused:
+            unwrap("file", bad, "pepper", organization_id=org, is_master=False)
+        assert refused.value.status == 404
+    with pytest.raises(GatewayError):
+        unwrap("batch", token, "pepper", organization_id=7, is_master=False)
+
+
+def test_multipart_parser():
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        b"RIFF\r\n\x00\x01\r\n--XyZ--\r\n"
+    )
+    parts = parse_multipart(b"multipart/form-data; boundary=XyZ", body)
+    assert parts[1] == ("file", "a.wav", "audio/wav", b"RIFF\r\n\x00\x01")
+    assert form_fields(parts) == {"model": "whisper"}
+    with pytest.raises(GatewayError):
+        parse_multipart(b"application/json", body)
+
+
+def _router() -> Router:
+    return Router(adapters=build_adapters(), num_retries=2, timeout_seconds=5, cooldown_failures=2, cooldown_seconds=10)
+
+
+def test_router_prefers_lower_priority_then_least_busy_and_lowest_latency():
+    router = _router()
+    a, b, c = dep(1, priority=0), dep(2, priority=0), dep(3, priority=1)
+    group = Group("m", (a, b, c), strategy="least-busy")
+    router._health(a).in_flight = 5
+    assert router.pick(group, group.deployments, set()) is b
+    assert router.pick(group, group.deployments, {1, 2}) is c  # both priority-0 tried: fall back
+    latency = Group("m", (a, b), strategy="lowest-latency")
+    router._succeeded(a, 50.0)
+    router._succeeded(b, 5.0)
+    assert router.pick(latency, latency.deployments, set()) is b
+
+
+def test_router_weighted_shuffle_respects_zero_weight():
+    router = _router()
+    group = Group("m", (dep(1, weight=0), dep(2, weight=3)))
+    assert {router.pick(group, group.deployments, set()).id for _ in range(50)} == {2}
+
+
+def test_cooldown_after_repeated_failures_and_on_retry_after():
+    router = _router()
+    a, b = dep(1), dep(2)
+    group = Group("m", (a, b))
+    boom = UpstreamError(502, "boom", retryable=True)
+    router._failed(a, boom)
+    assert not router._health(a).cooling(__import__("time").monotonic())
+    router._failed(a, boom)
+    assert router.pick(group, group.deployments, set()) is b  # a cools down after 2 failures
+    router._failed(b, UpstreamError(429, "slow", retryable=True, retry_after=30))
+    assert router.pick(group, group.deployments, set()) is None
+    assert 1 <= router._soonest_recovery(group) <= 30
+    router._failed(dep(9), UpstreamError(400, "bad input"))  # client errors never cool a deployment
+    assert not router._health(dep(9)).cooling(__import__("time").monotonic())
+
+
+def test_bearer_token_sources_and_effective_models():
+    assert bearer_token({b"authorization": b"Bearer sk-1"}) == "sk-1"
+    assert bearer_token({b"authorization": b"Basic abc"}) is None
+    assert bearer_token({b"x-api-key": b"sk-2"}) == "sk-2"
+    assert bearer_token({b"api-key": b"sk-3"}) == "sk-3"
+    assert _effective_models([], ["a", "b"], []) == frozenset({"a", "b"})
+    assert _effective_models(["a", "c"], ["a", "b"], None) == frozenset({"a"})
+    assert _effective_models([], [], []) is None
