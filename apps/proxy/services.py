@@ -7,6 +7,7 @@ which every write here invalidates after commit.
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -39,6 +40,8 @@ DEPLOYMENT_SETTABLE = (
     "enabled",
 )
 
+# Words that mark an ``extra`` option as a credential (whole words: "max_output_tokens" is fine).
+SECRET_WORDS = frozenset({"key", "apikey", "secret", "password", "passwd", "token", "credential", "credentials"})
 # Cloud metadata endpoints hand out the machine's own credentials: never a deployment target.
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data"})
 LINK_LOCAL_NETWORKS = (
@@ -95,6 +98,14 @@ def _validate(values: dict) -> None:
     problem = api_base_problem(values.get("api_base") or "")
     if problem:
         raise ValidationError({"api_base": problem})
+    extra = values.get("extra")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ValidationError({"extra": "must be an object."})
+        secretish = sorted(k for k in extra if SECRET_WORDS & set(re.split(r"[^a-z0-9]+", str(k).lower())))
+        if secretish:
+            # extra is shown back in the admin and API; credentials belong in the write-only api_key.
+            raise ValidationError({"extra": f"put credentials in api_key (encrypted, write-only), not {secretish}."})
 
 
 def _changed_on_commit(reason: str) -> None:
