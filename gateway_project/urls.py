@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.proxy.self_service import api as key_self_service_api
 from apps.ratelimit.views import metrics_view
 from gateway_project import health
 
@@ -12,6 +13,8 @@ urlpatterns = [
     path("admin/gateway/", include("apps.teams.dashboard_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("gateway_project.api_urls")),
+    # The key holder's self-service API (django-ninja); asgi.py sends /v1/key/* here, the rest of /v1 to the proxy.
+    path("v1/key/", key_self_service_api.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # django-prometheus plus the gateway's own metrics (apps/ratelimit/metrics.py); METRICS_TOKEN guards it.
