@@ -247,20 +247,23 @@ def dashboard_for(user, now: datetime | None = None) -> Dashboard:
     daily = _daily(user)
     today_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month_start = today_start.replace(day=1)
-    today = logs.filter(created_at__gte=today_start)
     month = daily.filter(day__gte=month_start.date())
+    # Totals come from the per-day aggregates; only the 429 breakdown reads today's ledger rows.
+    today = _daily_totals(daily.filter(day=today_start.date()))
     limited = (
-        today.filter(status=429)
+        logs.filter(created_at__gte=today_start, status=429)
         .values("limit_type")
         .annotate(n=Count("pk"))
         .order_by("-n")
         .values_list("limit_type", "n")
     )
+    limited = [(limit_type or "upstream", n) for limit_type, n in limited]
+    today.rate_limited = sum(n for _, n in limited)
     return Dashboard(
-        today=_totals(today),
+        today=today,
         month=_daily_totals(month),
         last_hour=_totals(logs.filter(created_at__gte=now - timedelta(hours=1))),
-        limited_by_type=[(limit_type or "upstream", n) for limit_type, n in limited],
+        limited_by_type=limited,
         top_keys=_top(month, ("key_id", "key__alias", "key__prefix")),
         top_teams=_top(month, ("team_id", "team__name", "team__organization__name")),
         top_models=_top(month, ("model",)),

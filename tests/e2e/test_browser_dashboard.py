@@ -3,7 +3,9 @@
 The story of issue 6: alice, Alpha's admin, logs in and sees only her team; creates a key and sees its
 secret once; uses it with plain HTTP requests on /v1/chat/completions (the built-in mock provider);
 watches them arrive on the live page (a 429 highlighted by its limit) and in the dashboard's spend
-chart. charlie, the outsider, sees none of it. Screenshots land in docs/screenshots/.
+chart. charlie, the outsider, sees none of it. Screenshots are taken every run; they replace
+docs/screenshots/{dashboard,live}.png when those are missing or GATEWAY_UPDATE_SCREENSHOTS=1 (so a
+test run leaves the working tree clean).
 
 The server is a subprocess on a free port sharing this test's Postgres database (``transactional_db``:
 rows are committed, so both processes see them), in the embedded mode otherwise (no REDIS_URL: the
@@ -231,12 +233,20 @@ def _chat(base: str, secret: str, text: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+def _screenshot(page, name: str, tmp_path: Path, **options) -> None:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), **options)
+    target = SCREENSHOTS / name
+    if os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1" or not target.exists():
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(shot.read_bytes())
+
+
 def _today_bar(page) -> float:
     return float(page.locator(".gw-chart.days rect.gw-bar").last.get_attribute("data-value"))
 
 
-def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, browser):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, browser, tmp_path):
     alice_ctx = browser.new_context(viewport={"width": 1360, "height": 1000})
     dashboard = _login(alice_ctx, server, "alice")
 
@@ -261,11 +271,19 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     secret_cell.wait_for(timeout=WAIT_MS)
     secret = secret_cell.inner_text().strip()
     assert re.fullmatch(r"sk-[A-Za-z0-9_\-]{20,}", secret), secret
+    assert add.locator("button.gw-copy").is_visible()
     add.click("a:has-text('e2e-checkout')")
     add.wait_for_selector("#content-main", timeout=WAIT_MS)
     assert secret not in add.content()
     add.goto(f"{server}/admin/keys/virtualkey/")
     assert "e2e-checkout" in add.content() and secret not in add.content()
+
+    # The creation is in her tenant's audit trail: who, what, from where.
+    audit = alice_ctx.new_page()
+    audit.goto(f"{server}/admin/teams/auditevent/")
+    row = audit.locator("#result_list tbody tr", has_text="e2e-checkout").first
+    assert all(part in row.inner_text() for part in ("alice", "key.create", "admin", "127.0.0.1"))
+    audit.close()
 
     # The live page is connected before the traffic starts.
     live = alice_ctx.new_page()
@@ -295,7 +313,7 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     assert secret not in live.content()
     if server.mode == "embedded":
         live.wait_for_timeout(1500)  # let the arrival highlight fade, so the screenshot shows the 429 colours
-        live.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
+        _screenshot(live, "live.png", tmp_path, full_page=True)
 
     # The spend arrives in the dashboard once the outbox has written it to the ledger.
     deadline = time.monotonic() + WAIT_MS / 1000
@@ -310,7 +328,7 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     assert dashboard.locator("#gw-budgets tr.gw-budget-soft", has_text="Alpha").count() == 1
     assert "requests" in dashboard.inner_text(".gw-limited")
     if server.mode == "embedded":
-        dashboard.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+        _screenshot(dashboard, "dashboard.png", tmp_path, full_page=True)
 
     # charlie: no Alpha rows arrived, Alpha's key page is not his, his dashboard is Omega's.
     time.sleep(0.5)  # one more flush interval after alice's page had everything
