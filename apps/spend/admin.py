@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
 from apps.spend.services import report_save
 from apps.teams.admin_base import TenantScopedAdmin
-from apps.teams.scoping import CHANGE
+from apps.teams.scoping import CHANGE, VIEW
 
 
 class ReadOnlyTenantAdmin(TenantScopedAdmin):
@@ -78,6 +78,13 @@ class ReportRunInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Shown on a report's page, which the user may already see; runs belong to that report.
+        return obj is None or Report.objects.restrict(request.user, VIEW).filter(pk=obj.pk).exists()
+
     @admin.display(description="file")
     def download(self, run: ReportRun) -> str:
         return download_link(run)
@@ -110,6 +117,14 @@ class ReportAdmin(TenantScopedAdmin):
     def service_save(self, request, form, change: bool):
         data = {name: form.cleaned_data.get(name) for name in self.fields}
         return report_save(actor=self.actor(request), report=form.instance if change else None, **data)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "organization":
+            # A team admin picks their team's organization (seen, not administered); report_save checks the pair.
+            from apps.teams.models import Organization
+
+            kwargs["queryset"] = Organization.objects.restrict(request.user, VIEW)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []
