@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from apps.keys import services
 from apps.keys.models import ApiToken, VirtualKey
@@ -118,6 +123,56 @@ class VirtualKeyAdmin(TenantScopedAdmin):
         from apps.teams.key_usage import key_usage_panel  # the dashboard's panel (issue 6)
 
         return key_usage_panel(obj)
+
+    change_form_template = "keys/admin/virtualkey_change_form.html"
+    KEY_VERBS = {"revoke": "Revoke", "rotate": "Rotate", "block": "Block", "unblock": "Unblock"}
+
+    def get_urls(self):
+        def view(verb):
+            return self.admin_site.admin_view(require_POST(partial(self.key_verb_view, verb=verb)))
+
+        custom = [
+            path(f"<path:object_id>/{verb}/", view(verb), name=f"keys_virtualkey_{verb}") for verb in self.KEY_VERBS
+        ]
+        return custom + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        key = self.get_object(request, unquote(object_id))
+        if key is not None and key.revoked_at is None and self.has_change_permission(request, key):
+            verbs = ["rotate", "unblock" if key.blocked else "block", "revoke"]
+            extra_context["key_buttons"] = [(verb, self.KEY_VERBS[verb]) for verb in verbs]
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def key_verb_view(self, request, object_id, *, verb: str):
+        """The change page's buttons: one key, one service call; rotate answers with the new secret, once."""
+        key = self.get_object(request, unquote(object_id))
+        if key is None:
+            raise Http404
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        actor = self.actor(request)
+        try:
+            if verb == "rotate":
+                issued = services.key_rotate(actor=actor, key=key)
+                return secret_once_response(
+                    self,
+                    request,
+                    [(self._row(issued.key), issued.secret)],
+                    title="Key rotated",
+                    object_label="Virtual key",
+                )
+            if verb == "revoke":
+                services.key_revoke(actor=actor, key=key)
+            else:
+                services.key_set_blocked(actor=actor, key=key, blocked=verb == "block")
+        except (ValidationError, PermissionDenied) as exc:
+            self.message_user(
+                request, f"{self.KEY_VERBS[verb]}: {' '.join(getattr(exc, 'messages', [str(exc)]))}", messages.ERROR
+            )
+        else:
+            self.message_user(request, f"{self.KEY_VERBS[verb]}: done.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:keys_virtualkey_change", args=[key.pk]))
 
     @admin.display(description="models")
     def models_display(self, obj) -> str:

@@ -204,3 +204,45 @@ def test_admin_refuses_malformed_json_fields(alpha, alice, alices_key):
     assert response.status_code == 200 and "non-negative" in response.content.decode()
     alices_key.refresh_from_db()
     assert alices_key.model_limits == {}
+
+
+def test_change_page_buttons_rotate_block_and_revoke_one_key(alpha, alice, alices_key):
+    client = browser(alice)
+    page = client.get(change_url(alices_key)).content.decode()
+    for verb in ("rotate", "block", "revoke"):
+        assert f'data-testid="key-{verb}"' in page
+    base = f"/admin/keys/virtualkey/{alices_key.pk}"
+    assert client.get(f"{base}/rotate/").status_code == 405  # only a POST (with CSRF) changes anything
+    response = client.post(f"{base}/rotate/")
+    secrets = shown_secrets(response.content.decode())
+    alices_key.refresh_from_db()
+    assert len(secrets) == 1 and alices_key.key_hash == keyed_hash(secrets[0])
+    assert client.post(f"{base}/block/").status_code == 302
+    alices_key.refresh_from_db()
+    assert alices_key.status == "blocked"
+    assert 'data-testid="key-unblock"' in client.get(change_url(alices_key)).content.decode()
+    client.post(f"{base}/revoke/")
+    alices_key.refresh_from_db()
+    assert alices_key.status == "revoked"
+    assert 'data-testid="key-rotate"' not in client.get(change_url(alices_key)).content.decode()
+
+
+def test_change_page_buttons_are_not_for_outsiders_members_or_viewers(alpha, alices_key, bob, vera, charlie):
+    base = f"/admin/keys/virtualkey/{alices_key.pk}"
+    assert browser(charlie).post(f"{base}/revoke/").status_code == 404
+    assert browser(bob).post(f"{base}/rotate/").status_code == 404
+    own = VirtualKeyFactory(team=alpha, user=vera)
+    page = browser(vera).get(change_url(own)).content.decode()
+    assert 'data-testid="key-revoke"' not in page
+    assert browser(vera).post(f"/admin/keys/virtualkey/{own.pk}/revoke/").status_code == 403
+    alices_key.refresh_from_db()
+    own.refresh_from_db()
+    assert alices_key.status == "active" and own.status == "active"
+
+
+def test_key_buttons_need_the_csrf_token(alpha, alice, alices_key):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(f"/admin/keys/virtualkey/{alices_key.pk}/revoke/").status_code == 403
+    alices_key.refresh_from_db()
+    assert alices_key.revoked_at is None
