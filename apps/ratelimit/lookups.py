@@ -47,7 +47,6 @@ class Registry:
 def _load_registry() -> Registry:
     from apps.proxy.models import ModelDeployment, ModelGroup
 
-    close_old_connections()
     deployments: dict[int, DeploymentCapacity] = {}
     sums: dict[str, list[int | None]] = {}
     for row in ModelDeployment.objects.filter(enabled=True).values(
@@ -76,7 +75,6 @@ def _load_registry() -> Registry:
 def _load_customer(organization_id: int, external_id: str, time_zone: str) -> ScopeLimits | None:
     from apps.teams.models import Customer
 
-    close_old_connections()
     row = (
         Customer.objects.filter(organization_id=organization_id, external_id=external_id)
         .values("id", "rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget", "soft_budget", "budget_duration")
@@ -97,6 +95,19 @@ def _load_customer(organization_id: int, external_id: str, time_zone: str) -> Sc
     )
 
 
+def _with_connection(loader):
+    """Fresh connection per load, closed afterwards (no request cycle closes it on the proxy's side)."""
+
+    def run(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return loader(*args)
+        finally:
+            close_old_connections()
+
+    return run
+
+
 class _Cached:
     """A value with a TTL; stale values are served while one refresh runs in the background."""
 
@@ -115,13 +126,13 @@ class _Cached:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             return entry[1]
-        value = await sync_to_async(loader, thread_sensitive=True)(*args)
+        value = await sync_to_async(_with_connection(loader), thread_sensitive=True)(*args)
         self.entries[key] = (time.monotonic() + settings.AUTH_CACHE_TTL_SECONDS, value)
         return value
 
     async def _refresh(self, key: Any, loader, *args: Any) -> None:
         try:
-            value = await sync_to_async(loader, thread_sensitive=True)(*args)
+            value = await sync_to_async(_with_connection(loader), thread_sensitive=True)(*args)
             self.entries[key] = (time.monotonic() + settings.AUTH_CACHE_TTL_SECONDS, value)
         except Exception:
             log.warning("limits cache refresh failed; serving the previous value", exc_info=True)

@@ -1,0 +1,95 @@
+"""Limits the key context does not carry, read from the database once and cached; exact window arithmetic."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.proxy.models import ModelGroup
+from apps.ratelimit import lookups
+from apps.ratelimit.backends.memory import MemoryBackend
+from apps.ratelimit.errors import ProxyRateLimitError
+from tests.factories import CustomerFactory, DeploymentFactory, OrganizationFactory
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, request, scope
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    lookups.lookups_clear()
+    yield
+    lookups.lookups_clear()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_customer_limits_are_read_from_the_customer_row():
+    from asgiref.sync import sync_to_async
+
+    org = await sync_to_async(OrganizationFactory)(name="Acme")
+    await sync_to_async(CustomerFactory)(
+        organization=org, external_id="end-user-1", rpm_limit=7, max_budget=Decimal("2.5"), budget_duration="1d"
+    )
+    await sync_to_async(CustomerFactory)(organization=org, external_id="no-limits")
+    limits = await lookups.customer_limits(org.pk, "end-user-1", "Europe/Berlin")
+    assert limits.scope == "customer" and limits.id == f"{org.pk}:end-user-1"  # the ledger's customer scope id
+    assert limits.rpm_limit == 7 and limits.max_budget == Decimal("2.5") and limits.budget_duration == "1d"
+    assert limits.time_zone == "Europe/Berlin"
+    assert await lookups.customer_limits(org.pk, "no-limits") is None
+    assert await lookups.customer_limits(org.pk, "unknown") is None
+    assert await lookups.customer_limits(org.pk + 1000, "end-user-1") is None  # another organization's end user
+    assert await lookups.customer_limits(org.pk, None) is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deployment_and_group_capacity_come_from_the_rows():
+    from asgiref.sync import sync_to_async
+
+    first = await sync_to_async(DeploymentFactory)(model_name="cap-model", rpm_limit=60, tpm_limit=1000)
+    await sync_to_async(DeploymentFactory)(model_name="cap-model", rpm_limit=40, tpm_limit=None)
+    await sync_to_async(DeploymentFactory)(model_name="override", rpm_limit=5)
+    await sync_to_async(ModelGroup.objects.create)(model_name="override", rpm_capacity=500, tpm_capacity=9000)
+    capacity = await lookups.deployment_capacity(first.pk)
+    assert (capacity.model_name, capacity.rpm_limit, capacity.tpm_limit) == ("cap-model", 60, 1000)
+    group = await lookups.group_capacity("cap-model")
+    # RPM sums over the deployments; TPM is unknown because one deployment declares none.
+    assert (group.rpm_capacity, group.tpm_capacity) == (100, None)
+    override = await lookups.group_capacity("override")
+    assert (override.rpm_capacity, override.tpm_capacity) == (500, 9000)
+    assert await lookups.deployment_capacity(None) is None
+    assert await lookups.group_capacity("nobody") is None
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_retry_after_is_the_time_until_the_oldest_request_leaves_the_window(monkeypatch):
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    clock = Clock(1_000_000.0)
+    chain = make_chain(MemoryBackend(clock=clock), ["apps.ratelimit.middleware.RateLimiter"])
+    key = key_context(scope("key", rpm_limit=3))
+    await call(chain, request(key))  # t = 0
+    clock.now += 20
+    await call(chain, request(key))  # t = 20
+    await call(chain, request(key))  # t = 20
+    clock.now += 10  # t = 30: full
+    with pytest.raises(ProxyRateLimitError) as info:
+        await call(chain, request(key))
+    # The t=0 request leaves the exactly-bounded window (60 s + one 1 s bucket) at t=61: 31 s from now.
+    assert info.value.retry_after == 31
+    clock.now += 30.5  # t = 60.5: not yet
+    with pytest.raises(ProxyRateLimitError) as info:
+        await call(chain, request(key))
+    assert info.value.retry_after == 1
+    clock.now += 0.5  # t = 61: the first slot is back, exactly one
+    await call(chain, request(key))
+    with pytest.raises(ProxyRateLimitError) as info:
+        await call(chain, request(key))
+    assert info.value.retry_after == 20  # the two t=20 requests leave at t=81
