@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -106,6 +106,25 @@ class SpendLogCursor(CursorPagination):
     max_page_size = 1000
 
 
+class SpendSummaryRowSerializer(serializers.Serializer):
+    group = serializers.CharField()
+    value = serializers.JSONField(help_text="The id, model name, customer id or ISO day grouped by.")
+    label = serializers.CharField()
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField()
+    cost = serializers.CharField(help_text="USD, exact decimal as a string.")
+
+
+class SpendSummarySerializer(serializers.Serializer):
+    group_by = serializers.CharField()
+    results = SpendSummaryRowSerializer(many=True)
+    total_cost = serializers.CharField()
+
+
+@extend_schema_view(list=extend_schema(parameters=[SpendFilterSerializer]))
 class SpendLogViewSet(viewsets.ReadOnlyModelViewSet):
     """The ledger of the tenants you can see, newest first; filter by key, team, user, customer, model, dates."""
 
@@ -124,7 +143,9 @@ class SpendLogViewSet(viewsets.ReadOnlyModelViewSet):
 class SpendSummaryViewSet(viewsets.ViewSet):
     """Totals grouped by team, key, user, model, customer or day (UTC days), from the daily aggregates."""
 
-    @extend_schema(parameters=[SpendSummaryQuerySerializer])
+    serializer_class = SpendSummarySerializer
+
+    @extend_schema(parameters=[SpendSummaryQuerySerializer], responses=SpendSummarySerializer)
     def list(self, request):
         query = SpendSummaryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

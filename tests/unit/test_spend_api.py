@@ -130,3 +130,19 @@ def test_summary_for_the_master_key_covers_every_tenant(ledger, master_key):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {master_key}")
     body = client.get("/api/v1/spend/summary/?group_by=user").json()
     assert Decimal(body["total_cost"]) == Decimal("7.40")
+
+
+def test_one_row_by_request_id_for_its_tenant_only(ledger, alice, charlie):
+    request_id = ledger["events"][0].request_id
+    row = client_for(alice).get(f"/api/v1/spend/logs/{request_id}/")
+    assert row.status_code == 200 and row.json()["request_id"] == request_id
+    assert client_for(charlie).get(f"/api/v1/spend/logs/{request_id}/").status_code == 404
+
+
+def test_the_openapi_schema_describes_the_spend_endpoints(root):
+    schema = client_for(root).get("/api/schema/?format=json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert "/api/v1/spend/logs/" in paths and "/api/v1/spend/summary/" in paths
+    names = {p["name"] for p in paths["/api/v1/spend/logs/"]["get"]["parameters"]}
+    assert {"key", "team", "user", "customer", "model", "start", "end", "cursor"} <= names
