@@ -237,11 +237,87 @@ def test_test_connection_admin_action_probes_only_changeable_deployments(client,
     assert AuditEvent.objects.get(action="deployment.test_connection").object_id == str(mine.pk)
 
 
-def test_probe_scrubs_the_credential_from_upstream_errors():
-    from apps.teams.connection_probe import _scrub
+@pytest.fixture
+def upstream():
+    """A local OpenAI-compatible server: 200 for the right key, OpenAI's 401 (echoing the key) otherwise."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    text = _scrub("Incorrect API key provided: sk-live-abcdef123456 for sk-live-abcdef123456", "sk-live-abcdef123456")
-    assert "abcdef123456" not in text
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body))
+            key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if key == "sk-upstream-right":
+                status, payload = (
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": "p"}, "finish_reason": "length"}
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
+            else:
+                status, payload = 401, {"error": {"message": f"Incorrect API key provided: {key}"}}
+            raw = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db
+def test_probe_calls_the_upstream_through_the_proxy_adapter(acme, upstream):
+    from apps.teams.connection_probe import probe_deployment
+
+    base, seen = upstream
+    deployment = DeploymentFactory(organization=acme, provider="openai_compatible", model="small", api_base=base)
+    deployment.set_credentials("sk-upstream-right")
+    deployment.save()
+    result = probe_deployment(deployment)
+    assert (result.ok, result.status) == (True, 200)
+    assert seen[-1][0] == "/v1/chat/completions" and seen[-1][1]["max_tokens"] == 1
+
+
+@pytest.mark.django_db
+def test_probe_failure_reports_status_and_never_the_credential(acme, upstream):
+    from apps.teams.connection_probe import probe_deployment
+
+    base, _seen = upstream
+    deployment = DeploymentFactory(organization=acme, provider="openai_compatible", model="small", api_base=base)
+    deployment.set_credentials("sk-upstream-wrong-123456")
+    deployment.save()
+    result = probe_deployment(deployment)
+    assert (result.ok, result.status) == (False, 401)
+    assert "Incorrect API key" in result.detail and "wrong-123456" not in result.summary
+
+
+@pytest.mark.django_db
+def test_probe_of_an_unreachable_upstream_says_so(acme):
+    from apps.teams.connection_probe import probe_deployment
+
+    deployment = DeploymentFactory(
+        organization=acme, provider="openai_compatible", model="m", api_base="http://127.0.0.1:9/v1"
+    )
+    result = probe_deployment(deployment)
+    assert result.ok is False and "reach" in result.detail
 
 
 @pytest.mark.django_db
