@@ -9,6 +9,7 @@ relay -> ``_finish`` (``chain.post_call`` exactly once, then one spend event), s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -215,11 +216,20 @@ class Gateway:
                     code="unknown_url",
                     kind="not_found",
                 )
-            await endpoints.handle(self, op, args, scope, receive, send, request_id, started)
+            await endpoints.handle(self, op, args, scope, receive, send, started=started, request_id=request_id)
         except GatewayError as exc:
             await self.send_error(send, exc, request_id, started)
         except ClientGone:
             return
+        except Exception:
+            # A bug of ours, not the client's or the upstream's: log it with the request id and answer
+            # in the OpenAI error shape (if the response has not started yet) rather than a bare 500 page.
+            logger.exception("unexpected error in %s %s (%s)", scope["method"], path, request_id)
+            error = GatewayError(
+                502, "The gateway could not complete this request.", code="gateway_error", kind="internal_error"
+            )
+            with contextlib.suppress(Exception):
+                await self.send_error(send, error, request_id, started)
 
     # --- responses and the end of a request ----------------------------------------------------
     def common_headers(

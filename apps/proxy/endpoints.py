@@ -16,6 +16,7 @@ from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
 from apps.proxy.providers import Call, StreamReply
 from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, messages_to_chat_request
+from apps.proxy.providers.base import SHAPE_ERRORS
 from apps.proxy.relay import ChatEncoder, MessagesEncoder, NativeEncoder, relay_stream
 from apps.proxy.router import Attempt
 from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reject_client_upstream, requested_max_tokens
@@ -51,7 +52,7 @@ REQUIRED = {
 }
 
 
-async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, request_id: str, started: float) -> None:
+async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, request_id: str, started: float) -> None:
     headers = header_map(scope)
     gw.cache_sync.check_local()
     key = await gw.auth.authenticate(bearer_token(headers))
@@ -105,6 +106,16 @@ def parse_request(op: str, raw: bytes, headers: dict[bytes, bytes]) -> tuple[dic
         raise bad_request(f"'{required[0]}' is required.", param=required[0])
     if required and required[1] is list and not body[required[0]]:
         raise bad_request(f"'{required[0]}' must not be empty.", param=required[0])
+    if op in ("chat", "messages"):
+        for message in body["messages"]:
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise bad_request("Each message must be an object with a 'role'.", param="messages")
+    if op == "messages" and not isinstance(body.get("max_tokens"), int):
+        raise bad_request("'max_tokens' is required.", param="max_tokens")
+    for name in ("tools", "stream_options", "metadata"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, list if name == "tools" else dict):
+            raise bad_request(f"'{name}' has the wrong type.", param=name)
     return body, None
 
 
@@ -162,7 +173,10 @@ def _call_factory(op: str, body: dict[str, Any], parts: list | None, stream: boo
             if "messages" in adapter.native_ops:
                 return Call("messages", body, stream=stream)
             if chat_body is None:
-                chat_body = messages_to_chat_request(body)
+                try:
+                    chat_body = messages_to_chat_request(body)
+                except SHAPE_ERRORS as exc:
+                    raise bad_request(f"The request body has an unexpected shape ({type(exc).__name__}).") from None
             return Call("chat", chat_body, stream=stream, include_usage=True)
         return Call(op, body, stream=stream, form=parts, include_usage=include_usage)
 

@@ -277,3 +277,37 @@ def test_files_and_batches_roundtrip_with_tenant_isolation(gateway, model, tenan
         charlie.batches.retrieve(batch.id)
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve(batch.id[:-3] + "abc")  # a forged signature
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat/completions", {"messages": ["just a string"]}),
+        ("/chat/completions", {"messages": [{"role": "user", "content": 5}]}),
+        ("/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 3}]}]}),
+        ("/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": "nope"}),
+        (
+            "/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}], "tool_choice": 9},
+        ),
+        ("/messages", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/messages", {"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": 1}]}]}),
+        ("/embeddings", {"input": {"not": "a list"}}),
+        ("/images/generations", {"prompt": "x", "n": "two"}),
+        ("/rerank", {"query": "q", "documents": [None, 3]}),
+    ],
+)
+@pytest.mark.parametrize("provider", ["mock", "anthropic"])
+def test_malformed_shapes_never_get_a_5xx(gateway, upstream, tenant, path, body, provider):
+    """Shapes the gateway cannot translate are 400s; shapes it relays are the upstream's to judge."""
+    name = _name(provider)
+    deploy(gateway, {"model_name": name, "provider": provider, "model": "up", "api_base": upstream.base})
+    response = http(
+        "POST",
+        gateway.v1 + path,
+        json={"model": name, **body},
+        headers={"Authorization": f"Bearer {tenant.alice_key.secret}"},
+    )
+    assert response.status_code < 500, (response.status_code, response.text)
+    if response.status_code != 200:
+        assert response.status_code == 400 and response.json()["error"]["message"]

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from apps.proxy.errors import UpstreamError
+from apps.proxy.errors import GatewayError, UpstreamError
 from apps.proxy.registry import Deployment
 
 
@@ -147,6 +147,19 @@ def sse_events(buffer: bytearray, data: bytes) -> list[tuple[str | None, bytes]]
             events.append((name, b"\n".join(payload)))
 
 
+# What a translation raises when a body does not have the shape it should (never a 500 for that).
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, IndexError)
+
+
+def malformed(provider: str) -> UpstreamError:
+    return UpstreamError(
+        502,
+        "The upstream returned a response of an unexpected shape.",
+        llm_provider=provider,
+        kind="upstream_bad_response",
+    )
+
+
 def json_or_502(raw: bytes, provider: str) -> Any:
     try:
         return orjson.loads(raw)
@@ -225,7 +238,12 @@ class Adapter:
         return op in self.ops or op in self.native_ops
 
     async def send(self, session: aiohttp.ClientSession, dep: Deployment, call: Call, timeout: float):
-        request = self.prepare(dep, call)
+        try:
+            request = self.prepare(dep, call)
+        except SHAPE_ERRORS as exc:
+            raise GatewayError(
+                400, f"The request body has an unexpected shape ({type(exc).__name__}).", kind="bad_request"
+            ) from None
         if call.stream:
             client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0), sock_read=timeout)
         else:
@@ -284,7 +302,10 @@ class Adapter:
             ) from None
         finally:
             response.release()
-        return self.parse(dep, call, raw, response.headers.get("content-type", "application/json"))
+        try:
+            return self.parse(dep, call, raw, response.headers.get("content-type", "application/json"))
+        except SHAPE_ERRORS:
+            raise malformed(self.name) from None
 
     async def _guarded(self, chunks: AsyncIterator[Any], response: aiohttp.ClientResponse):
         """Mid-stream upstream failures become UpstreamError; the connection is always released."""
@@ -299,6 +320,8 @@ class Adapter:
             raise UpstreamError(
                 502, "The upstream stream broke.", llm_provider=self.name, kind="upstream_connection"
             ) from None
+        except SHAPE_ERRORS:
+            raise malformed(self.name) from None
         finally:
             response.close()
 

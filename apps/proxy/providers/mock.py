@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from apps.proxy.providers.base import Adapter, Call, Chunk, Reply, StreamReply, Usage, upstream_error
+from apps.proxy.errors import GatewayError
+from apps.proxy.providers.base import SHAPE_ERRORS, Adapter, Call, Chunk, Reply, StreamReply, Usage, upstream_error
 from apps.proxy.registry import Deployment
 from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens
 
@@ -87,10 +88,14 @@ class MockAdapter(Adapter):
                 self.name, int(dep.extra["mock_error"]), b'{"error": {"message": "mock failure"}}', headers
             )
         model = str(call.body.get("model") or dep.model_name)
-        if call.op == "chat" and call.stream:
-            return self._stream(dep, call, model)
-        handler = getattr(self, "_" + call.op)
-        obj, usage = handler(dep, call, model)
+        if call.stream and call.op != "chat":
+            raise GatewayError(400, "The mock provider streams chat completions only.", kind="bad_request")
+        try:
+            if call.op == "chat" and call.stream:
+                return self._stream(dep, call, model)
+            obj, usage = getattr(self, "_" + call.op)(dep, call, model)
+        except SHAPE_ERRORS as exc:
+            raise GatewayError(400, f"The request body has an unexpected shape ({type(exc).__name__}).") from None
         if isinstance(obj, bytes):
             content_type = b"audio/mpeg" if call.op == "audio_speech" else b"application/octet-stream"
             return Reply(body=obj, usage=usage, content_type=content_type)
