@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
+from django.db import DataError, IntegrityError
 
 from apps.spend.events import SpendEvent
-from apps.spend.ingest import spend_ingest_events
+from apps.spend.ingest import IngestResult, spend_ingest_events
 from apps.spend.outbox import STREAM_FIELD, STREAM_KEY
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,33 @@ def _parse(client: redis.Redis, entries: list) -> tuple[list[str], list[SpendEve
     return ids, events, malformed
 
 
+def _ingest_isolating(client: redis.Redis, events: list[SpendEvent]) -> tuple[IngestResult, int]:
+    """Ingest the batch; if the database rejects its data, find the event(s) it rejects one by one.
+
+    A rejected event (DataError/IntegrityError: a value no column can hold) goes to the dead-letter
+    stream so it can't block the stream forever. A database that is down (OperationalError) is not
+    the data's fault: that propagates, nothing is acknowledged, the batch is retried later.
+    """
+    try:
+        return spend_ingest_events(events), 0
+    except (DataError, IntegrityError):
+        logger.exception("spend stream: a batch of %d was rejected; isolating the bad events", len(events))
+    received = inserted = rejected = 0
+    for event in events:
+        try:
+            result = spend_ingest_events([event])
+        except (DataError, IntegrityError):
+            rejected += 1
+            logger.error(
+                "spend stream: request %s rejected by the database, moved to %s", event.request_id, DEAD_LETTER_KEY
+            )
+            client.xadd(DEAD_LETTER_KEY, {STREAM_FIELD: event.to_json(), b"id": event.request_id}, maxlen=100_000)
+            continue
+        received += result.received
+        inserted += result.inserted
+    return IngestResult(received, inserted), rejected
+
+
 def read_batch(client: redis.Redis, consumer: str, count: int, claim_idle_ms: int) -> tuple[list, bool]:
     """The next batch for ``consumer``: stale pending entries first, then new ones."""
     _, claimed, _ = client.xautoclaim(
@@ -107,7 +135,8 @@ def stream_drain(
         if not entries:
             break
         ids, events, malformed = _parse(client, entries)
-        ingested = spend_ingest_events(events)  # commits; raises (and acknowledges nothing) on failure
+        ingested, rejected = _ingest_isolating(client, events)
+        malformed += rejected
         pipe = client.pipeline(transaction=False)
         pipe.xack(STREAM_KEY, GROUP, *ids)
         pipe.xdel(STREAM_KEY, *ids)

@@ -247,3 +247,70 @@ def test_malformed_entries_go_to_the_dead_letter_stream(stream, alpha):
     assert (result.inserted, result.malformed) == (1, 1)
     assert stream.xlen(DEAD_LETTER_KEY) == 1
     stream.delete(DEAD_LETTER_KEY)
+
+
+def test_values_no_column_can_hold_are_clamped_not_fatal(alpha):
+    key = VirtualKeyFactory(team=alpha)
+    weird = make_event(key, cost="1e30", status=99999, request_id="nul\x00id")
+    weird.prompt_tokens = 10**12
+    weird.completion_tokens = "lots"
+    weird.ttft_ms = float("nan")
+    weird.model = "m\x00odel"
+    weird.metadata = {"note": "a\x00b", "n": 1}
+    weird.user_id = "not-an-id"
+    assert spend_ingest_events([weird]).inserted == 1
+    row = SpendLog.objects.get()
+    assert (row.request_id, row.model, row.cost, row.status) == ("nulid", "model", 0, 32767)
+    assert (row.prompt_tokens, row.completion_tokens, row.ttft_ms, row.user_id) == (2_147_483_647, 0, None, None)
+    assert row.metadata == {"note": "ab", "n": 1}
+
+
+@needs_redis
+@pytest.mark.integration
+def test_an_event_the_database_rejects_is_dead_lettered_and_the_rest_ingested(stream, alpha, monkeypatch):
+    from django.db import DataError
+
+    from apps.spend import stream as stream_module
+    from apps.spend.stream import DEAD_LETTER_KEY, stream_drain
+
+    stream.delete(DEAD_LETTER_KEY)
+    key = VirtualKeyFactory(team=alpha)
+    events = [make_event(key, cost="0.1") for _ in range(9)] + [make_event(key, request_id="poison")]
+    emit_all(events)
+    real = stream_module.spend_ingest_events
+
+    def rejecting(batch):
+        if any(e.request_id == "poison" for e in batch):
+            raise DataError("value out of range")
+        return real(batch)
+
+    monkeypatch.setattr(stream_module, "spend_ingest_events", rejecting)
+    result = stream_drain()
+    assert (result.inserted, result.malformed) == (9, 1)
+    assert SpendLog.objects.count() == 9
+    assert stream.xlen(DEAD_LETTER_KEY) == 1
+    assert stream.xpending("gateway:spend", "spend-ingest")["pending"] == 0
+    stream.delete(DEAD_LETTER_KEY)
+
+
+@needs_redis
+@pytest.mark.integration
+def test_a_database_outage_acknowledges_nothing(stream, alpha, monkeypatch, settings):
+    from django.db import OperationalError
+
+    from apps.spend import stream as stream_module
+
+    settings.SPEND_INGEST_CLAIM_IDLE_MS = 100
+    key = VirtualKeyFactory(team=alpha)
+    emit_all([make_event(key) for _ in range(5)])
+
+    def down(batch):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(stream_module, "spend_ingest_events", down)
+    with pytest.raises(OperationalError):
+        stream_module.stream_drain(consumer="w1")
+    assert stream.xpending("gateway:spend", "spend-ingest")["pending"] == 5
+    monkeypatch.undo()
+    time.sleep(0.2)
+    assert stream_module.stream_drain(consumer="w2").inserted == 5
