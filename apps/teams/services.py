@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
@@ -52,9 +54,20 @@ def _require_team_admin(actor: Actor, team: Team) -> None:
         raise PermissionDenied("You are not an admin of this team.")
 
 
+def _validate_time_zone(values: dict) -> None:
+    """Budget windows are computed in this zone on the hot path: an unknown name must never be stored."""
+    if "time_zone" not in values:
+        return
+    try:
+        ZoneInfo(str(values["time_zone"]))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError({"time_zone": "not a known IANA time zone (e.g. Europe/Berlin)."}) from None
+
+
 def organization_create(*, actor: Actor, name: str, **values) -> Organization:
     _require_superuser(actor)
     _reject_unknown(values, ORG_SETTABLE)
+    _validate_time_zone(values)
     with transaction.atomic():
         org = Organization(name=name, **values)
         org.full_clean()
@@ -66,6 +79,7 @@ def organization_create(*, actor: Actor, name: str, **values) -> Organization:
 def organization_update(*, actor: Actor, organization: Organization, **values) -> Organization:
     _require_org_admin(actor, organization)
     _reject_unknown(values, ORG_SETTABLE)
+    _validate_time_zone(values)
     if set(values) & {*LIMIT_FIELDS, "budget_duration", "allowed_models", "blocked"}:
         _require_superuser(actor)  # an org admin can't raise their own ceiling
     with transaction.atomic():

@@ -217,3 +217,17 @@ def test_browsable_api_pages_render_for_the_cast(alpha, alice, bob, vera, charli
             assert response.status_code == 200, (user, name, response.status_code)
         for url in (f"/api/v1/keys/{key.pk}/", f"/api/v1/deployments/{deployment.pk}/"):
             assert client.get(url, HTTP_ACCEPT="text/html").status_code in (200, 404)
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "../../etc/passwd", ""])
+def test_unknown_time_zones_are_refused(master, acme, zone):
+    response = master.post("/api/v1/organizations/", {"name": "Tz", "time_zone": zone}, format="json")
+    assert response.status_code == 400 and "time_zone" in response.json()
+    response = master.patch(f"/api/v1/organizations/{acme.pk}/", {"time_zone": zone}, format="json")
+    assert response.status_code == 400 and "time_zone" in response.json()
+    acme.refresh_from_db()
+    assert acme.time_zone == "UTC"
+    assert (
+        master.patch(f"/api/v1/organizations/{acme.pk}/", {"time_zone": "Europe/Berlin"}, format="json").status_code
+        == 200
+    )
