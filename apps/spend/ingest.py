@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 import orjson
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
@@ -145,6 +145,31 @@ def spend_ingest_events(events: list[SpendEvent]) -> IngestResult:
         if new_rows:
             totals_add(new_rows)
     return IngestResult(len(events), len(new_rows))
+
+
+def spend_ingest_isolating(events: list[SpendEvent]) -> tuple[IngestResult, list[SpendEvent]]:
+    """``spend_ingest_events``, but a batch the database rejects is retried event by event.
+
+    Returns the result and the events the database refused on their own (DataError/IntegrityError:
+    a value no column can hold), which the caller parks so they can't block everything behind them.
+    A database that is down (OperationalError) is not the data's fault: that propagates.
+    """
+    try:
+        return spend_ingest_events(events), []
+    except (DataError, IntegrityError):
+        logger.exception("spend: a batch of %d was rejected; isolating the bad events", len(events))
+    received = inserted = 0
+    rejected: list[SpendEvent] = []
+    for event in events:
+        try:
+            result = spend_ingest_events([event])
+        except (DataError, IntegrityError):
+            logger.error("spend: request %s rejected by the database", event.request_id)
+            rejected.append(event)
+            continue
+        received += result.received
+        inserted += result.inserted
+    return IngestResult(received, inserted), rejected
 
 
 _LOG_COLUMNS = [f.column for f in SpendLog._meta.concrete_fields if f.column != "id"]

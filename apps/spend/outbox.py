@@ -124,13 +124,15 @@ class LocalOutbox:
     def _write(self, batch: list[SpendEvent]) -> None:
         from django.db import close_old_connections
 
-        from apps.spend.ingest import spend_ingest_events
+        from apps.spend.ingest import spend_ingest_isolating
 
         delay = 0.1
         while True:
             try:
                 close_old_connections()
-                spend_ingest_events(batch)
+                _, rejected = spend_ingest_isolating(batch)
+                for event in rejected:
+                    logger.error("spend outbox: dropped request %s the database rejects: %s", event.request_id, event)
                 break
             except Exception:
                 logger.exception("spend outbox: writing %d events failed; retrying in %.1fs", len(batch), delay)

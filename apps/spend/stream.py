@@ -2,7 +2,7 @@
 
 Each worker process is one consumer (``<host>-<pid>``). A batch is: first entries that a dead or
 stuck consumer left pending longer than ``SPEND_INGEST_CLAIM_IDLE_MS`` (XAUTOCLAIM), else new ones
-(XREADGROUP ``>``). The batch is written in one transaction (``spend_ingest_events``), then XACK+XDEL
+(XREADGROUP ``>``). The batch is written in one transaction (``apps.spend.ingest``), then XACK+XDEL
 in one pipeline. A worker killed anywhere in between leaves its entries pending; another consumer
 claims them later and the ledger's UNIQUE request id turns the replay into a no-op.
 """
@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-from django.db import DataError, IntegrityError
 
 from apps.spend.events import SpendEvent
-from apps.spend.ingest import IngestResult, spend_ingest_events
+from apps.spend.ingest import spend_ingest_isolating
 from apps.spend.outbox import STREAM_FIELD, STREAM_KEY
 
 logger = logging.getLogger(__name__)
@@ -74,33 +73,6 @@ def _parse(client: redis.Redis, entries: list) -> tuple[list[str], list[SpendEve
     return ids, events, malformed
 
 
-def _ingest_isolating(client: redis.Redis, events: list[SpendEvent]) -> tuple[IngestResult, int]:
-    """Ingest the batch; if the database rejects its data, find the event(s) it rejects one by one.
-
-    A rejected event (DataError/IntegrityError: a value no column can hold) goes to the dead-letter
-    stream so it can't block the stream forever. A database that is down (OperationalError) is not
-    the data's fault: that propagates, nothing is acknowledged, the batch is retried later.
-    """
-    try:
-        return spend_ingest_events(events), 0
-    except (DataError, IntegrityError):
-        logger.exception("spend stream: a batch of %d was rejected; isolating the bad events", len(events))
-    received = inserted = rejected = 0
-    for event in events:
-        try:
-            result = spend_ingest_events([event])
-        except (DataError, IntegrityError):
-            rejected += 1
-            logger.error(
-                "spend stream: request %s rejected by the database, moved to %s", event.request_id, DEAD_LETTER_KEY
-            )
-            client.xadd(DEAD_LETTER_KEY, {STREAM_FIELD: event.to_json(), b"id": event.request_id}, maxlen=100_000)
-            continue
-        received += result.received
-        inserted += result.inserted
-    return IngestResult(received, inserted), rejected
-
-
 def read_batch(client: redis.Redis, consumer: str, count: int, claim_idle_ms: int) -> tuple[list, bool]:
     """The next batch for ``consumer``: stale pending entries first, then new ones."""
     _, claimed, _ = client.xautoclaim(
@@ -135,7 +107,10 @@ def stream_drain(
         if not entries:
             break
         ids, events, malformed = _parse(client, entries)
-        ingested, rejected = _ingest_isolating(client, events)
+        ingested, bad = spend_ingest_isolating(events)
+        for event in bad:
+            client.xadd(DEAD_LETTER_KEY, {STREAM_FIELD: event.to_json(), b"id": event.request_id}, maxlen=100_000)
+        rejected = len(bad)
         malformed += rejected
         pipe = client.pipeline(transaction=False)
         pipe.xack(STREAM_KEY, GROUP, *ids)

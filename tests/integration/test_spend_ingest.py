@@ -222,7 +222,7 @@ def test_crash_before_commit_loses_nothing(stream, alpha, settings, monkeypatch)
     def dying_ingest(events):
         raise SystemExit("worker killed inside the transaction")
 
-    monkeypatch.setattr(stream_module, "spend_ingest_events", dying_ingest)
+    monkeypatch.setattr("apps.spend.ingest.spend_ingest_events", dying_ingest)
     with pytest.raises(SystemExit):
         stream_module.stream_drain(batch_size=30, consumer="dead-worker")
     monkeypatch.undo()
@@ -270,21 +270,22 @@ def test_values_no_column_can_hold_are_clamped_not_fatal(alpha):
 def test_an_event_the_database_rejects_is_dead_lettered_and_the_rest_ingested(stream, alpha, monkeypatch):
     from django.db import DataError
 
-    from apps.spend import stream as stream_module
     from apps.spend.stream import DEAD_LETTER_KEY, stream_drain
 
     stream.delete(DEAD_LETTER_KEY)
     key = VirtualKeyFactory(team=alpha)
     events = [make_event(key, cost="0.1") for _ in range(9)] + [make_event(key, request_id="poison")]
     emit_all(events)
-    real = stream_module.spend_ingest_events
+    from apps.spend import ingest
+
+    real = ingest.spend_ingest_events
 
     def rejecting(batch):
         if any(e.request_id == "poison" for e in batch):
             raise DataError("value out of range")
         return real(batch)
 
-    monkeypatch.setattr(stream_module, "spend_ingest_events", rejecting)
+    monkeypatch.setattr(ingest, "spend_ingest_events", rejecting)
     result = stream_drain()
     assert (result.inserted, result.malformed) == (9, 1)
     assert SpendLog.objects.count() == 9
@@ -307,7 +308,7 @@ def test_a_database_outage_acknowledges_nothing(stream, alpha, monkeypatch, sett
     def down(batch):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(stream_module, "spend_ingest_events", down)
+    monkeypatch.setattr("apps.spend.ingest.spend_ingest_events", down)
     with pytest.raises(OperationalError):
         stream_module.stream_drain(consumer="w1")
     assert stream.xpending("gateway:spend", "spend-ingest")["pending"] == 5
