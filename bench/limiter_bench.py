@@ -56,25 +56,29 @@ def setup_django(redis_url: str) -> None:
     django.setup()
 
 
-def contexts(n: int):
+def contexts(n: int, profile: str):
+    """``full``: every limiter and scope at once. ``typical``: a key and its team with RPM, TPM and a budget."""
     from apps.proxy.context import KeyContext, RequestContext, ScopeLimits
 
     big = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_parallel_requests": 10**6, "max_budget": Decimal(10**6)}
-    scopes = tuple(
-        ScopeLimits(scope=s, id=f"bench-{s}", budget_duration="1d", **big)
-        for s in ("key", "user", "team", "organization")
-    )
+    if profile == "typical":
+        big.pop("max_parallel_requests")
+        names: tuple[str, ...] = ("key", "team")
+    else:
+        names = ("key", "user", "team", "organization")
+    scopes = tuple(ScopeLimits(scope=s, id=f"bench-{s}", budget_duration="1d", **big) for s in names)
     per_model = ScopeLimits(scope="model", id="key:bench:gpt-4o-mini", model="gpt-4o-mini", rpm_limit=10**9)
+    full = profile == "full"
     key = KeyContext(
         key_id=1, key_alias="bench", team_id=1, team_name="Bench", organization_id=1, organization_name="Bench",
-        user_id=1, allowed_models=None, scopes=scopes, key_model_limits={"gpt-4o-mini": per_model},
-        priority=1, session_max_iterations=10**9,
+        user_id=1, allowed_models=None, scopes=scopes, key_model_limits={"gpt-4o-mini": per_model} if full else {},
+        priority=1, session_max_iterations=10**9 if full else None,
     )  # fmt: skip
     for _ in range(n):
         yield RequestContext(
             request_id=uuid.uuid4().hex, key=key, route="/v1/chat/completions", model="gpt-4o-mini",
-            llm_provider="openai", deployment_id=1, estimated_prompt_tokens=20, max_output_tokens=100,
-            estimated_cost=Decimal("0.0001"), session_id="bench-session",
+            llm_provider="openai", deployment_id=1 if full else None, estimated_prompt_tokens=20,
+            max_output_tokens=100, estimated_cost=Decimal("0.0001"), session_id="bench-session",
         )  # fmt: skip
 
 
@@ -89,7 +93,7 @@ def prime_lookups() -> None:
     lookups._registry.entries["registry"] = (time.monotonic() + 10**9, registry)
 
 
-async def run(backend, requests: int, concurrency: int) -> tuple[list[tuple[float, float]], int]:
+async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[list[tuple[float, float]], int]:
     from apps.proxy.context import CallResult
     from apps.ratelimit.chain import build_chain
     from apps.ratelimit.plan import PLAN_KEY
@@ -98,7 +102,7 @@ async def run(backend, requests: int, concurrency: int) -> tuple[list[tuple[floa
     result = CallResult(status=200, prompt_tokens=20, completion_tokens=50, cost=Decimal("0.00005"))
     timings: list[tuple[float, float]] = []
     checks = 0
-    queue = list(contexts(requests))
+    queue = list(contexts(requests, profile))
 
     async def worker():
         nonlocal checks
@@ -112,7 +116,7 @@ async def run(backend, requests: int, concurrency: int) -> tuple[list[tuple[floa
             timings.append(((admitted - started) * 1000, (done - started) * 1000))
             checks = len(ctx.reservations[PLAN_KEY].checks)
 
-    for ctx in contexts(200):  # warm up: connections, script cache, imports
+    for ctx in contexts(200, profile):  # warm up: connections, script cache, imports
         await chain.pre_call(ctx)
         await chain.post_call(ctx, result)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -124,7 +128,7 @@ def report(name: str, timings: list[tuple[float, float]], checks: int, concurren
         values.sort()
         pct = lambda p, v=values: v[min(len(v) - 1, int(len(v) * p))]  # noqa: E731
         print(
-            f"{name:<7} {part:<9} c={concurrency:<3} n={len(values):<6} counters={checks:<3} "
+            f"{name:<15} {part:<9} c={concurrency:<3} n={len(values):<6} counters={checks:<3} "
             f"p50={pct(0.50):.3f} ms  p90={pct(0.90):.3f} ms  p99={pct(0.99):.3f} ms  "
             f"mean={statistics.fmean(values):.3f} ms"
         )
@@ -134,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--profiles", default="typical,full", help="comma-separated: typical, full")
     args = parser.parse_args()
 
     redis_url = os.environ.get("REDIS_URL", "")
@@ -152,11 +157,12 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        redis_backend = RedisBackend(redis_url, timeout_ms=1000)
-        timings, checks = asyncio.run(run(redis_backend, args.requests, args.concurrency))
-        report("redis", timings, checks, args.concurrency)
-        timings, checks = asyncio.run(run(MemoryBackend(), args.requests, args.concurrency))
-        report("memory", timings, checks, args.concurrency)
+        for profile in args.profiles.split(","):
+            redis_backend = RedisBackend(redis_url, timeout_ms=1000)
+            timings, checks = asyncio.run(run(redis_backend, args.requests, args.concurrency, profile))
+            report(f"redis/{profile}", timings, checks, args.concurrency)
+            timings, checks = asyncio.run(run(MemoryBackend(), args.requests, args.concurrency, profile))
+            report(f"memory/{profile}", timings, checks, args.concurrency)
     finally:
         if process is not None:
             process.terminate()

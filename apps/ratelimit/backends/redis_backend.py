@@ -3,6 +3,7 @@
 Every call is bounded by ``timeout_ms`` (settings.RATELIMIT_REDIS_TIMEOUT_MS) and never retried: a slow
 or dead Redis raises ``BackendUnavailable`` and the engine applies the fail mode. After a failure the
 backend stays "down" for a short back-off, so a dead Redis costs requests nothing but the fail mode.
+Commands go through ``RespClient`` (one pipelined connection per worker), see resp.py for why.
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
-
 from apps.ratelimit.backends.base import BackendUnavailable, CounterBackend, Seeder, SeedNeeded
 from apps.ratelimit.backends.lua import RESERVE, SETTLE
+from apps.ratelimit.backends.resp import RespClient, RespError
 from apps.ratelimit.plan import SLOTS, WINDOW, Check, Refusal
 
 _KIND = {WINDOW: "w", SLOTS: "s"}
 DOWN_BACKOFF_SECONDS = 0.5
+
+
+def _member(check: Check) -> str:
+    return check.member.replace("|", "_") or "-"
 
 
 def _fields(check: Check) -> str:
@@ -29,7 +30,7 @@ def _fields(check: Check) -> str:
     if kind == "w":
         p1, p2 = check.window_ms, check.bucket_ms
     elif kind == "s":
-        p1, p2 = check.ttl_ms, check.member.replace("|", "_") or "-"
+        p1, p2 = check.ttl_ms, _member(check)
     else:
         p1, p2 = check.ttl_ms, check.retry_ms
     return f"{kind}|{limit}|{int(check.amount)}|{p1}|{p2}|{int(check.check_only)}|{int(check.seed is not None)}"
@@ -42,23 +43,17 @@ class RedisBackend(CounterBackend):
         super().__init__(seeder)
         self.url = url
         self.timeout = timeout_ms / 1000.0
-        self._client: aioredis.Redis | None = None
+        self._client: RespClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_until = 0.0
 
-    def _redis(self) -> aioredis.Redis:
-        # A pool belongs to the event loop it was created on (tests run one loop per test).
+    def _redis(self) -> RespClient:
+        # A connection belongs to the event loop it was opened on (tests run one loop per test).
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
-            self._reserve = self._client.register_script(RESERVE)
-            self._settle_script = self._client.register_script(SETTLE)
+            if self._client is not None and self._loop is not None and not self._loop.is_closed():
+                self._client.close()
+            self._client = RespClient(self.url)
             self._loop = loop
         return self._client
 
@@ -68,15 +63,15 @@ class RedisBackend(CounterBackend):
         try:
             async with asyncio.timeout(self.timeout):
                 return await operation()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RespError, OSError) as exc:
             self._down_until = time.monotonic() + DOWN_BACKOFF_SECONDS
-            raise BackendUnavailable(str(exc)) from exc
+            raise BackendUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
 
     async def _reserve_once(self, checks: list[Check], allow_missing: bool = False) -> Refusal | None:
-        self._redis()
+        client = self._redis()
         keys = [check.key for check in checks]
         argv = ["1" if allow_missing else "0", "|".join(_fields(check) for check in checks)]
-        reply = (await self._call(lambda: self._reserve(keys=keys, args=argv))).split(b"|")
+        reply = (await self._call(lambda: client.evalsha(RESERVE, keys, argv))).split(b"|")
         status = int(reply[0])
         if status == -1:
             raise SeedNeeded([int(i) - 1 for i in reply[1:]])
@@ -93,25 +88,22 @@ class RedisBackend(CounterBackend):
         return None
 
     async def _settle(self, ops: list[tuple[Check, int]]) -> None:
-        self._redis()
+        client = self._redis()
         keys: list[str] = []
         fields: list[str] = []
         for check, delta in ops:
             kind = _KIND.get(check.kind, "c")
             keys.append(check.key)
-            target = (check.member.replace("|", "_") or "-") if kind == "s" else str(check.bucket or 0)
-            fields.append(f"{kind}|{int(delta)}|{target}")
+            fields.append(f"{kind}|{int(delta)}|{_member(check) if kind == 's' else check.bucket or 0}")
         packed = "|".join(fields)
-        await self._call(lambda: self._settle_script(keys=keys, args=[packed]))
+        await self._call(lambda: client.evalsha(SETTLE, keys, [packed]))
 
     async def _seed(self, check: Check, value: int) -> None:
         client = self._redis()
-        if check.ttl_ms > 0:
-            await self._call(lambda: client.set(check.key, value, nx=True, px=check.ttl_ms))
-        else:
-            await self._call(lambda: client.set(check.key, value, nx=True))
+        expiry = ("PX", check.ttl_ms) if check.ttl_ms > 0 else ()
+        await self._call(lambda: client.execute("SET", check.key, value, "NX", *expiry))
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            self._client.close()
             self._client = None
