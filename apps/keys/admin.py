@@ -2,93 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from apps.keys import services
+from apps.keys.admin_parts import IssuedRow, KeyModelFilter, KeyStatusFilter, secret_once_response
 from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.admin_base import ModelListField, TenantScopedAdmin
 from apps.teams.limits import LIMIT_FIELDS
 from apps.teams.models import User
 from apps.teams.scoping import CHANGE, tenancy_for
 from apps.teams.selectors import teams_for_new_keys
-
-MAX_MODEL_FILTER_KEYS = 5000
-
-
-@dataclass(frozen=True)
-class IssuedRow:
-    label: str
-    change_url: str | None
-
-
-def secret_once_response(model_admin, request, issued: list[tuple[IssuedRow, str]], *, title: str, object_label: str):
-    """The one page that ever shows a secret: rendered as the POST's answer, stored nowhere, never cached."""
-    opts = model_admin.model._meta
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "title": title,
-        "issued": issued,
-        "object_label": object_label,
-        "opts": opts,
-        "back_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"),
-        "back_label": opts.verbose_name_plural.capitalize(),
-    }
-    response = TemplateResponse(request, "keys/admin/secret_once.html", context)
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-class KeyStatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-
-    def lookups(self, request, model_admin):
-        return [("active", "Active"), ("blocked", "Blocked"), ("expired", "Expired"), ("revoked", "Revoked")]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        live = Q(revoked_at__isnull=True)
-        not_expired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-        match self.value():
-            case "active":
-                return queryset.filter(live, not_expired, blocked=False)
-            case "blocked":
-                return queryset.filter(live, blocked=True)
-            case "expired":
-                return queryset.filter(live, expires_at__lte=now)
-            case "revoked":
-                return queryset.filter(revoked_at__isnull=False)
-        return queryset
-
-
-class KeyModelFilter(admin.SimpleListFilter):
-    """Keys allowed a given model: explicitly listed, or unrestricted (empty list = the team's models)."""
-
-    title = "model"
-    parameter_name = "model"
-
-    def lookups(self, request, model_admin):
-        names: set[str] = set()
-        rows = model_admin.get_queryset(request).values_list("allowed_models", flat=True)[:MAX_MODEL_FILTER_KEYS]
-        for models in rows:
-            names.update(str(m) for m in models or [])
-        return [(name, name) for name in sorted(names)]
-
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        return queryset.filter(Q(allowed_models=[]) | Q(allowed_models__icontains=f'"{self.value()}"'))
 
 
 @admin.register(VirtualKey)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -13,12 +11,13 @@ from apps.keys import schema as _schema  # noqa: F401  (registers the auth schem
 from apps.keys import serializers as s
 from apps.keys import services
 from apps.keys.models import ApiToken, VirtualKey
+from apps.keys.selectors import KEY_STATUSES, keys_allowing_model, keys_with_status
 from apps.teams.api_base import TenantViewSet
 
 KEY_FILTERS = [
     OpenApiParameter("team", int, description="Only keys of this team."),
     OpenApiParameter("user", int, description="Only keys owned by this user."),
-    OpenApiParameter("status", str, enum=["active", "blocked", "expired", "revoked"]),
+    OpenApiParameter("status", str, enum=list(KEY_STATUSES)),
     OpenApiParameter("model", str, description="Only keys that may use this model."),
 ]
 
@@ -36,21 +35,8 @@ class KeyViewSet(TenantViewSet):
                 if not value.isdigit():
                     raise ValidationError({name: "must be an id."})
                 queryset = queryset.filter(**{f"{name}_id": int(value)})
-        now = timezone.now()
-        live = Q(revoked_at__isnull=True)
-        match params.get("status"):
-            case "active":
-                queryset = queryset.filter(live, Q(expires_at__isnull=True) | Q(expires_at__gt=now), blocked=False)
-            case "blocked":
-                queryset = queryset.filter(live, blocked=True)
-            case "expired":
-                queryset = queryset.filter(live, expires_at__lte=now)
-            case "revoked":
-                queryset = queryset.filter(revoked_at__isnull=False)
-        model = params.get("model")
-        if model:
-            queryset = queryset.filter(Q(allowed_models=[]) | Q(allowed_models__icontains=f'"{model}"'))
-        return queryset
+        queryset = keys_with_status(queryset, params.get("status"))
+        return keys_allowing_model(queryset, params.get("model"))
 
     @extend_schema(parameters=KEY_FILTERS)
     def list(self, request, *args, **kwargs):
