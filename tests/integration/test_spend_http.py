@@ -120,3 +120,25 @@ def test_50_concurrent_requests_never_overspend_a_small_budget(stack):
     spent = SpendLog.objects.filter(key_id=key.pk).aggregate(s=Sum("cost"))["s"]
     assert spent == Decimal("0.007") * len(admitted)
     assert spent <= budget
+
+
+def key_info(gateway: Gateway, secret: str) -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{gateway.url}/v1/key/info", headers={"Authorization": f"Bearer {secret}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_the_key_holder_sees_usage_and_budget_left(stack):
+    gateway, worker = stack
+    key = VirtualKeyFactory(team=TeamFactory(name="Self"), alias="self", max_budget=Decimal("5"), budget_duration="1mo")
+    answers = asyncio.run(fire(gateway, key.secret, 10))
+    assert all(a["status"] == 200 for a in answers)
+    wait_until(lambda: SpendLog.objects.filter(key_id=key.pk).count() >= 10, timeout=90,
+               message="not every request reached the ledger", worker=worker)  # fmt: skip
+    usage = key_info(gateway, key.secret)["usage"]
+    assert Decimal(str(usage["window_spend"])) == Decimal("0.07")
+    assert Decimal(str(usage["remaining_budget"])) == Decimal("4.93")
+    assert usage["total_requests"] == 10 and usage["window_id"].startswith("1mo:")
