@@ -194,6 +194,9 @@ def membership_delete(*, actor: Actor, membership: Membership) -> None:
         _require_team_admin(actor, membership.team)
     else:
         _require_org_admin(actor, membership.organization)
+    tenancy = tenancy_for(actor.user)
+    if membership.role == Role.OWNER and not (tenancy.is_superuser or membership.organization_id in tenancy.org_admin):
+        raise PermissionDenied("Only organization admins may remove owners.")
     with transaction.atomic():
         audit_record(
             actor=actor,

@@ -231,3 +231,12 @@ def test_unknown_time_zones_are_refused(master, acme, zone):
         master.patch(f"/api/v1/organizations/{acme.pk}/", {"time_zone": "Europe/Berlin"}, format="json").status_code
         == 200
     )
+
+
+def test_a_team_admin_cannot_remove_the_teams_owner(alpha, acme, alice, olga):
+    owner = User.objects.create_user("owner")
+    membership = Membership.objects.create(user=owner, organization=acme, team=alpha, role="owner")
+    assert client_for(alice).delete(f"/api/v1/members/{membership.pk}/").status_code == 403
+    assert Membership.objects.filter(pk=membership.pk).exists()
+    assert client_for(olga).delete(f"/api/v1/members/{membership.pk}/").status_code == 204
+    assert not Membership.objects.filter(pk=membership.pk).exists()
