@@ -167,3 +167,22 @@ async def test_redis_down_over_http_follows_the_fail_mode(tenant, mode):
         samples = scrape(gw.url)
         errors = total(samples["gateway_ratelimit_backend_errors_total"], mode=mode, operation="reserve")
         assert errors >= 1
+
+
+async def test_embedded_default_without_redis_limits_with_the_memory_backend(tenant):
+    """No REDIS_URL (the embedded default): one worker, in-process counters, same 429 contract."""
+    with GatewayServer(workers=1, REDIS_URL="") as gateway:
+        headers = {"Authorization": f"Bearer {tenant.secret}"}
+        async with aiohttp.ClientSession() as session:
+
+            async def one():
+                async with session.post(
+                    f"{gateway.url}/v1/chat/completions", json=chat("rl-exact"), headers=headers
+                ) as response:
+                    return response.status, await response.json(content_type=None)
+
+            results = await asyncio.gather(*(one() for _ in range(60)))
+        statuses = [status for status, _ in results]
+        assert statuses.count(200) == 50 and statuses.count(429) == 10, gateway.output()
+        refusal = next(body for status, body in results if status == 429)["error"]
+        assert (refusal["llm_provider"], refusal["model"], refusal["scope"]) == ("openai", "rl-exact", "key")
