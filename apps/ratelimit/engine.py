@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -67,9 +68,10 @@ def refusal_error(ctx: RequestContext, check: Check, refusal: Refusal) -> ProxyR
             f"Budget exceeded for {check.label}: {nano_to_usd(refusal.used):.6f} of {limit_usd:.6f} USD used "
             f"in the current budget window. Retry after {math.ceil(retry_after)} s."
         )
+        remaining_usd = max(Decimal(0), limit_usd - nano_to_usd(refusal.used))
         return ProxyRateLimitError(
             message, limit_type="budget", scope=check.scope, retry_after=retry_after,
-            llm_provider=ctx.llm_provider, model=ctx.model,
+            llm_provider=ctx.llm_provider, model=ctx.model, limit=float(limit_usd), remaining=float(remaining_usd),
         )  # fmt: skip
     if check.limit_type == "max_iterations":
         message = f"Session iteration cap reached for {check.label}: {int(check.limit or 0)} calls per session."

@@ -104,9 +104,11 @@ class ProxyRateLimitError(Exception):
     def headers(self) -> dict[str, str]:
         headers = {"retry-after": str(self.retry_after), "retry-after-ms": str(self.retry_after_ms)}
         kind = "tokens" if self.limit_type == "tokens" else "requests"
-        if self.limit is not None and math.isfinite(self.limit):
+        # Budget (USD) and iteration caps are not request counts: their limit stays in the body/attributes.
+        counted = self.limit_type in ("requests", "tokens", "concurrent_requests")
+        if counted and self.limit is not None and math.isfinite(self.limit):
             headers[f"x-ratelimit-limit-{kind}"] = str(int(self.limit))
-        if self.remaining is not None and math.isfinite(self.remaining):
+        if counted and self.remaining is not None and math.isfinite(self.remaining):
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(self.remaining)))
         reset = float(self.reset_seconds or 0)
         headers[f"x-ratelimit-reset-{kind}"] = f"{reset if math.isfinite(reset) and reset > 0 else 0.0:.3f}s"

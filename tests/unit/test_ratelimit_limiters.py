@@ -234,6 +234,8 @@ async def test_budget_reserves_the_estimate_and_names_the_refusing_scope(backend
     await admit(chain, second)
     error = await refusal_of(chain, request(key, estimated_cost=Decimal("0.02")))
     assert error.limit_type == "budget" and error.scope == "team" and "Alpha" in error.message
+    assert error.limit == 0.05 and error.remaining == pytest.approx(0.01)
+    assert "x-ratelimit-limit-requests" not in error.headers()  # dollars are not request counts
     assert 1 <= error.retry_after <= 86_400  # until the team's day window ends
     # Both calls really cost 0.001: the reservation shrinks to the real cost.
     await chain.post_call(first, ok(cost=Decimal("0.001")))
