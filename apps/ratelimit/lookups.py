@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from apps.proxy.context import ScopeLimits
+from apps.ratelimit import metrics
+from apps.ratelimit.errors import LimiterUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ def _with_connection(loader):
 class _Cached:
     """A value with a TTL; stale values are served while one refresh runs in the background."""
 
-    def __init__(self) -> None:
+    def __init__(self, unknown: Any) -> None:
+        # What a cold miss yields when the database does not answer and fail mode is "open".
+        self.unknown = unknown
         self.entries: dict[Any, tuple[float, Any]] = {}
         self.refreshing: set[Any] = set()
         self.tasks: set[asyncio.Task] = set()
@@ -126,7 +130,16 @@ class _Cached:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             return entry[1]
-        value = await sync_to_async(_with_connection(loader), thread_sensitive=True)(*args)
+        try:
+            value = await sync_to_async(_with_connection(loader), thread_sensitive=True)(*args)
+        except Exception as exc:
+            # Never a 500 for a limit lookup: follow the limiter's fail mode, retry in a second.
+            metrics.backend_error(settings.RATELIMIT_FAIL_MODE, "lookup")
+            log.warning("limits lookup failed (%s); fail mode %s", exc.__class__.__name__, settings.RATELIMIT_FAIL_MODE)
+            if settings.RATELIMIT_FAIL_MODE == "closed":
+                raise LimiterUnavailableError() from exc
+            self.entries[key] = (time.monotonic() + 1.0, self.unknown)
+            return self.unknown
         self.entries[key] = (time.monotonic() + settings.AUTH_CACHE_TTL_SECONDS, value)
         return value
 
@@ -144,8 +157,8 @@ class _Cached:
         self.entries.clear()
 
 
-_registry = _Cached()
-_customers = _Cached()
+_registry = _Cached(unknown=Registry({}, {}))
+_customers = _Cached(unknown=None)
 MAX_CUSTOMER_ENTRIES = 50_000
 
 

@@ -93,3 +93,24 @@ async def test_retry_after_is_the_time_until_the_oldest_request_leaves_the_windo
     with pytest.raises(ProxyRateLimitError) as info:
         await call(chain, request(key))
     assert info.value.retry_after == 20  # the two t=20 requests leave at t=81
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_a_failing_lookup_follows_the_fail_mode_instead_of_a_500(settings, monkeypatch, mode):
+    from apps.ratelimit.errors import LimiterUnavailableError
+
+    settings.RATELIMIT_FAIL_MODE = mode
+
+    def broken(*args):
+        raise RuntimeError("database is down")
+
+    monkeypatch.setattr(lookups, "_load_customer", broken)
+    monkeypatch.setattr(lookups, "_load_registry", broken)
+    if mode == "open":
+        assert await lookups.customer_limits(1, "end-user-1") is None
+        assert await lookups.deployment_capacity(1) is None
+    else:
+        with pytest.raises(LimiterUnavailableError):
+            await lookups.customer_limits(1, "end-user-1")
+        with pytest.raises(LimiterUnavailableError):
+            await lookups.group_capacity("gpt-4o")
