@@ -176,7 +176,9 @@ class PriorityLimiter(ProxyMiddleware):
     """Dynamic sharing of a model group's capacity when its saturation passes the threshold.
 
     Saturation is max(RPM use / RPM capacity, TPM use / TPM capacity) over the group's sliding minute.
-    The group counters count every request to the group; the tier checks read them before this request.
+    Every admitted request to the group is counted in the group's RPM/TPM windows; a request is admitted
+    only while the group's use, with it, stays within its priority's tier of the capacity. Refused
+    requests charge nothing, so low-priority traffic backs off without eating the headroom.
     """
 
     async def pre_call(self, ctx: RequestContext) -> None:
