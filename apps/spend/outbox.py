@@ -88,7 +88,6 @@ class LocalOutbox:
     """
 
     batch_size = 500
-    linger_seconds = 0.05
 
     def __init__(self) -> None:
         self._queue: queue.Queue[SpendEvent] = queue.Queue()
@@ -111,7 +110,7 @@ class LocalOutbox:
             batch.append(self._queue.get(block=block, timeout=1.0 if block else None))
         except queue.Empty:
             return batch
-        deadline = time.monotonic() + self.linger_seconds
+        deadline = time.monotonic() + settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS
         while len(batch) < self.batch_size:
             remaining = deadline - time.monotonic()
             try:
@@ -181,6 +180,16 @@ def local_outbox() -> LocalOutbox:
 def outbox_flush(timeout: float = 30.0) -> bool:
     """Block until the in-process queue is empty (tests, shutdown). Redis-stream events are the workers' job."""
     return _local.flush(timeout)
+
+
+async def outbox_shutdown(timeout: float = 30.0) -> None:
+    """For the ASGI lifespan shutdown: write what the in-process queue holds before the server exits.
+
+    atexit alone is not enough: uvicorn re-raises SIGTERM after its graceful shutdown, which ends the
+    process without running atexit handlers.
+    """
+    if _local.pending and not await asyncio.to_thread(_local.flush, timeout):
+        logger.error("spend outbox: %d events not written at shutdown", _local.pending)
 
 
 @atexit.register

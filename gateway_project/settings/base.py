@@ -212,6 +212,8 @@ SPEND_STREAM_MAXLEN = env_int("SPEND_STREAM_MAXLEN", 1_000_000, minimum=10_000)
 SPEND_INGEST_BATCH_SIZE = env_int("SPEND_INGEST_BATCH_SIZE", 500, minimum=1)
 SPEND_INGEST_MAX_SECONDS = env_float("SPEND_INGEST_MAX_SECONDS", 20.0, minimum=0.1)
 SPEND_INGEST_CLAIM_IDLE_MS = env_int("SPEND_INGEST_CLAIM_IDLE_MS", 60_000, minimum=100)
+# Without Redis: how long the in-process outbox gathers events into one database write.
+SPEND_LOCAL_OUTBOX_LINGER_SECONDS = env_float("SPEND_LOCAL_OUTBOX_LINGER_SECONDS", 0.05, minimum=0)
 GATEWAY_ALERT_WEBHOOK_URL = env_str("GATEWAY_ALERT_WEBHOOK_URL", "") or ""
 
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")

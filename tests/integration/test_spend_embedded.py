@@ -95,3 +95,68 @@ def test_a_single_process_install_loses_nothing_on_clean_exit(tmp_path):
     count, total = out.stdout.split()
     assert int(count) == 700
     assert Decimal(total) == Decimal("0.7")
+
+
+def test_the_embedded_server_records_every_request_through_a_clean_shutdown(tmp_path):
+    """scripts/run.sh's setup: SQLite, no Redis, uvicorn; SIGTERM right after the last answer."""
+    import signal
+    import urllib.request
+
+    import aiohttp
+
+    from tests.integration.spend_processes import free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env |= {"DJANGO_SETTINGS_MODULE": "gateway_project.settings.local", "GATEWAY_RUN_DIR": str(tmp_path)}
+    # The queue still holds the events when SIGTERM arrives: only the shutdown flush can save them.
+    env["SPEND_LOCAL_OUTBOX_LINGER_SECONDS"] = "5"
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run([*manage, "bootstrap_demo"], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
+    secret = (tmp_path / "demo_key").read_text().strip()
+    port = free_port()
+    log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--port", str(port), "--no-access-log"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        async def fire() -> list[str]:
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"Authorization": f"Bearer {secret}"}
+            async with aiohttp.ClientSession() as session:
+
+                async def one() -> str:
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    async with session.post(url, json=body, headers=headers) as response:
+                        assert response.status == 200, await response.text()
+                        return response.headers["x-request-id"]
+
+                return await asyncio.gather(*(one() for _ in range(300)))
+
+        request_ids = asyncio.run(fire())
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)  # uvicorn re-raises SIGTERM after its graceful shutdown: no atexit
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+    count = textwrap.dedent(
+        """
+        import django
+        django.setup()
+        from apps.spend.models import SpendLog
+        print(" ".join(SpendLog.objects.values_list("request_id", flat=True)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", count], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    recorded = out.stdout.split()
+    assert len(recorded) == 300
+    assert set(recorded) == set(request_ids)
