@@ -97,7 +97,7 @@ def _load_customer(organization_id: int, external_id: str, time_zone: str) -> Sc
     )
 
 
-def _with_connection(loader):
+def with_fresh_connection(loader):
     """Fresh connection per load, closed afterwards (no request cycle closes it on the proxy's side)."""
 
     def run(*args: Any) -> Any:
@@ -131,7 +131,7 @@ class _Cached:
                 task.add_done_callback(self.tasks.discard)
             return entry[1]
         try:
-            value = await sync_to_async(_with_connection(loader), thread_sensitive=True)(*args)
+            value = await sync_to_async(with_fresh_connection(loader), thread_sensitive=True)(*args)
         except Exception as exc:
             # Never a 500 for a limit lookup: follow the limiter's fail mode, retry in a second.
             metrics.backend_error(settings.RATELIMIT_FAIL_MODE, "lookup")
@@ -145,7 +145,7 @@ class _Cached:
 
     async def _refresh(self, key: Any, loader, *args: Any) -> None:
         try:
-            value = await sync_to_async(_with_connection(loader), thread_sensitive=True)(*args)
+            value = await sync_to_async(with_fresh_connection(loader), thread_sensitive=True)(*args)
             self.entries[key] = (time.monotonic() + settings.AUTH_CACHE_TTL_SECONDS, value)
         except Exception:
             log.warning("limits cache refresh failed; serving the previous value", exc_info=True)

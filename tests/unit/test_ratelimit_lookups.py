@@ -114,3 +114,33 @@ async def test_a_failing_lookup_follows_the_fail_mode_instead_of_a_500(settings,
             await lookups.customer_limits(1, "end-user-1")
         with pytest.raises(LimiterUnavailableError):
             await lookups.group_capacity("gpt-4o")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeypatch):
+    """Redis lost its counters (or a new worker): the budget is seeded from BudgetWindow, not from zero."""
+    from datetime import UTC, datetime
+
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    from apps.ratelimit.backends.base import _default_seeder
+    from apps.spend.models import BudgetWindow
+    from apps.spend.windows import window_for
+
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    key_scope = scope("key", max_budget="1.00", budget_duration="1d")
+    window = window_for("1d", datetime.now(UTC), "UTC")
+    await sync_to_async(BudgetWindow.objects.create)(
+        scope="key", scope_id=key_scope.id, window_id=window.id, window_start=window.start, window_end=window.end,
+        spent=Decimal("0.99"), updated_at=timezone.now(),
+    )  # fmt: skip
+    chain = make_chain(MemoryBackend(seeder=_default_seeder()), ["apps.ratelimit.middleware.BudgetLimiter"])
+    key = key_context(key_scope)
+    with pytest.raises(ProxyRateLimitError) as info:
+        await call(chain, request(key, estimated_cost=Decimal("0.02")))
+    assert info.value.limit_type == "budget" and info.value.remaining == pytest.approx(0.01)
+    await call(chain, request(key, estimated_cost=Decimal("0.005")))

@@ -85,8 +85,12 @@ def _default_seeder() -> Seeder | None:
         return None
     from asgiref.sync import sync_to_async
 
+    from apps.ratelimit.lookups import with_fresh_connection
+
     async def seed(scope: str, scope_id: str, window_id: str) -> Decimal:
-        return await sync_to_async(window_spent, thread_sensitive=False)(scope, scope_id, window_id)
+        # Once per scope and window (or after Redis lost its data), never per request.
+        spent = sync_to_async(with_fresh_connection(window_spent), thread_sensitive=True)
+        return await spent(scope, scope_id, window_id)
 
     return seed
 
