@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 LIVE_FLUSH_SECONDS = 0.25
 LIVE_BUFFER_MAX = 5000  # beyond this (nobody flushing?) the oldest rows are dropped, never the request
 LIVE_ROWS_PER_MESSAGE = 200
+WARN_EVERY_SECONDS = 60.0
 FEED_GROUP = "live.feed"
 
 
@@ -56,6 +58,8 @@ class LivePublisher:
         self._buffer: deque[dict[str, Any]] = deque(maxlen=buffer_max)
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._dropped = 0
+        self._warned_at = -WARN_EVERY_SECONDS
 
     def publish(self, event: SpendEvent) -> None:
         """Queue one finished request; never raises into the request path."""
@@ -106,7 +110,10 @@ class LivePublisher:
                 await layer.group_send(FEED_GROUP, {"type": "live.rows", "rows": chunk})
                 sent += 1
             except Exception:
-                logger.warning("live feed: group_send failed; %d rows dropped", len(chunk), exc_info=True)
+                self._dropped += len(chunk)
+                if time.monotonic() - self._warned_at > WARN_EVERY_SECONDS:  # a dead layer: say so, don't flood
+                    self._warned_at = time.monotonic()
+                    logger.warning("live feed: channel layer unavailable, %d rows dropped so far", self._dropped)
         return sent
 
     def _flush_sync(self) -> None:

@@ -212,3 +212,20 @@ async def test_logging_out_stops_the_feed(alice, alpha, monkeypatch):
     await publisher.flush()
     output = await communicator.receive_output(timeout=3)
     assert output["type"] == "websocket.close" and output["code"] == 4403
+
+
+async def test_a_dead_channel_layer_never_reaches_the_request(monkeypatch, caplog):
+    class DeadLayer:
+        async def group_send(self, group, message):
+            raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr("channels.layers.get_channel_layer", lambda *a, **k: DeadLayer())
+    publisher = LivePublisher(flush_seconds=60)
+    for _ in range(3):
+        publisher.publish(_event(org=1, team=2))  # queues only: the request path never awaits the layer
+    assert await publisher.flush() == 0
+    publisher.publish(_event(org=1, team=2))
+    assert await publisher.flush() == 0
+    assert publisher._dropped == 4
+    assert len([r for r in caplog.records if "live feed" in r.getMessage()]) == 1  # one warning, not one per flush
+    publisher._task.cancel()
