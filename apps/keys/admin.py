@@ -135,9 +135,9 @@ class VirtualKeyAdmin(TenantScopedAdmin):
         fields = (*services.KEY_SETTABLE, "blocked")
         if change:
             return services.key_update(
-                actor=self.actor(request), key=form.instance, **self.changed_values(form, fields)
+                actor=self.actor(request), key=self.original(form), **self.changed_values(form, fields)
             )
-        values = {k: v for k, v in form.cleaned_data.items() if k in services.KEY_SETTABLE}
+        values = self.form_values(form, services.KEY_SETTABLE)
         values = {k: v for k, v in values.items() if v not in (None, "") or k == "alias"}
         issued = services.key_create(
             actor=self.actor(request), team=form.cleaned_data["team"], user=form.cleaned_data.get("user"), **values

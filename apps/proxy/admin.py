@@ -77,9 +77,9 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
         if change:
             values = self.changed_values(form, services.DEPLOYMENT_SETTABLE)
             return services.deployment_update(
-                actor=self.actor(request), deployment=form.instance, api_key=api_key, **values
+                actor=self.actor(request), deployment=self.original(form), api_key=api_key, **values
             )
-        values = {k: v for k, v in data.items() if k in services.DEPLOYMENT_SETTABLE}
+        values = self.form_values(form, services.DEPLOYMENT_SETTABLE)
         return services.deployment_create(
             actor=self.actor(request), organization=data.get("organization"), api_key=api_key, **values
         )

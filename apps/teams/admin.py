@@ -40,9 +40,9 @@ class OrganizationAdmin(TenantScopedAdmin):
         fields = services.ORG_SETTABLE
         if change:
             return services.organization_update(
-                actor=self.actor(request), organization=form.instance, **self.changed_values(form, fields)
+                actor=self.actor(request), organization=self.original(form), **self.changed_values(form, fields)
             )
-        values = {k: v for k, v in form.cleaned_data.items() if k in fields and k != "name"}
+        values = self.form_values(form, [f for f in fields if f != "name"])
         return services.organization_create(actor=self.actor(request), name=form.cleaned_data["name"], **values)
 
 
@@ -80,9 +80,9 @@ class TeamAdmin(TenantScopedAdmin):
         fields = services.TEAM_SETTABLE
         if change:
             return services.team_update(
-                actor=self.actor(request), team=form.instance, **self.changed_values(form, fields)
+                actor=self.actor(request), team=self.original(form), **self.changed_values(form, fields)
             )
-        values = {k: v for k, v in form.cleaned_data.items() if k in fields and k != "name"}
+        values = self.form_values(form, [f for f in fields if f != "name"])
         return services.team_create(
             actor=self.actor(request),
             organization=form.cleaned_data["organization"],
@@ -141,7 +141,7 @@ class MembershipAdmin(TenantScopedAdmin):
     def service_save(self, request, form, change):
         if change:
             return services.membership_update(
-                actor=self.actor(request), membership=form.instance, role=form.cleaned_data["role"]
+                actor=self.actor(request), membership=self.original(form), role=form.cleaned_data["role"]
             )
         team = form.cleaned_data.get("team")
         return services.membership_create(
@@ -233,7 +233,7 @@ class UserAdmin(TenantScopedAdmin):
         actor = self.actor(request)
         if change:
             return services.user_update(
-                actor=actor, user=form.instance, **self.changed_values(form, services.USER_SETTABLE)
+                actor=actor, user=self.original(form), **self.changed_values(form, services.USER_SETTABLE)
             )
         values = {k: form.cleaned_data[k] for k in ("email", "first_name", "last_name") if form.cleaned_data.get(k)}
         user = services.user_create(
@@ -261,9 +261,10 @@ class CustomerAdmin(TenantScopedAdmin):
         fields = (*LIMIT_FIELDS, "budget_duration", "blocked")
         if change:
             values = self.changed_values(form, fields)
-            organization, external_id = form.instance.organization, form.instance.external_id
+            original = self.original(form)
+            organization, external_id = original.organization, original.external_id
         else:
-            values = {k: v for k, v in form.cleaned_data.items() if k in fields}
+            values = self.form_values(form, fields)
             organization, external_id = form.cleaned_data["organization"], form.cleaned_data["external_id"]
         return services.customer_upsert(
             actor=self.actor(request), organization=organization, external_id=external_id, **values

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db.models import Q
 
 from apps.teams.audit import Actor, actor_from_request
@@ -170,8 +170,47 @@ class TenantScopedAdmin(admin.ModelAdmin):
         for obj in queryset.restrict(request.user, CHANGE):
             self.service_delete(request, obj)
 
+    def original(self, form):
+        """The object as stored, for the service to change.
+
+        Not ``form.instance``: the model form has already copied every posted value onto that one, and
+        saving it would store values the service never saw (and never validated).
+        """
+        if not hasattr(form, "_original"):
+            form._original = self.model._default_manager.get(pk=form.instance.pk)
+        return form._original
+
+    def form_values(self, form, fields) -> dict:
+        """The form's values for ``fields``, ready for a service.
+
+        An emptied JSON box means "nothing" ({} or []), never null: the hot path reads those fields as-is.
+        """
+        values = {}
+        for name in fields:
+            if name not in form.cleaned_data:
+                continue
+            value = form.cleaned_data[name]
+            if value is None:
+                value = self._json_default(name, value)
+            values[name] = value
+        return values
+
     def changed_values(self, form, fields) -> dict:
-        return {name: form.cleaned_data[name] for name in form.changed_data if name in fields}
+        """The values that differ from the stored object (compared here: ``form.changed_data`` trusts the
+        posted "initial-" inputs of fields with callable defaults)."""
+        original = self.original(form)
+        return {
+            name: value for name, value in self.form_values(form, fields).items() if getattr(original, name) != value
+        }
+
+    def _json_default(self, name: str, value):
+        try:
+            field = self.model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return value
+        if field.get_internal_type() == "JSONField" and not field.null:
+            return field.get_default()
+        return value
 
     def run_per_object(self, request, queryset, label: str, func) -> None:
         """Apply ``func(obj)`` to each selected object the user may change; say what happened."""

@@ -246,3 +246,26 @@ def test_key_buttons_need_the_csrf_token(alpha, alice, alices_key):
     assert client.post(f"/admin/keys/virtualkey/{alices_key.pk}/revoke/").status_code == 403
     alices_key.refresh_from_db()
     assert alices_key.revoked_at is None
+
+
+def test_emptied_json_boxes_mean_nothing_not_null(alpha, alice, alices_key):
+    client = browser(alice)
+    response = client.post(ADD, key_form(alpha, alias="empty-json", model_limits="", metadata=""))
+    assert len(shown_secrets(response.content.decode())) == 1
+    key = VirtualKey.objects.get(alias="empty-json")
+    assert key.model_limits == {} and key.metadata == {}
+    alices_key.model_limits = {"gpt-4o": {"rpm_limit": 5}}
+    alices_key.save()
+    assert client.post(change_url(alices_key), key_form(alpha, model_limits="")).status_code == 302
+    alices_key.refresh_from_db()
+    assert alices_key.model_limits == {}
+
+
+def test_a_crafted_initial_input_cannot_smuggle_unvalidated_json(alpha, alice, alices_key):
+    # Fields with callable defaults compare against the posted "initial-" input: claim nothing changed.
+    form = key_form(alpha, model_limits="[1, 2]", metadata='"text"')
+    form.update({"initial-model_limits": "[1, 2]", "initial-metadata": '"text"'})
+    response = browser(alice).post(change_url(alices_key), form)
+    assert response.status_code == 200 and "must be an object" in response.content.decode()
+    alices_key.refresh_from_db()
+    assert alices_key.model_limits == {} and alices_key.metadata == {}
