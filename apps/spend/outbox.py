@@ -121,7 +121,7 @@ class LocalOutbox:
         return batch
 
     def _write(self, batch: list[SpendEvent]) -> None:
-        from django.db import close_old_connections
+        from django.db import close_old_connections, connection
 
         from apps.spend.ingest import spend_ingest_isolating
 
@@ -137,6 +137,8 @@ class LocalOutbox:
                 logger.exception("spend outbox: writing %d events failed; retrying in %.1fs", len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if self._queue.empty():
+            connection.close()  # idle: hold no database connection (this thread's own)
         with self._lock:
             self._in_flight -= len(batch)
             if self._in_flight == 0:
