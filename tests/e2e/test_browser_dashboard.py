@@ -207,6 +207,12 @@ def _event(team, *, alias: str, cost: str, at: float, key_id=None) -> SpendEvent
     )
 
 
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 def _login(context, base: str, username: str):
     page = context.new_page()
     page.goto(f"{base}/admin/login/?next=/admin/")
@@ -304,10 +310,7 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     assert status == 429 and refusal["error"]["limit_type"] == "requests"
 
     rows = live.locator("#gw-live-table tbody tr", has_text="e2e-checkout")
-    live.wait_for_function(
-        "() => document.querySelectorAll('#gw-live-table tbody tr.gw-status-429').length >= 2", timeout=WAIT_MS
-    )
-    assert rows.count() == 4
+    expect(rows).to_have_count(4, timeout=WAIT_MS)  # rows from both workers arrive within a flush or two
     limited = live.locator("#gw-live-table tbody tr.gw-status-429.gw-limit-requests")
     assert limited.count() == 2 and "requests" in limited.first.inner_text()
     assert secret not in live.content()
@@ -319,7 +322,8 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     deadline = time.monotonic() + WAIT_MS / 1000
     while True:
         dashboard.reload()
-        if "e2e-checkout" in dashboard.inner_text("#gw-top-keys") or time.monotonic() > deadline:
+        arrived = dashboard.inner_text("#gw-requests-today .gw-big").strip() == "4"
+        if (arrived and "e2e-checkout" in dashboard.inner_text("#gw-top-keys")) or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert "e2e-checkout" in dashboard.inner_text("#gw-top-keys")
@@ -342,6 +346,17 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     stolen.goto(f"{server}{key_id}")
     assert "e2e-checkout" not in stolen.content()
     assert "doesn’t exist" in stolen.content() or "doesn't exist" in stolen.content() or "403" in stolen.content()
+
+    # Alice filters to failures, then pauses: rows arriving meanwhile are held, not lost.
+    live.check("#gw-live-errors-only")
+    assert live.locator("#gw-live-table tbody tr:visible", has_text="e2e-checkout").count() == 2
+    live.uncheck("#gw-live-errors-only")
+    live.click("#gw-live-pause")
+    assert _chat(server, secret, "while paused")[0] == 429
+    live.wait_for_selector("#gw-live-held:has-text('1 held')", timeout=WAIT_MS)
+    assert rows.count() == 4
+    live.click("#gw-live-pause")
+    expect(rows).to_have_count(5, timeout=WAIT_MS)
 
     # Without a session the pages are behind the login.
     anonymous = browser.new_context().new_page()

@@ -9,6 +9,37 @@
   const maxRows = parseInt(table.dataset.maxRows || "200", 10);
   const seen = new Set(Array.from(body.rows).map((r) => r.dataset.requestId));
   let retryMs = 1000;
+  let paused = false;
+  const held = [];
+  const pauseButton = document.getElementById("gw-live-pause");
+  const errorsOnly = document.getElementById("gw-live-errors-only");
+  const heldNote = document.getElementById("gw-live-held");
+
+  function applyFilter(tr) {
+    const failed = tr.classList.contains("gw-status-429") || tr.classList.contains("gw-status-error");
+    tr.hidden = Boolean(errorsOnly && errorsOnly.checked) && !failed;
+  }
+
+  if (pauseButton) {
+    pauseButton.addEventListener("click", function () {
+      paused = !paused;
+      pauseButton.textContent = paused ? "Resume" : "Pause";
+      pauseButton.setAttribute("aria-pressed", String(paused));
+      if (!paused) { held.splice(0).forEach(addRow); heldNote.textContent = ""; }
+    });
+  }
+  if (errorsOnly) {
+    errorsOnly.addEventListener("change", function () { Array.from(body.rows).forEach(applyFilter); });
+  }
+
+  function receive(row) {
+    if (paused) {
+      held.push(row);
+      heldNote.textContent = held.length + " held while paused";
+      return;
+    }
+    addRow(row);
+  }
 
   function money(value) {
     const v = Number(value || 0);
@@ -42,6 +73,7 @@
     cell(tr, row.latency_ms + " ms", "gw-num");
     cell(tr, String(row.tokens), "gw-num");
     cell(tr, money(row.cost), "gw-num");
+    applyFilter(tr);
     body.insertBefore(tr, body.firstChild);
     while (body.rows.length > maxRows) body.deleteRow(body.rows.length - 1);
     const empty = document.getElementById("gw-live-empty");
@@ -60,7 +92,7 @@
     socket.onmessage = (message) => {
       const data = JSON.parse(message.data);
       if (data.type === "hello") setStatus("live", true);
-      if (data.type === "rows") data.rows.forEach(addRow);
+      if (data.type === "rows") data.rows.forEach(receive);
     };
     socket.onclose = (event) => {
       if (event.code === 4403) { setStatus("not allowed: log in again", false); return; }
