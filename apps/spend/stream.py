@@ -75,9 +75,8 @@ def _parse(client: redis.Redis, entries: list) -> tuple[list[str], list[SpendEve
 
 def read_batch(client: redis.Redis, consumer: str, count: int, claim_idle_ms: int) -> tuple[list, bool]:
     """The next batch for ``consumer``: stale pending entries first, then new ones."""
-    _, claimed, _ = client.xautoclaim(
-        STREAM_KEY, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
-    )
+    reply = client.xautoclaim(STREAM_KEY, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count)
+    claimed = reply[1]  # Redis 6.2 answers [next, entries], 7.x adds the deleted ids
     if claimed:
         return claimed, True
     response = client.xreadgroup(GROUP, consumer, {STREAM_KEY: ">"}, count=count)
