@@ -269,3 +269,16 @@ def test_a_crafted_initial_input_cannot_smuggle_unvalidated_json(alpha, alice, a
     assert response.status_code == 200 and "must be an object" in response.content.decode()
     alices_key.refresh_from_db()
     assert alices_key.model_limits == {} and alices_key.metadata == {}
+
+
+def test_admin_writes_are_audited_as_admin_without_secrets(alpha, alice):
+    from apps.teams.models import AuditEvent
+
+    client = browser(alice)
+    secret = shown_secrets(client.post(ADD, key_form(alpha, alias="audited")).content.decode())[0]
+    key = VirtualKey.objects.get(alias="audited")
+    client.post(CHANGELIST, {"action": "rotate_keys", "_selected_action": [key.pk]})
+    events = list(AuditEvent.objects.filter(object_id=str(key.pk)).order_by("created_at"))
+    assert [e.action for e in events] == ["key.create", "key.rotate"]
+    assert all(e.source == "admin" and e.actor == alice and e.team == alpha for e in events)
+    assert all(secret not in str(e.changes) for e in events)
