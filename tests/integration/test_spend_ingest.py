@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db.models import Sum
 
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
@@ -315,3 +316,39 @@ def test_a_database_outage_acknowledges_nothing(stream, alpha, monkeypatch, sett
     monkeypatch.undo()
     time.sleep(0.2)
     assert stream_module.stream_drain(consumer="w2").inserted == 5
+
+
+@needs_redis
+@pytest.mark.integration
+def test_three_consumers_at_once_count_everything_exactly_once(transactional_db, stream, settings):
+    import threading
+
+    from django.db import connection
+
+    from apps.spend.stream import stream_drain
+
+    settings.SPEND_INGEST_CLAIM_IDLE_MS = 100  # they also steal each other's pending entries
+    key = VirtualKeyFactory(budget_duration="1d")
+    events = [make_event(key, cost=f"0.00{i % 7}1", customer=f"c{i % 13}") for i in range(3000)]
+    emit_all(events)
+    errors: list[BaseException] = []
+
+    def consume(name: str) -> None:
+        try:
+            while stream.xlen("gateway:spend"):
+                stream_drain(batch_size=100, consumer=name, max_seconds=30)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=consume, args=(f"w{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    total = sum(Decimal(e.cost) for e in events)
+    assert SpendLog.objects.count() == 3000
+    assert window_spent("key", str(key.pk), window_for("1d", datetime.now(UTC)).id) == total
+    assert DailySpend.objects.aggregate(n=Sum("requests"))["n"] == 3000
