@@ -109,7 +109,15 @@ def _router_health() -> dict[int, dict] | None:
         return None
 
 
+def deployment_failed(status: int, error_type: str) -> bool:
+    """Whether a ledger row counts against the deployment: the upstream failed, not the client or a limiter."""
+    if error_type.startswith("upstream"):
+        return error_type != "upstream_bad_request"  # the upstream refusing the client's body is the client's
+    return status >= 500
+
+
 def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
+    """Traffic that reached each deployment: the gateway's own refusals (rate_limit:*) never did."""
     from apps.spend.models import SpendLog
 
     since = timezone.now() - timedelta(minutes=RECENT_MINUTES)
@@ -118,6 +126,7 @@ def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
     }
     recent = (
         SpendLog.objects.filter(deployment_id__in=deployment_ids, created_at__gte=since)
+        .exclude(error_type__startswith="rate_limit")
         .order_by("-created_at")
         .values_list("deployment_id", "status", "latency_ms", "error_type", "created_at")
     )
@@ -125,7 +134,7 @@ def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
     for deployment_id, status, latency_ms, error_type, created_at in sample:
         entry = stats[deployment_id]
         entry["requests"] += 1
-        if status >= 400:
+        if deployment_failed(status, error_type or ""):
             entry["errors"] += 1
             if entry["last_error"] is None:
                 entry["last_error"] = (f"{status} {error_type or ''}".strip(), created_at)

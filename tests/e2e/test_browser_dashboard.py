@@ -334,6 +334,20 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     if server.mode == "embedded":
         _screenshot(dashboard, "dashboard.png", tmp_path, full_page=True)
 
+    # The model group's page: the shared mock deployment is healthy and served the requests; only a
+    # superuser may test a shared deployment, so alice gets no button.
+    group = alice_ctx.new_page()
+    group.goto(f"{server}/admin/gateway/deployments/")
+    group.click("#gw-groups a:has-text('gpt-4o-mini')")
+    deployment_row = group.locator("#gw-deployments tbody tr").first
+    deployment_row.wait_for(timeout=WAIT_MS)
+    assert "ok" in deployment_row.locator("td").nth(3).inner_text()
+    assert int(deployment_row.locator("td").nth(4).inner_text()) >= 2
+    assert group.locator("input[value='Test connection']").count() == 0
+    if server.mode == "embedded":
+        _screenshot(group, "deployments.png", tmp_path, full_page=True)
+    group.close()
+
     # charlie: no Alpha rows arrived, Alpha's key page is not his, his dashboard is Omega's.
     time.sleep(0.5)  # one more flush interval after alice's page had everything
     assert "e2e-checkout" not in charlie_live.content()

@@ -333,3 +333,19 @@ def test_key_page_shows_usage_budget_left_and_the_binding_limit(client, alice, a
     assert "$1.25 of $2.00" in html  # budget left in the window
     assert "<strong>50</strong>" in html  # the team's 50 rpm binds, not the key's 100
     assert alpha_key.secret not in html
+
+
+@pytest.mark.django_db
+def test_deployment_health_counts_upstream_failures_not_gateway_refusals(client, alice, acme, alpha_key):
+    from apps.teams.deployment_health import group_health
+
+    deployment = DeploymentFactory(organization=acme, model_name="acme-model")
+    refused = [_event(alpha_key, deployment=deployment, status=429, limit_type="requests") for _ in range(6)]
+    failed = _event(alpha_key, deployment=deployment, status=502)
+    failed.error_type = "upstream_connection"
+    bad_input = _event(alpha_key, deployment=deployment, status=400)
+    bad_input.error_type = "upstream_bad_request"
+    spend_ingest_events([*refused, failed, bad_input, _event(alpha_key, deployment=deployment)])
+    [health] = group_health(alice, "acme-model").deployments
+    assert (health.requests, health.errors, health.last_error) == (3, 1, "502 upstream_connection")
+    assert health.state == "ok"  # 1 failure in 3 is below the 5-request floor for "degraded"
