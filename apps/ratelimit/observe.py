@@ -24,8 +24,33 @@ def request_started(ctx: RequestContext) -> None:
     child(m.IN_FLIGHT, m.bounded("route", ctx.route)).inc()
 
 
+# The OpenAI SDK's exception names, so dashboards read the same for every provider (bounded set).
+_BY_STATUS = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    408: "Timeout",
+    409: "ConflictError",
+    413: "BadRequestError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+    499: "ClientDisconnect",
+    502: "APIConnectionError",
+    503: "ServiceUnavailableError",
+    504: "Timeout",
+}
+_BY_ERROR_TYPE = {
+    "client_disconnect": "ClientDisconnect",
+    "upstream_timeout": "Timeout",
+    "upstream_connection": "APIConnectionError",
+    "upstream_rate_limit": "RateLimitError",
+    "limiter_unavailable": "LimiterUnavailableError",
+}
+
+
 def exception_class(ctx: RequestContext, result: CallResult) -> str:
-    """``Openai.ProxyRateLimitError`` for our refusals, ``<Provider>.<error_type>`` for everything else."""
+    """``Openai.ProxyRateLimitError`` for our refusals, ``<Provider>.<OpenAI SDK error name>`` otherwise."""
     refusal = ctx.reservations.get(REFUSAL_KEY)
     if refusal is not None:
         try:
@@ -34,8 +59,10 @@ def exception_class(ctx: RequestContext, result: CallResult) -> str:
         except Exception:  # a metric must never turn a refusal into a 500
             return "Gateway.ProxyRateLimitError"
     provider = result.llm_provider if result.llm_provider != "gateway" else ctx.llm_provider
-    error = "".join(ch for ch in (result.error_type or f"HTTP{result.status}") if ch.isalnum() or ch in "_.-")
-    return f"{m.provider_class(provider)}.{error[:60]}"
+    name = _BY_ERROR_TYPE.get(result.error_type or "") or _BY_STATUS.get(result.status)
+    if name is None:
+        name = "InternalServerError" if result.status >= 500 else "APIError"
+    return f"{m.provider_class(provider)}.{name}"
 
 
 def request_finished(ctx: RequestContext, result: CallResult) -> None:

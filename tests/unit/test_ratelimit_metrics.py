@@ -100,3 +100,20 @@ def test_label_values_are_bounded(monkeypatch):
     assert [metrics.bounded("model", f"m{i}") for i in range(5)] == ["m0", "m1", "m2", "other", "other"]
     assert metrics.bounded("model", "m1") == "m1"
     assert len(metrics.bounded("team", "x" * 500)) == metrics.MAX_LABEL_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected"),
+    [
+        (429, "upstream_rate_limit", "Openai.RateLimitError"),  # the provider's own 429, relayed
+        (504, "upstream_timeout", "Openai.Timeout"),
+        (502, "upstream_bad_response", "Openai.APIConnectionError"),
+        (499, "client_disconnect", "Openai.ClientDisconnect"),
+        (500, "weird", "Openai.InternalServerError"),
+    ],
+)
+def test_other_failures_are_named_like_the_openai_sdk_errors(status, error_type, expected):
+    from apps.ratelimit.observe import exception_class
+
+    ctx = request(key_context())
+    assert exception_class(ctx, ok(status, error_type=error_type)) == expected
