@@ -186,3 +186,46 @@ async def test_embedded_default_without_redis_limits_with_the_memory_backend(ten
         assert statuses.count(200) == 50 and statuses.count(429) == 10, gateway.output()
         refusal = next(body for status, body in results if status == 429)["error"]
         assert (refusal["llm_provider"], refusal["model"], refusal["scope"]) == ("openai", "rl-exact", "key")
+
+
+@pytest.fixture
+def scoped_tenant(transactional_db, upstream):
+    from decimal import Decimal
+
+    from tests.factories import CustomerFactory
+
+    team = TeamFactory(name="Scoped", max_budget=Decimal("0.001"), budget_duration="1d")
+    CustomerFactory(organization=team.organization, external_id="end-user-9", rpm_limit=2)
+    DeploymentFactory(model_name="rl-scoped", provider="openai", model="ok", api_base=upstream.url)
+    return VirtualKeyFactory(team=team, alias="agent-key", session_max_iterations=2)
+
+
+async def test_customer_session_and_team_budget_refusals_over_http(scoped_tenant):
+    with GatewayServer(workers=2) as gateway:
+        url = f"{gateway.url}/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {scoped_tenant.secret}"}
+
+        def small(**extra):  # a small max_tokens keeps the estimate well inside the team's budget
+            return chat("rl-scoped", max_tokens=10, **extra)
+
+        async def post(session, body, extra=None):
+            async with session.post(url, json=body, headers={**headers, **(extra or {})}) as response:
+                return response.status, await response.json(content_type=None)
+
+        async with aiohttp.ClientSession() as session:
+            customer = [await post(session, small(user="end-user-9")) for _ in range(3)]
+            assert [status for status, _ in customer] == [200, 200, 429], customer
+            assert customer[2][1]["error"]["scope"] == "customer"
+            assert (await post(session, small(user="someone-else")))[0] == 200
+
+            agent = {"x-gateway-session-id": "run-1"}
+            loop = [await post(session, small(), agent) for _ in range(3)]
+            assert [status for status, _ in loop] == [200, 200, 429]
+            assert (loop[2][1]["error"]["limit_type"], loop[2][1]["error"]["scope"]) == ("max_iterations", "session")
+            body_session = small(metadata={"session_id": "run-2"})
+            assert [(await post(session, body_session))[0] for _ in range(3)] == [200, 200, 429]
+
+            status, body = await post(session, chat("rl-scoped", max_tokens=5000))
+            assert status == 429
+            assert (body["error"]["limit_type"], body["error"]["scope"]) == ("budget", "team")
+            assert "Scoped" in body["error"]["message"]
