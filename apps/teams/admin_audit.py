@@ -18,8 +18,18 @@ from apps.teams.scoping import CHANGE, tenancy_for
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "actor_label", "action", "object_type", "object_repr", "team", "source", "ip_address")
-    list_filter = ("source", "action", "object_type", "created_at")
+    list_display = (
+        "created_at",
+        "actor_label",
+        "action",
+        "object_repr",
+        "changed_fields",
+        "team",
+        "source",
+        "ip_address",
+    )
+    # RelatedOnlyFieldListFilter offers only teams present in the (restricted) queryset: no other tenant's names.
+    list_filter = ("source", "action", "object_type", ("team", admin.RelatedOnlyFieldListFilter), "created_at")
     search_fields = ("actor_label", "action", "object_repr", "object_id")
     date_hierarchy = "created_at"
     list_select_related = ("team__organization", "organization")
@@ -63,6 +73,11 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    @admin.display(description="fields")
+    def changed_fields(self, obj: AuditEvent) -> str:
+        names = ", ".join(sorted(obj.changes or {}))
+        return names if len(names) <= 80 else names[:77] + "..."
 
     @admin.display(description="changes")
     def changes_pretty(self, obj: AuditEvent) -> str:

@@ -150,3 +150,11 @@ def test_audit_records_the_trusted_client_address(rf, alice, alpha, settings):
     key_create(actor=actor_from_request(request, "admin"), team=alpha, alias="from-somewhere")
     event = AuditEvent.objects.get(action="key.create")
     assert (event.ip_address, event.source, event.actor_label) == ("203.0.113.9", "admin", "alice")
+
+
+@pytest.mark.django_db
+def test_audit_team_filter_offers_only_visible_teams(client, alice, alpha_event, omega_event):
+    client.force_login(alice)
+    html = client.get(reverse("admin:teams_auditevent_changelist")).content.decode()
+    assert "Alpha" in html and "Omega" not in html
+    assert "alias" in html  # the changed fields column
