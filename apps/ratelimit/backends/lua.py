@@ -34,19 +34,26 @@ for i = 1, n do
     local nb = math.floor(window / bms) + 1
     local cur = math.floor(now / bms)
     local flat = redis.call('HGETALL', key)
-    local total, oldest, alive, values, dead = 0, cur, {}, {}, {}
+    local total, oldest, dead, first = 0, cur, {}, cur - nb + 1
     for j = 1, #flat, 2 do
-      local b, v = tonumber(flat[j]), tonumber(flat[j + 1])
-      if b > cur - nb then
-        total = total + v
-        alive[#alive + 1] = b
-        values[b] = v
+      local b = tonumber(flat[j])
+      if b >= first then
+        total = total + tonumber(flat[j + 1])
         if b < oldest then oldest = b end
       else
         dead[#dead + 1] = flat[j]
       end
     end
     if limit >= 0 and total + amount > limit then
+      -- Refused: find when enough of the oldest buckets leave the window for this request to fit.
+      local alive, values = {}, {}
+      for j = 1, #flat, 2 do
+        local b = tonumber(flat[j])
+        if b >= first then
+          alive[#alive + 1] = b
+          values[b] = tonumber(flat[j + 1])
+        end
+      end
       table.sort(alive)
       local freed, retry = 0, window
       for _, b in ipairs(alive) do
