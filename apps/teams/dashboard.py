@@ -7,7 +7,7 @@ window ids as the limiters (apps/spend/windows.py), so "this window" here is the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from apps.spend.windows import Window
-from apps.teams.charts import Point, bar_chart
+from apps.teams.charts import Point, bar_chart, format_money
 from apps.teams.scoping import tenancy_for
 
 ZERO = Decimal(0)
@@ -93,8 +93,6 @@ class Dashboard:
     chart_days: SafeString
     chart_hours: SafeString
     scope_label: str
-    has_ledger: bool = True
-    notes: list[str] = field(default_factory=list)
 
 
 def _spend_logs(user):
@@ -199,8 +197,8 @@ def _day_chart(daily, now: datetime) -> SafeString:
     points = []
     for offset in range(CHART_DAYS):
         day = (first + timedelta(days=offset)).date()
-        points.append(Point(day.strftime("%d %b"), by_day.get(day, ZERO), f"{day:%a %d %b}: "))
-    points = [Point(p.label, p.value, p.hint + _money(p.value)) for p in points]
+        value = by_day.get(day, ZERO)
+        points.append(Point(day.strftime("%d %b"), value, f"{day:%a %d %b}: {format_money(value)}"))
     return bar_chart(points, title=f"Spend per day, last {CHART_DAYS} days", label_every=2, css_class="gw-chart days")
 
 
@@ -219,12 +217,6 @@ def _hour_chart(logs, now: datetime) -> SafeString:
     return bar_chart(
         points, title="Requests per hour, last 24 hours", money=False, label_every=3, css_class="gw-chart hours"
     )
-
-
-def _money(value) -> str:
-    from apps.teams.charts import format_money
-
-    return format_money(value)
 
 
 def scope_label(user) -> str:
