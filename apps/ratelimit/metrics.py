@@ -64,6 +64,11 @@ REMAINING_BUDGET = Gauge(
     ["scope", "team", "key_alias"],
     multiprocess_mode="mostrecent",
 )
+DEPLOYMENT_REQUESTS = Counter(
+    "gateway_deployment_requests",
+    "Calls that reached a deployment, by outcome (success, failure): its health as a rate.",
+    ["deployment_id", "provider", "model", "outcome"],
+)
 BACKEND_ERRORS = Counter(
     "gateway_ratelimit_backend_errors",
     "Counter-store calls that failed or timed out, by fail mode and operation (reserve, settle).",

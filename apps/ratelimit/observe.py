@@ -85,6 +85,10 @@ def request_finished(ctx: RequestContext, result: CallResult) -> None:
         child(m.TOKENS, provider, model, team, "completion").inc(result.completion_tokens)
     if result.cost > 0:
         child(m.SPEND, provider, model, team).inc(float(result.cost))
+    deployment_id = result.deployment_id or ctx.deployment_id
+    if deployment_id is not None and REFUSAL_KEY not in ctx.reservations and result.error_type != "client_disconnect":
+        outcome = "failure" if result.status >= 500 or result.status == 429 else "success"
+        child(m.DEPLOYMENT_REQUESTS, m.bounded("deployment_id", str(deployment_id)), provider, model, outcome).inc()
     plan: Plan | None = ctx.reservations.get(PLAN_KEY)
     if plan is not None and plan.committed:
         _remaining(plan, team, alias)

@@ -44,10 +44,10 @@ async def test_a_refusal_and_a_success_are_scraped_with_their_labels(client, db)
     model = f"gpt-{uuid.uuid4().hex[:8]}"
     chain = make_chain(MemoryBackend())
     key = key_context(scope("key", rpm_limit=1, tpm_limit=1000, max_budget="5"), key_alias="billing-bot")
-    await call(chain, request(key, model=model), ok(prompt_tokens=7, completion_tokens=3, cost=Decimal("0.25"),
-                                                    latency_ms=12.0, ttft_ms=4.0))  # fmt: skip
+    answered = ok(prompt_tokens=7, completion_tokens=3, cost=Decimal("0.25"), latency_ms=12.0, ttft_ms=4.0)
+    await call(chain, request(key, model=model, deployment_id=7), answered)
     with pytest.raises(ProxyRateLimitError):
-        await call(chain, request(key, model=model), ok(429, error_type="ProxyRateLimitError"))
+        await call(chain, request(key, model=model, deployment_id=7), ok(429, error_type="ProxyRateLimitError"))
 
     samples = await _scrape_async(client)
     failures = matching(samples["gateway_failures_total"], model=model)
@@ -75,6 +75,9 @@ async def test_a_refusal_and_a_success_are_scraped_with_their_labels(client, db)
     assert remaining and remaining[0].value == 0
     budget = matching(samples["gateway_remaining_budget_usd"], scope="key", key_alias="billing-bot")
     assert budget and 0 < budget[0].value <= 5
+    # The refused request never reached the deployment: one success, no failure.
+    deployments = matching(samples["gateway_deployment_requests_total"], model=model)
+    assert [(s.labels["deployment_id"], s.labels["outcome"], s.value) for s in deployments] == [("7", "success", 1.0)]
     in_flight = matching(samples["gateway_in_flight_requests"], route="/v1/chat/completions")
     assert in_flight and in_flight[0].value == 0
 
