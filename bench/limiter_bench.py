@@ -119,7 +119,10 @@ async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[l
     for ctx in contexts(200, profile):  # warm up: connections, script cache, imports
         await chain.pre_call(ctx)
         await chain.post_call(ctx, result)
+    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    print(f"  {backend.name}: {requests / elapsed:,.0f} requests/s through pre_call + post_call (one core)")
     return timings, checks
 
 
