@@ -87,10 +87,13 @@ def _send_alert(alert: BudgetAlert, budget: Budget, window: BudgetWindow) -> Non
     if alert.kind == BudgetAlert.Kind.HARD:
         body += "Requests charged to it are refused until the window ends or the budget is raised.\n"
     recipients = _alert_recipients(budget)
-    if recipients:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
     alert.recipients = ", ".join(recipients)
-    alert.emailed = bool(recipients)
+    if recipients:
+        try:
+            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+            alert.emailed = True
+        except Exception:  # recorded on the alert (emailed stays False); the webhook still goes out
+            logger.exception("budget alert %s: e-mail failed", alert.pk)
     alert.webhook_status = _post_webhook(
         {
             "type": f"budget.{alert.kind}",

@@ -158,3 +158,19 @@ def test_retention_deletes_old_rows_in_batches_and_keeps_aggregates(alpha):
     assert spend_logs_purge(older_than_days=90, batch_size=3) == 7
     assert SpendLog.objects.count() == 1
     assert BudgetWindow.objects.get(scope="key").spent == Decimal(9)
+
+
+def test_a_failing_mail_server_does_not_stop_the_webhook_or_resend(alpha, alice, monkeypatch):
+    posted = []
+    monkeypatch.setattr("apps.spend.services._post_webhook", lambda payload: posted.append(payload) or "200")
+
+    def broken_mail(*args, **kwargs):
+        raise ConnectionRefusedError("smtp down")
+
+    monkeypatch.setattr("apps.spend.services.send_mail", broken_mail)
+    key = VirtualKeyFactory(team=alpha, user=alice, budget_duration="1d", max_budget=Decimal("1"))
+    spend_ingest_events([event(key, cost="2", at=datetime.now(UTC))])
+    [alert] = budget_alerts_send()
+    alert.refresh_from_db()
+    assert (alert.kind, alert.emailed, alert.webhook_status) == ("hard", False, "200")
+    assert len(posted) == 1 and budget_alerts_send() == []
