@@ -36,6 +36,8 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.last_reply = time.monotonic()
+        self.outgoing: list[bytes] = []
+        self.flush_scheduled = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -72,11 +74,21 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(error)
 
     def send(self, args: tuple) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
+        """Queue a command; commands issued in the same loop turn leave in one write (one syscall)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.pending.append(future)
-        assert self.transport is not None
-        self.transport.write(hiredis.pack_command(args))
+        self.outgoing.append(hiredis.pack_command(args))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self._flush)
         return future
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.transport is not None and not self.transport.is_closing() and self.outgoing:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
 
 
 class RespClient:
