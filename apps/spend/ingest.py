@@ -11,17 +11,17 @@ second worker, counts nothing twice.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 
 import orjson
 from django.db import DataError, IntegrityError, connection, transaction
 
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
+from apps.spend.rows import ledger_row
 from apps.spend.scopes import scopes_for_events
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,6 @@ _DAILY_DIMENSIONS += ("deployment_id",)
 _DAILY_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 _WINDOW_COLUMNS = ("scope", "scope_id", "window_id", "window_start", "window_end", "organization_id", "team_id")
 _WINDOW_COLUMNS += ("user_id",)
-_COST_FIELD = SpendLog._meta.get_field("cost")
-_QUANTUM = Decimal(1).scaleb(-_COST_FIELD.decimal_places)
-_MAX_COST = Decimal(10) ** (_COST_FIELD.max_digits - _COST_FIELD.decimal_places)
-_MAX_INT = 2_147_483_647
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,97 +39,12 @@ class IngestResult:
     inserted: int
 
 
-def event_cost(event: SpendEvent) -> Decimal:
-    """The event's cost as the ledger stores it (quantized to the column's places; bad values are 0)."""
-    try:
-        cost = Decimal(str(event.cost))
-    except (InvalidOperation, ValueError):
-        logger.error("spend: request %s has an unreadable cost %r; recorded as 0", event.request_id, event.cost)
-        return Decimal(0)
-    if not cost.is_finite() or cost < 0 or cost >= _MAX_COST:
-        logger.error("spend: request %s has an impossible cost %s; recorded as 0", event.request_id, cost)
-        return Decimal(0)
-    return cost.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
-
-
-def _finished_at(event: SpendEvent) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(event.created_at), tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return datetime.now(tz=UTC)
-
-
-def _text(value: object, limit: int) -> str:
-    """Text as Postgres takes it: no NUL characters, cut to the column's length."""
-    return "" if value is None else str(value).replace("\x00", "")[:limit]
-
-
-def _int(value: object, maximum: int = _MAX_INT) -> int:
-    try:
-        return max(0, min(int(value or 0), maximum))
-    except (TypeError, ValueError, OverflowError):
-        return 0
-
-
-def _id(value: object) -> int | None:
-    number = _int(value, 2**63 - 1)
-    return number or None
-
-
-def _float(value: object) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _metadata(value: object) -> dict:
-    if not isinstance(value, dict):
-        return {}
-    try:
-        # Round trip through JSON text without NULs (Postgres jsonb rejects \u0000).
-        return orjson.loads(orjson.dumps(value).replace(b"\\u0000", b""))
-    except (TypeError, orjson.JSONDecodeError):
-        return {}
-
-
-def _log_row(event: SpendEvent, batch: uuid.UUID) -> SpendLog:
-    """The ledger row for an event; values a column can't hold are clamped, never fatal to the batch."""
-    return SpendLog(
-        request_id=_text(event.request_id, 64),
-        created_at=_finished_at(event),
-        route=_text(event.route, 64),
-        status=_int(event.status, 32767),
-        model=_text(event.model, 200),
-        llm_provider=_text(event.llm_provider, 32),
-        deployment_id=_id(event.deployment_id),
-        organization_id=_id(event.organization_id),
-        team_id=_id(event.team_id),
-        key_id=_id(event.key_id),
-        key_alias=_text(event.key_alias, 200),
-        user_id=_id(event.user_id),
-        customer_id=_text(event.customer_id, 255),
-        session_id=_text(event.session_id, 255),
-        prompt_tokens=_int(event.prompt_tokens),
-        completion_tokens=_int(event.completion_tokens),
-        cached_tokens=_int(event.cached_tokens),
-        cost=event_cost(event),
-        latency_ms=_float(event.latency_ms) or 0.0,
-        ttft_ms=_float(event.ttft_ms),
-        error_type=_text(event.error_type, 64),
-        limit_type=_text(event.limit_type, 32),
-        metadata=_metadata(event.metadata),
-        ingest_batch=batch,
-    )
-
-
 def spend_ingest_events(events: list[SpendEvent]) -> IngestResult:
     """Record ``events`` exactly once each; returns how many were new. Raises on database errors."""
     batch = uuid.uuid4()
     rows: dict[str, SpendLog] = {}
     for event in events:
-        row = _log_row(event, batch)
+        row = ledger_row(event, batch)
         if row.request_id and row.request_id not in rows:
             rows[row.request_id] = row
     if not rows:
