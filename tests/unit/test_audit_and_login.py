@@ -158,3 +158,19 @@ def test_audit_team_filter_offers_only_visible_teams(client, alice, alpha_event,
     html = client.get(reverse("admin:teams_auditevent_changelist")).content.decode()
     assert "Alpha" in html and "Omega" not in html
     assert "alias" in html  # the changed fields column
+
+
+@pytest.mark.django_db
+def test_rest_api_changes_are_audited_with_who_what_and_where(client, alice, alpha):
+    client.force_login(alice)
+    response = client.post(
+        "/api/v1/keys/",
+        {"team": alpha.pk, "alias": "via-api", "rpm_limit": 5},
+        content_type="application/json",
+        REMOTE_ADDR="192.0.2.44",
+    )
+    assert response.status_code == 201, response.content
+    event = AuditEvent.objects.get(action="key.create", object_repr="via-api")
+    assert (event.actor, event.source, event.ip_address, event.team) == (alice, "api", "192.0.2.44", alpha)
+    assert event.changes.get("rpm_limit") == 5
+    assert response.json()["key"] not in str(event.changes)
