@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.spend.budgets import Budget, budgets_for
@@ -173,9 +173,13 @@ def spend_totals_rebuild(*, batch_size: int = 2000) -> int:
     Closed windows whose ledger rows were purged by retention keep their recorded totals: the ledger
     no longer holds what they counted. Returns the number of ledger rows replayed.
     """
-    oldest = SpendLog.objects.order_by("created_at").values_list("created_at", flat=True).first()
     replayed = 0
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Ingestion waits while we rebuild (SHARE blocks inserts, not reads): totals match the ledger.
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {connection.ops.quote_name(SpendLog._meta.db_table)} IN SHARE MODE")
+        oldest = SpendLog.objects.order_by("created_at").values_list("created_at", flat=True).first()
         DailySpend.objects.all().delete()
         windows = BudgetWindow.objects.all()
         if oldest is not None:
