@@ -349,3 +349,14 @@ def test_deployment_health_counts_upstream_failures_not_gateway_refusals(client,
     [health] = group_health(alice, "acme-model").deployments
     assert (health.requests, health.errors, health.last_error) == (3, 1, "502 upstream_connection")
     assert health.state == "ok"  # 1 failure in 3 is below the 5-request floor for "degraded"
+
+
+@pytest.mark.django_db
+def test_a_member_sees_only_their_own_keys_traffic(client, bob, alpha, alpha_key):
+    bobs_key = VirtualKeyFactory(team=alpha, user=bob, alias="bobs-key")
+    spend_ingest_events([_event(alpha_key, cost="0.40"), _event(bobs_key, cost="0.10")])
+    dash = dashboard_for(bob)
+    assert dash.today.cost == Decimal("0.10") and dash.scope_label == "your own keys"
+    client.force_login(bob)
+    live = client.get(reverse("gateway-live")).content.decode()
+    assert "bobs-key" in live and "alpha-&lt;b&gt;" not in live
