@@ -108,3 +108,33 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(worker, key, stre
     assert_exact(key, count, total)
     assert stream.xpending(STREAM_KEY, GROUP)["pending"] == 0
     print(f"killed after {done_before_kill} rows with {pending} entries pending")
+
+
+def test_alert_report_and_retention_jobs_run_in_the_real_worker(worker, key):
+    from datetime import UTC, datetime, timedelta
+
+    from apps.spend.ingest import spend_ingest_events
+    from apps.spend.models import BudgetAlert, Report, ReportRun
+    from apps.spend.tasks import spend_budget_alerts, spend_reports, spend_retention
+
+    key.max_budget = Decimal("0.5")
+    key.save()
+    old = datetime.now(UTC) - timedelta(days=400)
+    events = [
+        SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/x", status=200,
+                   organization_id=key.organization_id, team_id=key.team_id, key_id=key.pk, cost="0.75"),
+        SpendEvent(request_id="ancient", created_at=old.timestamp(), route="/v1/x", status=200,
+                   organization_id=key.organization_id, team_id=key.team_id, key_id=key.pk, cost="0.01"),
+    ]  # fmt: skip
+    spend_ingest_events(events)
+    Report.objects.create(name="Daily", organization_id=key.organization_id, period="daily", format="html")
+    worker.start()
+    spend_budget_alerts.delay()
+    spend_reports.delay()
+    spend_retention.delay()
+    wait_until(lambda: BudgetAlert.objects.filter(scope="key", kind="hard").exists(), timeout=60,
+               message="no budget alert", worker=worker)  # fmt: skip
+    wait_until(lambda: ReportRun.objects.exists(), timeout=60, message="no report run", worker=worker)
+    wait_until(lambda: not SpendLog.objects.filter(request_id="ancient").exists(), timeout=60,
+               message="retention did not run", worker=worker)  # fmt: skip
+    assert ReportRun.objects.get().file.name.endswith(".html")
