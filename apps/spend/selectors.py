@@ -17,7 +17,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.spend.models import BudgetWindow, DailySpend
-from apps.spend.windows import Window
 
 ZERO = Decimal(0)
 _PLACES = Decimal(1).scaleb(-DailySpend._meta.get_field("cost").decimal_places)
@@ -183,11 +182,3 @@ def spend_summary(
 def spend_log_totals(qs: QuerySet) -> dict[str, Any]:
     totals = qs.aggregate(requests=Count("id"), cost=Sum("cost"))
     return {"requests": totals["requests"], "cost": money(totals["cost"])}
-
-
-def window_history(qs: QuerySet, *, scope: str, scope_id: str) -> QuerySet:
-    return qs.filter(scope=scope, scope_id=scope_id).order_by("-window_start")
-
-
-def current_window(scope: str, scope_id: str, window: Window) -> BudgetWindow | None:
-    return BudgetWindow.objects.filter(scope=scope, scope_id=scope_id, window_id=window.id).first()
