@@ -34,11 +34,15 @@ REFUSAL_KEY = "_refusal"
 KEY_PREFIX = "gw:rl:"
 
 
+# Lua numbers are doubles: counters stay exact below 2**53 nano-USD (about 9 million USD per window).
+MAX_NANO = 2**53 - 1
+
+
 def usd_to_nano(amount: Decimal | float | int | None) -> int:
-    """Reservations round up so the cap is never crossed by rounding."""
+    """Reservations round up so the cap is never crossed by rounding; larger values saturate."""
     if not amount:
         return 0
-    return max(0, math.ceil(Decimal(str(amount)) * NANO))
+    return min(MAX_NANO, max(0, math.ceil(Decimal(str(amount)) * NANO)))
 
 
 def nano_to_usd(amount: float | int) -> Decimal:
