@@ -142,3 +142,22 @@ def test_the_key_holder_sees_usage_and_budget_left(stack):
     assert Decimal(str(usage["window_spend"])) == Decimal("0.07")
     assert Decimal(str(usage["remaining_budget"])) == Decimal("4.93")
     assert usage["total_requests"] == 10 and usage["window_id"].startswith("1mo:")
+
+
+def test_a_team_budget_shared_by_two_keys_holds_and_the_refusal_names_the_team(stack):
+    gateway, worker = stack
+    budget = Decimal("0.1")
+    team = TeamFactory(name="Shared", max_budget=budget, budget_duration="1mo")
+    first, second = VirtualKeyFactory(team=team, alias="k1"), VirtualKeyFactory(team=team, alias="k2")
+
+    async def both():
+        return await asyncio.gather(fire(gateway, first.secret, 25), fire(gateway, second.secret, 25))
+
+    answers = [a for group in asyncio.run(both()) for a in group]
+    refused = [a for a in answers if a["status"] == 429]
+    assert refused and all(a["body"]["error"]["scope"] == "team" for a in refused)
+    wait_until(lambda: SpendLog.objects.filter(team_id=team.pk).count() >= 50, timeout=90,
+               message="not every request reached the ledger", worker=worker)  # fmt: skip
+    spent = SpendLog.objects.filter(team_id=team.pk).aggregate(s=Sum("cost"))["s"]
+    assert spent <= budget
+    assert BudgetWindow.objects.get(scope="team", scope_id=str(team.pk)).spent == spent
