@@ -12,12 +12,17 @@ one call (slots released, tokens and cost reconciled).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from apps.proxy.context import CallResult, RequestContext
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
 from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY
+
+if TYPE_CHECKING:
+    from apps.ratelimit.backends import CounterBackend
 
 
 class ProxyMiddleware:
@@ -31,13 +36,13 @@ class ProxyMiddleware:
 
 
 class MiddlewareChain:
-    def __init__(self, middleware: list[ProxyMiddleware], backend=None) -> None:
+    def __init__(self, middleware: list[ProxyMiddleware], backend: CounterBackend | None = None) -> None:
         self.middleware = middleware
         # None: the process backend (Redis when REDIS_URL is set, else memory), resolved on first use.
         self._backend = backend
 
     @property
-    def backend(self):
+    def backend(self) -> CounterBackend:
         if self._backend is not None:
             return self._backend
         from apps.ratelimit.backends import get_backend
@@ -74,6 +79,7 @@ class MiddlewareChain:
                 await plan_settle(ctx, plan, result, self.backend)
 
 
-def build_chain(paths: list[str] | None = None, backend=None) -> MiddlewareChain:
+def build_chain(paths: list[str] | None = None, backend: CounterBackend | None = None) -> MiddlewareChain:
+    """The chain of ``paths`` (default ``settings.PROXY_MIDDLEWARE``) on ``backend`` (default: the process's)."""
     names = settings.PROXY_MIDDLEWARE if paths is None else paths
     return MiddlewareChain([import_string(name)() for name in names], backend=backend)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,7 @@ def _load_customer(organization_id: int, external_id: str, time_zone: str) -> Sc
     )
 
 
-def with_fresh_connection(loader):
+def with_fresh_connection(loader: Callable[..., Any]) -> Callable[..., Any]:
     """Fresh connection per load, closed afterwards (no request cycle closes it on the proxy's side)."""
 
     def run(*args: Any) -> Any:
@@ -120,7 +121,7 @@ class _Cached:
         self.refreshing: set[Any] = set()
         self.tasks: set[asyncio.Task] = set()
 
-    async def get(self, key: Any, loader, *args: Any) -> Any:
+    async def get(self, key: Any, loader: Callable[..., Any], *args: Any) -> Any:
         entry = self.entries.get(key)
         now = time.monotonic()
         if entry is not None:
@@ -143,7 +144,7 @@ class _Cached:
         self.entries[key] = (time.monotonic() + settings.AUTH_CACHE_TTL_SECONDS, value)
         return value
 
-    async def _refresh(self, key: Any, loader, *args: Any) -> None:
+    async def _refresh(self, key: Any, loader: Callable[..., Any], *args: Any) -> None:
         try:
             value = await sync_to_async(with_fresh_connection(loader), thread_sensitive=True)(*args)
             self.entries[key] = (time.monotonic() + settings.AUTH_CACHE_TTL_SECONDS, value)
