@@ -85,3 +85,16 @@ def test_bob_the_member_cannot_add_reports(alpha, bob):
             "group_by": "key", "format": "csv", "recipients": ""}  # fmt: skip
     client.post("/admin/spend/report/add/", form)
     assert not Report.objects.exists()
+
+
+def test_a_row_whose_key_and_deployment_are_gone_still_renders(alpha, alice):
+    from apps.spend.models import SpendLog
+
+    key = VirtualKeyFactory(team=alpha, user=alice, alias="short-lived")
+    spend(key, "0.1")
+    row = SpendLog.objects.get()
+    SpendLog.objects.filter(pk=row.pk).update(key_id=999_999, deployment_id=888_888)
+    client = login(alice)
+    assert client.get("/admin/spend/spendlog/").status_code == 200
+    page = client.get(f"/admin/spend/spendlog/{row.pk}/change/")
+    assert page.status_code == 200 and row.request_id in page.content.decode()
