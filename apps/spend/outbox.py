@@ -76,8 +76,19 @@ async def spend_emit(event: SpendEvent) -> None:
             return
         except Exception:
             # Losing spend is worse than a slower path: keep the event in process and write it directly.
-            logger.exception("spend outbox: XADD failed, request %s goes through the local queue", event.request_id)
+            _log_fallback(event)
     local_outbox().put(event)
+
+
+_fallback_logged_at = [0.0]
+
+
+def _log_fallback(event: SpendEvent) -> None:
+    """At most one log line per 10 s while Redis is down (each request would log otherwise)."""
+    now = time.monotonic()
+    if now - _fallback_logged_at[0] >= 10.0:
+        _fallback_logged_at[0] = now
+        logger.exception("spend outbox: XADD failed (request %s); using the local queue", event.request_id)
 
 
 class LocalOutbox:
