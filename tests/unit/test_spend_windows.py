@@ -82,3 +82,21 @@ def test_week_starts_monday_and_unknown_durations_are_refused():
     with pytest.raises(ValueError):
         window_for("2w", datetime(2026, 11, 25, tzinfo=UTC))
     assert lifetime_window().id == "all"
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "UTC"])
+def test_ingestion_slot_cache_gives_the_exact_window_around_boundaries(zone):
+    """Ingestion reuses one window per 15-minute UTC slot; it must equal window_for at every minute."""
+    from apps.spend.scopes import window_of
+
+    starts = [
+        datetime(2026, 3, 29, 0, 0, tzinfo=UTC),  # Berlin spring forward
+        datetime(2026, 10, 24, 23, 0, tzinfo=UTC),  # Berlin fall back
+        datetime(2026, 1, 31, 17, 0, tzinfo=UTC),  # month end east of UTC
+        datetime(2026, 3, 8, 2, 0, tzinfo=UTC),  # America DST
+    ]
+    for start in starts:
+        for minute in range(0, 12 * 60, 7):
+            at = start + timedelta(minutes=minute, seconds=59)
+            for duration in ("1h", "1d", "7d", "30d", "1mo"):
+                assert window_of(duration, at, zone) == window_for(duration, at, zone), (duration, at, zone)
