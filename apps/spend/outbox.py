@@ -156,10 +156,19 @@ class LocalOutbox:
                 self._idle.notify_all()
 
     def _run(self) -> None:
+        from apps.spend.embedded import EmbeddedBeat
+
+        beat = EmbeddedBeat() if settings.SPEND_EMBEDDED_BEAT and not settings.REDIS_URL else None
         while True:
             batch = self._take_batch(block=True)
             if batch:
                 self._write(batch)
+            if beat is not None:  # no beat process without Redis: run the periodic jobs here
+                from django.db import close_old_connections, connection
+
+                close_old_connections()
+                if beat.tick() and self._queue.empty():
+                    connection.close()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event is in the ledger; True when nothing is left."""

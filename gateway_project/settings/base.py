@@ -214,6 +214,8 @@ SPEND_INGEST_MAX_SECONDS = env_float("SPEND_INGEST_MAX_SECONDS", 20.0, minimum=0
 SPEND_INGEST_CLAIM_IDLE_MS = env_int("SPEND_INGEST_CLAIM_IDLE_MS", 60_000, minimum=100)
 # Without Redis: how long the in-process outbox gathers events into one database write.
 SPEND_LOCAL_OUTBOX_LINGER_SECONDS = env_float("SPEND_LOCAL_OUTBOX_LINGER_SECONDS", 0.05, minimum=0)
+# Without Redis there is no beat process: the outbox thread runs alerts, window roll, reports, retention.
+SPEND_EMBEDDED_BEAT = env_bool("SPEND_EMBEDDED_BEAT", True)
 GATEWAY_ALERT_WEBHOOK_URL = env_str("GATEWAY_ALERT_WEBHOOK_URL", "") or ""
 
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")

@@ -45,6 +45,7 @@ async def emit(events) -> None:
 @pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:1/0"], ids=["no-redis", "redis-down"])
 def test_without_a_working_redis_every_event_lands_through_the_local_queue(transactional_db, settings, redis_url):
     settings.REDIS_URL = redis_url
+    settings.SPEND_EMBEDDED_BEAT = False  # the thread outlives this test: no jobs against other tests' data
     key = VirtualKeyFactory()
     events = events_for(key, 300)
     asyncio.run(emit(events))
@@ -160,3 +161,18 @@ def test_the_embedded_server_records_every_request_through_a_clean_shutdown(tmp_
     recorded = out.stdout.split()
     assert len(recorded) == 300
     assert set(recorded) == set(request_ids)
+
+
+def test_the_embedded_beat_runs_due_jobs_once_per_interval(db, alpha):
+    from apps.spend.embedded import EmbeddedBeat
+    from apps.spend.ingest import spend_ingest_events
+    from apps.spend.models import BudgetAlert
+
+    key = VirtualKeyFactory(team=alpha, max_budget=Decimal("0.00001"), budget_duration="1d")
+    spend_ingest_events(events_for(key, 3))
+    beat = EmbeddedBeat()
+    assert beat.tick(now=1000.0) == ["roll budget windows", "budget alerts", "scheduled reports", "retention"]
+    assert BudgetAlert.objects.filter(kind="hard", scope="key").count() == 1
+    assert beat.tick(now=1030.0) == []
+    assert beat.tick(now=1061.0) == ["roll budget windows", "budget alerts"]
+    assert BudgetAlert.objects.count() == 1
