@@ -144,3 +144,23 @@ async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeyp
         await call(chain, request(key, estimated_cost=Decimal("0.02")))
     assert info.value.limit_type == "budget" and info.value.remaining == pytest.approx(0.01)
     await call(chain, request(key, estimated_cost=Decimal("0.005")))
+
+
+async def test_the_memory_backend_forgets_what_no_window_can_see_any_more(monkeypatch):
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    clock = Clock(2_000_000.0)
+    backend = MemoryBackend(clock=clock)
+    chain = make_chain(
+        backend, ["apps.ratelimit.middleware.RateLimiter", "apps.ratelimit.middleware.ParallelRequestLimiter"]
+    )
+    for i in range(50):  # 50 tenants, one request each
+        await call(chain, request(key_context(scope("key", rpm_limit=5, max_parallel_requests=2))))
+    assert len(backend.windows) == 50
+    clock.now += 120
+    for _ in range(1100):  # the sweep runs every 1024 operations
+        await call(chain, request(key_context(scope("key", "steady", rpm_limit=10**6))))
+    assert set(backend.windows) == {"gw:rl:rpm:key:steady"}
+    assert not backend.slots

@@ -22,6 +22,8 @@ class MemoryBackend(CounterBackend):
         self.slots: dict[str, dict[str, int]] = {}
         self.counters: dict[str, tuple[int, int]] = {}  # key -> (value, expires_at_ms or 0)
         self._ops = 0
+        self.longest_window_ms = 60_000
+        self.bucket_ms: dict[str, int] = {}
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -81,6 +83,8 @@ class MemoryBackend(CounterBackend):
             if check.kind == WINDOW:
                 bucket = now // check.bucket_ms
                 check.bucket = bucket
+                self.bucket_ms[check.key] = check.bucket_ms
+                self.longest_window_ms = max(self.longest_window_ms, check.window_ms)
                 buckets = self.windows.setdefault(check.key, {})
                 buckets[bucket] = buckets.get(bucket, 0) + check.amount
             elif check.kind == SLOTS:
@@ -124,12 +128,17 @@ class MemoryBackend(CounterBackend):
         self._ops += 1
         if self._ops % 1024:
             return
+        horizon = now - self.longest_window_ms - 2_000  # older than any window: nobody reads it again
         for key in list(self.windows):
             buckets = self.windows[key]
-            for bucket in [b for b in buckets if (b + 62) * 1000 < now]:
+            bucket_ms = self.bucket_ms.get(key, 1000)
+            for bucket in [b for b in buckets if (b + 1) * bucket_ms < horizon]:
                 del buckets[bucket]
             if not buckets:
                 del self.windows[key]
+                self.bucket_ms.pop(key, None)
+        for key in [k for k, members in self.slots.items() if not members]:
+            del self.slots[key]
         for key in list(self.counters):
             self._counter(key, now)
 
