@@ -156,7 +156,7 @@ async def test_the_memory_backend_forgets_what_no_window_can_see_any_more(monkey
     chain = make_chain(
         backend, ["apps.ratelimit.middleware.RateLimiter", "apps.ratelimit.middleware.ParallelRequestLimiter"]
     )
-    for i in range(50):  # 50 tenants, one request each
+    for _ in range(50):  # 50 tenants, one request each
         await call(chain, request(key_context(scope("key", rpm_limit=5, max_parallel_requests=2))))
     assert len(backend.windows) == 50
     clock.now += 120
