@@ -154,6 +154,14 @@ class _Cached:
         finally:
             self.refreshing.discard(key)
 
+    def refresh_soon(self, key: Any, min_age: float = 1.0) -> None:
+        """Expire ``key`` now if it was loaded over ``min_age`` ago: the next read refreshes it in the background."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            loaded_at = entry[0] - settings.AUTH_CACHE_TTL_SECONDS
+            if time.monotonic() - loaded_at > min_age:
+                self.entries[key] = (time.monotonic(), entry[1])
+
     def clear(self) -> None:
         self.entries.clear()
 
@@ -167,7 +175,11 @@ async def deployment_capacity(deployment_id: int | None) -> DeploymentCapacity |
     if deployment_id is None:
         return None
     registry: Registry = await _registry.get("registry", _load_registry)
-    return registry.deployments.get(deployment_id)
+    found = registry.deployments.get(deployment_id)
+    if found is None:
+        # A deployment added since the last load: pick it up within a second, not a whole TTL.
+        _registry.refresh_soon("registry")
+    return found
 
 
 async def group_capacity(model_name: str) -> GroupCapacity | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -164,3 +165,21 @@ async def test_the_memory_backend_forgets_what_no_window_can_see_any_more(monkey
         await call(chain, request(key_context(scope("key", "steady", rpm_limit=10**6))))
     assert set(backend.windows) == {"gw:rl:rpm:key:steady"}
     assert not backend.slots
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_deployment_is_picked_up_without_waiting_for_the_ttl(settings):
+    from asgiref.sync import sync_to_async
+
+    settings.AUTH_CACHE_TTL_SECONDS = 3600
+    first = await sync_to_async(DeploymentFactory)(model_name="old", rpm_limit=1)
+    assert (await lookups.deployment_capacity(first.pk)).rpm_limit == 1
+    new = await sync_to_async(DeploymentFactory)(model_name="new", rpm_limit=9)
+    entry = lookups._registry.entries["registry"]
+    lookups._registry.entries["registry"] = (entry[0] - 2, entry[1])  # loaded two seconds ago
+    assert await lookups.deployment_capacity(new.pk) is None  # unknown yet: a refresh starts in the background
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if await lookups.deployment_capacity(new.pk) is not None:
+            break
+    assert (await lookups.deployment_capacity(new.pk)).rpm_limit == 9
