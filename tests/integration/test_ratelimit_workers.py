@@ -229,3 +229,28 @@ async def test_customer_session_and_team_budget_refusals_over_http(scoped_tenant
             assert status == 429
             assert (body["error"]["limit_type"], body["error"]["scope"]) == ("budget", "team")
             assert "Scoped" in body["error"]["message"]
+
+
+@pytest.fixture
+def one_rpm_key(transactional_db, upstream):
+    team = TeamFactory(name="Sdk")
+    DeploymentFactory(model_name="rl-sdk", provider="openai", model="ok", api_base=upstream.url)
+    return VirtualKeyFactory(team=team, alias="sdk-key", rpm_limit=1)
+
+
+async def test_the_official_openai_sdk_sees_our_429_as_rate_limit_error(one_rpm_key):
+    import openai
+
+    with GatewayServer(workers=1) as gateway:
+        client = openai.AsyncOpenAI(api_key=one_rpm_key.secret, base_url=f"{gateway.url}/v1", max_retries=0)
+        messages = [{"role": "user", "content": "ping"}]
+        first = await client.chat.completions.create(model="rl-sdk", messages=messages)
+        assert first.choices[0].message.content == "pong"
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.chat.completions.create(model="rl-sdk", messages=messages)
+        error = info.value
+        assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+        assert error.body["llm_provider"] == "openai" and error.body["model"] == "rl-sdk"
+        assert 55 <= int(error.response.headers["retry-after"]) <= 61
+        assert error.response.headers["x-request-id"]
+        await client.close()
