@@ -7,6 +7,7 @@ This is where the fail mode lives: when the counter store does not answer within
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -136,12 +137,31 @@ def settlement_ops(plan: Plan, result: CallResult) -> list[tuple[Check, int]]:
     return ops
 
 
+SETTLE_RETRY_DELAYS = (1.0, 3.0, 10.0)
+_retries: set[asyncio.Task] = set()
+
+
 async def plan_settle(ctx: RequestContext, plan: Plan, result: CallResult, backend: CounterBackend) -> None:
     if not plan.committed or plan.settled or plan.skipped:
         return
     plan.settled = True
+    ops = settlement_ops(plan, result)
     try:
-        await backend.settle(settlement_ops(plan, result))
+        await backend.settle(ops)
     except BackendUnavailable as exc:
-        # Slots still expire on their own; token/cost drift is bounded by one request.
         _backend_failed("settle", exc)
+        # A slot left behind would block a small max_parallel_requests until it expires (minutes):
+        # try again in the background; the expiry stays the last resort.
+        task = asyncio.get_running_loop().create_task(_settle_later(ops, backend))
+        _retries.add(task)
+        task.add_done_callback(_retries.discard)
+
+
+async def _settle_later(ops: list[tuple[Check, int]], backend: CounterBackend) -> None:
+    for delay in SETTLE_RETRY_DELAYS:
+        await asyncio.sleep(delay)
+        try:
+            await backend.settle(ops)
+            return
+        except BackendUnavailable as exc:
+            _backend_failed("settle_retry", exc)

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from apps.ratelimit import lookups
 from apps.ratelimit.backends import BackendUnavailable
 from apps.ratelimit.backends.redis_backend import RedisBackend
-from apps.ratelimit.errors import LimiterUnavailableError
+from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
 from apps.ratelimit.plan import PLAN_KEY
 from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
 
@@ -92,3 +92,31 @@ async def test_the_timeout_bounds_a_hung_redis(silent_server):
 
 def _request(key):
     return request(key)
+
+
+async def test_a_failed_settlement_is_retried_so_slots_come_back(monkeypatch):
+    """Redis hiccups after the call: the slot is released by a background retry, not only by its expiry."""
+    from apps.ratelimit import engine
+    from apps.ratelimit.backends.memory import MemoryBackend
+
+    class FlakySettle(MemoryBackend):
+        failures = 1
+
+        async def _settle(self, ops):
+            if self.failures:
+                self.failures -= 1
+                raise BackendUnavailable("blip")
+            await super()._settle(ops)
+
+    monkeypatch.setattr(engine, "SETTLE_RETRY_DELAYS", (0.01, 0.01))
+    backend = FlakySettle()
+    chain = make_chain(backend, ["apps.ratelimit.middleware.ParallelRequestLimiter"])
+    key = key_context(scope("key", max_parallel_requests=1))
+    await call(chain, _request(key), ok())
+    with pytest.raises(ProxyRateLimitError):  # the blip left the slot taken ...
+        await call(chain, _request(key), ok())
+    for _ in range(100):  # ... until the retry gives it back
+        await asyncio.sleep(0.01)
+        if not engine._retries:
+            break
+    await call(chain, _request(key), ok())
