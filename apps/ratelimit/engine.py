@@ -151,8 +151,12 @@ async def plan_settle(ctx: RequestContext, plan: Plan, result: CallResult, backe
     except BackendUnavailable as exc:
         _backend_failed("settle", exc)
         # A slot left behind would block a small max_parallel_requests until it expires (minutes):
-        # try again in the background; the expiry stays the last resort.
-        task = asyncio.get_running_loop().create_task(_settle_later(ops, backend))
+        # release it again in the background (ZREM is idempotent). Token and cost deltas are not
+        # retried: a timed-out call may have been applied, and keeping a reservation errs on the safe side.
+        slots = [(check, delta) for check, delta in ops if check.reconcile == "slot"]
+        if not slots:
+            return
+        task = asyncio.get_running_loop().create_task(_settle_later(slots, backend))
         _retries.add(task)
         task.add_done_callback(_retries.discard)
 
