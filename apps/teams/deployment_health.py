@@ -27,6 +27,7 @@ RECENT_MINUTES = 15
 LATENCY_SAMPLE = 200
 DEGRADED_ERROR_RATE = 0.2
 DEGRADED_MIN_REQUESTS = 5
+ATTEMPT_ROWS_MAX = 2000
 
 
 @dataclass
@@ -140,7 +141,34 @@ def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
                 entry["last_error"] = (f"{status} {error_type or ''}".strip(), created_at)
         if len(entry["latencies"]) < LATENCY_SAMPLE and latency_ms is not None:
             entry["latencies"].append(float(latency_ms))
+    _add_failed_over_attempts(stats, since)
     return stats
+
+
+def _add_failed_over_attempts(stats: dict[int, dict], since) -> None:
+    """A deployment whose requests all failed over to another one never appears as a row's deployment:
+    count its attempts from the rows' ``metadata.attempts`` (the router's record), all but the last."""
+    from apps.spend.models import SpendLog
+
+    rows = (
+        SpendLog.objects.filter(created_at__gte=since, metadata__has_key="attempts")
+        .order_by("-created_at")
+        .values_list("metadata", "created_at")[:ATTEMPT_ROWS_MAX]
+    )
+    for metadata, created_at in rows:
+        attempts = metadata.get("attempts") if isinstance(metadata, dict) else None
+        if not isinstance(attempts, list):
+            continue
+        for attempt in attempts[:-1]:
+            entry = stats.get(attempt.get("deployment_id")) if isinstance(attempt, dict) else None
+            if entry is None:
+                continue
+            status, error = int(attempt.get("status") or 0), str(attempt.get("error") or "")
+            entry["requests"] += 1
+            if deployment_failed(status, error):
+                entry["errors"] += 1
+                if entry["last_error"] is None or entry["last_error"][1] < created_at:
+                    entry["last_error"] = (f"{status} {error}".strip(), created_at)
 
 
 def group_health(user, model_name: str) -> GroupHealth | None:

@@ -360,3 +360,32 @@ def test_a_member_sees_only_their_own_keys_traffic(client, bob, alpha, alpha_key
     client.force_login(bob)
     live = client.get(reverse("gateway-live")).content.decode()
     assert "bobs-key" in live and "alpha-&lt;b&gt;" not in live
+
+
+@pytest.mark.django_db
+def test_a_deployment_that_always_fails_over_is_degraded(alice, acme, alpha_key):
+    from apps.teams.deployment_health import group_health
+
+    broken = DeploymentFactory(organization=acme, model_name="acme-model", priority=0)
+    healthy = DeploymentFactory(organization=acme, model_name="acme-model", priority=1)
+    events = []
+    for _ in range(6):
+        event = _event(alpha_key, deployment=healthy)
+        event.metadata = {
+            "attempts": [
+                {
+                    "deployment_id": broken.pk,
+                    "provider": "mock",
+                    "status": 502,
+                    "error": "upstream_connection",
+                    "ms": 3,
+                },
+                {"deployment_id": healthy.pk, "status": 200, "error": None, "ms": 9},
+            ]
+        }
+        events.append(event)
+    spend_ingest_events(events)
+    by_id = {h.deployment.pk: h for h in group_health(alice, "acme-model").deployments}
+    assert (by_id[broken.pk].requests, by_id[broken.pk].errors, by_id[broken.pk].state) == (6, 6, "degraded")
+    assert by_id[broken.pk].last_error == "502 upstream_connection"
+    assert (by_id[healthy.pk].requests, by_id[healthy.pk].errors, by_id[healthy.pk].state) == (6, 0, "ok")
