@@ -83,6 +83,7 @@ def server(request, transactional_db, tmp_path):
         "DATABASE_URL": _database_url_for(connection.settings_dict["NAME"]),
         "REDIS_URL": "",
         "GATEWAY_RUN_DIR": str(tmp_path / "run"),
+        "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,  # keys made by the factories here work there
         "PYTHONPATH": str(ROOT),
     }
     workers, celery = "1", None
@@ -185,7 +186,8 @@ def cast(transactional_db):
         history.append(_event(alpha, alias=batch_key.alias, cost=cost, at=now - days_ago * 86400, key_id=batch_key.pk))
     history.append(_event(omega, alias=omega_key.alias, cost="9.99", at=now - 3600, key_id=omega_key.pk))
     spend_ingest_events(history)
-    return {"alpha": alpha, "omega": omega, "alice": alice, "charlie": charlie}
+    hostile = VirtualKeyFactory(team=alpha, user=alice, alias='<img src=x onerror="window.__xss=1">hostile')
+    return {"alpha": alpha, "omega": omega, "alice": alice, "charlie": charlie, "hostile": hostile}
 
 
 def _event(team, *, alias: str, cost: str, at: float, key_id=None) -> SpendEvent:
@@ -371,6 +373,14 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     assert rows.count() == 4
     live.click("#gw-live-pause")
     expect(rows).to_have_count(5, timeout=WAIT_MS)
+
+    # A tenant-typed alias arrives as text, never as markup.
+    assert _chat(server, cast["hostile"].secret, "hi")[0] == 200
+    hostile_rows = live.locator("#gw-live-table tbody tr", has_text="hostile")
+    expect(hostile_rows).to_have_count(1, timeout=WAIT_MS)
+    assert live.locator("#gw-live-table img").count() == 0
+    assert live.evaluate("window.__xss") is None
+    assert '<img src=x onerror="window.__xss=1">hostile' in hostile_rows.first.inner_text()
 
     # Without a session the pages are behind the login.
     anonymous = browser.new_context().new_page()
