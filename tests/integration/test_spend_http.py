@@ -161,3 +161,23 @@ def test_a_team_budget_shared_by_two_keys_holds_and_the_refusal_names_the_team(s
     spent = SpendLog.objects.filter(team_id=team.pk).aggregate(s=Sum("cost"))["s"]
     assert spent <= budget
     assert BudgetWindow.objects.get(scope="team", scope_id=str(team.pk)).spent == spent
+
+
+def test_a_lost_redis_budget_counter_is_seeded_from_the_ledger(stack):
+    """Redis forgot the window's spend (new counter, flushed, evicted): the ledger's total still counts."""
+    import time
+    import uuid
+
+    from apps.spend.events import SpendEvent
+    from apps.spend.ingest import spend_ingest_events
+
+    gateway, _ = stack
+    team = TeamFactory(name="Seeded")
+    key = VirtualKeyFactory(team=team, alias="seeded", max_budget=Decimal("1"), budget_duration="1d")
+    earlier = SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/chat/completions",
+                         status=200, organization_id=key.organization_id, team_id=key.team_id, key_id=key.pk,
+                         cost="0.99")  # fmt: skip
+    spend_ingest_events([earlier])  # spent earlier today; Redis holds no counter for this window
+    [answer] = asyncio.run(fire(gateway, key.secret, 1))
+    assert answer["status"] == 429, answer
+    assert answer["body"]["error"]["limit_type"] == "budget"
