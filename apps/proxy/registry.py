@@ -56,11 +56,20 @@ class Group:
     num_retries: int | None = None
     rpm_capacity: int | None = None
     tpm_capacity: int | None = None
+    # Per-snapshot memo of derived tuples (visibility per organization, candidates per route).
+    memo: dict[Any, tuple[Deployment, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def visible_to(self, organization_id: int | None, *, is_master: bool = False) -> tuple[Deployment, ...]:
         if is_master:
             return self.deployments
-        return tuple(d for d in self.deployments if d.organization_id is None or d.organization_id == organization_id)
+        found = self.memo.get(organization_id)
+        if found is None:
+            found = tuple(
+                d for d in self.deployments if d.organization_id is None or d.organization_id == organization_id
+            )
+            if len(self.memo) < 10_000:
+                self.memo[organization_id] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,14 @@ class Router:
         return health
 
     def candidates(self, group: Group, ctx: RequestContext, op: str) -> tuple[Deployment, ...]:
-        visible = group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master)
-        return tuple(d for d in visible if (a := self.adapters.get(d.provider)) is not None and a.supports(op))
+        memo_key = ("candidates", ctx.key.organization_id, ctx.key.is_master, op)
+        found = group.memo.get(memo_key)
+        if found is None:
+            visible = group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master)
+            found = tuple(d for d in visible if (a := self.adapters.get(d.provider)) is not None and a.supports(op))
+            if len(group.memo) < 10_000:
+                group.memo[memo_key] = found
+        return found
 
     def pick(self, group: Group, deployments: tuple[Deployment, ...], tried: set[int]) -> Deployment | None:
         now = time.monotonic()

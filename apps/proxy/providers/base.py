@@ -10,6 +10,7 @@ Anthropic's ``/v1/messages`` can also be served natively (``native_ops``), witho
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,6 +228,14 @@ def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamE
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _client_timeout(timeout: float, stream: bool) -> aiohttp.ClientTimeout:
+    """Streams bound each read (a long answer may take minutes); whole bodies bound the total."""
+    if stream:
+        return aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0), sock_read=timeout)
+    return aiohttp.ClientTimeout(total=timeout)
+
+
 class Adapter:
     """A provider. Subclasses implement ``prepare``/``parse``/``stream_chunks`` or override ``send``."""
 
@@ -244,10 +253,7 @@ class Adapter:
             raise GatewayError(
                 400, f"The request body has an unexpected shape ({type(exc).__name__}).", kind="bad_request"
             ) from None
-        if call.stream:
-            client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0), sock_read=timeout)
-        else:
-            client_timeout = aiohttp.ClientTimeout(total=timeout)
+        client_timeout = _client_timeout(timeout, call.stream)
         try:
             response = await session.request(
                 request.method, request.url, headers=request.headers, data=request.data, timeout=client_timeout
