@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings.test")
-os.environ.setdefault("GATEWAY_RUN_DIR", tempfile.mkdtemp(prefix="gw-bench-run-"))
+_RUN_DIR = None if "GATEWAY_RUN_DIR" in os.environ else tempfile.mkdtemp(prefix="gw-bench-run-")
+os.environ.setdefault("GATEWAY_RUN_DIR", _RUN_DIR or "")
 
 
 def start_redis() -> tuple[str, subprocess.Popen, str]:
@@ -167,6 +168,8 @@ def main() -> None:
             timings, checks = asyncio.run(run(MemoryBackend(), args.requests, args.concurrency, profile))
             report(f"memory/{profile}", timings, checks, args.concurrency)
     finally:
+        if _RUN_DIR:
+            shutil.rmtree(_RUN_DIR, ignore_errors=True)
         if process is not None:
             process.terminate()
             process.wait(10)

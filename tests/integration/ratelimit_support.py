@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,3 +163,6 @@ class GatewayServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
