@@ -12,7 +12,7 @@ from apps.ratelimit import lookups
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.errors import ProxyRateLimitError
 from tests.factories import CustomerFactory, DeploymentFactory, OrganizationFactory
-from tests.unit.ratelimit_helpers import call, key_context, make_chain, request, scope
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +183,25 @@ async def test_a_new_deployment_is_picked_up_without_waiting_for_the_ttl(setting
         if await lookups.deployment_capacity(new.pk) is not None:
             break
     assert (await lookups.deployment_capacity(new.pk)).rpm_limit == 9
+
+
+async def test_token_reconciliation_lands_in_the_reserving_bucket_and_never_resurrects_one(monkeypatch):
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    clock = Clock(3_000_000.0)
+    backend = MemoryBackend(clock=clock)
+    chain = make_chain(backend, ["apps.ratelimit.middleware.RateLimiter"])
+    key = key_context(scope("key", "tpm-key", tpm_limit=1000))
+    slow = request(key, estimated_prompt_tokens=300, max_output_tokens=300)
+    await chain.pre_call(slow)
+    clock.now += 5  # the call ends five seconds later, having used 100 tokens
+    await chain.post_call(slow, ok(prompt_tokens=50, completion_tokens=50))
+    assert sum(backend.windows["gw:rl:tpm:key:tpm-key"].values()) == 100
+    stale = request(key, estimated_prompt_tokens=500, max_output_tokens=0)
+    await chain.pre_call(stale)
+    clock.now += 120  # a stream that outlived the window: its bucket is gone, nothing comes back
+    await call(chain, request(key, estimated_prompt_tokens=0, max_output_tokens=0))
+    await chain.post_call(stale, ok(prompt_tokens=10))
+    assert sum(backend.windows["gw:rl:tpm:key:tpm-key"].values()) == 0

@@ -87,6 +87,9 @@ class MemoryBackend(CounterBackend):
                 self.longest_window_ms = max(self.longest_window_ms, check.window_ms)
                 buckets = self.windows.setdefault(check.key, {})
                 buckets[bucket] = buckets.get(bucket, 0) + check.amount
+                first_alive = bucket - check.window_ms // check.bucket_ms
+                for stale in [b for b in buckets if b < first_alive]:  # as the Lua script's HDEL
+                    del buckets[stale]
             elif check.kind == SLOTS:
                 self.slots.setdefault(check.key, {})[check.member] = now + check.ttl_ms
             else:
