@@ -78,8 +78,8 @@ def refusal_error(ctx: RequestContext, check: Check, refusal: Refusal) -> ProxyR
         message = f"Session iteration cap reached for {check.label}: {int(check.limit or 0)} calls per session."
     elif check.priority_tier:
         message = (
-            f"Model '{ctx.model}' is saturated; requests at priority {ctx.key.priority} are paused "
-            f"for {check.label}. Retry after {math.ceil(retry_after)} s."
+            f"Model '{ctx.model}' is saturated; requests at priority {ctx.key.priority} are paused. "
+            f"Retry after {math.ceil(retry_after)} s."
         )
     else:
         unit = _UNITS.get(check.limit_type, check.limit_type)

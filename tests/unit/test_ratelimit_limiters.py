@@ -295,3 +295,35 @@ async def test_the_full_chain_reserves_everything_or_nothing(backend_kind, no_lo
     assert ctx.response_headers["x-ratelimit-remaining-requests"] == "4"
     assert ctx.response_headers["x-ratelimit-remaining-tokens"] == "980"
     await chain.post_call(ctx, ok())
+
+
+async def test_priority_also_reads_token_saturation(backend_kind, monkeypatch, settings):
+    settings.PRIORITY_SATURATION_THRESHOLD = 0.5
+    group = f"tok-{scope('x').id}"
+
+    async def capacity(deployment_id):
+        return DeploymentCapacity(1, group, None, None, None)
+
+    async def group_capacity(name):
+        return GroupCapacity(group, None, 1000) if name == group else None
+
+    async def none(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(lookups, "deployment_capacity", capacity)
+    monkeypatch.setattr(lookups, "group_capacity", group_capacity)
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.PriorityLimiter"])
+    low, high = key_context(priority=0), key_context(priority=1)
+    big = {"deployment_id": 1, "estimated_prompt_tokens": 200, "max_output_tokens": 200}
+    await call(chain, request(low, **big), ok(prompt_tokens=200, completion_tokens=200))  # 400 of 1000
+    error = await refusal_of(chain, request(low, **big))  # 800 > 500: low priority waits
+    assert error.limit_type == "tokens" and error.scope == "model"
+    medium = {"deployment_id": 1, "estimated_prompt_tokens": 200, "max_output_tokens": 100}
+    await call(chain, request(high, **medium), ok(prompt_tokens=150, completion_tokens=50))  # 700 <= 750, used 200
+    # Real usage below the estimate gave 100 tokens back to the group: 600 + 150 fits the 750 tier exactly.
+    await call(
+        chain, request(high, estimated_prompt_tokens=150, max_output_tokens=0, deployment_id=1), ok(prompt_tokens=150)
+    )
+    error = await refusal_of(chain, request(high, estimated_prompt_tokens=10, max_output_tokens=0, deployment_id=1))
+    assert error.limit_type == "tokens" and "priority 1" in error.message
