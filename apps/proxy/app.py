@@ -146,8 +146,11 @@ class Gateway:
         return await asyncio.get_running_loop().run_in_executor(self.db, call)
 
     def invalidate(self, reason: str) -> None:
+        from apps.ratelimit.lookups import lookups_expire
+
         self.auth.clear()
         self._registry_stale = True
+        lookups_expire()  # customer limits, deployment and group capacity of the limiters
 
     async def get_registry(self, *, unknown_model: bool = False) -> Registry:
         self.cache_sync.check_local()

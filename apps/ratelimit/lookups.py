@@ -202,6 +202,16 @@ async def customer_limits(
     return await _customers.get(key, _load_customer, organization_id, external_id, time_zone)
 
 
+def lookups_expire() -> None:
+    """Something changed in the admin (the proxy's cache invalidation): refresh every entry on next use.
+
+    Entries are served once more while the refresh runs, so no request waits for the database.
+    """
+    now = time.monotonic()
+    for cache in (_registry, _customers):
+        cache.entries = {key: (now, value) for key, (_, value) in cache.entries.items()}
+
+
 def lookups_clear() -> None:
     """Forget cached limits (tests; an admin change is otherwise picked up within the TTL)."""
     _registry.clear()

@@ -205,3 +205,22 @@ async def test_token_reconciliation_lands_in_the_reserving_bucket_and_never_resu
     await call(chain, request(key, estimated_prompt_tokens=0, max_output_tokens=0))
     await chain.post_call(stale, ok(prompt_tokens=10))
     assert sum(backend.windows["gw:rl:tpm:key:tpm-key"].values()) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_admin_change_is_picked_up_after_the_proxys_invalidation(settings):
+    from asgiref.sync import sync_to_async
+
+    from apps.proxy.models import ModelDeployment
+
+    settings.AUTH_CACHE_TTL_SECONDS = 3600
+    deployment = await sync_to_async(DeploymentFactory)(model_name="edit-me", rpm_limit=10)
+    assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 10
+    await sync_to_async(ModelDeployment.objects.filter(pk=deployment.pk).update)(rpm_limit=3)
+    assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 10  # cached for the TTL ...
+    lookups.lookups_expire()  # ... until the proxy hears of the change (apps/proxy/app.py invalidate)
+    for _ in range(100):
+        if (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 3
