@@ -28,15 +28,12 @@ class KeyViewSet(TenantViewSet):
 
     def get_queryset(self):
         queryset = super().get_queryset()
-        params = self.request.query_params
         for name in ("team", "user"):
-            value = params.get(name)
+            value = self.query_id(name)
             if value is not None:
-                if not value.isdigit():
-                    raise ValidationError({name: "must be an id."})
-                queryset = queryset.filter(**{f"{name}_id": int(value)})
-        queryset = keys_with_status(queryset, params.get("status"))
-        return keys_allowing_model(queryset, params.get("model"))
+                queryset = queryset.filter(**{f"{name}_id": value})
+        queryset = keys_with_status(queryset, self.query_text("status"))
+        return keys_allowing_model(queryset, self.query_text("model"))
 
     @extend_schema(parameters=KEY_FILTERS)
     def list(self, request, *args, **kwargs):

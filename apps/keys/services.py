@@ -12,7 +12,7 @@ from apps.keys.hashing import TOKEN_PREFIX, display_prefix, generate_secret, key
 from apps.keys.invalidation import publish_invalidation
 from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.audit import Actor, audit_record
-from apps.teams.limits import LIMIT_FIELDS, check_within, model_limits_problem
+from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Team
 from apps.teams.scoping import tenancy_for
 
@@ -57,25 +57,55 @@ def _validate_shapes(values: dict) -> None:
         raise ValidationError(errors)
 
 
+DEFAULT_PRIORITY = VirtualKey._meta.get_field("priority").default
+
+
 def _validate_key_values(*, team: Team, user, values: dict) -> None:
     errors = check_within(values, team, parent_label="team")
     errors.update(check_within(values, team.organization, parent_label="organization"))
     if user is not None and getattr(user, "pk", None):
         errors.update(check_within(values, user, parent_label="user"))
+    for name in SESSION_CAPS:
+        ceiling, value = getattr(team, name), values.get(name)
+        if ceiling is not None and value is not None and value > ceiling:
+            errors[name] = f"cannot exceed the team's {name} ({ceiling})."
     if errors:
         raise ValidationError(errors)
 
 
+def _is_key_admin(actor: Actor, team: Team) -> bool:
+    tenancy = tenancy_for(actor.user)
+    return tenancy.is_superuser or team.organization_id in tenancy.org_admin or team.pk in tenancy.team_admin
+
+
 def _authorize_key_write(*, actor: Actor, team: Team, owner) -> None:
     """Admins of the team or its organization may manage any key in it; members only their own."""
+    if _is_key_admin(actor, team):
+        return
     tenancy = tenancy_for(actor.user)
-    if tenancy.is_superuser:
-        return
-    if team.organization_id in tenancy.org_admin or team.pk in tenancy.team_admin:
-        return
     if team.pk in tenancy.team_member and owner is not None and owner.pk == tenancy.user_id:
         return
     raise PermissionDenied("You may not manage keys for this team.")
+
+
+def _authorize_key_loosening(*, actor: Actor, key: VirtualKey | None, team: Team, values: dict) -> None:
+    """What only admins may do, even to a member's own key.
+
+    Priority shares model capacity across every tenant, so only superusers set it. An owner may
+    tighten their key (block it, expire it sooner) but not undo what an admin imposed.
+    """
+    tenancy = tenancy_for(actor.user)
+    current_priority = key.priority if key is not None else DEFAULT_PRIORITY
+    if "priority" in values and values["priority"] != current_priority and not tenancy.is_superuser:
+        raise PermissionDenied("Only a superuser may change a key's priority.")
+    if _is_key_admin(actor, team) or key is None:
+        return
+    if values.get("blocked") is False and key.blocked:
+        raise PermissionDenied("Only an admin of the team may unblock this key.")
+    if "expires_at" in values and key.expires_at is not None:
+        new = values["expires_at"]
+        if new is None or new > key.expires_at:
+            raise PermissionDenied("Only an admin of the team may extend this key's expiry.")
 
 
 def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None, **values) -> IssuedKey:
@@ -89,6 +119,7 @@ def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None
     if user is not None and not user.memberships.filter(team=team).exists() and not user.is_superuser:
         raise ValidationError({"user": "the user is not a member of this team."})
     _authorize_key_write(actor=actor, team=team, owner=user)
+    _authorize_key_loosening(actor=actor, key=None, team=team, values=values)
     _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
     secret = secret or generate_secret()
@@ -115,8 +146,9 @@ def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
     if unknown:
         raise ValidationError({name: "this field cannot be changed." for name in sorted(unknown)})
     _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    _authorize_key_loosening(actor=actor, key=key, team=key.team, values=values)
     _validate_shapes(values)
-    merged = {name: values.get(name, getattr(key, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
+    merged = {name: values.get(name, getattr(key, name)) for name in (*LIMIT_FIELDS, *SESSION_CAPS, "allowed_models")}
     _validate_key_values(team=key.team, user=key.user, values=merged)
     with transaction.atomic():
         for name, value in values.items():
@@ -132,6 +164,7 @@ def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
 
 def key_set_blocked(*, actor: Actor, key: VirtualKey, blocked: bool) -> VirtualKey:
     _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    _authorize_key_loosening(actor=actor, key=key, team=key.team, values={"blocked": blocked})
     with transaction.atomic():
         key.blocked = blocked
         key.save(update_fields=["blocked", "updated_at"])

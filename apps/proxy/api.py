@@ -90,7 +90,7 @@ class DeploymentViewSet(TenantViewSet):
 
     def get_queryset(self):
         queryset = super().get_queryset()
-        model_name = self.request.query_params.get("model_name")
+        model_name = self.query_text("model_name")
         return queryset.filter(model_name=model_name) if model_name else queryset
 
     @extend_schema(request=DeploymentInput, responses={201: DeploymentSerializer})

@@ -8,7 +8,7 @@ from django.contrib.auth.password_validation import validate_password
 
 from apps.teams import services
 from apps.teams.admin_base import ModelListField, TenantScopedAdmin
-from apps.teams.limits import LIMIT_FIELDS
+from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
 from apps.teams.scoping import tenancy_for
 from apps.teams.selectors import teams_administered_by
@@ -57,7 +57,7 @@ class TeamAdmin(TenantScopedAdmin):
         LIMITS_FIELDSET,
         ("Per-model and per-session", {"fields": ("model_limits", "session_max_budget", "session_max_iterations")}),
     )
-    CEILING = ("allowed_models", "blocked", *LIMIT_FIELDS, "budget_duration", "model_limits")
+    CEILING = ("allowed_models", "blocked", *LIMIT_FIELDS, "budget_duration", "model_limits", *SESSION_CAPS)
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "allowed_models":

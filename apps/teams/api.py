@@ -37,8 +37,8 @@ class TeamViewSet(TenantViewSet):
 
     def get_queryset(self):
         queryset = super().get_queryset().select_related("organization")
-        organization = self.request.query_params.get("organization")
-        return queryset.filter(organization_id=organization) if organization and organization.isdigit() else queryset
+        organization = self.query_id("organization")
+        return queryset if organization is None else queryset.filter(organization_id=organization)
 
     @extend_schema(request=s.TeamInput, responses={201: s.TeamSerializer})
     def create(self, request):
@@ -63,8 +63,8 @@ class MembershipViewSet(TenantViewSet):
 
     def get_queryset(self):
         queryset = super().get_queryset().select_related("user", "organization", "team")
-        team = self.request.query_params.get("team")
-        return queryset.filter(team_id=team) if team and team.isdigit() else queryset
+        team = self.query_id("team")
+        return queryset if team is None else queryset.filter(team_id=team)
 
     @extend_schema(request=s.MembershipInput, responses={201: s.MembershipSerializer})
     def create(self, request):
@@ -131,7 +131,7 @@ class CustomerViewSet(TenantViewSet):
 
     def get_queryset(self):
         queryset = super().get_queryset().order_by("organization_id", "external_id")
-        external_id = self.request.query_params.get("external_id")
+        external_id = self.query_text("external_id")
         return queryset.filter(external_id=external_id) if external_id else queryset
 
     @extend_schema(request=s.CustomerInput, responses={201: s.CustomerSerializer})

@@ -83,6 +83,24 @@ class TenantViewSet(viewsets.GenericViewSet):
     def get_exception_handler(self):
         return api_exception_handler
 
+    def query_id(self, name: str) -> int | None:
+        """An id from the query string, or None; anything but plain ASCII digits is a 400, never a 500."""
+        value = self.request.query_params.get(name)
+        if value is None or value == "":
+            return None
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
+            raise exceptions.ValidationError({name: "must be an id."})
+        return int(value)
+
+    def query_text(self, name: str, *, max_length: int = 255) -> str | None:
+        """A text filter from the query string, or None; NUL bytes and overlong values are a 400."""
+        value = self.request.query_params.get(name)
+        if not value:
+            return None
+        if "\x00" in value or len(value) > max_length:
+            raise exceptions.ValidationError({name: f"must be text of at most {max_length} characters."})
+        return value
+
     def actor(self) -> Actor:
         return actor_from_request(self.request, "api")
 

@@ -117,8 +117,11 @@ def deployment_failed(status: int, error_type: str) -> bool:
     return status >= 500
 
 
-def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
-    """Traffic that reached each deployment: the gateway's own refusals (rate_limit:*) never did."""
+def _recent_stats(user, deployment_ids: list[int]) -> dict[int, dict]:
+    """Traffic that reached each deployment: the gateway's own refusals (rate_limit:*) never did.
+
+    Only the traffic ``user`` may see counts: a shared deployment shows each tenant its own requests.
+    """
     from apps.spend.models import SpendLog
 
     since = timezone.now() - timedelta(minutes=RECENT_MINUTES)
@@ -126,7 +129,8 @@ def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
         pk: {"requests": 0, "errors": 0, "latencies": [], "last_error": None} for pk in deployment_ids
     }
     recent = (
-        SpendLog.objects.filter(deployment_id__in=deployment_ids, created_at__gte=since)
+        SpendLog.objects.restrict(user)
+        .filter(deployment_id__in=deployment_ids, created_at__gte=since)
         .exclude(error_type__startswith="rate_limit")
         .order_by("-created_at")
         .values_list("deployment_id", "status", "latency_ms", "error_type", "created_at")
@@ -141,17 +145,18 @@ def _recent_stats(deployment_ids: list[int]) -> dict[int, dict]:
                 entry["last_error"] = (f"{status} {error_type or ''}".strip(), created_at)
         if len(entry["latencies"]) < LATENCY_SAMPLE and latency_ms is not None:
             entry["latencies"].append(float(latency_ms))
-    _add_failed_over_attempts(stats, since)
+    _add_failed_over_attempts(user, stats, since)
     return stats
 
 
-def _add_failed_over_attempts(stats: dict[int, dict], since) -> None:
+def _add_failed_over_attempts(user, stats: dict[int, dict], since) -> None:
     """A deployment whose requests all failed over to another one never appears as a row's deployment:
     count its attempts from the rows' ``metadata.attempts`` (the router's record), all but the last."""
     from apps.spend.models import SpendLog
 
     rows = (
-        SpendLog.objects.filter(created_at__gte=since, metadata__has_key="attempts")
+        SpendLog.objects.restrict(user)
+        .filter(created_at__gte=since, metadata__has_key="attempts")
         .order_by("-created_at")
         .values_list("metadata", "created_at")[:ATTEMPT_ROWS_MAX]
     )
@@ -180,7 +185,7 @@ def group_health(user, model_name: str) -> GroupHealth | None:
     settings_row = ModelGroup.objects.filter(model_name=model_name).first()
     changeable = set(_deployments(user, CHANGE).filter(model_name=model_name).values_list("pk", flat=True))
     router = _router_health()
-    stats = _recent_stats([d.pk for d in deployments])
+    stats = _recent_stats(user, [d.pk for d in deployments])
     group = GroupHealth(
         model_name=model_name,
         strategy=settings_row.get_strategy_display() if settings_row else "Weighted shuffle (default)",

@@ -8,6 +8,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget", "soft_budget")
+# Per-agent-session caps on teams and keys; a key's cap never exceeds its team's.
+SESSION_CAPS = ("session_max_budget", "session_max_iterations")
 
 
 class BudgetDuration(models.TextChoices):

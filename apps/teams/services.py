@@ -9,7 +9,7 @@ from django.db import transaction
 
 from apps.keys.invalidation import publish_invalidation
 from apps.teams.audit import Actor, audit_record
-from apps.teams.limits import LIMIT_FIELDS, check_within, model_limits_problem
+from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
 from apps.teams.scoping import tenancy_for
 
@@ -118,7 +118,7 @@ def team_create(*, actor: Actor, organization: Organization, name: str, **values
 
 def team_update(*, actor: Actor, team: Team, **values) -> Team:
     _reject_unknown(values, TEAM_SETTABLE)
-    ceiling_fields = {*LIMIT_FIELDS, "budget_duration", "allowed_models", "model_limits", "blocked"}
+    ceiling_fields = {*LIMIT_FIELDS, *SESSION_CAPS, "budget_duration", "allowed_models", "model_limits", "blocked"}
     if set(values) & ceiling_fields:
         _require_org_admin(actor, team.organization)  # a team admin can't raise their own team's ceiling
     else:

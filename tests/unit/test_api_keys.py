@@ -199,3 +199,18 @@ def test_well_formed_model_limits_are_stored(alpha, alice):
     response = client_for(alice).post("/api/v1/keys/", {"team": alpha.pk, "model_limits": limits}, format="json")
     assert response.status_code == 201
     assert VirtualKey.objects.get(pk=response.json()["id"]).model_limits == limits
+
+
+@pytest.mark.parametrize("query", ["team=%C2%B2", "user=1x", "team=99999999999999999999999", "model=a%00b"])
+def test_malformed_filters_are_a_400_never_a_500(master, alpha, query):
+    response = master.get(f"/api/v1/keys/?{query}")
+    assert response.status_code == 400, response.content
+    assert set(response.json()) & {"team", "user", "model"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/teams/?organization=%C2%B2", "/api/v1/members/?team=%C2%B2", "/api/v1/deployments/?model_name=a%00"],
+)
+def test_malformed_filters_on_other_lists_are_a_400(master, path):
+    assert master.get(path).status_code == 400
