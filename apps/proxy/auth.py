@@ -127,7 +127,10 @@ def load_key_context(key_hash: str) -> KeyContext | None:
 
 
 class AuthCache:
-    """key hash -> (KeyContext | None, expiry). ``None`` entries are short-lived negative answers."""
+    """presented key -> (KeyContext | None, expiry). ``None`` entries are short-lived negative answers.
+
+    Bounded (MAX_ENTRIES, then cleared), so a flood of random keys costs memory only briefly.
+    """
 
     def __init__(self, *, ttl: float, master_key: str, run_sync: Callable, loader: Callable = load_key_context):
         self.ttl = ttl
@@ -147,31 +150,32 @@ class AuthCache:
             raise unauthorized()
         if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
             return MASTER_CONTEXT
-        key_hash = keyed_hash(token)
+        # Entries are found by the presented secret itself (a dict compares whole strings), so the steady
+        # state skips the HMAC; the database is only ever asked by the keyed hash.
         now = time.monotonic()
-        entry = self._entries.get(key_hash)
+        entry = self._entries.get(token)
         if entry is None or entry[1] <= now:
-            entry = await self._load(key_hash)
+            entry = await self._load(token)
         ctx = entry[0]
         if ctx is None or (ctx.expires_at is not None and ctx.expires_at <= time.time()):
             raise unauthorized()
         return ctx
 
-    async def _load(self, key_hash: str) -> tuple[KeyContext | None, float]:
-        pending = self._loading.get(key_hash)
+    async def _load(self, token: str) -> tuple[KeyContext | None, float]:
+        pending = self._loading.get(token)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._loading[key_hash] = future
+        self._loading[token] = future
         generation = self.generation
         try:
-            ctx = await self._run_sync(self._loader, key_hash)
+            ctx = await self._run_sync(self._loader, keyed_hash(token))
             entry = (ctx, time.monotonic() + (self.ttl if ctx is not None else min(self.ttl, NEGATIVE_TTL_SECONDS)))
             # A clear() while we were loading means the row may have changed: use it once, don't cache it.
             if generation == self.generation:
                 if len(self._entries) >= MAX_ENTRIES:
                     self._entries = {}
-                self._entries[key_hash] = entry
+                self._entries[token] = entry
             future.set_result(entry)
             return entry
         except BaseException as exc:
@@ -179,4 +183,4 @@ class AuthCache:
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:
-            self._loading.pop(key_hash, None)
+            self._loading.pop(token, None)
