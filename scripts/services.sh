@@ -30,12 +30,27 @@ _as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Servers of earlier runs that died without cleaning up (killed shells never run their EXIT trap).
+services_sweep_stale() {
+  local old owner
+  for old in /tmp/gateway-test.*; do
+    [ -f "$old/owner_pid" ] || continue
+    owner="$(cat "$old/owner_pid")"
+    if ! kill -0 "$owner" 2>/dev/null; then
+      services_stop "$old"
+      rm -rf "$old"
+    fi
+  done
+}
+
 services_start() {
   local dir="$1" pgbin pg_port redis_port
   services_install
+  services_sweep_stale
   pgbin="$(_pg_bin)"
   mkdir -p "$dir"
   chmod 755 "$dir"
+  echo "${SERVICES_OWNER_PID:-$$}" > "$dir/owner_pid"
   mkdir -p "$dir/pg" "$dir/redis"
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir/pg"
   pg_port="$(_free_port)"

@@ -25,6 +25,7 @@ fi
 source scripts/services.sh
 SERVICES_DIR="$(mktemp -d /tmp/gateway-test.XXXXXX)"
 trap 'services_stop "$SERVICES_DIR"; rm -rf "$SERVICES_DIR"' EXIT
+trap 'exit 130' INT TERM HUP  # so the EXIT trap also runs when the run is interrupted
 services_start "$SERVICES_DIR"
 
 export DJANGO_SETTINGS_MODULE=gateway_project.settings.test
