@@ -34,6 +34,7 @@ from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
 
 logger = logging.getLogger("apps.proxy")
+REGISTRY_RETRY_SECONDS = 1.0
 
 ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): "chat",
@@ -72,6 +73,7 @@ class Gateway:
         self.db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="proxy-db")
         self.registry: Registry = EMPTY_REGISTRY
         self._registry_stale = True
+        self._registry_retry_at = 0.0
         self._registry_lock: asyncio.Lock | None = None
         self._init_lock: asyncio.Lock | None = None
 
@@ -153,23 +155,34 @@ class Gateway:
         lookups_expire()  # customer limits, deployment and group capacity of the limiters
 
     async def get_registry(self, *, unknown_model: bool = False) -> Registry:
+        """The current snapshot; reloaded (once, whoever asks) when invalidated or asked for an unknown model.
+
+        A failed load keeps serving the last snapshot and retries at most once a second, so a database
+        outage neither blocks every request nor loses the models already known.
+        """
         self.cache_sync.check_local()
-        stale = self._registry_stale or (
-            unknown_model and time.monotonic() - self.registry.loaded_at > UNKNOWN_MODEL_RELOAD_SECONDS
-        )
-        if stale:
+        if self._registry_due(unknown_model):
             assert self._registry_lock is not None
             async with self._registry_lock:
-                if self._registry_stale or unknown_model:
+                if self._registry_due(unknown_model):
                     self._registry_stale = False
                     try:
                         self.registry = await self.run_sync(load_registry)
                     except Exception:
                         self._registry_stale = True
+                        self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_SECONDS
                         logger.exception("model registry could not be loaded")
-                        if not self.registry.groups:
-                            raise GatewayError(503, "The model registry is unavailable.", kind="registry") from None
+        if not self.registry.loaded_at:
+            raise GatewayError(503, "The model registry is unavailable.", kind="registry", headers={"retry-after": "1"})
         return self.registry
+
+    def _registry_due(self, unknown_model: bool) -> bool:
+        now = time.monotonic()
+        if now < self._registry_retry_at:
+            return False
+        if self._registry_stale:
+            return True
+        return unknown_model and now - self.registry.loaded_at > UNKNOWN_MODEL_RELOAD_SECONDS
 
     # --- ASGI ----------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from django.db import DatabaseError
+
 from apps.keys.hashing import keyed_hash
 from apps.proxy.context import KeyContext, ScopeLimits
-from apps.proxy.errors import unauthorized
+from apps.proxy.errors import GatewayError, unauthorized
+
+logger = logging.getLogger(__name__)
 
 NEGATIVE_TTL_SECONDS = 5.0
 MAX_ENTRIES = 100_000
@@ -169,7 +174,16 @@ class AuthCache:
         self._loading[token] = future
         generation = self.generation
         try:
-            ctx = await self._run_sync(self._loader, keyed_hash(token))
+            try:
+                ctx = await self._run_sync(self._loader, keyed_hash(token))
+            except DatabaseError:
+                logger.exception("key lookup failed: the database did not answer")
+                raise GatewayError(
+                    503,
+                    "Keys cannot be checked right now; retry shortly.",
+                    headers={"retry-after": "1"},
+                    kind="auth_store_unavailable",
+                ) from None
             entry = (ctx, time.monotonic() + (self.ttl if ctx is not None else min(self.ttl, NEGATIVE_TTL_SECONDS)))
             # A clear() while we were loading means the row may have changed: use it once, don't cache it.
             if generation == self.generation:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -148,3 +150,58 @@ def test_bearer_token_sources_and_effective_models():
     assert _effective_models([], ["a", "b"], []) == frozenset({"a", "b"})
     assert _effective_models(["a", "c"], ["a", "b"], None) == frozenset({"a"})
     assert _effective_models([], [], []) is None
+
+
+def _cache(loader, ttl: float = 30.0):
+    from apps.proxy.auth import AuthCache
+
+    async def run_sync(fn, *args):
+        await asyncio.sleep(0.01)
+        return fn(*args)
+
+    return AuthCache(ttl=ttl, master_key="sk-master", run_sync=run_sync, loader=loader)
+
+
+def _context():
+    from apps.proxy.auth import MASTER_CONTEXT
+
+    return dataclasses.replace(MASTER_CONTEXT, is_master=False, key_id=1)
+
+
+async def test_auth_cache_coalesces_concurrent_misses_and_caches(settings):
+    calls = []
+    cache = _cache(lambda key_hash: calls.append(key_hash) or _context())
+    results = await asyncio.gather(*(cache.authenticate("sk-gw-a") for _ in range(20)))
+    assert len(calls) == 1 and all(r.key_id == 1 for r in results)
+    await cache.authenticate("sk-gw-a")
+    assert len(calls) == 1  # served from the cache
+    cache.clear()
+    await cache.authenticate("sk-gw-a")
+    assert len(calls) == 2
+
+
+async def test_auth_cache_same_401_and_master_key(settings):
+    cache = _cache(lambda key_hash: None)
+    for token in ("sk-gw-unknown", "", None):
+        with pytest.raises(GatewayError) as refused:
+            await cache.authenticate(token)
+        assert refused.value.status == 401 and refused.value.message == "Invalid API key."
+    assert (await cache.authenticate("sk-master")).is_master
+
+
+async def test_auth_cache_expired_context_is_refused_and_db_outage_is_503(settings):
+    import time as _time
+
+    from django.db import OperationalError
+
+    cache = _cache(lambda key_hash: dataclasses.replace(_context(), expires_at=_time.time() - 1))
+    with pytest.raises(GatewayError) as refused:
+        await cache.authenticate("sk-gw-old")
+    assert refused.value.status == 401
+
+    def broken(key_hash):
+        raise OperationalError("connection refused")
+
+    with pytest.raises(GatewayError) as unavailable:
+        await _cache(broken).authenticate("sk-gw-x")
+    assert unavailable.value.status == 503 and unavailable.value.headers["retry-after"] == "1"
