@@ -30,6 +30,7 @@ from apps.proxy.errors import GatewayError
 from apps.proxy.last_used import LastUsedRecorder
 from apps.proxy.providers import build_adapters
 from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Registry, load_registry
+from apps.proxy.resolver import SafeResolver
 from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
 
@@ -113,7 +114,9 @@ class Gateway:
             self.cache_sync = CacheSync(redis_url=settings.REDIS_URL, on_change=self.invalidate)
             self.cache_sync.start()
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30, resolver=SafeResolver()
+                ),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
