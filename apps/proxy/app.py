@@ -183,8 +183,8 @@ class Gateway:
         now = time.monotonic()
         if now < self._registry_retry_at:
             return False
-        if self._registry_stale:
-            return True
+        if self._registry_stale or not self.registry.loaded_at:
+            return True  # (never loaded: wait for the load in progress rather than answer without models)
         return unknown_model and now - self.registry.loaded_at > UNKNOWN_MODEL_RELOAD_SECONDS
 
     # --- ASGI ----------------------------------------------------------------------------------
