@@ -51,6 +51,7 @@ class MiddlewareChain:
 
     async def pre_call(self, ctx: RequestContext) -> None:
         from apps.ratelimit.engine import plan_reserve
+        from apps.ratelimit.middleware import customer_scope
 
         passed: list[ProxyMiddleware] = []
         ctx.reservations["_passed"] = passed
@@ -58,6 +59,9 @@ class MiddlewareChain:
             for mw in self.middleware:
                 await mw.pre_call(ctx)
                 passed.append(mw)
+            # Access, not a limit: a blocked end user is refused (403) whichever limiters are configured.
+            # After the loop, so every middleware's post_call (metrics) still sees the refusal.
+            await customer_scope(ctx)
             plan = ctx.reservations.get(PLAN_KEY)
             if plan is not None:
                 await plan_reserve(ctx, plan, self.backend)

@@ -142,3 +142,20 @@ class LimiterUnavailableError(GatewayError):
         if isinstance(model, str) and model:
             self.model = model
         return self
+
+
+class CustomerBlockedError(GatewayError):
+    """The organization blocked this end user (``Customer.blocked``, matched on the request's ``user``): 403.
+
+    Access, not a limit: raised whichever limiters are configured, never retried by clients.
+    """
+
+    def __init__(self, external_id: str) -> None:
+        super().__init__(
+            403,
+            f"The end user '{external_id}' is blocked by this organization.",
+            code="customer_blocked",
+            param="user",
+            error_type="permission_error",
+            kind="customer_blocked",
+        )

@@ -48,7 +48,7 @@ def scope_label(ctx: RequestContext, scope: ScopeLimits) -> str:
 
 
 async def customer_scope(ctx: RequestContext) -> ScopeLimits | None:
-    """The end user's limits, looked up once per request."""
+    """The end user's limits, looked up once per request (raises ``CustomerBlockedError`` for a blocked one)."""
     if CUSTOMER_KEY not in ctx.reservations:
         ctx.reservations[CUSTOMER_KEY] = await lookups.customer_limits(
             ctx.key.organization_id, ctx.customer_id, ctx.key.time_zone
@@ -179,10 +179,14 @@ class PriorityLimiter(ProxyMiddleware):
     Every admitted request to the group is counted in the group's RPM/TPM windows; a request is admitted
     only while the group's use, with it, stays within its priority's tier of the capacity. Refused
     requests charge nothing, so low-priority traffic backs off without eating the headroom.
+    The capacity is the shared one (``ModelGroup`` capacity, else the sum over deployments without an
+    organization); traffic to an organization's private deployment is neither counted nor tiered here.
     """
 
     async def pre_call(self, ctx: RequestContext) -> None:
         capacity = await lookups.deployment_capacity(ctx.deployment_id)
+        if capacity is not None and not capacity.shared:
+            return  # an organization's private deployment does not draw on the capacity tenants share
         group = await lookups.group_capacity(capacity.model_name if capacity else ctx.model)
         if group is None or (group.rpm_capacity is None and group.tpm_capacity is None):
             return

@@ -11,6 +11,7 @@ from apps.proxy.models import ModelGroup
 from apps.ratelimit import lookups
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.errors import ProxyRateLimitError
+from apps.teams.models import Customer
 from tests.factories import CustomerFactory, DeploymentFactory, OrganizationFactory
 from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
 
@@ -32,7 +33,8 @@ async def test_customer_limits_are_read_from_the_customer_row():
     )
     await sync_to_async(CustomerFactory)(organization=org, external_id="no-limits")
     limits = await lookups.customer_limits(org.pk, "end-user-1", "Europe/Berlin")
-    assert limits.scope == "customer" and limits.id == f"{org.pk}:end-user-1"  # the ledger's customer scope id
+    customer = await sync_to_async(Customer.objects.get)(organization=org, external_id="end-user-1")
+    assert limits.scope == "customer" and limits.id == str(customer.pk)  # the ledger's customer scope id
     assert limits.rpm_limit == 7 and limits.max_budget == Decimal("2.5") and limits.budget_duration == "1d"
     assert limits.time_zone == "Europe/Berlin"
     assert await lookups.customer_limits(org.pk, "no-limits") is None
@@ -105,7 +107,7 @@ async def test_a_failing_lookup_follows_the_fail_mode_instead_of_a_500(settings,
     def broken(*args):
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(lookups, "_load_customer", broken)
+    monkeypatch.setattr(lookups, "_load_customers", broken)
     monkeypatch.setattr(lookups, "_load_registry", broken)
     if mode == "open":
         assert await lookups.customer_limits(1, "end-user-1") is None
@@ -224,3 +226,38 @@ async def test_an_admin_change_is_picked_up_after_the_proxys_invalidation(settin
             break
         await asyncio.sleep(0.05)
     assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_group_capacity_is_the_shared_deployments_only():
+    """An organization's private deployment (here without a limit) neither switches off nor adds to it."""
+    from asgiref.sync import sync_to_async
+
+    org, other = await sync_to_async(OrganizationFactory)(), await sync_to_async(OrganizationFactory)()
+    await sync_to_async(DeploymentFactory)(model_name="shared-model", rpm_limit=100, tpm_limit=5000)
+    await sync_to_async(DeploymentFactory)(model_name="shared-model", rpm_limit=50, tpm_limit=1000)
+    private = await sync_to_async(DeploymentFactory)(model_name="shared-model", organization=org, rpm_limit=None)
+    await sync_to_async(DeploymentFactory)(model_name="shared-model", organization=other, rpm_limit=10_000)
+    await sync_to_async(DeploymentFactory)(model_name="only-private", organization=org, rpm_limit=7)
+    group = await lookups.group_capacity("shared-model")
+    assert (group.rpm_capacity, group.tpm_capacity) == (150, 6000)
+    assert await lookups.group_capacity("only-private") is None
+    assert (await lookups.deployment_capacity(private.pk)).shared is False
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_priority_tiers_guard_the_shared_capacity_not_private_deployments(settings):
+    from asgiref.sync import sync_to_async
+
+    settings.PRIORITY_SATURATION_THRESHOLD = 0.5
+    org = await sync_to_async(OrganizationFactory)()
+    shared = await sync_to_async(DeploymentFactory)(model_name="tiered", rpm_limit=2)
+    private = await sync_to_async(DeploymentFactory)(model_name="tiered", organization=org)
+    chain = make_chain(MemoryBackend(), ["apps.ratelimit.middleware.PriorityLimiter"])
+    low = key_context(priority=0, organization_id=org.pk)  # may fill half of the shared 2 RPM
+    for _ in range(5):  # the organization's own deployment: not counted, not tiered
+        await call(chain, request(low, model="tiered", deployment_id=private.pk))
+    await call(chain, request(low, model="tiered", deployment_id=shared.pk))
+    with pytest.raises(ProxyRateLimitError) as info:
+        await call(chain, request(low, model="tiered", deployment_id=shared.pk))
+    assert "saturated" in info.value.message
