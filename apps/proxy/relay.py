@@ -73,6 +73,9 @@ class MessagesEncoder:
 
 def _content_chars(item: Any) -> int:
     if isinstance(item, Chunk):
+        delta = item.obj.get("delta")
+        if isinstance(delta, str):  # Responses API *.delta events
+            return len(delta)
         total = 0
         for choice in item.obj.get("choices") or ():
             delta = choice.get("delta") or {}

@@ -15,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import MASTER_KEY, deploy, http, make_key
+from tests.support.gateway import MASTER_KEY, deploy, http, make_key, spend_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -121,6 +121,20 @@ def test_completions_embeddings_responses_moderations(client, model, upstream):
     assert response.output_text == "responses ok"
     moderation = client.moderations.create(model=model, input="fine text")
     assert moderation.results[0].flagged is False
+
+
+def test_responses_stream_relays_named_events_and_bills_the_reported_usage(client, model):
+    raw = client.responses.with_raw_response.create(model=model, input="hi", stream=True)
+    events = list(raw.parse())
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.completed",
+    ]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "responses ok"
+    event = spend_event(raw.headers["x-request-id"])
+    assert (event["prompt_tokens"], event["completion_tokens"]) == (5, 2)
 
 
 def test_images_audio_and_rerank(client, model, upstream):

@@ -13,14 +13,13 @@ import uuid
 
 import orjson
 import pytest
-import redis
 from django.conf import settings
 
 from apps.keys.services import key_revoke
 from apps.proxy.models import ModelGroup
 from apps.teams.audit import Actor
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import deploy, http, make_key
+from tests.support.gateway import deploy, http, make_key, spend_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -46,18 +45,6 @@ def chat(gateway, key: str, model: str, **extra):
 
 def hits(upstream, model: str) -> int:
     return sum(1 for r in upstream.requests if r["body"].get("model") == model)
-
-
-def spend_event(request_id: str, timeout: float = 5.0) -> dict:
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _id, fields in client.xrevrange("gateway:spend", count=500):
-            event = orjson.loads(fields[b"e"])
-            if event["request_id"] == request_id:
-                return event
-        time.sleep(0.1)
-    raise AssertionError(f"no spend event for {request_id}")
 
 
 def test_retry_moves_to_the_next_deployment_and_records_attempts(gateway, upstream, tenant):

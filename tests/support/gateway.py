@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -33,7 +34,7 @@ from tests.support.mock_upstream import MockUpstream, free_port
 ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "sk-master-e2e-0123456789abcdef"
 
-__all__ = ["MASTER_KEY", "deploy", "gateway", "http", "make_key", "tenant", "upstream"]
+__all__ = ["MASTER_KEY", "deploy", "gateway", "http", "make_key", "spend_event", "tenant", "upstream"]
 
 
 def database_url() -> str:
@@ -195,3 +196,15 @@ def http(
             return RawResponse(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:
         return RawResponse(error.code, error.headers, error.read())
+
+
+def spend_event(request_id: str, timeout: float = 5.0) -> dict:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _id, fields in client.xrevrange("gateway:spend", count=500):
+            event = orjson.loads(fields[b"e"])
+            if event["request_id"] == request_id:
+                return event
+        time.sleep(0.1)
+    raise AssertionError(f"no spend event for {request_id}")

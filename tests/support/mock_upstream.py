@@ -266,42 +266,71 @@ class MockUpstream:
             }
         )
 
-    async def responses(self, request: web.Request) -> web.Response:
+    async def responses(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        return web.json_response(
-            {
-                "id": "resp_up",
-                "object": "response",
-                "created_at": 1700000000,
-                "status": "completed",
-                "model": body.get("model"),
-                "output": [
-                    {
-                        "type": "message",
-                        "id": "msg_up",
-                        "status": "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": "responses ok", "annotations": []}],
-                    }
-                ],
-                "usage": {
-                    "input_tokens": 5,
-                    "output_tokens": 2,
-                    "total_tokens": 7,
-                    "input_tokens_details": {"cached_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                },
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-                "error": None,
-                "incomplete_details": None,
-                "instructions": None,
-                "metadata": {},
-                "temperature": 1.0,
-                "top_p": 1.0,
-            }
-        )
+        final = self._response(body)
+        if body.get("stream"):
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            started = {**final, "status": "in_progress", "output": [], "usage": None}
+            await response.write(
+                _event("response.created", {"type": "response.created", "sequence_number": 0, "response": started})
+            )
+            for i, piece in enumerate(("responses", " ok")):
+                await response.write(
+                    _event(
+                        "response.output_text.delta",
+                        {
+                            "type": "response.output_text.delta",
+                            "item_id": "msg_up",
+                            "output_index": 0,
+                            "content_index": 0,
+                            "delta": piece,
+                            "sequence_number": i + 1,
+                            "logprobs": [],
+                        },
+                    )
+                )
+            await response.write(
+                _event("response.completed", {"type": "response.completed", "sequence_number": 3, "response": final})
+            )
+            return response
+        return web.json_response(final)
+
+    @staticmethod
+    def _response(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "resp_up",
+            "object": "response",
+            "created_at": 1700000000,
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_up",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "responses ok", "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": 5,
+                "output_tokens": 2,
+                "total_tokens": 7,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "metadata": {},
+            "temperature": 1.0,
+            "top_p": 1.0,
+        }
 
     async def images(self, request: web.Request) -> web.Response:
         body = await self._record(request)

@@ -108,6 +108,12 @@ class OpenAIAdapter(Adapter):
             obj = json_or_502(data, self.name)
             if not isinstance(obj, dict):
                 continue
+            if call.op == "responses":
+                # Responses API events: usage arrives inside the final response.completed event.
+                if obj.get("type") == "response.completed":
+                    usage.take((obj.get("response") or {}).get("usage"))
+                yield Chunk(obj, data)
+                continue
             if obj.get("usage"):
                 usage.take(obj["usage"])
                 if not obj.get("choices") and not call.include_usage:
