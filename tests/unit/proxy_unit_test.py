@@ -257,3 +257,19 @@ async def test_concurrent_first_requests_wait_for_the_registry_load(monkeypatch)
     registries = await asyncio.gather(*(gateway.get_registry() for _ in range(20)))
     assert all(r.resolve("m") is not None for r in registries)
     assert len(calls) == 1
+
+
+def test_same_process_changes_clear_the_caches_without_redis(settings):
+    """Embedded default: the admin runs in the proxy's process; its writes bump a local generation."""
+    from apps.keys.invalidation import publish_invalidation
+    from apps.proxy.cache_sync import CacheSync
+
+    settings.REDIS_URL = ""
+    changes: list[str] = []
+    sync = CacheSync(redis_url="", on_change=changes.append)
+    sync.check_local()
+    assert changes == []
+    publish_invalidation("key:1")
+    sync.check_local()
+    sync.check_local()
+    assert changes == ["local"]
