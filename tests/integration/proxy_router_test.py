@@ -215,3 +215,23 @@ def test_client_disconnect_mid_stream_still_finishes_the_request(gateway, upstre
     while (status := chat(gateway, key.secret, name).status_code) != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert status == 200
+
+
+def test_upstream_dying_mid_stream_ends_the_stream_with_an_error_event(gateway, upstream, tenant):
+    import openai
+    from openai import OpenAI
+
+    name = _name()
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "break-stream", "api_base": upstream.url})
+    client = OpenAI(base_url=gateway.v1, api_key=tenant.alice_key.secret, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=name, messages=[{"role": "user", "content": "one two"}], stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in raw.parse():
+            received.append(chunk)
+    assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == "echo: one two"
+    event = spend_event(raw.headers["x-request-id"])
+    assert event["status"] == 502 and event["error_type"] == "upstream_connection"
+    assert event["completion_tokens"] > 0  # what was relayed is billed

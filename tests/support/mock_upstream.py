@@ -7,6 +7,7 @@ Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and 
 - ``fail-500`` / ``fail-429`` (Retry-After: 7) / ``auth-fail`` (401) / ``bad-request`` (400)
 - ``bad-json``: 200 with a body that is not JSON; ``slow``: answers after 3 s
 - ``drip``: streams a chunk every 100 ms for 30 s (for client-disconnect tests)
+- ``break-stream``: sends a few chunks, then drops the connection
 - anything else answers normally. Every request is recorded in ``requests`` (path, headers, body).
 """
 
@@ -183,6 +184,10 @@ class MockUpstream:
                 )
                 if model == "drip":
                     await asyncio.sleep(0.1)
+            if model == "break-stream":
+                await asyncio.sleep(0.05)
+                request.transport.close()  # the upstream dies mid-stream
+                return response
             if tool_call:
                 await response.write(
                     _sse(
