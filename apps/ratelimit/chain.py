@@ -7,7 +7,8 @@ already passed, in reverse order, so nothing reserved is leaked.
 
 Limiters add checks to the request's plan; once every ``pre_call`` has run, the chain reserves the whole
 plan in one atomic backend call (all-or-nothing), and after every ``post_call`` it settles the plan in
-one call (slots released, tokens and cost reconciled).
+one call (slots released, tokens and cost reconciled). Before reserving, the chain refuses an end user
+the organization blocked (``CustomerBlockedError``, 403), whichever limiters are configured.
 """
 
 from __future__ import annotations
