@@ -134,7 +134,7 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
     ctx.estimated_cost = token_cost(
         price_for(dep), prompt_tokens=handle.prompt_tokens, completion_tokens=handle.max_tokens
     )
-    result = CallResult(status=500)
+    result = CallResult(status=502, error_type="internal_error")  # what the catch-all answers on a bug
     pre_called = False
     limit_type = None
     try:

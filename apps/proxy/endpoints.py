@@ -194,7 +194,7 @@ def _stream_error(op: str):
 
 
 async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scope, receive, send) -> None:
-    result = CallResult(status=500)
+    result = CallResult(status=502, error_type="internal_error")  # what the catch-all answers on a bug
     limit_type: str | None = None
     attempts: list[Attempt] = []
     pre_called = False
