@@ -325,3 +325,23 @@ def test_malformed_shapes_never_get_a_5xx(gateway, upstream, tenant, path, body,
     assert response.status_code < 500, (response.status_code, response.text)
     if response.status_code != 200:
         assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_files_and_batches_on_the_builtin_mock_provider(gateway, tenant):
+    name = _name("mock")
+    deploy(gateway, {"model_name": name, "provider": "mock", "model": "mock-up"})
+    client = OpenAI(base_url=gateway.v1, api_key=tenant.alice_key.secret, max_retries=0)
+    line = {
+        "custom_id": "1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": name, "messages": [{"role": "user", "content": "hi"}]},
+    }
+    uploaded = client.files.create(file=("b.jsonl", io.BytesIO(orjson.dumps(line))), purpose="batch")
+    assert client.files.retrieve(uploaded.id).bytes == len(orjson.dumps(line))
+    assert client.files.content(uploaded.id).content == orjson.dumps(line)
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert client.batches.retrieve(batch.id).status == "validating"
+    assert client.batches.cancel(batch.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("bad.jsonl", io.BytesIO(b"not json")), purpose="batch")

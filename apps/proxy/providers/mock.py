@@ -18,6 +18,7 @@ import orjson
 
 from apps.proxy.errors import GatewayError
 from apps.proxy.providers.base import SHAPE_ERRORS, Adapter, Call, Chunk, Reply, StreamReply, Usage, upstream_error
+from apps.proxy.providers.mock_files import MockFilesMixin
 from apps.proxy.registry import Deployment
 from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens
 
@@ -50,7 +51,7 @@ def _vector(text: str, dims: int) -> list[float]:
     return [round(b / 255 - 0.5, 6) for b in digest[:dims]]
 
 
-class MockAdapter(Adapter):
+class MockAdapter(MockFilesMixin, Adapter):
     name = "mock"
     ops = frozenset(
         {
@@ -74,7 +75,6 @@ class MockAdapter(Adapter):
     )
 
     def __init__(self) -> None:
-        # The mock's own little file and batch store (per process, like a real provider's would be remote).
         self._files: dict[str, dict[str, Any]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
 
@@ -354,61 +354,3 @@ class MockAdapter(Adapter):
             "results": scored[: int(top_n)] if top_n else scored,
             "usage": {"total_tokens": 0},
         }, Usage(reported=True)
-
-    def _files_create(self, dep: Deployment, call: Call, model: str):
-        content = next((p[3] for p in call.form or [] if p[0] == "file"), b"")
-        purpose = next((p[3].decode() for p in call.form or [] if p[0] == "purpose"), "batch")
-        file_id = "file-" + uuid.uuid4().hex[:24]
-        self._files[file_id] = {
-            "id": file_id,
-            "object": "file",
-            "bytes": len(content),
-            "created_at": int(time.time()),
-            "filename": "input.jsonl",
-            "purpose": purpose,
-            "status": "processed",
-            "_content": content,
-        }
-        return {k: v for k, v in self._files[file_id].items() if not k.startswith("_")}, Usage(reported=True)
-
-    def _files_get(self, dep: Deployment, call: Call, model: str):
-        found = self._files.get(call.path_args[0])
-        if not found:
-            raise upstream_error(self.name, 404, b'{"error": {"message": "No such file."}}', {})
-        return {k: v for k, v in found.items() if not k.startswith("_")}, Usage(reported=True)
-
-    def _files_content(self, dep: Deployment, call: Call, model: str):
-        self._files_get(dep, call, model)
-        return self._files[call.path_args[0]]["_content"], Usage(reported=True)
-
-    def _batches_create(self, dep: Deployment, call: Call, model: str):
-        batch_id = "batch_" + uuid.uuid4().hex[:24]
-        self._batches[batch_id] = {
-            "id": batch_id,
-            "object": "batch",
-            "endpoint": call.body.get("endpoint"),
-            "errors": None,
-            "input_file_id": call.body.get("input_file_id"),
-            "completion_window": call.body.get("completion_window", "24h"),
-            "status": "validating",
-            "output_file_id": None,
-            "error_file_id": None,
-            "created_at": int(time.time()),
-            "request_counts": {"total": 0, "completed": 0, "failed": 0},
-            "metadata": call.body.get("metadata"),
-        }
-        return self._batches[batch_id], Usage(reported=True)
-
-    def _batches_get(self, dep: Deployment, call: Call, model: str):
-        found = self._batches.get(call.path_args[0])
-        if not found:
-            raise upstream_error(self.name, 404, b'{"error": {"message": "No such batch."}}', {})
-        return found, Usage(reported=True)
-
-    def _batches_cancel(self, dep: Deployment, call: Call, model: str):
-        found, usage = self._batches_get(dep, call, model)
-        found["status"] = "cancelled"
-        return found, usage
-
-    def _batches_list(self, dep: Deployment, call: Call, model: str):
-        return {"object": "list", "data": list(self._batches.values()), "has_more": False}, Usage(reported=True)
