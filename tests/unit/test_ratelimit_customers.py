@@ -170,3 +170,69 @@ async def test_customer_budgets_use_the_organizations_zone_and_the_ledgers_scope
     assert (info.value.scope, info.value.limit_type) == ("customer", "budget")
     assert info.value.remaining == pytest.approx(0.01)
     await call(chain, request(key, customer_id="spender", estimated_cost=Decimal("0.005")))
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_a_failed_reload_keeps_the_last_snapshot_so_a_block_holds(settings, monkeypatch, mode):
+    settings.RATELIMIT_FAIL_MODE = mode
+    org = await sync_to_async(OrganizationFactory)()
+    await sync_to_async(CustomerFactory)(organization=org, external_id="banned", blocked=True)
+    await sync_to_async(CustomerFactory)(organization=org, external_id="capped", rpm_limit=3)
+    with pytest.raises(GatewayError):
+        await lookups.customer_limits(org.pk, "banned", "UTC")
+
+    def broken(*args):
+        raise RuntimeError("database is down")
+
+    monkeypatch.setattr(lookups, "_load_customers", broken)
+    lookups.lookups_expire()
+    with pytest.raises(GatewayError) as info:
+        await lookups.customer_limits(org.pk, "banned", "UTC")
+    assert info.value.code == "customer_blocked"
+    assert (await lookups.customer_limits(org.pk, "capped", "UTC")).rpm_limit == 3
+
+
+async def test_waiting_requests_share_one_reload_and_an_older_load_never_counts_as_fresh(monkeypatch):
+    import asyncio
+    import threading
+
+    org = await sync_to_async(OrganizationFactory)()
+    loads: list[int] = []
+    release = threading.Event()
+    original = lookups._load_customers
+
+    def slow(*args):
+        snapshot = original(*args)
+        loads.append(1)
+        assert release.wait(10), "the test never released the load"
+        return snapshot
+
+    monkeypatch.setattr(lookups, "_load_customers", slow)
+    release.set()
+    assert await lookups.customer_limits(org.pk, "late", "UTC") is None
+    release.clear()
+    lookups.lookups_expire()
+    waiting = [asyncio.ensure_future(lookups.customer_limits(org.pk, "late", "UTC")) for _ in range(20)]
+    for _ in range(500):  # until the reload has queried and is parked (holding the ORM thread)
+        if len(loads) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(loads) == 2
+
+    # The admin change lands while that reload is parked: its answer must not pass for the new state.
+    def block_late() -> None:  # on another thread than the parked ORM one; its connection closed after
+        from django.db import connection
+
+        try:
+            CustomerFactory(organization=org, external_id="late", blocked=True)
+        finally:
+            connection.close()
+
+    await sync_to_async(block_late, thread_sensitive=False)()
+    lookups.lookups_expire()
+    release.set()
+    assert await asyncio.gather(*waiting) == [None] * 20  # they asked before the change: one shared load
+    assert len(loads) == 2
+    with pytest.raises(GatewayError):  # the next request reloads and sees the block
+        await lookups.customer_limits(org.pk, "late", "UTC")
+    assert len(loads) == 3
