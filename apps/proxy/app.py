@@ -52,7 +52,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/models"): "models",
     ("POST", "/v1/files"): "files_create",
     ("POST", "/v1/batches"): "batches_create",
-    ("GET", "/v1/batches"): "batches_list",
+    ("GET", "/v1/openapi.json"): "openapi",
 }
 # /v1/<collection>/<id>[/<action>]
 PATH_ROUTES: dict[tuple[str, str, str], str] = {
@@ -70,6 +70,7 @@ class Gateway:
     def __init__(self) -> None:
         self.ready = False
         self._id_prefix = ""
+        self.openapi: bytes | None = None
         self._id_counter = itertools.count(1)
         self.session: aiohttp.ClientSession | None = None
         self.db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="proxy-db")

@@ -53,6 +53,13 @@ REQUIRED = {
 
 
 async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, request_id: str, started: float) -> None:
+    if op == "openapi":  # public: the description of this surface
+        if gw.openapi is None:
+            from apps.proxy.openapi import openapi_json
+
+            gw.openapi = openapi_json()
+        await send_response(send, 200, gw.openapi, gw.common_headers(request_id, started))
+        return
     headers = header_map(scope)
     gw.cache_sync.check_local()
     key = await gw.auth.authenticate(bearer_token(headers))

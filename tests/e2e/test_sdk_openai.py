@@ -345,3 +345,11 @@ def test_files_and_batches_on_the_builtin_mock_provider(gateway, tenant):
     assert client.batches.cancel(batch.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
         client.files.create(file=("bad.jsonl", io.BytesIO(b"not json")), purpose="batch")
+
+
+def test_openapi_description_of_the_v1_surface(gateway):
+    response = http("GET", gateway.v1 + "/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models"} <= set(paths)
+    assert "429" in paths["/v1/chat/completions"]["post"]["responses"]
