@@ -166,10 +166,8 @@ def test_revocation_is_visible_within_two_seconds(gateway, upstream, tenant):
     key = make_key(tenant.alpha, tenant.alice)
     assert chat(gateway, key.secret, name).status_code == 200  # now cached in the worker
     key_revoke(actor=Actor(user=tenant.alice, source="api"), key=key)
-    revoked_at = time.monotonic()
-    while chat(gateway, key.secret, name).status_code != 401:
-        assert time.monotonic() - revoked_at < 2.0, "revocation not visible within 2 s"
-        time.sleep(0.05)
+    time.sleep(2.0)  # the promise: within 2 s (the auth cache TTL is 30 s)
+    assert chat(gateway, key.secret, name).status_code == 401
 
 
 def _start_stream(gateway, key: str, model: str) -> tuple[socket.socket, bytes]:
@@ -235,3 +233,18 @@ def test_upstream_dying_mid_stream_ends_the_stream_with_an_error_event(gateway, 
     event = spend_event(raw.headers["x-request-id"])
     assert event["status"] == 502 and event["error_type"] == "upstream_connection"
     assert event["completion_tokens"] > 0  # what was relayed is billed
+
+
+def test_revocation_reaches_every_worker_within_two_seconds(upstream, tenant, django_db_blocker):
+    from tests.support.gateway import GatewayServer
+
+    with GatewayServer(workers=2) as two:
+        name = _name()
+        deploy(two, {"model_name": name, "provider": "openai", "model": "ok", "api_base": upstream.url})
+        key = make_key(tenant.alpha, tenant.alice)
+        for _ in range(20):  # new connections spread over both workers: each caches the key
+            assert chat(two, key.secret, name).status_code == 200
+        key_revoke(actor=Actor(user=tenant.alice, source="api"), key=key)
+        time.sleep(2.0)  # the promise: within 2 s (the auth cache TTL is 30 s)
+        statuses = {chat(two, key.secret, name).status_code for _ in range(20)}
+        assert statuses == {401}, statuses
