@@ -15,6 +15,7 @@ import logging
 import orjson
 
 from apps.spend.events import SpendEvent
+from apps.spend.live import live_publish
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class SpendBatcher:
 
             await spend_emit(event)
             return
+        live_publish(event)  # the admin's live page: an in-memory append, sent in batches off the request path
         self._pending.append(event)
         if not self._scheduled:
             self._scheduled = True
@@ -56,7 +58,7 @@ class SpendBatcher:
         return self._client
 
     async def _flush(self) -> None:
-        from apps.spend.outbox import STREAM_FIELD, STREAM_KEY, spend_emit
+        from apps.spend.outbox import STREAM_FIELD, STREAM_KEY, spend_emit_durable
 
         await asyncio.sleep(0)  # let the requests finishing in this tick join the batch
         self._scheduled = False
@@ -72,9 +74,9 @@ class SpendBatcher:
                 pipe.xadd(STREAM_KEY, {STREAM_FIELD: orjson.dumps(event)}, maxlen=maxlen, approximate=True)
             await pipe.execute()
         except Exception:
-            logger.exception("spend batch of %d events failed; handing them to spend_emit one by one", len(batch))
+            logger.exception("spend batch of %d events failed; handing them to the outbox one by one", len(batch))
             for event in batch:
-                await spend_emit(event)
+                await spend_emit_durable(event)  # already on the live page
 
     async def close(self) -> None:
         """Flush what is queued (lifespan shutdown)."""

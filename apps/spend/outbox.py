@@ -66,8 +66,13 @@ def outbox_pipeline_add(pipe: Any, event: SpendEvent) -> None:
 
 
 async def spend_emit(event: SpendEvent) -> None:
-    """Append ``event`` to the durable outbox. Never raises, never waits on the database."""
+    """Append ``event`` to the durable outbox and the live feed. Never raises, never waits on the database."""
     live_publish(event)  # the admin's live page (apps/spend/live.py): an in-memory append, batched off-path
+    await spend_emit_durable(event)
+
+
+async def spend_emit_durable(event: SpendEvent) -> None:
+    """The durable half of ``spend_emit``, for callers that fed the live page already (batch fallbacks)."""
     if settings.REDIS_URL:
         try:
             await _redis_for_loop().xadd(
