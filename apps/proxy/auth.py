@@ -100,6 +100,8 @@ def load_key_context(key_hash: str) -> KeyContext | None:
     )
     if key is None or key.blocked or key.team.blocked or key.organization.blocked:
         return None
+    if key.user is not None and not key.user.is_active:
+        return None  # a deactivated person's keys stop with them
     expires_at = key.expires_at.timestamp() if key.expires_at else None
     if expires_at is not None and expires_at <= time.time():
         return None

@@ -7,9 +7,20 @@ can tell a gateway refusal from a provider's.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from apps.proxy.context import FALLBACK_PROVIDER
+
+_KEYLIKE = re.compile(r"(sk|pk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+
+
+def scrub_secrets(text: str, secret: str = "", *, limit: int = 200) -> str:
+    """Upstream error text with credentials masked: the exact ``secret`` and anything shaped like a key."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _KEYLIKE.sub("***", text)[:limit]
+
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -102,6 +113,7 @@ class UpstreamError(GatewayError):
         kind: str = "upstream_error",
         code: str | None = None,
         upstream_status: int | None = None,
+        operator_detail: str = "",
     ) -> None:
         headers = {}
         if retry_after is not None:
@@ -110,3 +122,5 @@ class UpstreamError(GatewayError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        # What the upstream said, scrubbed of credentials: for logs and the admin, not for clients.
+        self.operator_detail = operator_detail or message

@@ -61,11 +61,15 @@ def unwrap(kind: str, value: str, secret: str, *, organization_id: int | None, i
     encoded, _, signature = value[len(prefix) :].rpartition(".")
     try:
         payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        dep_id, upstream_id, org_id, model, requests, prompt, max_tokens = orjson.loads(payload)
-    except (ValueError, orjson.JSONDecodeError):
+    except ValueError:
         raise not_found from None
+    # The signature first: nothing unsigned is ever parsed.
     if not hmac.compare_digest(signature, _sign(secret, kind.encode() + payload)):
         raise not_found
+    try:
+        dep_id, upstream_id, org_id, model, requests, prompt, max_tokens = orjson.loads(payload)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise not_found from None
     if not is_master and org_id != organization_id:
         raise not_found
     return Handle(kind, int(dep_id), str(upstream_id), org_id, str(model), int(requests), int(prompt), int(max_tokens))

@@ -154,7 +154,8 @@ class Router:
         groups = [group]
         for name in group.fallbacks:
             fallback = registry.resolve(name)
-            if fallback is not None and fallback not in groups:
+            # A key limited to some models is never served by a fallback model it may not use.
+            if fallback is not None and fallback not in groups and ctx.key.allows_model(fallback.model_name):
                 groups.append(fallback)
         last_error: UpstreamError | None = None
         for current in groups:

@@ -33,6 +33,8 @@ def _active_key(token: str | None) -> VirtualKey | None:
     )
     if key is None or key.team.blocked or key.organization.blocked:
         return None
+    if key.user is not None and not key.user.is_active:
+        return None
     if key.expires_at and key.expires_at <= timezone.now():
         return None
     return key

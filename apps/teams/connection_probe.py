@@ -10,7 +10,6 @@ admin and kept in the audit log.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 from asgiref.sync import async_to_sync
@@ -19,13 +18,12 @@ from apps.teams.deployment_health import ConnectionResult
 
 PROBE_TIMEOUT_SECONDS = 10.0
 DETAIL_MAX = 200
-_KEYLIKE = re.compile(r"(sk|pk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
 
 
 def _scrub(text: str, secret: str) -> str:
-    if secret:
-        text = text.replace(secret, "***")
-    return _KEYLIKE.sub("***", text)[:DETAIL_MAX]
+    from apps.proxy.errors import scrub_secrets
+
+    return scrub_secrets(text, secret, limit=DETAIL_MAX)
 
 
 async def _send(dep, timeout: float):
@@ -57,7 +55,8 @@ def probe_deployment(deployment) -> ConnectionResult:
     except GatewayError as exc:
         elapsed = (time.perf_counter() - started) * 1000
         status = getattr(exc, "upstream_status", None) or exc.status
-        return ConnectionResult(False, status, elapsed, _scrub(exc.message, dep.api_key))
+        detail = getattr(exc, "operator_detail", "") or exc.message
+        return ConnectionResult(False, status, elapsed, _scrub(detail, dep.api_key))
     except TimeoutError:
         return ConnectionResult(False, None, (time.perf_counter() - started) * 1000, "no answer in time")
     elapsed = (time.perf_counter() - started) * 1000

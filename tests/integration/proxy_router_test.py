@@ -127,6 +127,43 @@ def test_upstream_faults_map_to_clear_statuses(gateway, upstream, tenant, upstre
     assert response.status_code == status, response.text
     assert response.json()["error"]["llm_provider"] == "openai"
     assert response.headers["x-request-id"]
+    assert "sk-proj" not in response.text  # an upstream echoing its credentials never reaches the client
+
+
+def test_a_fallback_model_the_key_may_not_use_is_never_tried(gateway, upstream, tenant):
+    primary, backup = _name(), _name()
+    deploy(
+        gateway,
+        {"model_name": primary, "provider": "openai", "model": "fail-500", "api_base": upstream.url},
+        {"model_name": backup, "provider": "openai", "model": "backup-forbidden", "api_base": upstream.url},
+    )
+    ModelGroup.objects.create(model_name=primary, fallbacks=[backup], num_retries=0)
+    limited = make_key(tenant.alpha, tenant.alice, allowed_models=[primary])
+    from apps.keys.invalidation import publish_invalidation
+
+    publish_invalidation("group")
+    time.sleep(1.2)
+    response = chat(gateway, limited.secret, primary)
+    assert response.status_code == 502, response.text
+    assert hits(upstream, "backup-forbidden") == 0
+
+
+def test_a_deactivated_users_keys_stop_working(gateway, upstream, tenant):
+    from apps.teams.services import user_update
+
+    name = _name()
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "ok-model", "api_base": upstream.url})
+    key = make_key(tenant.alpha, tenant.alice)
+    assert chat(gateway, key.secret, name).status_code == 200
+    from tests.factories import UserFactory
+
+    root = UserFactory(username="root", is_superuser=True)
+    user_update(actor=Actor(root), user=tenant.alice, is_active=False)
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline and chat(gateway, key.secret, name).status_code == 200:
+        time.sleep(0.1)
+    response = chat(gateway, key.secret, name)
+    assert response.status_code == 401, response.text
 
 
 def test_lowest_cost_strategy_picks_the_cheaper_deployment(gateway, upstream, tenant):

@@ -38,7 +38,8 @@ def _failure(model: str) -> web.Response | None:
     if model == "fail-429":
         return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "7"})
     if model == "auth-fail":
-        return web.json_response({"error": {"message": "bad upstream key"}}, status=401)
+        # Like OpenAI, echo (part of) the key back: the gateway must not pass that on to its clients.
+        return web.json_response({"error": {"message": "Incorrect API key provided: sk-proj-ab12****wxyz"}}, status=401)
     if model == "bad-request":
         return web.json_response(
             {"error": {"message": "upstream says no", "type": "invalid_request_error"}}, status=400

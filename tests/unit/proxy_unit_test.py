@@ -90,6 +90,19 @@ def test_signed_handles_roundtrip_and_refuse_forgery_and_other_tenants():
         unwrap("batch", token, "pepper", organization_id=7, is_master=False)
 
 
+@pytest.mark.parametrize("payload", [b"5", b"null", b"[1, 2]", b"{}", b"\xff"])
+def test_a_signed_but_malformed_handle_is_a_404_not_a_crash(payload):
+    import base64
+
+    from apps.proxy.handles import _sign
+
+    encoded = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    token = f"file-gw-{encoded}.{_sign('pepper', b'file' + payload)}"
+    with pytest.raises(GatewayError) as refused:
+        unwrap("file", token, "pepper", organization_id=7, is_master=False)
+    assert refused.value.status == 404
+
+
 def test_multipart_parser():
     body = (
         b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from apps.proxy.errors import GatewayError, UpstreamError
+from apps.proxy.errors import GatewayError, UpstreamError, scrub_secrets
 from apps.proxy.registry import Deployment
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -213,14 +216,18 @@ def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamE
             client_status, message, llm_provider=provider, retryable=True, kind="upstream_error", upstream_status=status
         )
     if status in (401, 403):
-        # The client's key was fine; the gateway's credentials for this deployment are not.
+        # The client's key was fine; the gateway's credentials for this deployment are not. Providers echo
+        # (masked) keys in this message: clients get a generic text, operators the scrubbed detail.
+        detail = scrub_secrets(message)
+        logger.warning("%s upstream rejected the deployment's credentials: %s", provider, detail)
         return UpstreamError(
             502,
-            f"The upstream rejected the gateway's credentials: {message}",
+            "The upstream rejected the gateway's credentials for this deployment.",
             llm_provider=provider,
             retryable=True,
             kind="upstream_auth",
             upstream_status=status,
+            operator_detail=detail,
         )
     client_status = status if status in (400, 404, 413) else 400
     return UpstreamError(
