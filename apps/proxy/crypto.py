@@ -43,4 +43,10 @@ def decrypt(token: str) -> str:
 
 
 def rotate(token: str) -> str:
-    return _current().rotate(token.encode()).decode() if token else ""
+    """The same plaintext, encrypted with the newest key."""
+    if not token:
+        return ""
+    try:
+        return _current().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise ValueError("credential cannot be decrypted with the configured GATEWAY_ENCRYPTION_KEYS") from exc
