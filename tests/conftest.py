@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory
+from tests.support.api import master_client
 
 
 @pytest.fixture
@@ -77,3 +78,9 @@ def root(db):
 def master_key(settings):
     settings.GATEWAY_MASTER_KEY = "sk-master-test-0123456789"
     return settings.GATEWAY_MASTER_KEY
+
+
+@pytest.fixture
+def master(master_key):
+    """An API client authenticated with the master key."""
+    return master_client(master_key)

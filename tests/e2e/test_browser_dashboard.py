@@ -17,9 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +30,7 @@ import pytest
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from tests.factories import DeploymentFactory, MembershipFactory, UserFactory, VirtualKeyFactory
+from tests.support.processes import ServerProcess, free_port, uvicorn_command
 
 pytestmark = [pytest.mark.e2e]
 
@@ -49,12 +47,6 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery"
 WAIT_MS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _database_url_for(db_name: str) -> str:
@@ -76,7 +68,7 @@ def server(request, transactional_db, tmp_path):
     from django.db import connection
 
     mode = request.param
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.e2e.browser_settings",
@@ -86,42 +78,26 @@ def server(request, transactional_db, tmp_path):
         "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,  # keys made by the factories here work there
         "PYTHONPATH": str(ROOT),
     }
-    workers, celery = "1", None
+    workers, celery = 1, None
     if mode == "redis":
         if not settings.REDIS_URL:
             pytest.skip("needs the Redis started by scripts/test.sh")
         from apps.spend.schedules import schedules_setup
         from tests.integration.spend_processes import CeleryWorker
 
-        env["REDIS_URL"], workers = settings.REDIS_URL, "2"
+        env["REDIS_URL"], workers = settings.REDIS_URL, 2
         schedules_setup()
         celery = CeleryWorker(tmp_path)
         celery.start()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the teardown below
-    command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", workers, "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health/live", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.1)
-    yield Server(base, mode)
-    process.terminate()
+    command = uvicorn_command(port, workers, access_log=True)
+    log_path = tmp_path / "server.log"
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-    if celery is not None:
-        celery.stop()
+        with ServerProcess(command, env=env, ready_url=f"{base}/health/live", log_path=log_path, start_timeout=60):
+            yield Server(base, mode)
+    finally:
+        if celery is not None:
+            celery.stop()
     _wait_for_other_sessions_to_end(connection)
     server_log = (tmp_path / "server.log").read_text(errors="replace")
     assert "Traceback" not in server_log, server_log[-3000:]

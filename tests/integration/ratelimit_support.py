@@ -10,28 +10,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import orjson
 from aiohttp import web
 from django.conf import settings
-from django.db import connection
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
 
 
 def _completion(model: str) -> dict:
@@ -99,14 +86,7 @@ class MockUpstream:
         self._thread.join(10)
 
 
-def database_url() -> str:
-    """The test database pytest-django created, for the server subprocess."""
-    db = connection.settings_dict
-    auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
-    return f"postgres://{auth}{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-class GatewayServer:
+class GatewayServer(ServerProcess):
     """``uvicorn gateway_project.asgi:application --workers N`` on a free port, with the test env."""
 
     def __init__(self, workers: int = 4, **env: str) -> None:
@@ -114,55 +94,29 @@ class GatewayServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.metrics_dir = tempfile.mkdtemp(prefix="gw-prom-")
-        self.log = tempfile.NamedTemporaryFile(prefix="gw-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
-            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
-            # The test machine is shared: a slow Redis must fail loudly (503), not admit uncounted.
-            "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
-            "RATELIMIT_FAIL_MODE": "closed",
-            "PYTHONPATH": str(ROOT),
-            **env,
-        }
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> GatewayServer:
-        command = [
-            sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-            "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        fd, log_path = tempfile.mkstemp(prefix="gw-uvicorn-", suffix=".log")
+        os.close(fd)
+        super().__init__(
+            uvicorn_command(self.port, workers),
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
+                "DATABASE_URL": database_url(),
+                "REDIS_URL": settings.REDIS_URL,
+                "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
+                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+                "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+                # The test machine is shared: a slow Redis must fail loudly (503), not admit uncounted.
+                "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
+                "RATELIMIT_FAIL_MODE": "closed",
+                "PYTHONPATH": str(ROOT),
+                **env,
+            },
+            ready_url=self.url + "/health/live",
+            log_path=log_path,
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/live", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"uvicorn did not become ready: {self.output()}")
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
 
     def __exit__(self, *exc) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        super().__exit__(*exc)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,24 +10,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import (
+    ROOT,
+    ServerProcess,
+    database_url,
+    free_port,
+    kill_process_group,
+    spawn,
+    stop_process_group,
+    uvicorn_command,
+)
 
-
-def test_database_url() -> str:
-    """The URL of the database pytest-django created, so child processes see the same rows."""
-    s = connection.settings_dict
-    host, port, user, name = s["HOST"] or "127.0.0.1", s["PORT"] or 5432, s["USER"], s["NAME"]
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{host}:{port}/{name}"
+__all__ = ["ROOT", "CeleryWorker", "Gateway", "OpenAIUpstream", "child_env", "free_port", "wait_until"]
 
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="gateway_project.settings.test",
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         PYTHONUNBUFFERED="1",
     )
@@ -49,29 +50,19 @@ class CeleryWorker:
         self.starts += 1
         log = open(self.workdir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 (closed with the process)
         celery = Path(sys.executable).with_name("celery")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [str(celery), "-A", "gateway_project", "worker", "--pool=solo", "-B", "--loglevel=INFO",
              "-n", f"spend-test-{self.starts}@%h", "-s", str(self.workdir / "beat-schedule")],
-            cwd=ROOT,
             env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log=log,
         )  # fmt: skip
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown code runs."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        kill_process_group(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process_group(self.proc, timeout=15)
 
     def log_tail(self) -> str:
         path = self.workdir / f"worker-{self.starts}.log"
@@ -87,14 +78,6 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, message: str, w
             raise AssertionError(f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}")
         time.sleep(0.1)
     raise AssertionError(f"{message}\n{worker.log_tail() if worker else ''}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OpenAIUpstream:
@@ -155,7 +138,7 @@ class OpenAIUpstream:
         self._thread.join(10)
 
 
-class Gateway:
+class Gateway(ServerProcess):
     """``uvicorn gateway_project.asgi:application --workers N`` on a free port with the test database."""
 
     def __init__(self, workdir: Path, workers: int = 2, **env: str) -> None:
@@ -166,45 +149,21 @@ class Gateway:
         self.master_key = "sk-master-" + secrets.token_hex(12)
         self.workdir = workdir
         self.workers = workers
-        self.env = child_env(
-            GATEWAY_MASTER_KEY=self.master_key,
-            GATEWAY_SECRET_KEY=settings.GATEWAY_SECRET_KEY,
-            DJANGO_SECRET_KEY=settings.SECRET_KEY,
-            GATEWAY_RUN_DIR=str(workdir / "run"),
-            RATELIMIT_REDIS_TIMEOUT_MS="3000",
-            RATELIMIT_FAIL_MODE="closed",
-            **env,
+        super().__init__(
+            uvicorn_command(self.port, workers),
+            env=child_env(
+                GATEWAY_MASTER_KEY=self.master_key,
+                GATEWAY_SECRET_KEY=settings.GATEWAY_SECRET_KEY,
+                DJANGO_SECRET_KEY=settings.SECRET_KEY,
+                GATEWAY_RUN_DIR=str(workdir / "run"),
+                RATELIMIT_REDIS_TIMEOUT_MS="3000",
+                RATELIMIT_FAIL_MODE="closed",
+                **env,
+            ),
+            ready_url=self.url + "/health/live",
+            log_path=workdir / "gateway.log",
         )
-        self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> Gateway:
-        import urllib.request
-
-        log = open(self.workdir / "gateway.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(self.workers), "--no-access-log", "--log-level", "warning"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/live", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"uvicorn did not start: {self.output()}")
-
-    def output(self) -> str:
-        return (self.workdir / "gateway.log").read_text(errors="replace")[-4000:]
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+    @property
+    def proc(self):
+        return self.process

@@ -9,13 +9,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -24,23 +20,11 @@ from django.db import connection
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import ApiToken, VirtualKey
 from apps.proxy.models import ModelDeployment
+from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
 
 pytestmark = [pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_SECRET = "sk-upstream-" + secrets.token_hex(8)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 @pytest.fixture
@@ -48,11 +32,11 @@ def server(transactional_db, tmp_path):
     if not settings.REDIS_URL or connection.vendor != "postgresql":
         pytest.skip("needs the real Postgres and Redis from scripts/test.sh")
     master_key = "sk-master-" + secrets.token_hex(16)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "GATEWAY_MASTER_KEY": master_key,
         # Same peppers as this process, so the test can check what the server stored.
@@ -61,30 +45,11 @@ def server(transactional_db, tmp_path):
         "GATEWAY_RUN_DIR": str(tmp_path / "run"),
         "PYTHONPATH": str(ROOT),
     }
-    log_path = tmp_path / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed in the teardown below
-    command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health/live", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail("server did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.1)
-    yield {"base": base, "master_key": master_key, "log": log_path}
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+    log_path = tmp_path / "server.log"
+    command = uvicorn_command(port, 1, access_log=True)
+    with ServerProcess(command, env=env, ready_url=f"{base}/health/live", log_path=log_path, start_timeout=30):
+        yield {"base": base, "master_key": master_key, "log": log_path}
 
 
 def call(base: str, method: str, path: str, bearer: str | None = None, body=None, raw: bytes | None = None):

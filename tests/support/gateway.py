@@ -11,93 +11,58 @@ Import the fixtures into a test module with ``from tests.support.gateway import 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import orjson
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 
 from apps.keys.invalidation import publish_invalidation
 from apps.proxy.models import ModelDeployment
 from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory, VirtualKeyFactory
-from tests.support.mock_upstream import MockUpstream, free_port
+from tests.support.mock_upstream import MockUpstream
+from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
 
-ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "sk-master-e2e-0123456789abcdef"
 
 __all__ = ["MASTER_KEY", "deploy", "gateway", "http", "make_key", "spend_event", "tenant", "upstream"]
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
-    return f"postgres://{auth}{db['HOST']}:{db['PORT']}/{db['NAME']}"
+class GatewayServer(ServerProcess):
+    """``uvicorn gateway_project.asgi:application`` with the proxy-test environment, on a free port."""
 
-
-class GatewayServer:
     def __init__(self, workers: int = 1, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.v1 = self.url + "/v1"
         self.workers = workers
-        self.log = tempfile.NamedTemporaryFile(prefix="gw-proxy-", suffix=".log", delete=False)  # noqa: SIM115
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
-            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-            "GATEWAY_MASTER_KEY": MASTER_KEY,
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="gw-proxy-prom-"),
-            "PROXY_MAX_BODY_BYTES": str(64 * 1024),
-            "PROXY_NUM_RETRIES": "2",
-            "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
-            "PYTHONPATH": str(ROOT),
-            **env,
-        }
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> GatewayServer:
-        command = [
-            sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1",
-            "--port", str(self.port), "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        fd, log_path = tempfile.mkstemp(prefix="gw-proxy-", suffix=".log")
+        os.close(fd)
+        super().__init__(
+            uvicorn_command(self.port, workers),
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
+                "DATABASE_URL": database_url(),
+                "REDIS_URL": settings.REDIS_URL,
+                "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
+                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+                "GATEWAY_MASTER_KEY": MASTER_KEY,
+                "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="gw-proxy-prom-"),
+                "PROXY_MAX_BODY_BYTES": str(64 * 1024),
+                "PROXY_NUM_RETRIES": "2",
+                "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
+                "PYTHONPATH": str(ROOT),
+                **env,
+            },
+            ready_url=self.url + "/health/live",
+            log_path=log_path,
+            tail=6000,
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/live", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"uvicorn did not become ready: {self.output()}")
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-6000:]
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
 
     def models(self, key: str = MASTER_KEY) -> set[str]:
         request = urllib.request.Request(self.v1 + "/models", headers={"Authorization": f"Bearer {key}"})

@@ -14,7 +14,6 @@ Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and 
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import threading
 import zlib
@@ -23,13 +22,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.support.processes import free_port
+
 PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _failure(model: str) -> web.Response | None:

@@ -1,28 +1,15 @@
 """Deployments over the API: credentials are write-only and encrypted; unsafe upstreams are refused."""
 
 import pytest
-from rest_framework.test import APIClient
 
 from apps.proxy.models import ModelDeployment
 from apps.teams.models import AuditEvent
 from tests.factories import DeploymentFactory
+from tests.support.api import client_for
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "sk-upstream-THIS-MUST-NEVER-LEAK-123"
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def master(master_key) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {master_key}")
-    return client
 
 
 def payload(**overrides) -> dict:

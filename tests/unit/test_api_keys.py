@@ -9,21 +9,9 @@ from apps.keys.hashing import keyed_hash
 from apps.keys.models import VirtualKey
 from apps.teams.models import AuditEvent
 from tests.factories import VirtualKeyFactory
+from tests.support.api import client_for
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def master(master_key) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {master_key}")
-    return client
 
 
 @pytest.fixture

@@ -6,21 +6,9 @@ from rest_framework.test import APIClient
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import ApiToken
 from apps.teams.models import Membership, Organization, Team, User
+from tests.support.api import client_for
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def master(master_key) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {master_key}")
-    return client
 
 
 def test_master_key_provisions_a_tenant_from_scratch(master):

@@ -13,14 +13,9 @@ from rest_framework.test import APIClient
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from tests.factories import VirtualKeyFactory
+from tests.support.api import client_for
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
 
 
 def event(key, *, cost: str, model: str = "gpt-4o-mini", at: float | None = None, customer=None) -> SpendEvent:
