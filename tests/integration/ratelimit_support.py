@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import threading
 import time
 
 import orjson
@@ -19,6 +18,7 @@ from aiohttp import web
 from django.conf import settings
 
 from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
+from tests.support.threaded_app import ThreadedApp
 
 
 def _completion(model: str) -> dict:
@@ -56,34 +56,17 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     return web.json_response(_completion(model))
 
 
-class MockUpstream:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+class MockUpstream(ThreadedApp):
+    runner_options = {"access_log": None, "handler_cancellation": True, "shutdown_timeout": 0.5}
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", _chat)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> MockUpstream:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("mock upstream did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
 
 
 class GatewayServer(ServerProcess):

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from aiohttp import web
 from django.conf import settings
 
 from tests.support.processes import (
@@ -21,6 +22,7 @@ from tests.support.processes import (
     stop_process_group,
     uvicorn_command,
 )
+from tests.support.threaded_app import ThreadedApp
 
 __all__ = ["ROOT", "CeleryWorker", "Gateway", "OpenAIUpstream", "child_env", "free_port", "wait_until"]
 
@@ -80,22 +82,16 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, message: str, w
     raise AssertionError(f"{message}\n{worker.log_tail() if worker else ''}")
 
 
-class OpenAIUpstream:
+class OpenAIUpstream(ThreadedApp):
     """A local OpenAI-compatible upstream in a thread: every chat answer reports 5 prompt + 1 completion tokens."""
 
+    runner_options = {"access_log": None}
+
     def __init__(self) -> None:
-        import asyncio
-        import threading
-
-        self.port = free_port()
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    async def _chat(self, request):
-        from aiohttp import web
-
+    async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         if body.get("model") == "fail":
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
@@ -110,32 +106,10 @@ class OpenAIUpstream:
             }
         )
 
-    def _run(self) -> None:
-        import asyncio
-
-        from aiohttp import web
-
-        asyncio.set_event_loop(self._loop)
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> OpenAIUpstream:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("upstream did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
 
 
 class Gateway(ServerProcess):

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import threading
 import zlib
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from tests.support.processes import free_port
+from tests.support.threaded_app import ThreadedApp
 
 PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
 
@@ -75,19 +74,14 @@ def eventstream_message(event_type: str, payload: dict[str, Any]) -> bytes:
     return message + struct.pack(">I", zlib.crc32(message) & 0xFFFFFFFF)
 
 
-class MockUpstream:
+class MockUpstream(ThreadedApp):
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
         self.requests: list[dict[str, Any]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    # --- plumbing --------------------------------------------------------------------------------
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
@@ -106,22 +100,7 @@ class MockUpstream:
         app.router.add_post("/azure/openai/deployments/{dep}/chat/completions", self.chat)
         app.router.add_post("/gemini/models/{action}", self.gemini)
         app.router.add_post("/bedrock/model/{model}/{action}", self.bedrock)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> MockUpstream:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("mock upstream did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         if request.content_type.startswith("multipart/"):
