@@ -49,9 +49,11 @@ def stack(transactional_db, tmp_path):
         DeploymentFactory(model_name="broken-model", provider="openai", model="fail", api_base=upstream.url)
         worker = CeleryWorker(tmp_path, SPEND_INGEST_BATCH_SIZE="100")
         worker.start()
-        with Gateway(tmp_path, workers=2) as gateway:
-            yield gateway, worker
-        worker.stop()
+        try:
+            with Gateway(tmp_path, workers=2) as gateway:
+                yield gateway, worker
+        finally:
+            worker.stop()  # also when the gateway fails to start or the run is interrupted
 
 
 async def fire(gateway: Gateway, secret: str, count: int, *, model="ledger-model", concurrency=50) -> list[dict]:
