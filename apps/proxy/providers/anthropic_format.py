@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from apps.proxy.providers.shapes import chat_completion, openai_usage
+
 STOP_TO_OPENAI = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop_sequence": "stop"}
 STOP_TO_ANTHROPIC = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 DEFAULT_MAX_TOKENS = 4096
@@ -149,17 +151,6 @@ def messages_usage(usage: dict[str, Any] | None) -> tuple[int, int, int]:
     return prompt, int(usage.get("output_tokens") or 0), cached
 
 
-def _openai_usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cached:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    return usage
-
-
 def messages_to_chat_response(obj: dict[str, Any], model: str) -> dict[str, Any]:
     text = []
     tool_calls = []
@@ -181,21 +172,15 @@ def messages_to_chat_response(obj: dict[str, Any], model: str) -> dict[str, Any]
     if tool_calls:
         message["tool_calls"] = tool_calls
     prompt, completion, cached = messages_usage(obj.get("usage"))
-    return {
-        "id": "chatcmpl-" + str(obj.get("id", uuid.uuid4().hex)),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": STOP_TO_OPENAI.get(obj.get("stop_reason") or "end_turn", "stop"),
-                "logprobs": None,
-            }
-        ],
-        "usage": _openai_usage(prompt, completion, cached),
-    }
+    choices = [
+        {
+            "index": 0,
+            "message": message,
+            "finish_reason": STOP_TO_OPENAI.get(obj.get("stop_reason") or "end_turn", "stop"),
+            "logprobs": None,
+        }
+    ]
+    return chat_completion(model, choices, openai_usage(prompt, completion, cached), id=obj.get("id"))
 
 
 class MessagesToChatStream:
@@ -265,6 +250,6 @@ class MessagesToChatStream:
         if kind == "message_stop" and self.include_usage:
             chunk = self._chunk({})
             chunk["choices"] = []
-            chunk["usage"] = _openai_usage(self.prompt, self.completion, self.cached)
+            chunk["usage"] = openai_usage(self.prompt, self.completion, self.cached)
             return [chunk]
         return []

@@ -17,7 +17,16 @@ import orjson
 
 from apps.proxy.errors import UpstreamError
 from apps.proxy.providers.anthropic_format import _arguments, _text_of
-from apps.proxy.providers.base import Adapter, Call, Chunk, HttpRequest, Reply, Usage, json_or_502
+from apps.proxy.providers.base import (
+    Adapter,
+    Call,
+    Chunk,
+    HttpRequest,
+    Reply,
+    Usage,
+    json_or_502,
+)
+from apps.proxy.providers.shapes import chat_completion, openai_usage
 from apps.proxy.registry import Deployment
 
 STOP = {
@@ -166,25 +175,16 @@ class BedrockAdapter(Adapter):
         message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
         if calls:
             message["tool_calls"] = calls
-        out = {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(call.body.get("model", dep.model_name)),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": STOP.get(obj.get("stopReason", ""), "stop"),
-                    "logprobs": None,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            },
-        }
+        choices = [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": STOP.get(obj.get("stopReason", ""), "stop"),
+                "logprobs": None,
+            }
+        ]
+        model = str(call.body.get("model", dep.model_name))
+        out = chat_completion(model, choices, openai_usage(usage.prompt_tokens, usage.completion_tokens))
         return Reply(body=orjson.dumps(out), usage=usage, obj=out)
 
     async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):

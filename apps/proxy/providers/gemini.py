@@ -10,7 +10,16 @@ import aiohttp
 import orjson
 
 from apps.proxy.providers.anthropic_format import _arguments, _text_of
-from apps.proxy.providers.base import Adapter, Call, Chunk, HttpRequest, Reply, Usage, json_or_502
+from apps.proxy.providers.base import (
+    Adapter,
+    Call,
+    Chunk,
+    HttpRequest,
+    Reply,
+    Usage,
+    json_or_502,
+)
+from apps.proxy.providers.shapes import chat_completion, openai_usage
 from apps.proxy.registry import Deployment
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
@@ -165,18 +174,7 @@ class GeminiAdapter(Adapter):
                 message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
             finish = "tool_calls" if calls else FINISH.get(candidate.get("finishReason", "STOP"), "stop")
             choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
-        out = {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            },
-        }
+        out = chat_completion(model, choices, openai_usage(usage.prompt_tokens, usage.completion_tokens))
         return Reply(body=orjson.dumps(out), usage=usage, obj=out)
 
     async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):

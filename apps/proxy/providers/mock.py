@@ -17,8 +17,18 @@ from typing import Any
 import orjson
 
 from apps.proxy.errors import GatewayError
-from apps.proxy.providers.base import SHAPE_ERRORS, Adapter, Call, Chunk, Reply, StreamReply, Usage, upstream_error
+from apps.proxy.providers.base import (
+    SHAPE_ERRORS,
+    Adapter,
+    Call,
+    Chunk,
+    Reply,
+    StreamReply,
+    Usage,
+    upstream_error,
+)
 from apps.proxy.providers.mock_files import MockFilesMixin
+from apps.proxy.providers.shapes import chat_completion, openai_usage
 from apps.proxy.registry import Deployment
 from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens
 
@@ -126,26 +136,16 @@ class MockAdapter(MockFilesMixin, Adapter):
         if tool_call:
             message["tool_calls"] = [tool_call]
             usage.completion_tokens = 8
-        obj = {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "tool_calls" if tool_call else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            },
-        }
+        choices = [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if tool_call else "stop",
+            }
+        ]
+        usage_obj = openai_usage(usage.prompt_tokens, usage.completion_tokens)
+        obj = chat_completion(model, choices, usage_obj, system_fingerprint="fp_mock")
         return obj, usage
 
     def _stream(self, dep: Deployment, call: Call, model: str) -> StreamReply:

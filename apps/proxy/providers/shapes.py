@@ -1,0 +1,32 @@
+"""OpenAI response shapes that every translating adapter (Anthropic, Bedrock, Gemini, mock) answers with."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+
+def openai_usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """The ``usage`` object of an OpenAI answer."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def chat_completion(model: str, choices: list[dict[str, Any]], usage: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object: what every translating adapter answers with."""
+    return {
+        "id": "chatcmpl-" + str(extra.pop("id", None) or uuid.uuid4().hex),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        **extra,
+        "choices": choices,
+        "usage": usage,
+    }
