@@ -115,7 +115,10 @@ def _insert_new(rows: dict[str, SpendLog], batch: uuid.UUID) -> set[str]:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return {r[0] for r in cursor.fetchall()}
-    SpendLog.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=200)
+    if connection.vendor == "sqlite":
+        _sqlite_insert_or_ignore(list(rows.values()))
+    else:
+        SpendLog.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=200)
     inserted: set[str] = set()
     ids = list(rows)
     for start in range(0, len(ids), 500):
@@ -124,6 +127,47 @@ def _insert_new(rows: dict[str, SpendLog], batch: uuid.UUID) -> set[str]:
             SpendLog.objects.filter(request_id__in=chunk, ingest_batch=batch).values_list("request_id", flat=True)
         )
     return inserted
+
+
+def _sqlite_converters() -> list[tuple[str, str, object]]:
+    """Per column: the attribute and how SQLite stores it (what the ORM's per-value preparation does)."""
+    ops = connection.ops
+    converters: list[tuple[str, str, object]] = []
+    for f in SpendLog._meta.concrete_fields:
+        if f.column == "id":
+            continue
+        kind = f.get_internal_type()
+        if kind == "DateTimeField":
+            convert = ops.adapt_datetimefield_value
+        elif kind == "DecimalField":
+            convert = (lambda d: lambda v: ops.adapt_decimalfield_value(v, d.max_digits, d.decimal_places))(f)
+        elif kind == "UUIDField":
+            convert = lambda v: v.hex if v is not None else None  # noqa: E731
+        elif kind == "JSONField":
+            convert = (lambda field: lambda v: field.get_db_prep_save(v, connection))(f)
+        else:
+            convert = None
+        converters.append((f.attname, f.column, convert))
+    return converters
+
+
+def _sqlite_insert_or_ignore(objs: list[SpendLog]) -> None:
+    """The embedded default's ledger insert: one ``INSERT OR IGNORE`` executemany.
+
+    ``bulk_create`` spends most of the embedded worker's ingestion time preparing values field by field;
+    this writes the same stored values (see ``_sqlite_converters``) several times faster.
+    """
+    converters = _sqlite_converters()
+    q = connection.ops.quote_name
+    columns = ", ".join(q(column) for _, column, _ in converters)
+    marks = ", ".join("%s" for _ in converters)
+    sql = f"INSERT OR IGNORE INTO {q(SpendLog._meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608
+    params = [
+        [convert(getattr(o, attname)) if convert else getattr(o, attname) for attname, _, convert in converters]
+        for o in objs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def totals_add(rows: list[SpendLog]) -> None:
