@@ -286,3 +286,23 @@ def test_same_process_changes_clear_the_caches_without_redis(settings):
     sync.check_local()
     sync.check_local()
     assert changes == ["local"]
+
+
+@pytest.mark.parametrize("raw", ["only-one-part", "{not json", '{"aws_access_key_id": "A"}', "[1, 2]"])
+def test_malformed_bedrock_credentials_are_a_502_config_error_not_a_crash(raw):
+    from apps.proxy.providers.bedrock import _credentials
+
+    with pytest.raises(GatewayError) as refused:
+        _credentials(raw)
+    assert refused.value.status == 502
+
+
+def test_bedrock_credentials_in_both_spellings():
+    from apps.proxy.providers.bedrock import _credentials
+
+    assert _credentials("AK:SK") == ("AK", "SK", None)
+    assert _credentials('{"aws_access_key_id": "AK", "aws_secret_access_key": "SK", "aws_session_token": "T"}') == (
+        "AK",
+        "SK",
+        "T",
+    )

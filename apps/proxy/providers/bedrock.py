@@ -40,12 +40,19 @@ STOP = {
 
 
 def _credentials(api_key: str) -> tuple[str, str, str | None]:
+    """``ACCESS_KEY:SECRET[:SESSION_TOKEN]`` or a JSON object with the ``aws_*`` names."""
+    malformed = UpstreamError(
+        502, "Bedrock deployment credentials are malformed.", llm_provider="bedrock", kind="config"
+    )
     if api_key.startswith("{"):
-        data = orjson.loads(api_key)
-        return data["aws_access_key_id"], data["aws_secret_access_key"], data.get("aws_session_token")
+        try:
+            data = orjson.loads(api_key)
+            return str(data["aws_access_key_id"]), str(data["aws_secret_access_key"]), data.get("aws_session_token")
+        except (ValueError, KeyError, TypeError):
+            raise malformed from None
     parts = api_key.split(":")
     if len(parts) < 2:
-        raise UpstreamError(502, "Bedrock deployment credentials are malformed.", llm_provider="bedrock", kind="config")
+        raise malformed
     return parts[0], parts[1], parts[2] if len(parts) > 2 else None
 
 
