@@ -18,30 +18,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelDeployment
-        fields = (
-            "id",
-            "model_name",
-            "provider",
-            "model",
-            "api_base",
-            "api_version",
-            "region",
-            "credentials",
-            "organization",
-            "input_cost_per_token",
-            "output_cost_per_token",
-            "cached_input_cost_per_token",
-            "rpm_limit",
-            "tpm_limit",
-            "max_parallel_requests",
-            "weight",
-            "priority",
-            "timeout_seconds",
-            "extra",
-            "enabled",
-            "created_at",
-            "updated_at",
-        )
+        fields = ("id", *services.DEPLOYMENT_SETTABLE, "credentials", "organization", "created_at", "updated_at")
         read_only_fields = fields
 
     def get_credentials(self, obj) -> str:

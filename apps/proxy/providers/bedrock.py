@@ -257,14 +257,4 @@ class BedrockAdapter(Adapter):
                     usage.completion_tokens = int(meta.get("outputTokens") or 0)
                     usage.reported = True
         if call.include_usage:
-            yield Chunk(
-                {
-                    **base,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": usage.prompt_tokens,
-                        "completion_tokens": usage.completion_tokens,
-                        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-                    },
-                }
-            )
+            yield Chunk({**base, "choices": [], "usage": openai_usage(usage.prompt_tokens, usage.completion_tokens)})

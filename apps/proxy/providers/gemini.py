@@ -207,14 +207,4 @@ class GeminiAdapter(Adapter):
                 if delta or finish_reason:
                     yield Chunk({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
         if call.include_usage:
-            yield Chunk(
-                {
-                    **base,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": usage.prompt_tokens,
-                        "completion_tokens": usage.completion_tokens,
-                        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-                    },
-                }
-            )
+            yield Chunk({**base, "choices": [], "usage": openai_usage(usage.prompt_tokens, usage.completion_tokens)})
