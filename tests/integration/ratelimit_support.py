@@ -15,9 +15,8 @@ import time
 
 import orjson
 from aiohttp import web
-from django.conf import settings
 
-from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
+from tests.support.processes import ServerProcess, child_env, free_port, uvicorn_command
 from tests.support.threaded_app import ThreadedApp
 
 
@@ -81,20 +80,15 @@ class GatewayServer(ServerProcess):
         os.close(fd)
         super().__init__(
             uvicorn_command(self.port, workers),
-            env={
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
-                "DATABASE_URL": database_url(),
-                "REDIS_URL": settings.REDIS_URL,
-                "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
-                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-                "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
-                # The test machine is shared: a slow Redis must fail loudly (503), not admit uncounted.
-                "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
-                "RATELIMIT_FAIL_MODE": "closed",
-                "PYTHONPATH": str(ROOT),
-                **env,
-            },
+            env=child_env(
+                **{
+                    "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+                    # The test machine is shared: a slow Redis must fail loudly (503), not admit uncounted.
+                    "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
+                    "RATELIMIT_FAIL_MODE": "closed",
+                    **env,  # a test's own values win
+                }
+            ),
             ready_url=self.url + "/health/live",
             log_path=log_path,
         )

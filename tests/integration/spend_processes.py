@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,10 +11,10 @@ from pathlib import Path
 from aiohttp import web
 from django.conf import settings
 
+from tests.support import processes
 from tests.support.processes import (
     ROOT,
     ServerProcess,
-    database_url,
     free_port,
     kill_process_group,
     spawn,
@@ -28,15 +27,8 @@ __all__ = ["ROOT", "CeleryWorker", "Gateway", "OpenAIUpstream", "child_env", "fr
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="gateway_project.settings.test",
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    """The shared child environment, unbuffered so worker logs are complete when a test reads them."""
+    return processes.child_env(**{"PYTHONUNBUFFERED": "1", **extra})
 
 
 class CeleryWorker:

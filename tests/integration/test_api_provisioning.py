@@ -7,7 +7,6 @@ creates a key (secret once), the key answers on /v1, and a revoke through the AP
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 import urllib.error
@@ -20,7 +19,7 @@ from django.db import connection
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import ApiToken, VirtualKey
 from apps.proxy.models import ModelDeployment
-from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
+from tests.support.processes import ServerProcess, child_env, free_port, uvicorn_command
 
 pytestmark = [pytest.mark.integration]
 
@@ -33,18 +32,7 @@ def server(transactional_db, tmp_path):
         pytest.skip("needs the real Postgres and Redis from scripts/test.sh")
     master_key = "sk-master-" + secrets.token_hex(16)
     port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "GATEWAY_MASTER_KEY": master_key,
-        # Same peppers as this process, so the test can check what the server stored.
-        "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "GATEWAY_RUN_DIR": str(tmp_path / "run"),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = child_env(GATEWAY_MASTER_KEY=master_key, GATEWAY_RUN_DIR=str(tmp_path / "run"))
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     command = uvicorn_command(port, 1, access_log=True)

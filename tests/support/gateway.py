@@ -25,7 +25,7 @@ from apps.keys.invalidation import publish_invalidation
 from apps.proxy.models import ModelDeployment
 from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory, VirtualKeyFactory
 from tests.support.mock_upstream import MockUpstream
-from tests.support.processes import ROOT, ServerProcess, database_url, free_port, uvicorn_command
+from tests.support.processes import ServerProcess, child_env, free_port, uvicorn_command
 
 MASTER_KEY = "sk-master-e2e-0123456789abcdef"
 
@@ -44,21 +44,16 @@ class GatewayServer(ServerProcess):
         os.close(fd)
         super().__init__(
             uvicorn_command(self.port, workers),
-            env={
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
-                "DATABASE_URL": database_url(),
-                "REDIS_URL": settings.REDIS_URL,
-                "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
-                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-                "GATEWAY_MASTER_KEY": MASTER_KEY,
-                "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="gw-proxy-prom-"),
-                "PROXY_MAX_BODY_BYTES": str(64 * 1024),
-                "PROXY_NUM_RETRIES": "2",
-                "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
-                "PYTHONPATH": str(ROOT),
-                **env,
-            },
+            env=child_env(
+                **{
+                    "GATEWAY_MASTER_KEY": MASTER_KEY,
+                    "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="gw-proxy-prom-"),
+                    "PROXY_MAX_BODY_BYTES": str(64 * 1024),
+                    "PROXY_NUM_RETRIES": "2",
+                    "RATELIMIT_REDIS_TIMEOUT_MS": "3000",
+                    **env,  # a test's own values win
+                }
+            ),
             ready_url=self.url + "/health/live",
             log_path=log_path,
             tail=6000,

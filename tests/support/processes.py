@@ -38,6 +38,25 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{name}"
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a gateway child process: this test's database, Redis and peppers, plus ``extra``.
+
+    The same peppers matter: a key the test created must hash the same in the server.
+    """
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "GATEWAY_SECRET_KEY": settings.GATEWAY_SECRET_KEY,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
 def uvicorn_command(port: int, workers: int = 1, *, access_log: bool = False) -> list[str]:
     """``uvicorn gateway_project.asgi:application`` on 127.0.0.1:port, quiet unless something goes wrong."""
     command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1"]
