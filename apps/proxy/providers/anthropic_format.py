@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from apps.proxy.providers.shapes import chat_completion, openai_usage
+from apps.proxy.providers.shapes import append_turn, chat_completion, openai_usage
 
 STOP_TO_OPENAI = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop_sequence": "stop"}
 STOP_TO_ANTHROPIC = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
@@ -66,18 +66,12 @@ def chat_to_messages_request(body: dict[str, Any], model: str) -> dict[str, Any]
     system: list[str] = []
     messages: list[dict[str, Any]] = []
 
-    def push(role: str, blocks: list[dict[str, Any]]) -> None:
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
-
     for message in body.get("messages") or []:
         role = message.get("role")
         if role in ("system", "developer"):
             system.append(_text_of(message.get("content")))
         elif role == "user":
-            push("user", _user_blocks(message.get("content")))
+            append_turn(messages, "user", _user_blocks(message.get("content")))
         elif role == "assistant":
             blocks = []
             text = _text_of(message.get("content"))
@@ -93,9 +87,10 @@ def chat_to_messages_request(body: dict[str, Any], model: str) -> dict[str, Any]
                         "input": _arguments(fn.get("arguments")),
                     }
                 )
-            push("assistant", blocks or [{"type": "text", "text": ""}])
+            append_turn(messages, "assistant", blocks or [{"type": "text", "text": ""}])
         elif role == "tool":
-            push(
+            append_turn(
+                messages,
                 "user",
                 [
                     {

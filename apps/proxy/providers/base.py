@@ -183,6 +183,15 @@ def _retry_after(headers) -> float | None:
         return None
 
 
+def upstream_io_error(provider: str, exc: BaseException, broken: str) -> UpstreamError:
+    """A timeout (504) or a failed connection (502, saying ``broken``): both worth another deployment."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamError(
+            504, "The upstream did not answer in time.", llm_provider=provider, retryable=True, kind="upstream_timeout"
+        )
+    return UpstreamError(502, broken, llm_provider=provider, retryable=True, kind="upstream_connection")
+
+
 def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamError:
     """Map an upstream HTTP error onto what the client should see (and whether to retry elsewhere)."""
     message = f"upstream returned HTTP {status}"
@@ -265,22 +274,8 @@ class Adapter:
             response = await session.request(
                 request.method, request.url, headers=request.headers, data=request.data, timeout=client_timeout
             )
-        except TimeoutError:
-            raise UpstreamError(
-                504,
-                "The upstream did not answer in time.",
-                llm_provider=self.name,
-                retryable=True,
-                kind="upstream_timeout",
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                502,
-                f"Could not reach the upstream ({type(exc).__name__}).",
-                llm_provider=self.name,
-                retryable=True,
-                kind="upstream_connection",
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise upstream_io_error(self.name, exc, f"Could not reach the upstream ({type(exc).__name__}).") from None
         if response.status >= 400:
             try:
                 raw = await response.read()
@@ -297,22 +292,8 @@ class Adapter:
             )
         try:
             raw = await response.read()
-        except TimeoutError:
-            raise UpstreamError(
-                504,
-                "The upstream did not answer in time.",
-                llm_provider=self.name,
-                retryable=True,
-                kind="upstream_timeout",
-            ) from None
-        except aiohttp.ClientError:
-            raise UpstreamError(
-                502,
-                "The upstream connection broke.",
-                llm_provider=self.name,
-                retryable=True,
-                kind="upstream_connection",
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise upstream_io_error(self.name, exc, "The upstream connection broke.") from None
         finally:
             response.release()
         try:

@@ -26,7 +26,7 @@ from apps.proxy.providers.base import (
     Usage,
     json_or_502,
 )
-from apps.proxy.providers.shapes import chat_completion, openai_usage
+from apps.proxy.providers.shapes import append_turn, chat_completion, openai_usage
 from apps.proxy.registry import Deployment
 
 STOP = {
@@ -60,18 +60,12 @@ def chat_to_converse(body: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = []
 
-    def push(role: str, blocks: list[dict[str, Any]]) -> None:
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
-
     for message in body.get("messages") or []:
         role = message.get("role")
         if role in ("system", "developer"):
             system.append({"text": _text_of(message.get("content"))})
         elif role == "user":
-            push("user", [{"text": _text_of(message.get("content")) or " "}])
+            append_turn(messages, "user", [{"text": _text_of(message.get("content")) or " "}])
         elif role == "assistant":
             blocks: list[dict[str, Any]] = [{"text": t} for t in [_text_of(message.get("content"))] if t]
             for call in message.get("tool_calls") or []:
@@ -85,9 +79,10 @@ def chat_to_converse(body: dict[str, Any]) -> dict[str, Any]:
                         }
                     }
                 )
-            push("assistant", blocks or [{"text": " "}])
+            append_turn(messages, "assistant", blocks or [{"text": " "}])
         elif role == "tool":
-            push(
+            append_turn(
+                messages,
                 "user",
                 [
                     {

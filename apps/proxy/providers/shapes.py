@@ -30,3 +30,11 @@ def chat_completion(model: str, choices: list[dict[str, Any]], usage: dict[str, 
         "choices": choices,
         "usage": usage,
     }
+
+
+def append_turn(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Add content blocks as a turn of ``role``; Anthropic and Bedrock need consecutive same-role turns merged."""
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
