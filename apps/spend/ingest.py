@@ -2,7 +2,7 @@
 
 One transaction per batch. Ledger rows are inserted skipping request ids already present, and the
 insert itself reports which rows are new (Postgres: ``ON CONFLICT DO NOTHING RETURNING``; SQLite:
-``bulk_create(ignore_conflicts=True)`` plus a per-batch tag read back). A duplicate never carries
+``INSERT OR IGNORE`` plus a per-batch tag read back when not every row went in). A duplicate never carries
 this batch's mark, even when two workers race on the same entry: the loser waits on the unique
 index and skips. Only new rows move the aggregates, so replaying a batch, or a batch claimed by a
 second worker, counts nothing twice.
@@ -21,7 +21,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
-from apps.spend.rows import ledger_row
+from apps.spend.rows import LEDGER_ATTRIBUTES, LedgerRow, ledger_row
 from apps.spend.scopes import scopes_for_events
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class IngestResult:
 def spend_ingest_events(events: list[SpendEvent]) -> IngestResult:
     """Record ``events`` exactly once each; returns how many were new. Raises on database errors."""
     batch = uuid.uuid4()
-    rows: dict[str, SpendLog] = {}
+    rows: dict[str, LedgerRow] = {}
     for event in events:
         row = ledger_row(event, batch)
         if row.request_id and row.request_id not in rows:
@@ -86,12 +86,12 @@ def spend_ingest_isolating(events: list[SpendEvent]) -> tuple[IngestResult, list
 _LOG_COLUMNS = [f.column for f in SpendLog._meta.concrete_fields if f.column != "id"]
 
 
-def _insert_new(rows: dict[str, SpendLog], batch: uuid.UUID) -> set[str]:
+def _insert_new(rows: dict[str, LedgerRow], batch: uuid.UUID) -> set[str]:
     """Insert the rows, skipping request ids already in the ledger; return the ids this call inserted.
 
     Postgres: one ``INSERT ... SELECT unnest(...) ON CONFLICT DO NOTHING RETURNING`` (fixed query text,
-    one array per column). Elsewhere: ``bulk_create(ignore_conflicts=True)``, then the rows that carry
-    this batch's tag are the new ones.
+    one array per column). Elsewhere: insert-or-ignore, then the rows that carry this batch's tag are
+    the new ones (no read back when the insert counted every row: then all of them are).
     """
     if connection.vendor == "postgresql":
         fields = {f.column: f for f in SpendLog._meta.concrete_fields}
@@ -116,9 +116,11 @@ def _insert_new(rows: dict[str, SpendLog], batch: uuid.UUID) -> set[str]:
             cursor.execute(sql, params)
             return {r[0] for r in cursor.fetchall()}
     if connection.vendor == "sqlite":
-        _sqlite_insert_or_ignore(list(rows.values()))
+        if _sqlite_insert_or_ignore(list(rows.values())) == len(rows):
+            return set(rows)
     else:
-        SpendLog.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=200)
+        objs = [SpendLog(**{a: getattr(r, a) for a in LEDGER_ATTRIBUTES}) for r in rows.values()]
+        SpendLog.objects.bulk_create(objs, ignore_conflicts=True, batch_size=200)
     inserted: set[str] = set()
     ids = list(rows)
     for start in range(0, len(ids), 500):
@@ -134,7 +136,7 @@ def _sqlite_converters() -> list[tuple[str, str, object]]:
     ops = connection.ops
     converters: list[tuple[str, str, object]] = []
     for f in SpendLog._meta.concrete_fields:
-        if f.column == "id":
+        if f.primary_key:
             continue
         kind = f.get_internal_type()
         if kind == "DateTimeField":
@@ -144,15 +146,16 @@ def _sqlite_converters() -> list[tuple[str, str, object]]:
         elif kind == "UUIDField":
             convert = lambda v: v.hex if v is not None else None  # noqa: E731
         elif kind == "JSONField":
-            convert = (lambda field: lambda v: field.get_db_prep_save(v, connection))(f)
+            # The empty object (nearly every row) without a json.dumps call; the same stored text.
+            convert = (lambda field: lambda v: "{}" if v == {} else field.get_db_prep_save(v, connection))(f)
         else:
             convert = None
         converters.append((f.attname, f.column, convert))
     return converters
 
 
-def _sqlite_insert_or_ignore(objs: list[SpendLog]) -> None:
-    """The embedded default's ledger insert: one ``INSERT OR IGNORE`` executemany.
+def _sqlite_insert_or_ignore(objs: list[LedgerRow]) -> int:
+    """The embedded default's ledger insert: one ``INSERT OR IGNORE`` executemany; returns rows inserted.
 
     ``bulk_create`` spends most of the embedded worker's ingestion time preparing values field by field;
     this writes the same stored values (see ``_sqlite_converters``) several times faster.
@@ -168,15 +171,15 @@ def _sqlite_insert_or_ignore(objs: list[SpendLog]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+        return cursor.rowcount
 
 
-def totals_add(rows: list[SpendLog]) -> None:
+def totals_add(rows: list[LedgerRow] | list[SpendLog]) -> None:
     """Add ledger rows to ``DailySpend`` and ``BudgetWindow`` (inside the caller's transaction)."""
-    daily: dict[str, list] = {}
+    by_dims: dict[tuple, list] = {}
     for row in rows:
-        day = row.created_at.astimezone(UTC).date()
         dims = (
-            day,
+            row.created_at.astimezone(UTC).date(),
             row.organization_id,
             row.team_id,
             row.key_id,
@@ -185,16 +188,25 @@ def totals_add(rows: list[SpendLog]) -> None:
             row.model,
             row.deployment_id,
         )
+        acc = by_dims.get(dims)
+        if acc is None:
+            acc = by_dims[dims] = [0, 0, 0, 0, 0, Decimal(0)]
+        acc[0] += 1
+        acc[1] += 1 if row.status >= 400 else 0
+        acc[2] += row.prompt_tokens
+        acc[3] += row.completion_tokens
+        acc[4] += row.cached_tokens
+        acc[5] += row.cost
+    # The bucket text is the unique key; distinct dimension tuples can share one (None and "" alike).
+    daily: dict[str, list] = {}
+    for dims, sums in by_dims.items():
         bucket = "|".join("" if d is None else str(d) for d in dims)[:600]
         acc = daily.get(bucket)
         if acc is None:
-            acc = daily[bucket] = [*dims, 0, 0, 0, 0, 0, Decimal(0)]
-        acc[8] += 1
-        acc[9] += 1 if row.status >= 400 else 0
-        acc[10] += row.prompt_tokens
-        acc[11] += row.completion_tokens
-        acc[12] += row.cached_tokens
-        acc[13] += row.cost
+            daily[bucket] = [*dims, *sums]
+        else:
+            for i, value in enumerate(sums, start=8):
+                acc[i] += value
     _upsert_add(
         DailySpend,
         conflict=["bucket"],

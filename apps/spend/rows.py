@@ -1,4 +1,9 @@
-"""From a spend event to its ledger row: every value made to fit its column, never fatal to a batch."""
+"""From a spend event to its ledger row: every value made to fit its column, never fatal to a batch.
+
+A ``LedgerRow`` carries exactly ``SpendLog``'s column attributes (``deployment_id``, ``cost``, ...)
+without being a model instance: building a Django model costs about as much as the rest of
+ingestion together, and the insert paths (``apps.spend.ingest``) only read attributes.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,20 @@ _COST_FIELD = SpendLog._meta.get_field("cost")
 _QUANTUM = Decimal(1).scaleb(-_COST_FIELD.decimal_places)
 _MAX_COST = Decimal(10) ** (_COST_FIELD.max_digits - _COST_FIELD.decimal_places)
 _MAX_INT = 2_147_483_647
+_MAX_ID = 2**63 - 1
+
+# SpendLog's columns as attributes (``deployment_id``, not ``deployment``), the primary key aside.
+LEDGER_ATTRIBUTES = tuple(f.attname for f in SpendLog._meta.concrete_fields if not f.primary_key)
+
+
+class LedgerRow:
+    """One ledger row's values, already clamped to their columns (see ``ledger_row``)."""
+
+    __slots__ = LEDGER_ATTRIBUTES
+
+    def __init__(self, **values: object) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
 
 
 def event_cost(event: SpendEvent) -> Decimal:
@@ -43,10 +62,18 @@ def _finished_at(event: SpendEvent) -> datetime:
 
 def _text(value: object, limit: int) -> str:
     """Text as Postgres takes it: no NUL characters, cut to the column's length."""
-    return "" if value is None else str(value).replace("\x00", "")[:limit]
+    if value is None:
+        return ""
+    if type(value) is not str:
+        value = str(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value if len(value) <= limit else value[:limit]
 
 
 def _int(value: object, maximum: int = _MAX_INT) -> int:
+    if type(value) is int and 0 <= value <= maximum:
+        return value  # the proxy's events: no conversion needed
     try:
         return max(0, min(int(value or 0), maximum))
     except (TypeError, ValueError, OverflowError):
@@ -54,7 +81,7 @@ def _int(value: object, maximum: int = _MAX_INT) -> int:
 
 
 def _id(value: object) -> int | None:
-    number = _int(value, 2**63 - 1)
+    number = _int(value, _MAX_ID)
     return number or None
 
 
@@ -67,7 +94,7 @@ def _float(value: object) -> float | None:
 
 
 def _metadata(value: object) -> dict:
-    if not isinstance(value, dict):
+    if not value or not isinstance(value, dict):
         return {}
     try:
         # Round trip through JSON text without NULs (Postgres jsonb rejects \u0000).
@@ -76,9 +103,9 @@ def _metadata(value: object) -> dict:
         return {}
 
 
-def ledger_row(event: SpendEvent, batch: uuid.UUID) -> SpendLog:
+def ledger_row(event: SpendEvent, batch: uuid.UUID) -> LedgerRow:
     """The ledger row for an event; values a column can't hold are clamped, never fatal to the batch."""
-    return SpendLog(
+    return LedgerRow(
         request_id=_text(event.request_id, 64),
         created_at=_finished_at(event),
         route=_text(event.route, 64),

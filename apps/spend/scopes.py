@@ -84,6 +84,7 @@ class ScopeDirectory:
         }
         self.users = dict(User.objects.filter(pk__in=user_ids).values_list("pk", "budget_duration"))
         self.customers: dict[tuple[int, str], tuple[int, str]] = {}
+        self._memo: dict[tuple, list[ScopeWindow]] = {}
         if customers:
             org_filter = {org for org, _ in customers}
             ext_filter = {ext for _, ext in customers}
@@ -96,6 +97,15 @@ class ScopeDirectory:
         return self.orgs.get(organization_id, ("", "UTC"))[1] or "UTC"
 
     def scopes(self, row) -> list[ScopeWindow]:
+        """The windows ``row`` charges. Rows of one tenant, model and 15-minute slot share the answer."""
+        slot = int(row.created_at.timestamp()) // _SLOT_SECONDS
+        memo_key = (row.key_id, row.user_id, row.team_id, row.organization_id, row.customer_id, row.model, slot)
+        found = self._memo.get(memo_key)
+        if found is None:
+            found = self._memo[memo_key] = self._scopes(row)
+        return found
+
+    def _scopes(self, row) -> list[ScopeWindow]:
         at = row.created_at
         tz = self.time_zone(row.organization_id)
         org, team, user = row.organization_id, row.team_id, row.user_id

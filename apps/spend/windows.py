@@ -62,7 +62,8 @@ def window_for(duration: str, now: datetime, time_zone: str = "UTC") -> Window:
     return Window(f"1mo:{first:%Y-%m}", _local_midnight(first, tz), _local_midnight(following, tz))
 
 
+@lru_cache(maxsize=1)
 def lifetime_window() -> Window:
-    """Budgets without a duration never reset: one window forever."""
+    """Budgets without a duration never reset: one window forever (immutable, so built once)."""
     start = datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC"))
     return Window("all", start, datetime(9999, 12, 31, tzinfo=ZoneInfo("UTC")))
