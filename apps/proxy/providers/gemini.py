@@ -19,7 +19,7 @@ from apps.proxy.providers.base import (
     Usage,
     json_or_502,
 )
-from apps.proxy.providers.shapes import chat_completion, openai_usage
+from apps.proxy.providers.shapes import chat_completion, embedding_vector, openai_usage
 from apps.proxy.registry import Deployment
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
@@ -153,8 +153,9 @@ class GeminiAdapter(Adapter):
         usage = Usage()
         model = str(call.body.get("model", dep.model_name))
         if call.op == "embeddings":
+            encoding = call.body.get("encoding_format")
             data = [
-                {"object": "embedding", "index": i, "embedding": e.get("values", [])}
+                {"object": "embedding", "index": i, "embedding": embedding_vector(e.get("values", []), encoding)}
                 for i, e in enumerate(obj.get("embeddings") or [])
             ]
             usage.prompt_tokens = sum(len(str(t)) for t in (call.body.get("input") or [])) // 4

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import struct
 import time
 import uuid
 from typing import Any
@@ -28,7 +27,7 @@ from apps.proxy.providers.base import (
     upstream_error,
 )
 from apps.proxy.providers.mock_files import MockFilesMixin
-from apps.proxy.providers.shapes import chat_completion, openai_usage
+from apps.proxy.providers.shapes import chat_completion, embedding_vector, openai_usage
 from apps.proxy.registry import Deployment
 from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens
 
@@ -259,9 +258,7 @@ class MockAdapter(MockFilesMixin, Adapter):
         dims = int(call.body.get("dimensions") or dep.extra.get("mock_dimensions", 8))
         data = []
         for i, text in enumerate(inputs):
-            vector = _vector(str(text), dims)
-            if call.body.get("encoding_format") == "base64":
-                vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            vector = embedding_vector(_vector(str(text), dims), call.body.get("encoding_format"))
             data.append({"object": "embedding", "index": i, "embedding": vector})
         usage = Usage(sum(estimate_text_tokens(str(t)) for t in inputs), reported=True)
         return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from typing import Any
@@ -30,6 +32,21 @@ def chat_completion(model: str, choices: list[dict[str, Any]], usage: dict[str, 
         "choices": choices,
         "usage": usage,
     }
+
+
+def embedding_vector(values: list[float], encoding_format: Any) -> list[float] | str:
+    """One embedding as the client asked for it.
+
+    The official SDKs ask for ``base64`` (little-endian float32) unless told otherwise, and the JS SDK decodes
+    whatever it gets as base64, so an adapter that builds the answer itself must encode it when asked.
+    """
+    if encoding_format != "base64":
+        return values
+    try:
+        packed = struct.pack(f"<{len(values)}f", *values)
+    except (struct.error, TypeError):
+        return values  # not a vector of numbers: relay what the upstream sent
+    return base64.b64encode(packed).decode()
 
 
 def append_turn(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
