@@ -21,6 +21,19 @@ if ! command -v chromium >/dev/null; then
     || echo "chromium could not be installed; browser tests will fail" >&2
 fi
 
+# The JS SDK tests (tests/e2e/test_sdk_js.py) run the official `openai` npm package, pinned in package-lock.json.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null \
+    || echo "node/npm could not be installed; JS SDK tests will fail" >&2
+fi
+JS_DIR=tests/e2e/js
+if command -v npm >/dev/null && { [ ! -f "$JS_DIR/node_modules/.package-lock.json" ] \
+  || [ "$JS_DIR/package-lock.json" -nt "$JS_DIR/node_modules/.package-lock.json" ]; }; then
+  (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+    || echo "npm ci failed in $JS_DIR; JS SDK tests will fail" >&2
+fi
+
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
 SERVICES_DIR="$(mktemp -d /tmp/gateway-test.XXXXXX)"
