@@ -280,3 +280,39 @@ def test_upstream_faults_reach_the_sdk_as_its_typed_errors(gateway, upstream, te
     broken = out["dies mid-stream"]["ok"]
     assert broken["text"] == "echo: x"
     assert broken["streamError"]["className"] == "APIError" and broken["streamError"]["error"]["message"]
+
+
+def test_completions_responses_moderations_images_audio_and_rerank(gateway, model, upstream, tenant):
+    out = node_sdk(gateway, tenant.alice_key.secret, "endpoints", model=model)
+    assert out["completion"] == " completed"
+    assert out["responseText"] == "responses ok"
+    assert out["responseEvents"] == [
+        "response.created",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.completed",
+    ]
+    assert out["responseDeltas"] == "responses ok"
+    assert out["moderationFlagged"] is False and out["images"] == 2
+    assert out["speech"] == {"contentType": "audio/mpeg", "text": "ID3fake-mp3-bytes"}
+    assert out["transcript"] == "hello from audio"
+    sent = upstream.last("/audio/transcriptions")["body"]
+    assert sent["model"] == "gpt-up" and sent["file"] == {"filename": "a.wav", "size": len(b"RIFF0000WAVE")}
+    assert out["rerank"] == [0, 1]
+
+
+def test_files_and_batches_with_the_sdks_multipart_uploads(gateway, tenant):
+    name = _name("mock")
+    deploy(gateway, {"model_name": name, "provider": "mock", "model": "mock-up"})
+    line = {
+        "custom_id": "1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": name, "messages": [{"role": "user", "content": "hi"}]},
+    }
+    out = node_sdk(gateway, tenant.alice_key.secret, "batches", line=line)
+    text = orjson.dumps(line).decode()
+    assert out["fileId"].startswith("file-gw-") and out["batchId"].startswith("batch_gw-")
+    assert out["bytes"] == len(text) and orjson.loads(out["content"]) == line
+    assert (out["status"], out["cancelled"]) == ("validating", "cancelled")
+    assert out["bad"]["instanceOf"] == ["BadRequestError"] and out["bad"]["status"] == 400

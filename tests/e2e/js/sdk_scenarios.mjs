@@ -5,7 +5,7 @@
 // Prints one JSON object (what the SDK returned, as plain data) on stdout for tests/e2e/test_sdk_js.py to
 // assert on; this script checks nothing itself. Expected API errors are reported, not thrown, so the test
 // sees the SDK's error class, status, body and headers. Anything unexpected exits non-zero with the stack.
-import OpenAI from "openai";
+import OpenAI, { toFile } from "openai";
 
 const config = JSON.parse(process.argv[2]);
 // No SDK retries: a 429 must reach the test as the first and only answer.
@@ -158,6 +158,64 @@ const scenarios = {
       };
     }
     return results;
+  },
+
+  // The other OpenAI routes, including multipart uploads built by the SDK's own FormData encoder.
+  async endpoints() {
+    const model = config.model;
+    const completion = await client.completions.create({ model, prompt: "say" });
+    const response = await client.responses.create({ model, input: "hi" });
+    const events = [];
+    for await (const event of await client.responses.create({ model, input: "hi", stream: true })) events.push(event);
+    const moderation = await client.moderations.create({ model, input: "fine text" });
+    const images = await client.images.generate({ model, prompt: "a cat", n: 2 });
+    const speech = await client.audio.speech.create({ model, voice: "alloy", input: "hello" });
+    const transcript = await client.audio.transcriptions.create({
+      model,
+      file: await toFile(Buffer.from("RIFF0000WAVE"), "a.wav", { type: "audio/wav" }),
+    });
+    const reranked = await client.post("/rerank", { body: { model, query: "q", documents: ["x", "y"] } });
+    return {
+      completion: completion.choices[0].text,
+      responseText: response.output_text,
+      responseEvents: events.map((e) => e.type),
+      responseDeltas: events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
+      moderationFlagged: moderation.results[0].flagged,
+      images: images.data.length,
+      speech: {
+        contentType: speech.headers.get("content-type"),
+        text: Buffer.from(await speech.arrayBuffer()).toString(),
+      },
+      transcript: transcript.text,
+      rerank: reranked.results.map((r) => r.index),
+    };
+  },
+
+  // Files and batches on the built-in mock provider: upload (multipart), read back, batch, cancel.
+  async batches() {
+    const line = JSON.stringify(config.line);
+    const file = await client.files.create({ file: await toFile(Buffer.from(line), "b.jsonl"), purpose: "batch" });
+    const retrieved = await client.files.retrieve(file.id);
+    const content = await (await client.files.content(file.id)).text();
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    const fetched = await client.batches.retrieve(batch.id);
+    const cancelled = await client.batches.cancel(batch.id);
+    const bad = await outcome(
+      client.files.create({ file: await toFile(Buffer.from("not json"), "bad.jsonl"), purpose: "batch" }),
+    );
+    return {
+      fileId: file.id,
+      bytes: retrieved.bytes,
+      content,
+      batchId: batch.id,
+      status: fetched.status,
+      cancelled: cancelled.status,
+      bad: bad.error ?? null,
+    };
   },
 
   // models.list() pages with `for await`; retrieve() and an unknown id.
