@@ -6,6 +6,9 @@ Writers call ``apps.keys.invalidation.publish_invalidation`` after commit: it bu
 generation every second (safety net for a missed message or a reconnect), so a revoked key stops
 working on every worker within about a second. Without Redis only the local counter exists, which the
 hot path compares per request (one integer comparison).
+
+``listen_forever`` is the reconnecting pub/sub loop; the router's cooldown sync
+(``apps.proxy.cooldown_sync``, channel ``gateway:cooldown``) runs its own with it.
 """
 
 from __future__ import annotations
@@ -13,13 +16,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from apps.keys import invalidation
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
+
+
+async def listen_forever(
+    *,
+    redis_url: str,
+    channels: tuple[str, ...],
+    on_message: Callable[[Any], None],
+    on_connect: Callable[[Any], Awaitable[None]] | None = None,
+    on_lost: Callable[[], None] | None = None,
+    name: str,
+) -> None:
+    """Subscribe to ``channels`` and hand every message's data to ``on_message``, until cancelled.
+
+    A lost connection is logged and retried with exponential backoff (0.5 s doubling to 30 s, reset
+    once connected). ``on_connect(client)`` runs after each subscribe, so nothing published meanwhile
+    is missed (the cooldown sync reads the cooldowns still stored); ``on_lost()`` after each loss.
+    """
+    import redis.asyncio as aioredis
+
+    delay = RECONNECT_FIRST_SECONDS
+    while True:
+        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
+        try:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(*channels)
+            if on_connect is not None:
+                await on_connect(client)
+            delay = RECONNECT_FIRST_SECONDS
+            async for message in pubsub.listen():
+                if message and message.get("type") == "message":
+                    on_message(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("%s: pub/sub connection lost (%s); retrying in %.1f s", name, type(exc).__name__, delay)
+            if on_lost is not None:
+                on_lost()
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
 
 class CacheSync:
@@ -55,23 +103,13 @@ class CacheSync:
         return aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=30)
 
     async def _listen(self) -> None:
-        while True:
-            client = self._client()
-            try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(invalidation.CHANNEL)
-                async for message in pubsub.listen():
-                    if message and message.get("type") == "message":
-                        self.on_change("pubsub")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("cache sync: pub/sub connection lost (%s); polling covers it", type(exc).__name__)
-                self.on_change("pubsub-reconnect")
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+        await listen_forever(
+            redis_url=self.redis_url,
+            channels=(invalidation.CHANNEL,),
+            on_message=lambda _data: self.on_change("pubsub"),
+            on_lost=lambda: self.on_change("pubsub-reconnect"),
+            name="cache sync",
+        )
 
     async def _poll(self) -> None:
         client = self._client()

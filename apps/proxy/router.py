@@ -1,7 +1,12 @@
 """Picks a deployment for each attempt, retries and falls back, and cools failing deployments down.
 
 State here is per worker process (in-flight counts, latency averages, cooldowns): it steers this
-worker's traffic and is what the admin's health page shows for it. Strategies:
+worker's traffic and is what the admin's health page shows for it. Cooldowns alone are shared: with
+Redis configured, a worker that cools a deployment down announces it once and every other worker
+(on every machine) applies it too (``apps.proxy.cooldown_sync``), so they stop sending to it without
+each failing on its own first. That costs nothing per request: announcing happens only when a
+cooldown starts, off the request, and remote cooldowns land in the same ``Health.cooldown_until``
+that ``pick`` already reads. Strategies:
 
 - ``simple-shuffle``: random, weighted by ``weight``;
 - ``least-busy``: fewest requests in flight from this worker;
@@ -15,6 +20,7 @@ deployment, then to the group's fallback models; each attempt is recorded on the
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -22,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.proxy.context import RequestContext
+from apps.proxy.cooldown_sync import CooldownSync
 from apps.proxy.errors import GatewayError, UpstreamError
 from apps.proxy.pricing import price_for
 from apps.proxy.providers import Adapter, StreamReply
 from apps.proxy.registry import Deployment, Group, Registry
 
-MAX_COOLDOWN_SECONDS = 300.0
+MAX_COOLDOWN_SECONDS = 300.0  # longest Retry-After honoured
+MAX_SHARED_COOLDOWN_SECONDS = 3600.0  # a garbled remote message never parks a deployment for long
 EWMA_ALPHA = 0.2
 
 
@@ -37,6 +45,7 @@ class Health:
     latency_ms: float | None = None
     consecutive_failures: int = 0
     cooldown_until: float = 0.0
+    cooldown_reason: str = ""
     successes: int = 0
     failures: int = 0
     last_error: str = ""
@@ -63,19 +72,60 @@ class Router:
         timeout_seconds: float,
         cooldown_failures: int = 3,
         cooldown_seconds: float = 5.0,
+        redis_url: str | None = None,
     ) -> None:
+        """``redis_url`` shares cooldowns between workers: None reads ``settings.REDIS_URL``, "" keeps them local.
+
+        Built on the running loop (the gateway's startup), the cooldown listener starts here too.
+        """
         self.adapters = adapters
         self.num_retries = num_retries
         self.timeout_seconds = timeout_seconds
         self.cooldown_failures = cooldown_failures
         self.cooldown_seconds = cooldown_seconds
         self.health: dict[int, Health] = {}
+        if redis_url is None:
+            from django.conf import settings
+
+            redis_url = settings.REDIS_URL
+        self.cooldown_sync = CooldownSync(redis_url=redis_url, apply=self.apply_shared_cooldown) if redis_url else None
+        if self.cooldown_sync is not None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # built outside a loop (tests, scripts): cooldowns stay local
+            else:
+                self.cooldown_sync.start()
+
+    async def close(self) -> None:
+        if self.cooldown_sync is not None:
+            await self.cooldown_sync.stop()
 
     def _health(self, dep: Deployment) -> Health:
         health = self.health.get(dep.id)
         if health is None:
             health = self.health[dep.id] = Health()
         return health
+
+    def _cool(self, deployment_id: int, health: Health, until: float, reason: str) -> None:
+        """Cool down until ``until`` (monotonic) unless already cooling longer; tell the other workers."""
+        if until > health.cooldown_until:
+            health.cooldown_until = until
+            health.cooldown_reason = reason
+            if self.cooldown_sync is not None:
+                self.cooldown_sync.announce(deployment_id, until, reason)
+
+    def apply_shared_cooldown(self, deployment_id: int, seconds: float, reason: str) -> float:
+        """Another worker cooled this deployment down for ``seconds`` more; returns the local cooldown end."""
+        health = self.health.get(deployment_id)
+        if health is None:
+            health = self.health[deployment_id] = Health()
+        until = time.monotonic() + min(max(seconds, 0.0), MAX_SHARED_COOLDOWN_SECONDS)
+        if until > health.cooldown_until:
+            health.cooldown_until = until
+            health.cooldown_reason = f"shared: {reason}" if reason else "shared"
+            health.consecutive_failures = 0
+        return health.cooldown_until
 
     def candidates(self, group: Group, ctx: RequestContext, op: str) -> tuple[Deployment, ...]:
         memo_key = ("candidates", ctx.key.organization_id, ctx.key.is_master, op)
@@ -122,12 +172,13 @@ class Router:
         health.consecutive_failures += 1
         now = time.monotonic()
         if exc.status == 429 and exc.retry_after:
-            health.cooldown_until = max(health.cooldown_until, now + min(exc.retry_after, MAX_COOLDOWN_SECONDS))
+            self._cool(dep.id, health, now + min(exc.retry_after, MAX_COOLDOWN_SECONDS), "429 retry-after")
         elif exc.status == 429 or health.consecutive_failures >= int(
             dep.extra.get("cooldown_failures", self.cooldown_failures)
         ):
             seconds = float(dep.extra.get("cooldown_seconds", self.cooldown_seconds))
-            health.cooldown_until = max(health.cooldown_until, now + seconds)
+            reason = "429" if exc.status == 429 else f"{health.consecutive_failures} failures ({exc.kind})"
+            self._cool(dep.id, health, now + seconds, reason)
             health.consecutive_failures = 0
 
     def _succeeded(self, dep: Deployment, ms: float) -> None:
@@ -222,6 +273,7 @@ class Router:
                 "in_flight": h.in_flight,
                 "latency_ms": round(h.latency_ms, 2) if h.latency_ms is not None else None,
                 "cooling_down_seconds": round(max(0.0, h.cooldown_until - now), 1),
+                "cooldown_reason": h.cooldown_reason if h.cooldown_until > now else "",
                 "successes": h.successes,
                 "failures": h.failures,
                 "last_error": h.last_error,

@@ -2,8 +2,9 @@
 
 Recent traffic comes from the spend ledger (every finished request names its deployment), so the
 page shows the same truth as the bills. Cooldown and in-flight requests are the router's live state
-in the worker serving the page (``apps.proxy.app.router_health``); where no proxy has run in this
-process yet the page says so rather than guessing.
+in the worker serving the page (``apps.proxy.app.router_health``); with Redis, cooldowns are shared
+by all workers (``apps.proxy.cooldown_sync``), so the page also reads the stored ones and shows the
+longer of the two. Where neither is known the page says so rather than guessing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from statistics import median
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -65,6 +67,7 @@ class GroupHealth:
     fallbacks: list[str]
     deployments: list[DeploymentHealth] = field(default_factory=list)
     cooldown_known: bool = False
+    cooldown_shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,24 @@ def _router_health() -> dict[int, dict] | None:
     except Exception:  # read from another thread while requests run: report unknown rather than fail the page
         logger.warning("deployment health: reading the router's state failed", exc_info=True)
         return None
+
+
+def _shared_cooldowns(deployment_ids: list[int]) -> dict[int, float] | None:
+    """Cooldowns any worker announced through Redis (seconds left), or None without Redis or if unreadable."""
+    if not settings.REDIS_URL:
+        return None
+    from apps.proxy.cooldown_sync import shared_cooldowns_left
+
+    try:
+        return shared_cooldowns_left(settings.REDIS_URL, deployment_ids)
+    except Exception as exc:  # the page still shows traffic and this worker's state
+        logger.warning("deployment health: reading shared cooldowns failed (%s)", type(exc).__name__)
+        return None
+
+
+def _cooldown(router: dict[int, dict] | None, shared: dict[int, float] | None, pk: int) -> float | None:
+    known = [v for v in ((router or {}).get(pk, {}).get("cooling_down_seconds"), (shared or {}).get(pk)) if v]
+    return max(known) if known else None
 
 
 def deployment_failed(status: int, error_type: str) -> bool:
@@ -185,12 +206,14 @@ def group_health(user, model_name: str) -> GroupHealth | None:
     settings_row = ModelGroup.objects.filter(model_name=model_name).first()
     changeable = set(_deployments(user, CHANGE).filter(model_name=model_name).values_list("pk", flat=True))
     router = _router_health()
+    shared = _shared_cooldowns([d.pk for d in deployments])
     stats = _recent_stats(user, [d.pk for d in deployments])
     group = GroupHealth(
         model_name=model_name,
         strategy=settings_row.get_strategy_display() if settings_row else "Weighted shuffle (default)",
         fallbacks=list(settings_row.fallbacks) if settings_row else [],
-        cooldown_known=router is not None,
+        cooldown_known=router is not None or shared is not None,
+        cooldown_shared=shared is not None,
     )
     for deployment in deployments:
         entry = stats[deployment.pk]
@@ -205,7 +228,7 @@ def group_health(user, model_name: str) -> GroupHealth | None:
                 max_latency_ms=round(max(latencies), 1) if latencies else None,
                 last_error=last_error[0] if last_error else "",
                 last_error_at=last_error[1] if last_error else None,
-                cooldown_seconds=(router or {}).get(deployment.pk, {}).get("cooling_down_seconds"),
+                cooldown_seconds=_cooldown(router, shared, deployment.pk),
                 in_flight=(router or {}).get(deployment.pk, {}).get("in_flight"),
                 may_test=deployment.pk in changeable,
             )
