@@ -316,3 +316,44 @@ def test_files_and_batches_with_the_sdks_multipart_uploads(gateway, tenant):
     assert out["bytes"] == len(text) and orjson.loads(out["content"]) == line
     assert (out["status"], out["cancelled"]) == ("validating", "cancelled")
     assert out["bad"]["instanceOf"] == ["BadRequestError"] and out["bad"]["status"] == 400
+
+
+# "text": the answer the mock upstream gives (None: the built-in mock's own); "tools": whether it streams tool calls.
+TRANSLATED = {
+    "anthropic": {"model": "claude-up", "api_base": "{base}", "text": "Hello from Claude", "tools": True},
+    "gemini": {"model": "gemini-up", "api_base": "{base}/gemini", "text": "Hello from Gemini", "tools": False},
+    "bedrock": {
+        "model": "anthropic.claude-v2",
+        "api_base": "{base}/bedrock",
+        "region": "eu-west-1",
+        "api_key": "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG",
+        "text": "Hello from Bedrock",
+        "tools": False,
+    },
+    "mock": {"model": "mock-up", "text": None, "tools": True},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(TRANSLATED))
+def test_translated_providers_read_by_every_sdk_path(gateway, upstream, tenant, provider):
+    """Answers the gateway builds itself (not relayed) must satisfy the SDK's parsers and its stream helper."""
+    spec = dict(TRANSLATED[provider])
+    text, streams_tools = spec.pop("text"), spec.pop("tools")
+    if "api_base" in spec:
+        spec["api_base"] = spec["api_base"].format(base=upstream.base)
+    name = _name(provider)
+    deploy(gateway, {"model_name": name, "provider": provider, **spec})
+    out = node_sdk(gateway, tenant.alice_key.secret, "translated", model=name, tools=TOOLS if streams_tools else None)
+    plain, stream = out["plain"], out["stream"]
+    assert plain["content"] and plain["finishReason"] == "stop"
+    if text is not None:
+        assert plain["content"] == text
+    assert stream["text"] == out["helper"]["content"] == plain["content"]
+    assert stream["objects"] == ["chat.completion.chunk"] and stream["ids"] == 1
+    assert stream["finishReasons"] == ["stop"]
+    assert stream["last"]["choices"] == [] and stream["last"]["usage"]["completion_tokens"] > 0
+    assert out["helper"]["usage"] == stream["last"]["usage"]
+    assert plain["usage"]["total_tokens"] == plain["usage"]["prompt_tokens"] + plain["usage"]["completion_tokens"]
+    if streams_tools:  # streamed tool-call deltas, assembled by the SDK's helper
+        assert out["tools"]["finishReason"] == "tool_calls"
+        assert [c["name"] for c in out["tools"]["calls"]] == ["get_weather"] and out["tools"]["calls"][0]["hasId"]

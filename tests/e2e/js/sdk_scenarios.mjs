@@ -160,6 +160,51 @@ const scenarios = {
     return results;
   },
 
+  // Chat on a provider whose answer the gateway translates (its own chunk builder): every SDK reading path.
+  async translated() {
+    const model = config.model;
+    const plain = await client.chat.completions.create({ model, messages: user("hi") });
+    const chunks = [];
+    const stream = await client.chat.completions.create({
+      model,
+      messages: user("hi"),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    for await (const chunk of stream) chunks.push(chunk);
+    const helper = await client.chat.completions
+      .stream({ model, messages: user("hi"), stream_options: { include_usage: true } })
+      .finalChatCompletion();
+    const withTools = config.tools
+      ? await client.chat.completions
+          .stream({ model, messages: user("weather?"), tools: config.tools, tool_choice: "required" })
+          .finalChatCompletion()
+      : null;
+    return {
+      plain: {
+        content: plain.choices[0].message.content,
+        finishReason: plain.choices[0].finish_reason,
+        usage: plain.usage,
+      },
+      stream: {
+        objects: [...new Set(chunks.map((c) => c.object))],
+        ids: [...new Set(chunks.map((c) => c.id))].length,
+        text: chunks.map((c) => c.choices[0]?.delta?.content ?? "").join(""),
+        finishReasons: chunks.map((c) => c.choices[0]?.finish_reason ?? null).filter(Boolean),
+        last: { choices: chunks.at(-1).choices, usage: chunks.at(-1).usage },
+      },
+      helper: { content: helper.choices[0].message.content, usage: helper.usage ?? null },
+      tools: withTools && {
+        finishReason: withTools.choices[0].finish_reason,
+        calls: (withTools.choices[0].message.tool_calls ?? []).map((c) => ({
+          name: c.function.name,
+          arguments: JSON.parse(c.function.arguments),
+          hasId: Boolean(c.id),
+        })),
+      },
+    };
+  },
+
   // The other OpenAI routes, including multipart uploads built by the SDK's own FormData encoder.
   async endpoints() {
     const model = config.model;
