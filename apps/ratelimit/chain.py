@@ -51,9 +51,7 @@ class MiddlewareChain:
         return get_backend()
 
     async def pre_call(self, ctx: RequestContext) -> None:
-        from apps.ratelimit.engine import plan_reserve
-        from apps.ratelimit.middleware import customer_scope
-
+        engine, middleware = _hot_modules()
         passed: list[ProxyMiddleware] = []
         ctx.reservations["_passed"] = passed
         try:
@@ -62,26 +60,41 @@ class MiddlewareChain:
                 passed.append(mw)
             # Access, not a limit: a blocked end user is refused (403) whichever limiters are configured.
             # After the loop, so every middleware's post_call (metrics) still sees the refusal.
-            await customer_scope(ctx)
+            if ctx.customer_id:
+                await middleware.customer_scope(ctx)
             plan = ctx.reservations.get(PLAN_KEY)
             if plan is not None:
-                await plan_reserve(ctx, plan, self.backend)
+                if plan.checks:
+                    await engine.plan_reserve(ctx, plan, self.backend)
+                else:
+                    plan.committed = True  # nothing to count (no limit applies): no backend call at all
         except (ProxyRateLimitError, LimiterUnavailableError) as exc:
             exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
             ctx.reservations[REFUSAL_KEY] = exc
             raise
 
     async def post_call(self, ctx: RequestContext, result: CallResult) -> None:
-        from apps.ratelimit.engine import plan_settle
-
-        passed = ctx.reservations.get("_passed", [])
+        passed = ctx.reservations.get("_passed", ())
         try:
             for mw in reversed(passed):
                 await mw.post_call(ctx, result)
         finally:
             plan = ctx.reservations.get(PLAN_KEY)
-            if plan is not None:
-                await plan_settle(ctx, plan, result, self.backend)
+            if plan is not None and plan.checks:
+                await _hot_modules()[0].plan_settle(ctx, plan, result, self.backend)
+
+
+_modules: tuple = ()
+
+
+def _hot_modules():
+    """(engine, middleware), imported on first use: both import this module, so not at import time."""
+    global _modules
+    if not _modules:
+        from apps.ratelimit import engine, middleware
+
+        _modules = (engine, middleware)
+    return _modules
 
 
 def build_chain(paths: list[str] | None = None, backend: CounterBackend | None = None) -> MiddlewareChain:

@@ -25,6 +25,7 @@ from apps.spend.windows import DURATIONS, Window, lifetime_window, window_for
 
 BATCH_ROUTE = "/v1/batches"
 CUSTOMER_KEY = "_customer"
+SCOPES_KEY = "_scopes"
 _MAX_BUDGET_RETRY_MS = 30 * 86_400_000
 
 
@@ -57,10 +58,15 @@ async def customer_scope(ctx: RequestContext) -> ScopeLimits | None:
 
 
 async def tenant_scopes(ctx: RequestContext) -> list[ScopeLimits]:
-    scopes = list(ctx.key.scopes)
-    customer = await customer_scope(ctx)
-    if customer is not None:
-        scopes.append(customer)
+    """Key, user, team, organization and end-user scopes; built once per request (callers must not mutate)."""
+    scopes = ctx.reservations.get(SCOPES_KEY)
+    if scopes is None:
+        scopes = list(ctx.key.scopes)
+        if ctx.customer_id:
+            customer = await customer_scope(ctx)
+            if customer is not None:
+                scopes.append(customer)
+        ctx.reservations[SCOPES_KEY] = scopes
     return scopes
 
 
@@ -108,10 +114,10 @@ class ParallelRequestLimiter(ProxyMiddleware):
 
     async def pre_call(self, ctx: RequestContext) -> None:
         plan = plan_for(ctx)
-        ttl_ms = int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000)
         for scope in await tenant_scopes(ctx):
             if scope.max_parallel_requests is None:
                 continue
+            ttl_ms = int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000)
             plan.add(
                 Check(SLOTS, _key("par", scope), scope.max_parallel_requests, 1, "concurrent_requests", scope.scope,
                       scope_label(ctx, scope), ttl_ms=ttl_ms, member=ctx.request_id, reconcile="slot")
@@ -126,6 +132,8 @@ class RateLimiter(ProxyMiddleware):
         scopes = await tenant_scopes(ctx) + model_scopes(ctx)
         tokens = token_estimate(ctx)
         for scope in scopes:
+            if scope.rpm_limit is None and scope.tpm_limit is None:
+                continue
             label = scope_label(ctx, scope)
             if scope.rpm_limit is not None:
                 plan.add(Check(WINDOW, _key("rpm", scope), scope.rpm_limit, plan.units, "requests", scope.scope, label))
@@ -210,13 +218,14 @@ class BudgetLimiter(ProxyMiddleware):
     """Reserves the estimated cost against every budget up the chain, in each scope's current window."""
 
     async def pre_call(self, ctx: RequestContext) -> None:
+        budgeted = [scope for scope in await tenant_scopes(ctx) + model_scopes(ctx) if scope.max_budget is not None]
+        if not budgeted:
+            return
         plan = plan_for(ctx)
         now = datetime.now(UTC)
         # At least one nano-USD, so an exhausted budget refuses even a call estimated as free.
         amount = max(1, usd_to_nano(ctx.estimated_cost))
-        for scope in await tenant_scopes(ctx) + model_scopes(ctx):
-            if scope.max_budget is None:
-                continue
+        for scope in budgeted:
             window = budget_window(scope.budget_duration, now, scope.time_zone or ctx.key.time_zone)
             if window.id != "all":
                 left_ms = int(window.seconds_left(now) * 1000)

@@ -65,32 +65,65 @@ def exception_class(ctx: RequestContext, result: CallResult) -> str:
     return f"{m.provider_class(provider)}.{name}"
 
 
+class _Series:
+    """The metric children one kind of request touches, looked up once per label set, not per request."""
+
+    __slots__ = ("completion", "in_flight", "labels", "latency", "prompt", "requests", "spend", "ttft")
+
+    def __init__(self, route: str, provider: str, model: str, team: str, alias: str, status: str) -> None:
+        self.labels = (route, provider, model, team, alias, status)
+        self.in_flight = child(m.IN_FLIGHT, route)
+        self.requests = child(m.REQUESTS, route, provider, model, team, alias, status)
+        self.latency = child(m.LATENCY, route, provider, model)
+        self.ttft = child(m.TTFT, provider, model)
+        self.prompt = child(m.TOKENS, provider, model, team, "prompt")
+        self.completion = child(m.TOKENS, provider, model, team, "completion")
+        self.spend = child(m.SPEND, provider, model, team)
+
+
+_series: dict[tuple, _Series] = {}
+
+
+def _series_for(ctx: RequestContext, status: int) -> _Series:
+    raw = (ctx.route, ctx.llm_provider, ctx.model, ctx.key.team_name, ctx.key.key_alias, status)
+    found = _series.get(raw)
+    if found is None:
+        if len(_series) > 10_000:
+            _series.clear()
+        found = _series[raw] = _Series(
+            m.bounded("route", ctx.route),
+            m.bounded("provider", ctx.llm_provider),
+            m.bounded("model", ctx.model),
+            m.bounded("team", ctx.key.team_name),
+            m.bounded("key_alias", ctx.key.key_alias),
+            str(status),
+        )
+    return found
+
+
 def request_finished(ctx: RequestContext, result: CallResult) -> None:
-    route = m.bounded("route", ctx.route)
-    provider = m.bounded("provider", ctx.llm_provider)
-    model = m.bounded("model", ctx.model)
-    team = m.bounded("team", ctx.key.team_name)
-    alias = m.bounded("key_alias", ctx.key.key_alias)
-    child(m.IN_FLIGHT, route).dec()
-    child(m.REQUESTS, route, provider, model, team, alias, str(result.status)).inc()
+    series = _series_for(ctx, result.status)
+    route, provider, model, team, alias, status = series.labels
+    series.in_flight.dec()
+    series.requests.inc()
     if result.status >= 400:
         failure = m.bounded("exception_class", exception_class(ctx, result))
-        child(m.FAILURES, failure, str(result.status), provider, model, team, alias, route).inc()
-    child(m.LATENCY, route, provider, model).observe(max(0.0, result.latency_ms) / 1000.0)
+        child(m.FAILURES, failure, status, provider, model, team, alias, route).inc()
+    series.latency.observe(max(0.0, result.latency_ms) / 1000.0)
     if result.ttft_ms is not None:
-        child(m.TTFT, provider, model).observe(max(0.0, result.ttft_ms) / 1000.0)
+        series.ttft.observe(max(0.0, result.ttft_ms) / 1000.0)
     if result.prompt_tokens:
-        child(m.TOKENS, provider, model, team, "prompt").inc(result.prompt_tokens)
+        series.prompt.inc(result.prompt_tokens)
     if result.completion_tokens:
-        child(m.TOKENS, provider, model, team, "completion").inc(result.completion_tokens)
+        series.completion.inc(result.completion_tokens)
     if result.cost > 0:
-        child(m.SPEND, provider, model, team).inc(float(result.cost))
+        series.spend.inc(float(result.cost))
     deployment_id = result.deployment_id or ctx.deployment_id
     if deployment_id is not None and REFUSAL_KEY not in ctx.reservations and result.error_type != "client_disconnect":
         outcome = "failure" if result.status >= 500 or result.status == 429 else "success"
         child(m.DEPLOYMENT_REQUESTS, m.bounded("deployment_id", str(deployment_id)), provider, model, outcome).inc()
     plan: Plan | None = ctx.reservations.get(PLAN_KEY)
-    if plan is not None and plan.committed:
+    if plan is not None and plan.committed and plan.checks:
         _remaining(plan, team, alias)
 
 
