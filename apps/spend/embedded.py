@@ -63,4 +63,7 @@ class EmbeddedBeat:
                 ran.append(name)
             except Exception:
                 logger.exception("embedded beat: %s failed", name)
+                from django.db import connection
+
+                connection.close()  # the next job starts from a fresh connection
         return ran

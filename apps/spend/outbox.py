@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import queue
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 from django.conf import settings
@@ -97,64 +97,74 @@ def _log_fallback(event: SpendEvent) -> None:
 
 
 class LocalOutbox:
-    """An in-process queue with one drain thread writing batches through ``spend_ingest_events``.
+    """An in-process queue with one drain thread writing batches through ``spend_ingest_isolating``.
 
-    Batches are retried (with backoff) until the database accepts them; the thread is a daemon, and
-    ``flush()`` (run at exit) drains whatever is left synchronously, so a clean shutdown is lossless.
+    Cheap for the event loop that feeds it: ``put`` appends under a lock and wakes the thread only when
+    the queue goes from empty to non-empty or fills a batch, so a busy worker wakes its writer a few
+    times a second, not once per request (every wake-up is a GIL hand-off in the middle of serving).
+    The thread lingers ``SPEND_LOCAL_OUTBOX_LINGER_SECONDS`` to gather a batch; ``flush()`` cuts the
+    linger short. Batches are retried (with backoff) until the database accepts them; ``flush()`` (run
+    at exit and at ASGI shutdown) drains whatever is left, so a clean shutdown is lossless.
     """
 
     batch_size = 500
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[SpendEvent] = queue.Queue()
+        self._events: deque[SpendEvent] = deque()
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._ready = threading.Condition(self._lock)  # the writer waits here for events
+        self._idle = threading.Condition(self._lock)  # flush() waits here for the writer
         self._in_flight = 0
+        self._hurry = False
         self._thread: threading.Thread | None = None
 
     def put(self, event: SpendEvent) -> None:
         with self._lock:
             self._in_flight += 1
+            self._events.append(event)
+            if len(self._events) == 1 or len(self._events) >= self.batch_size:
+                self._ready.notify()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="spend-outbox", daemon=True)
                 self._thread.start()
-        self._queue.put(event)
 
     def _take_batch(self, block: bool) -> list[SpendEvent]:
-        batch: list[SpendEvent] = []
-        try:
-            batch.append(self._queue.get(block=block, timeout=1.0 if block else None))
-        except queue.Empty:
-            return batch
-        deadline = time.monotonic() + settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS
-        while len(batch) < self.batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                wait = block and remaining > 0
-                batch.append(self._queue.get(timeout=remaining) if wait else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        with self._lock:
+            if block and not self._events:
+                self._ready.wait(timeout=1.0)  # (wakes at least once a second for the embedded beat)
+            if not self._events:
+                return []
+            linger = settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS
+            if block and linger > 0:
+                deadline = time.monotonic() + linger
+                while len(self._events) < self.batch_size and not self._hurry:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready.wait(timeout=left)
+            self._hurry = False
+            take = min(len(self._events), self.batch_size)
+            return [self._events.popleft() for _ in range(take)]
 
     def _write(self, batch: list[SpendEvent]) -> None:
-        from django.db import close_old_connections, connection
+        from django.db import connection
 
         from apps.spend.ingest import spend_ingest_isolating
 
         delay = 0.1
         while True:
             try:
-                close_old_connections()
+                # The thread keeps its connection while events keep coming (_run closes it when idle):
+                # opening one per batch costs more than the batch's inserts.
                 _, rejected = spend_ingest_isolating(batch)
                 for event in rejected:
                     logger.error("spend outbox: dropped request %s the database rejects: %s", event.request_id, event)
                 break
             except Exception:
                 logger.exception("spend outbox: writing %d events failed; retrying in %.1fs", len(batch), delay)
+                connection.close()  # the retry starts from a fresh connection
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if self._queue.empty():
-            connection.close()  # idle: hold no database connection (this thread's own)
         with self._lock:
             self._in_flight -= len(batch)
             if self._in_flight == 0:
@@ -164,22 +174,24 @@ class LocalOutbox:
         from apps.spend.embedded import EmbeddedBeat
 
         beat = EmbeddedBeat() if settings.SPEND_EMBEDDED_BEAT and not settings.REDIS_URL else None
+        from django.db import connection
+
         while True:
             batch = self._take_batch(block=True)
             if batch:
                 self._write(batch)
             if beat is not None:  # no beat process without Redis: run the periodic jobs here
-                from django.db import close_old_connections, connection
-
-                close_old_connections()
-                if beat.tick() and self._queue.empty():
-                    connection.close()
+                beat.tick()
+            if not batch:
+                connection.close()  # a second without events: hold no database connection (this thread's own)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event is in the ledger; True when nothing is left."""
         deadline = time.monotonic() + timeout
         with self._lock:
             thread_alive = self._thread is not None and self._thread.is_alive()
+            self._hurry = True  # the writer stops lingering and writes what it has
+            self._ready.notify()
         if not thread_alive:
             # At interpreter exit the daemon thread may be gone: drain here.
             while batch := self._take_batch(block=False):
@@ -189,7 +201,9 @@ class LocalOutbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._idle.wait(timeout=left)
+                self._hurry = True
+                self._ready.notify()
+                self._idle.wait(timeout=min(left, 0.05))
         return True
 
     @property

@@ -89,6 +89,11 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # WAL: the admin's readers never wait on the proxy's ledger writer (nor it on them), and a commit
+    # appends to the log instead of rewriting pages through a rollback journal. synchronous=NORMAL is
+    # the setting SQLite recommends with WAL: an application crash loses nothing; a power cut may lose
+    # the last commits, which a single-machine embedded default accepts (production runs Postgres).
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "teams.User"
@@ -213,7 +218,7 @@ SPEND_INGEST_BATCH_SIZE = env_int("SPEND_INGEST_BATCH_SIZE", 500, minimum=1)
 SPEND_INGEST_MAX_SECONDS = env_float("SPEND_INGEST_MAX_SECONDS", 20.0, minimum=0.1)
 SPEND_INGEST_CLAIM_IDLE_MS = env_int("SPEND_INGEST_CLAIM_IDLE_MS", 60_000, minimum=100)
 # Without Redis: how long the in-process outbox gathers events into one database write.
-SPEND_LOCAL_OUTBOX_LINGER_SECONDS = env_float("SPEND_LOCAL_OUTBOX_LINGER_SECONDS", 0.05, minimum=0)
+SPEND_LOCAL_OUTBOX_LINGER_SECONDS = env_float("SPEND_LOCAL_OUTBOX_LINGER_SECONDS", 0.2, minimum=0)
 # Without Redis there is no beat process: the outbox thread runs alerts, window roll, reports, retention.
 SPEND_EMBEDDED_BEAT = env_bool("SPEND_EMBEDDED_BEAT", True)
 GATEWAY_ALERT_WEBHOOK_URL = env_str("GATEWAY_ALERT_WEBHOOK_URL", "") or ""

@@ -56,6 +56,30 @@ def test_without_a_working_redis_every_event_lands_through_the_local_queue(trans
     assert BudgetWindow.objects.get(scope="key").spent == total
 
 
+def test_a_long_linger_never_delays_a_flush_and_big_bursts_split_into_batches(transactional_db, settings):
+    """The writer gathers events for SPEND_LOCAL_OUTBOX_LINGER_SECONDS; flush() cuts that short, and a
+    burst larger than one batch is written in several transactions, each event exactly once."""
+    from apps.spend.outbox import LocalOutbox
+
+    settings.REDIS_URL = ""
+    settings.SPEND_EMBEDDED_BEAT = False
+    settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS = 30.0  # far longer than the flush below may take
+    key = VirtualKeyFactory()
+    outbox = LocalOutbox()
+    for event in events_for(key, 3):
+        outbox.put(event)
+    assert outbox.flush(timeout=20)  # True: written, not left lingering for 30 s
+    assert SpendLog.objects.count() == 3
+
+    burst = events_for(key, LocalOutbox.batch_size * 2 + 7)
+    for event in burst:
+        outbox.put(event)
+    assert outbox.flush(timeout=60)
+    assert outbox.pending == 0
+    assert SpendLog.objects.count() == 3 + len(burst)
+    assert set(SpendLog.objects.values_list("request_id", flat=True)) >= {e.request_id for e in burst}
+
+
 SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, time, uuid
