@@ -135,6 +135,7 @@ class Gateway:
             return
         self.ready = False
         await self.cache_sync.stop()
+        await self.router.close()  # its shared-cooldown listener (apps/proxy/cooldown_sync.py)
         await self.last_used.flush()
         await self.spend.close()
         if self.session is not None:

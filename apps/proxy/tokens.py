@@ -54,8 +54,9 @@ def _scan(value: Any, depth: int = 0) -> str | None:
 
 def reject_client_upstream(raw: bytes, body: dict[str, Any]) -> None:
     """400 when the body tries to set an upstream URL or credential anywhere in it."""
-    if _FORBIDDEN_KEY.search(raw) is None:
+    if _FORBIDDEN_KEY.search(raw) is None and b"\\u" not in raw:
         return  # the common case: one scan of the raw bytes, no tree walk
+    # (A JSON escape can spell a name without its raw bytes, e.g. "api\u005fbase": walk the parsed tree.)
     found = _scan(body)
     if found:
         raise bad_request(f"The field '{found}' cannot be set by clients.", param=found, code="forbidden_field")

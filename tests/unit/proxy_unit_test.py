@@ -60,6 +60,18 @@ def test_client_may_not_set_upstream_anywhere(body):
     assert refused.value.status == 400
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [rb'{"api\u005fbase": "http://x"}', rb'{"metadata": {"b\u0061se_url": "http://x"}}', rb'{"\u0061pi_key": "k"}'],
+)
+def test_json_escapes_do_not_hide_a_forbidden_field(raw):
+    import orjson
+
+    with pytest.raises(GatewayError) as refused:
+        reject_client_upstream(raw, orjson.loads(raw))
+    assert refused.value.status == 400
+
+
 def test_tool_schemas_may_name_a_base_url_parameter():
     import orjson
 
