@@ -120,6 +120,9 @@ class Gateway:
                     limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30, resolver=SafeResolver()
                 ),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                # One pool serves every tenant: an upstream's Set-Cookie must never ride along on the next
+                # tenant's request (and there is no cookie bookkeeping per call).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )

@@ -65,6 +65,18 @@ def test_chat_completion_relays_answer_usage_and_gateway_headers(client, model, 
     assert tenant.alice_key.secret not in str(sent["headers"])
 
 
+def test_upstream_cookies_are_never_replayed_to_the_upstream(client, gateway, upstream):
+    """The upstream connection pool is shared by every tenant: a Set-Cookie must not stick to it."""
+    name = _name()
+    # By host name, as hosted APIs are reached (HTTP clients keep no cookies for bare IP addresses).
+    by_name = upstream.url.replace("127.0.0.1", "localhost")
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "gpt-up", "api_base": by_name})
+    for _ in range(2):
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
+    sent = upstream.last("/chat/completions")
+    assert "Cookie" not in sent["headers"] and "cookie" not in sent["headers"]
+
+
 def test_stream_with_include_usage(client, model, upstream):
     stream = client.chat.completions.create(
         model=model,

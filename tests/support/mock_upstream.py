@@ -82,7 +82,15 @@ class MockUpstream(ThreadedApp):
         self.requests: list[dict[str, Any]] = []
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        @web.middleware
+        async def sets_a_cookie(request: web.Request, handler) -> web.StreamResponse:
+            # Like hosted APIs behind a CDN: every answer sets a cookie. A gateway that kept it would
+            # send one tenant's cookie upstream with every other tenant's requests.
+            response = await handler(request)
+            response.set_cookie("upstream_session", "first-caller", max_age=3600)
+            return response
+
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[sets_a_cookie])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
