@@ -1,10 +1,15 @@
 """Spend ingestion throughput: events/s from the Redis outbox stream into Postgres (ledger + aggregates).
 
     .venv/bin/python bench/ingest_bench.py [--events 50000] [--batch 500] [--keys 50]
+    .venv/bin/python bench/ingest_bench.py --embedded [--events 20000] [--batch 500]
 
 Without DATABASE_URL/REDIS_URL it starts throwaway Postgres + Redis with scripts/services.sh and a
 fresh database. Emits the events with spend_emit's stream format (pipelined XADDs, not timed), then
 times ``stream_drain`` in one process: one consumer, one transaction per batch, XACK after commit.
+
+``--embedded`` measures the embedded default's writer instead: a throwaway SQLite file (local
+settings, no Redis) and ``spend_ingest_events`` per batch, as the in-process outbox thread calls it;
+it prints CPU microseconds per event, the cost the serving process pays for every request.
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--keys", type=int, default=50)
+    parser.add_argument("--embedded", action="store_true", help="SQLite, in-process (the embedded default)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    if args.embedded:
+        embedded(args)
+        return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings.test")
     import django
 
@@ -107,7 +116,55 @@ def main() -> None:
     print(f"  replaying one batch of {len(sample)} duplicates: {replay_ms:.1f} ms, 0 inserted")
 
 
+def embedded(args: argparse.Namespace) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(name, None)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "gateway_project.settings.local"
+    os.environ["GATEWAY_RUN_DIR"] = tempfile.mkdtemp(prefix="ingest-bench-sqlite-")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from apps.keys.models import VirtualKey
+    from apps.spend.events import SpendEvent
+    from apps.spend.ingest import spend_ingest_events
+    from apps.spend.models import SpendLog
+    from apps.teams.models import Organization, Team
+
+    call_command("migrate", verbosity=0)
+    org = Organization.objects.create(name="bench", time_zone="Europe/Berlin")
+    team = Team.objects.create(organization=org, name="t", budget_duration="1mo")
+    keys = [
+        VirtualKey.objects.create(key_hash=uuid.uuid4().hex, prefix="sk-b", organization=org, team=team,
+                                  budget_duration="1d")
+        for _ in range(args.keys)
+    ]  # fmt: skip
+    now = time.time()
+    events = [
+        SpendEvent(
+            request_id=f"req_{i:012x}", created_at=now, route="/v1/chat/completions", status=200,
+            model="gpt-4o-mini", llm_provider="openai", deployment_id=1, organization_id=org.pk, team_id=team.pk,
+            key_id=keys[i % len(keys)].pk, key_alias="bench", prompt_tokens=42, completion_tokens=48,
+            cost="0.0000351", latency_ms=0.5,
+        )
+        for i in range(args.events)
+    ]  # fmt: skip
+    batches = [events[i : i + args.batch] for i in range(0, len(events), args.batch)]
+    spend_ingest_events(batches.pop(0))  # warm up (connection, caches)
+    wall, cpu = time.perf_counter(), time.process_time()
+    inserted = sum(spend_ingest_events(batch).inserted for batch in batches)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert inserted == sum(len(b) for b in batches) and SpendLog.objects.count() == len(events)
+    print(f"database: sqlite (embedded default), batch {args.batch}, {args.keys} keys, {inserted} events")
+    print(f"ingested {inserted} events in {wall:.2f} s: {inserted / wall:,.0f} events/s")
+    print(f"  CPU per event: {cpu / inserted * 1e6:.1f} us (what the serving process pays per request)")
+
+
 if __name__ == "__main__":
+    if "--embedded" in sys.argv:
+        main()
+        sys.exit(0)
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         sys.exit(relaunch_with_services())
     main()
