@@ -271,12 +271,29 @@ class Adapter:
             ) from None
         client_timeout = _client_timeout(timeout, call.stream)
         try:
+            # Never follow a redirect: it would carry the deployment's credentials (x-api-key, api-key, ...) and
+            # the request to a host no deployment names, past the link-local/private checks on api_base.
             response = await session.request(
-                request.method, request.url, headers=request.headers, data=request.data, timeout=client_timeout
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.data,
+                timeout=client_timeout,
+                allow_redirects=False,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise upstream_io_error(self.name, exc, f"Could not reach the upstream ({type(exc).__name__}).") from None
-        if response.status >= 400:
+        if response.status >= 300:
+            if response.status < 400:
+                response.release()
+                raise UpstreamError(
+                    502,
+                    "The upstream answered with a redirect; the gateway does not follow redirects.",
+                    llm_provider=self.name,
+                    retryable=True,
+                    kind="upstream_redirect",
+                    upstream_status=response.status,
+                )
             try:
                 raw = await response.read()
             except (TimeoutError, aiohttp.ClientError):

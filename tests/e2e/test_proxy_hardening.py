@@ -1,0 +1,144 @@
+"""Adversarial checks of the /v1 surface against a real gateway: what an attacker or a demanding client hits.
+
+A hostile upstream (redirects, leaky error texts, gzip) is served over real HTTP next to the regular
+mock; every request goes through a real uvicorn gateway (tests/support/gateway.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from tests.support.gateway import *  # noqa: F403
+from tests.support.gateway import deploy, http
+from tests.support.threaded_app import ThreadedApp
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+UPSTREAM_KEY = "sk-upstream-hostile-0123456789"
+OPENAI_ORG = "org-Zq3xW9kLmN0pQrStUv"
+
+
+class HostileUpstream(ThreadedApp):
+    """An upstream that misbehaves on purpose; ``loot`` records whatever reaches the redirect target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.loot: list[dict[str, Any]] = []
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/loot", self.loot_handler)
+        app.router.add_post("/redirect{code:\\d+}/v1/chat/completions", self.redirect)
+        app.router.add_post("/redirect{code:\\d+}/v1/messages", self.redirect)
+        app.router.add_post("/leaky/v1/chat/completions", self.leaky)
+        app.router.add_post("/leaky/v1/messages", self.leaky_messages)
+        app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
+        app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
+        return app
+
+    async def loot_handler(self, request: web.Request) -> web.Response:
+        self.loot.append({"method": request.method, "headers": dict(request.headers), "body": await request.read()})
+        return web.Response(text="ami-id: i-0123 iam/security-credentials/role AKIASECRET", content_type="text/plain")
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=int(request.match_info["code"]), headers={"Location": f"{self.base}/loot"})
+
+    async def leaky(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        internal = f"http://10.20.30.40:8000/v1 (via {self.base}/leaky/v1)"
+        if body.get("model") == "rate":
+            message = (
+                f"Rate limit reached for gpt-4o in organization {OPENAI_ORG} on tokens per min (TPM): "
+                "Limit 30000, Used 29000. Visit https://platform.openai.com/account/rate-limits to learn more."
+            )
+            return web.json_response({"error": {"message": message}}, status=429, headers={"Retry-After": "1"})
+        if body.get("model") == "stream-error":
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            error = {"error": {"message": f"backend {internal} failed for key {UPSTREAM_KEY}", "type": "server_error"}}
+            await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+            return response
+        message = f"Upstream {internal} rejected key {UPSTREAM_KEY} for arn:aws:bedrock:us-east-1:123456789012:model/x"
+        return web.json_response({"error": {"message": message}}, status=400)
+
+    async def leaky_messages(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": f"{OPENAI_ORG} at {self.base}"}}
+        await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+        return response
+
+    async def gemini_bad_key(self, request: web.Request) -> web.Response:
+        await request.read()
+        # What generativelanguage.googleapis.com answers for a wrong key: a 400, not a 401.
+        error = {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+        return web.json_response({"error": error}, status=400)
+
+    async def gzipped(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        answer = {
+            "id": "chatcmpl-gz",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "z" * 5000}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }
+        return web.Response(
+            body=gzip.compress(orjson.dumps(answer)),
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    with HostileUpstream() as server:
+        yield server
+
+
+def _name(prefix: str = "hard") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _auth(tenant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant.alice_key.secret}"}
+
+
+def _chat(gateway, tenant, model: str, **extra) -> Any:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return http("POST", gateway.v1 + "/chat/completions", json=body, headers=_auth(tenant))
+
+
+def _deploy(gateway, provider: str, api_base: str, model: str = "up", **values) -> str:
+    name = _name(provider)
+    spec = {"model_name": name, "provider": provider, "model": model, "api_base": api_base, **values}
+    deploy(gateway, {"api_key": UPSTREAM_KEY, **spec})
+    return name
+
+
+# --- redirects: the upstream pool must never follow them -----------------------------------------------
+@pytest.mark.parametrize("code", [302, 307])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_upstream_redirects_are_not_followed(gateway, tenant, hostile, code, provider):
+    """A redirect would reach hosts no deployment names (metadata, internal services) with the credentials."""
+    name = _deploy(gateway, provider, f"{hostile.base}/redirect{code}" + ("/v1" if provider == "openai" else ""))
+    hostile.loot.clear()
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["llm_provider"] == provider
+    assert "AKIASECRET" not in response.text
+    assert hostile.loot == []
