@@ -11,14 +11,13 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import deploy, make_key, spend_event
+from tests.support.gateway import deploy, deploy_priced_model, make_key, spend_event, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -49,10 +48,6 @@ def node_sdk(gateway, api_key: str, scenario: str, **config):
     return orjson.loads(done.stdout)
 
 
-def _name(prefix: str = "gpt") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def float32(values: list[float]) -> list[float]:
     """``values`` as the SDK sees them after decoding base64 little-endian float32."""
     return list(struct.unpack(f"<{len(values)}f", struct.pack(f"<{len(values)}f", *values)))
@@ -60,19 +55,7 @@ def float32(values: list[float]) -> list[float]:
 
 @pytest.fixture
 def model(gateway, upstream):
-    name = _name()
-    deploy(
-        gateway,
-        {
-            "model_name": name,
-            "provider": "openai",
-            "model": "gpt-up",
-            "api_base": upstream.url,
-            "input_cost_per_token": "0.000001",
-            "output_cost_per_token": "0.000002",
-        },
-    )
-    return name
+    return deploy_priced_model(gateway, upstream)
 
 
 def test_chat_completion_content_usage_id_and_gateway_headers(gateway, model, upstream, tenant):
@@ -150,7 +133,7 @@ def test_embeddings_as_floats_and_in_the_sdks_default_base64(gateway, model, ups
     assert result["usage"]["prompt_tokens"] == 8
     assert upstream.last("/embeddings")["body"]["encoding_format"] == "float"
     # The built-in mock provider answers base64 itself when asked: the SDK must decode the same vector.
-    local = _name("mock")
+    local = unique_name("mock")
     deploy(gateway, {"model_name": local, "provider": "mock", "model": "mock-up"})
     out = node_sdk(
         gateway,
@@ -167,7 +150,7 @@ def test_embeddings_as_floats_and_in_the_sdks_default_base64(gateway, model, ups
 
 def test_embeddings_from_gemini_decode_in_the_sdks_default_base64(gateway, upstream, tenant):
     """The gateway builds Gemini's answer itself, so it must honour the SDK's ``encoding_format: base64``."""
-    name = _name("gemini")
+    name = unique_name("gemini")
     deploy(
         gateway,
         {"model_name": name, "provider": "gemini", "model": "emb-up", "api_base": upstream.base + "/gemini"},
@@ -185,7 +168,7 @@ def test_embeddings_from_gemini_decode_in_the_sdks_default_base64(gateway, upstr
 
 
 def test_models_list_only_what_the_key_may_use(gateway, upstream, tenant):
-    allowed, other = _name(), _name()
+    allowed, other = unique_name(), unique_name()
     deploy(
         gateway,
         {"model_name": allowed, "provider": "openai", "model": "gpt-up", "api_base": upstream.url},
@@ -197,13 +180,13 @@ def test_models_list_only_what_the_key_may_use(gateway, upstream, tenant):
     assert out["retrieved"] == {"id": allowed, "object": "model", "created": 0, "owned_by": "openai"}
     assert out["missing"]["instanceOf"] == ["NotFoundError"] and out["missing"]["status"] == 404
     # Without a model allow-list the key sees both.
-    out = node_sdk(gateway, tenant.alice_key.secret, "models", model=other, missing=_name())
+    out = node_sdk(gateway, tenant.alice_key.secret, "models", model=other, missing=unique_name())
     assert {allowed, other} <= set(out["ids"])
 
 
 def test_typed_errors_for_bad_key_unknown_model_and_forbidden_model(gateway, model, tenant):
     key = make_key(tenant.alpha, tenant.alice, allowed_models=[model])
-    other = _name()
+    other = unique_name()
     deploy(gateway, {"model_name": other, "provider": "mock", "model": "mock-up"})
     calls = [
         {"label": "bad key", "apiKey": "sk-gw-not-a-key", "model": model},
@@ -254,7 +237,7 @@ def test_rate_limited_key_is_a_rate_limit_error_with_retry_after(gateway, model,
 
 
 def test_upstream_faults_reach_the_sdk_as_its_typed_errors(gateway, upstream, tenant):
-    names = {fault: _name() for fault in ("fail-429", "fail-500", "break-stream")}
+    names = {fault: unique_name() for fault in ("fail-429", "fail-500", "break-stream")}
     deploy(
         gateway,
         *(
@@ -302,7 +285,7 @@ def test_completions_responses_moderations_images_audio_and_rerank(gateway, mode
 
 
 def test_files_and_batches_with_the_sdks_multipart_uploads(gateway, tenant):
-    name = _name("mock")
+    name = unique_name("mock")
     deploy(gateway, {"model_name": name, "provider": "mock", "model": "mock-up"})
     line = {
         "custom_id": "1",
@@ -341,7 +324,7 @@ def test_translated_providers_read_by_every_sdk_path(gateway, upstream, tenant, 
     text, streams_tools = spec.pop("text"), spec.pop("tools")
     if "api_base" in spec:
         spec["api_base"] = spec["api_base"].format(base=upstream.base)
-    name = _name(provider)
+    name = unique_name(provider)
     deploy(gateway, {"model_name": name, "provider": provider, **spec})
     out = node_sdk(gateway, tenant.alice_key.secret, "translated", model=name, tools=TOOLS if streams_tools else None)
     plain, stream = out["plain"], out["stream"]

@@ -7,7 +7,6 @@ The gateway is a uvicorn subprocess on the test Postgres/Redis; the upstream is 
 from __future__ import annotations
 
 import io
-import uuid
 
 import openai
 import orjson
@@ -15,30 +14,14 @@ import pytest
 from openai import OpenAI
 
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import MASTER_KEY, deploy, http, make_key, spend_event
+from tests.support.gateway import MASTER_KEY, deploy, deploy_priced_model, http, make_key, spend_event, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def _name(prefix: str = "gpt") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture
 def model(gateway, upstream, tenant):
-    name = _name()
-    deploy(
-        gateway,
-        {
-            "model_name": name,
-            "provider": "openai",
-            "model": "gpt-up",
-            "api_base": upstream.url,
-            "input_cost_per_token": "0.000001",
-            "output_cost_per_token": "0.000002",
-        },
-    )
-    return name
+    return deploy_priced_model(gateway, upstream)
 
 
 @pytest.fixture
@@ -67,7 +50,7 @@ def test_chat_completion_relays_answer_usage_and_gateway_headers(client, model, 
 
 def test_upstream_cookies_are_never_replayed_to_the_upstream(client, gateway, upstream):
     """The upstream connection pool is shared by every tenant: a Set-Cookie must not stick to it."""
-    name = _name()
+    name = unique_name()
     # By host name, as hosted APIs are reached (HTTP clients keep no cookies for bare IP addresses).
     by_name = upstream.url.replace("127.0.0.1", "localhost")
     deploy(gateway, {"model_name": name, "provider": "openai", "model": "gpt-up", "api_base": by_name})
@@ -162,7 +145,7 @@ def test_images_audio_and_rerank(client, model, upstream):
 
 
 def test_models_lists_only_what_the_key_may_use(gateway, upstream, tenant):
-    allowed, other = _name(), _name()
+    allowed, other = unique_name(), unique_name()
     deploy(
         gateway,
         {"model_name": allowed, "provider": "openai", "model": "gpt-up", "api_base": upstream.url},
@@ -180,7 +163,7 @@ def test_models_lists_only_what_the_key_may_use(gateway, upstream, tenant):
 
 
 def test_org_private_deployment_invisible_to_other_tenants(gateway, upstream, tenant):
-    private = _name()
+    private = unique_name()
     deploy(
         gateway,
         {
@@ -326,7 +309,7 @@ def test_files_and_batches_roundtrip_with_tenant_isolation(gateway, model, tenan
 @pytest.mark.parametrize("provider", ["mock", "anthropic"])
 def test_malformed_shapes_never_get_a_5xx(gateway, upstream, tenant, path, body, provider):
     """Shapes the gateway cannot translate are 400s; shapes it relays are the upstream's to judge."""
-    name = _name(provider)
+    name = unique_name(provider)
     deploy(gateway, {"model_name": name, "provider": provider, "model": "up", "api_base": upstream.base})
     response = http(
         "POST",
@@ -340,7 +323,7 @@ def test_malformed_shapes_never_get_a_5xx(gateway, upstream, tenant, path, body,
 
 
 def test_files_and_batches_on_the_builtin_mock_provider(gateway, tenant):
-    name = _name("mock")
+    name = unique_name("mock")
     deploy(gateway, {"model_name": name, "provider": "mock", "model": "mock-up"})
     client = OpenAI(base_url=gateway.v1, api_key=tenant.alice_key.secret, max_retries=0)
     line = {

@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import orjson
 import pytest
@@ -30,6 +31,7 @@ from tests.support.processes import ServerProcess, child_env, free_port, uvicorn
 MASTER_KEY = "sk-master-e2e-0123456789abcdef"
 
 __all__ = ["MASTER_KEY", "deploy", "gateway", "http", "make_key", "spend_event", "tenant", "upstream"]
+# (helpers not in __all__: deploy_priced_model, unique_name — import them by name)
 
 
 class GatewayServer(ServerProcess):
@@ -99,6 +101,28 @@ def deploy(gateway: GatewayServer, *specs: dict, wait: bool = True) -> list[Mode
     if wait:
         gateway.wait_for_models({d.model_name for d in created})
     return created
+
+
+def unique_name(prefix: str = "gpt") -> str:
+    """A model name no other test uses (the gateway process is shared by the whole session)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def deploy_priced_model(gateway: GatewayServer, upstream) -> str:
+    """An OpenAI deployment on the mock upstream at 1e-6 / 2e-6 USD per input / output token; its name."""
+    name = unique_name()
+    deploy(
+        gateway,
+        {
+            "model_name": name,
+            "provider": "openai",
+            "model": "gpt-up",
+            "api_base": upstream.url,
+            "input_cost_per_token": "0.000001",
+            "output_cost_per_token": "0.000002",
+        },
+    )
+    return name
 
 
 def make_key(team, user=None, **values):
