@@ -15,11 +15,32 @@ from apps.proxy.context import FALLBACK_PROVIDER
 _KEYLIKE = re.compile(r"(sk|pk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
 
 
+# What upstream error texts say about the deployment behind them: provider account ids (OpenAI
+# "organization org-..."/"proj_...", AWS ARNs and 12-digit account numbers) and IP addresses of the
+# servers behind a self-hosted or proxied upstream.
+_ACCOUNT_LIKE = re.compile(
+    r"\b(?:org|proj)[-_][A-Za-z0-9]{6,}|\barn:aws[\w-]*:[^\s\"'<>]*|\b\d{12}\b|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"
+    r"|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\](?::\d+)?",
+)
+
+
 def scrub_secrets(text: str, secret: str = "", *, limit: int = 200) -> str:
     """Upstream error text with credentials masked: the exact ``secret`` and anything shaped like a key."""
     if secret:
         text = text.replace(secret, "***")
     return _KEYLIKE.sub("***", text)[:limit]
+
+
+def scrub_upstream_text(text: str, private: tuple[str, ...] = ()) -> str:
+    """An upstream's error text as a client may read it (error paths only: never on a successful request).
+
+    ``private`` are strings of the deployment no client may learn (its key or key parts, its api_base and
+    host); on top of those, key-shaped tokens, provider account ids and IP addresses are masked.
+    """
+    for value in private:
+        if value and len(value) >= 4 and value in text:
+            text = text.replace(value, "***")
+    return _ACCOUNT_LIKE.sub("***", _KEYLIKE.sub("***", text))
 
 
 ERROR_TYPES = {

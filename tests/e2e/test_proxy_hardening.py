@@ -142,3 +142,41 @@ def test_upstream_redirects_are_not_followed(gateway, tenant, hostile, code, pro
     assert response.json()["error"]["llm_provider"] == provider
     assert "AKIASECRET" not in response.text
     assert hostile.loot == []
+
+
+# --- upstream error texts: relayed, but never the deployment's key, host or account ------------------------
+def _assert_nothing_private(text: str, hostile) -> None:
+    for private in (UPSTREAM_KEY, OPENAI_ORG, "10.20.30.40", hostile.base, f"127.0.0.1:{hostile.port}", "123456789012"):
+        assert private not in text, (private, text)
+
+
+def test_upstream_error_texts_never_carry_credentials_hosts_or_accounts(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/leaky/v1")
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 400, response.text
+    assert "rejected key" in response.json()["error"]["message"]  # the upstream's text is still relayed
+    _assert_nothing_private(response.text, hostile)
+
+    rate = _deploy(gateway, "openai", f"{hostile.base}/leaky/v1", model="rate")
+    response = _chat(gateway, tenant, rate)
+    assert response.status_code == 429, response.text
+    assert "Rate limit reached for gpt-4o" in response.json()["error"]["message"]
+    _assert_nothing_private(response.text, hostile)
+
+
+def test_error_events_inside_a_stream_are_scrubbed(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/leaky/v1", model="stream-error")
+    response = _chat(gateway, tenant, name, stream=True)
+    assert response.status_code == 200
+    assert b'"llm_provider":"openai"' in response.content and b"failed for key" in response.content
+    _assert_nothing_private(response.text, hostile)
+
+    claude = _deploy(gateway, "anthropic", f"{hostile.base}/leaky")
+    response = http(
+        "POST",
+        gateway.v1 + "/messages",
+        json={"model": claude, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": tenant.alice_key.secret},
+    )
+    assert response.status_code == 200 and b"event: error" in response.content
+    _assert_nothing_private(response.text, hostile)

@@ -15,11 +15,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
-from apps.proxy.errors import GatewayError, UpstreamError, scrub_secrets
+from apps.proxy.errors import GatewayError, UpstreamError, scrub_upstream_text
 from apps.proxy.registry import Deployment
 
 logger = logging.getLogger(__name__)
@@ -192,8 +193,29 @@ def upstream_io_error(provider: str, exc: BaseException, broken: str) -> Upstrea
     return UpstreamError(502, broken, llm_provider=provider, retryable=True, kind="upstream_connection")
 
 
-def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamError:
-    """Map an upstream HTTP error onto what the client should see (and whether to retry elsewhere)."""
+def private_strings(dep: Deployment) -> tuple[str, ...]:
+    """What an upstream may echo about its deployment that no client may read: key (and parts), api_base, host."""
+    values: list[str] = []
+    key = dep.api_key
+    if key:
+        values.append(key)
+        if key.startswith("{"):  # Bedrock's JSON credentials
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                values += [str(v) for v in orjson.loads(key).values() if v]
+        else:
+            values += key.split(":")
+    if dep.api_base:
+        parts = urlsplit(dep.api_base)
+        values += [dep.api_base.rstrip("/"), parts.netloc, parts.hostname or ""]
+    return tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True))
+
+
+def upstream_error(provider: str, status: int, raw: bytes, headers, private: tuple[str, ...] = ()) -> UpstreamError:
+    """Map an upstream HTTP error onto what the client should see (and whether to retry elsewhere).
+
+    The upstream's text is relayed (it is often the useful part) with the deployment's ``private``
+    strings, key-shaped tokens, account ids and addresses masked.
+    """
     message = f"upstream returned HTTP {status}"
     try:
         data = orjson.loads(raw) if raw else None
@@ -207,7 +229,7 @@ def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamE
                 message = err
     except orjson.JSONDecodeError:
         pass
-    message = message[:500]
+    message = scrub_upstream_text(message[:1000], private)[:500]
     if status == 429:
         return UpstreamError(
             429,
@@ -227,7 +249,7 @@ def upstream_error(provider: str, status: int, raw: bytes, headers) -> UpstreamE
     if status in (401, 403):
         # The client's key was fine; the gateway's credentials for this deployment are not. Providers echo
         # (masked) keys in this message: clients get a generic text, operators the scrubbed detail.
-        detail = scrub_secrets(message)
+        detail = message[:200]
         logger.warning("%s upstream rejected the deployment's credentials: %s", provider, detail)
         return UpstreamError(
             502,
@@ -299,11 +321,11 @@ class Adapter:
             except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             response.release()
-            raise upstream_error(self.name, response.status, raw, response.headers)
+            raise self.error_for(dep, response.status, raw, response.headers)
         if call.stream:
             usage = Usage()
             return StreamReply(
-                chunks=self._guarded(self.stream_chunks(dep, call, response, usage), response),
+                chunks=self._guarded(self.stream_chunks(dep, call, response, usage), response, dep),
                 usage=usage,
                 native=call.op in self.native_ops,
             )
@@ -318,11 +340,19 @@ class Adapter:
         except SHAPE_ERRORS:
             raise malformed(self.name) from None
 
-    async def _guarded(self, chunks: AsyncIterator[Any], response: aiohttp.ClientResponse):
+    def error_for(self, dep: Deployment, status: int, raw: bytes, headers) -> UpstreamError:
+        """The client-facing error for an upstream HTTP error status (providers adjust their quirks here)."""
+        return upstream_error(self.name, status, raw, headers, private_strings(dep))
+
+    async def _guarded(self, chunks: AsyncIterator[Any], response: aiohttp.ClientResponse, dep: Deployment):
         """Mid-stream upstream failures become UpstreamError; the connection is always released."""
         try:
             async for item in chunks:
                 yield item
+        except UpstreamError as exc:
+            # An error event in the stream (Anthropic "error", Bedrock exceptions, OpenAI {"error": ...}).
+            exc.message = scrub_upstream_text(exc.message[:1000], private_strings(dep))[:500]
+            raise
         except TimeoutError:
             raise UpstreamError(
                 504, "The upstream stalled mid-stream.", llm_provider=self.name, kind="upstream_timeout"

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from apps.proxy.errors import UpstreamError
 from apps.proxy.providers.base import GET_OPS, OP_PATHS, Adapter, Call, Chunk, HttpRequest, Reply, Usage, json_or_502
 from apps.proxy.registry import Deployment
 
@@ -114,6 +115,12 @@ class OpenAIAdapter(Adapter):
                     usage.take((obj.get("response") or {}).get("usage"))
                 yield Chunk(obj, data)
                 continue
+            error = obj.get("error")
+            if error and not obj.get("choices"):
+                # A failure reported inside the stream: ends it with an error event in the client's format,
+                # the upstream's text scrubbed like any other upstream error (Adapter._guarded).
+                message = error.get("message") if isinstance(error, dict) else error
+                raise UpstreamError(502, str(message or "upstream stream error"), llm_provider=self.name)
             if obj.get("usage"):
                 usage.take(obj["usage"])
                 if not obj.get("choices") and not call.include_usage:
