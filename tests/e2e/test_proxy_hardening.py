@@ -180,3 +180,12 @@ def test_error_events_inside_a_stream_are_scrubbed(gateway, tenant, hostile):
     )
     assert response.status_code == 200 and b"event: error" in response.content
     _assert_nothing_private(response.text, hostile)
+
+
+def test_gemini_rejecting_the_deployment_key_is_not_the_clients_400(gateway, tenant, hostile):
+    """Gemini says 400 "API key not valid" for a bad key: the client's key was fine, the deployment's is not."""
+    name = _deploy(gateway, "gemini", f"{hostile.base}/leaky/gemini", model="gemini-up")
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["llm_provider"] == "gemini" and "API key not valid" not in error["message"]

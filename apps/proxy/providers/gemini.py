@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from apps.proxy.errors import UpstreamError
 from apps.proxy.providers.anthropic_format import _arguments, _text_of
 from apps.proxy.providers.base import (
     Adapter,
@@ -146,6 +147,14 @@ class GeminiAdapter(Adapter):
         return HttpRequest(
             "POST", f"{base}/models/{dep.model}:{action}", headers, orjson.dumps(chat_to_gemini(call.body))
         )
+
+    def error_for(self, dep: Deployment, status: int, raw: bytes, headers) -> UpstreamError:
+        # Google answers a wrong or expired API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not 401.
+        # The client's request was fine: it is the deployment's credentials (502, another deployment may work),
+        # and "API key not valid" must not reach a client whose own key is valid.
+        if status == 400 and (b"API_KEY_INVALID" in raw or b"API_KEY_EXPIRED" in raw):
+            status = 401
+        return super().error_for(dep, status, raw, headers)
 
     def parse(self, dep: Deployment, call: Call, raw: bytes, content_type: str) -> Reply:
         obj = json_or_502(raw, self.name)
