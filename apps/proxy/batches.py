@@ -27,6 +27,17 @@ PASSTHROUGH_OPS = frozenset({"files_get", "files_content", "batches_get", "batch
 FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
 
 
+def _handle(kind: str, value: str, gw, ctx: RequestContext) -> Handle:
+    """The signed handle behind a client-given id; 404 for anything forged, foreign or malformed.
+
+    Ids are ASCII by construction: anything else is refused here, before the signature comparison
+    (``hmac.compare_digest`` raises on non-ASCII text, which would surface as a gateway error).
+    """
+    if not value.isascii():
+        raise GatewayError(404, f"No such {kind}.", code="not_found", kind="not_found")
+    return unwrap(kind, value, gw.secret, organization_id=ctx.key.organization_id, is_master=ctx.key.is_master)
+
+
 def batch_file_stats(content: bytes, default_max_tokens: int) -> tuple[str, int, int, int]:
     """(model, requests, prompt tokens, max output tokens) of a batch JSONL file; 400 when malformed."""
     model, requests, prompt, output = "", 0, 0, 0
@@ -115,13 +126,7 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
 
     body = parse_json_object(raw)
     reject_client_upstream(raw, body)
-    handle = unwrap(
-        "file",
-        str(body.get("input_file_id", "")),
-        gw.secret,
-        organization_id=ctx.key.organization_id,
-        is_master=ctx.key.is_master,
-    )
+    handle = _handle("file", str(body.get("input_file_id", "")), gw, ctx)
     if not (ctx.key.allows_model(handle.model)):
         raise model_not_allowed(handle.model)
     registry = await gw.get_registry()
@@ -162,7 +167,7 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
 
 async def passthrough(gw, ctx: RequestContext, op: str, args: tuple[str, ...], send) -> None:
     kind = "batch" if op.startswith("batches") else "file"
-    handle = unwrap(kind, args[0], gw.secret, organization_id=ctx.key.organization_id, is_master=ctx.key.is_master)
+    handle = _handle(kind, args[0], gw, ctx)
     registry = await gw.get_registry()
     dep = registry.by_id.get(handle.deployment_id)
     if dep is None:

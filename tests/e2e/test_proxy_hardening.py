@@ -7,6 +7,7 @@ mock; every request goes through a real uvicorn gateway (tests/support/gateway.p
 from __future__ import annotations
 
 import gzip
+import socket
 import uuid
 from typing import Any
 
@@ -189,3 +190,155 @@ def test_gemini_rejecting_the_deployment_key_is_not_the_clients_400(gateway, ten
     assert response.status_code == 502, response.text
     error = response.json()["error"]
     assert error["llm_provider"] == "gemini" and "API key not valid" not in error["message"]
+
+
+# --- hostile input -----------------------------------------------------------------------------------
+@pytest.fixture
+def mock_model(gateway) -> str:
+    name = _name("mock")
+    deploy(gateway, {"model_name": name, "provider": "mock", "model": "mock-up"})
+    return name
+
+
+def _raw_exchange(gateway, request: bytes, timeout: float = 10) -> bytes:
+    """Bytes on the wire (for framing the standard clients refuse to send); the whole answer."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if b"\r\n\r\n" in b"".join(chunks) and b"connection: close" not in b"".join(chunks).lower():
+                head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(v)
+                        for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n"))
+                        if k.lower() == b"content-length"
+                    ),
+                    None,
+                )
+                if length is not None and len(body) >= length:
+                    break
+        return b"".join(chunks)
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/files/file-gw-AAAA.%C3%A9", "/v1/batches/batch_gw-AAAA.%E2%80%A8", "/v1/files/file-gw-%C3%A9.abc"]
+)
+def test_non_ascii_file_and_batch_ids_are_404(gateway, tenant, path):
+    response = http("GET", gateway.url + path, headers=_auth(tenant))
+    assert response.status_code == 404, response.text
+
+
+def test_non_ascii_input_file_id_of_a_batch_is_404(gateway, tenant):
+    body = {"input_file_id": "file-gw-AAAA.\u00e9", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    response = http("POST", gateway.v1 + "/batches", json=body, headers=_auth(tenant))
+    assert response.status_code == 404, response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/files/..%2F..%2Fadmin",
+        "/v1/files/file-gw-x%3Fa=b",
+        "/v1/batches/..",
+        "/v1/files/%2e%2e/content",
+    ],
+)
+def test_traversal_shaped_ids_are_404(gateway, tenant, path):
+    response = http("GET", gateway.url + path, headers=_auth(tenant))
+    assert response.status_code in (404, 405), response.text  # (405: GET on the collection's own path)
+    assert response.json()["error"]
+
+
+def test_very_deep_json_is_a_400(gateway, tenant, mock_model):
+    raw = b'{"model": "%s", "messages": [{"role": "user", "content": "x"}], "x": ' % mock_model.encode()
+    raw += b"[" * 5000 + b"]" * 5000 + b"}"
+    response = http(
+        "POST",
+        gateway.v1 + "/chat/completions",
+        content=raw,
+        headers={**_auth(tenant), "content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+
+
+def _multipart(fields: dict[str, bytes | str], boundary: str = "b0undary") -> tuple[bytes, str]:
+    out = b""
+    for name, value in fields.items():
+        if isinstance(value, bytes):
+            head = f'Content-Disposition: form-data; name="{name}"; filename="a.wav"\r\nContent-Type: audio/wav'
+        else:
+            head, value = f'Content-Disposition: form-data; name="{name}"', value.encode()
+        out += f"--{boundary}\r\n{head}\r\n\r\n".encode() + value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/audio/transcriptions", "/v1/files"])
+def test_chunked_uploads_over_the_limit_are_413(gateway, tenant, mock_model, path):
+    """No content-length to trust: the gateway counts the chunks (PROXY_MAX_BODY_BYTES is 64 KiB here)."""
+    if path == "/v1/chat/completions":
+        payload, content_type = (
+            orjson.dumps({"model": mock_model, "messages": [{"role": "user", "content": "x" * 90_000}]}),
+            "application/json",
+        )
+    else:
+        payload, content_type = _multipart({"model": mock_model, "purpose": "assistants", "file": b"\0" * 90_000})
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(payload[i : i + 8192]), payload[i : i + 8192]) for i in range(0, len(payload), 8192)
+    )
+    request = (
+        (
+            f"POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {tenant.alice_key.secret}\r\n"
+            f"Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + chunks
+        + b"0\r\n\r\n"
+    )
+    answer = _raw_exchange(gateway, request)
+    assert _status(answer) == 413, answer[:300]
+
+
+def test_conflicting_content_lengths_are_refused(gateway, tenant, mock_model):
+    payload = orjson.dumps({"model": mock_model, "messages": [{"role": "user", "content": "x"}]})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {tenant.alice_key.secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nContent-Length: 5\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + payload
+    answer = _raw_exchange(gateway, request)
+    assert _status(answer) == 400, answer[:300]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda key: {"Authorization": f"bearer {key}"},
+        lambda key: {"Authorization": f"BEARER   {key}  "},
+        lambda key: {"x-api-key": key},
+        lambda key: {"api-key": key},
+    ],
+)
+def test_key_header_spellings_clients_use(gateway, tenant, mock_model, headers):
+    body = {"model": mock_model, "messages": [{"role": "user", "content": "x"}]}
+    response = http("POST", gateway.v1 + "/chat/completions", json=body, headers=headers(tenant.alice_key.secret))
+    assert response.status_code == 200, response.text
+
+
+def test_gzipped_upstream_answer_is_relayed_decoded_with_a_matching_length(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/gzip/v1")
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 200, response.text
+    assert "content-encoding" not in response.headers
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json()["choices"][0]["message"]["content"] == "z" * 5000
