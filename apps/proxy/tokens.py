@@ -87,12 +87,15 @@ def _content_chars(content: Any) -> int:
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     """Prompt tokens of any /v1 body: messages, prompt, input (strings or lists), system, tools."""
     chars = 0
-    for message in body.get("messages") or ():
+    messages = body.get("messages")  # (only chat and messages require a list; elsewhere it is any JSON)
+    for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
             chars += _content_chars(message.get("content")) + 4
-            for call in message.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    chars += len(str(call.get("function", "")))
+            calls = message.get("tool_calls")
+            if calls and isinstance(calls, list):  # (a client's 5 or true here is the upstream's to refuse)
+                for call in calls:
+                    if isinstance(call, dict):
+                        chars += len(str(call.get("function", "")))
     for key in ("prompt", "input", "system", "query", "instructions"):
         value = body.get(key)
         if isinstance(value, str):

@@ -261,6 +261,27 @@ def test_traversal_shaped_ids_are_404(gateway, tenant, path):
     assert response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "tool_calls": 5}],
+        [{"role": "assistant", "tool_calls": True}],
+        [{"role": "user", "content": [5, None, {"type": "image_url"}]}],
+    ],
+)
+def test_ill_typed_message_fields_are_a_400_not_a_5xx(gateway, tenant, mock_model, messages):
+    body = {"model": mock_model, "messages": [*messages, {"role": "user", "content": "x"}]}
+    response = http("POST", gateway.v1 + "/chat/completions", json=body, headers=_auth(tenant))
+    assert response.status_code in (200, 400), response.text
+
+
+@pytest.mark.parametrize("path", ["/embeddings", "/completions", "/moderations"])
+def test_a_non_list_messages_field_on_other_routes_is_not_a_5xx(gateway, tenant, mock_model, path):
+    body = {"model": mock_model, "input": "x", "prompt": "x", "messages": 5}
+    response = http("POST", gateway.v1 + path, json=body, headers=_auth(tenant))
+    assert response.status_code in (200, 400), response.text
+
+
 def test_very_deep_json_is_a_400(gateway, tenant, mock_model):
     raw = b'{"model": "%s", "messages": [{"role": "user", "content": "x"}], "x": ' % mock_model.encode()
     raw += b"[" * 5000 + b"]" * 5000 + b"}"
