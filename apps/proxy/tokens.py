@@ -33,9 +33,15 @@ _FORBIDDEN_KEY = re.compile(b'"(?:' + "|".join(re.escape(name) for name in sorte
 _SCHEMA_KEYS = frozenset({"parameters", "input_schema", "json_schema", "schema"})
 
 
+# orjson parses up to 1024 levels; the walk stops well before Python's recursion limit and refuses what
+# it cannot see the end of (returning "nothing found" there let a nested "api_base" through).
+_MAX_SCAN_DEPTH = 200
+_TOO_DEEP = "\0too deep"
+
+
 def _scan(value: Any, depth: int = 0) -> str | None:
-    if depth > 64:
-        return None
+    if depth > _MAX_SCAN_DEPTH:
+        return _TOO_DEEP
     if isinstance(value, dict):
         for key, item in value.items():
             if key in FORBIDDEN_FIELDS:
@@ -59,6 +65,8 @@ def reject_client_upstream(raw: bytes, body: dict[str, Any]) -> None:
         return  # the common case: one scan of the raw bytes, no tree walk
     # (A JSON escape can spell a name without its raw bytes, e.g. "api\u005fbase": walk the parsed tree.)
     found = _scan(body)
+    if found == _TOO_DEEP:
+        raise bad_request("The request body is nested too deeply.", code="too_deep")
     if found:
         raise bad_request(f"The field '{found}' cannot be set by clients.", param=found, code="forbidden_field")
 

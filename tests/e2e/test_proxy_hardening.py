@@ -282,6 +282,15 @@ def test_a_non_list_messages_field_on_other_routes_is_not_a_5xx(gateway, tenant,
     assert response.status_code in (200, 400), response.text
 
 
+@pytest.mark.parametrize("depth", [80, 300])
+def test_a_forbidden_field_nested_deeper_than_the_walk_is_still_refused(gateway, tenant, mock_model, depth):
+    raw = b'{"model": "%s", "messages": [{"role": "user", "content": "x"}], "extra": ' % mock_model.encode()
+    raw += b"[" * depth + b'{"api_base": "http://evil.example"}' + b"]" * depth + b"}"
+    headers = {**_auth(tenant), "content-type": "application/json"}
+    response = http("POST", gateway.v1 + "/chat/completions", content=raw, headers=headers)
+    assert response.status_code == 400, response.text
+
+
 def test_very_deep_json_is_a_400(gateway, tenant, mock_model):
     raw = b'{"model": "%s", "messages": [{"role": "user", "content": "x"}], "x": ' % mock_model.encode()
     raw += b"[" * 5000 + b"]" * 5000 + b"}"
