@@ -20,7 +20,12 @@ from apps.proxy.handles import Handle, unwrap, wrap
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import price_for, token_cost
 from apps.proxy.providers import Call
-from apps.proxy.tokens import estimate_prompt_tokens, reject_client_upstream, requested_max_tokens
+from apps.proxy.tokens import (
+    estimate_prompt_tokens,
+    reject_client_upstream,
+    reject_client_upstream_form,
+    requested_max_tokens,
+)
 from apps.ratelimit.errors import ProxyRateLimitError
 
 PASSTHROUGH_OPS = frozenset({"files_get", "files_content", "batches_get", "batches_cancel"})
@@ -51,6 +56,7 @@ def batch_file_stats(content: bytes, default_max_tokens: int) -> tuple[str, int,
             raise bad_request(f"Line {number} of the batch file is not a valid request.") from None
         if not isinstance(body, dict):
             raise bad_request(f"Line {number} of the batch file has no JSON body.")
+        reject_client_upstream(line, body)  # each line reaches an upstream just like a request body
         line_model = str(body.get("model", ""))
         if model and line_model != model:
             raise bad_request("Every request in a batch file must use the same model.")
@@ -75,6 +81,7 @@ async def _deployment_for(gw, ctx: RequestContext, model: str, op: str):
 
 async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
     parts = parse_multipart(headers.get(b"content-type", b""), raw)
+    reject_client_upstream_form(part[0] for part in parts)
     fields = form_fields(parts)
     content = next((p[3] for p in parts if p[0] == "file" and p[1] is not None), None)
     if content is None:

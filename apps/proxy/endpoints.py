@@ -19,7 +19,13 @@ from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, me
 from apps.proxy.providers.base import SHAPE_ERRORS
 from apps.proxy.relay import ChatEncoder, MessagesEncoder, NativeEncoder, relay_stream
 from apps.proxy.router import Attempt
-from apps.proxy.tokens import estimate_prompt_tokens, estimate_text_tokens, reject_client_upstream, requested_max_tokens
+from apps.proxy.tokens import (
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    reject_client_upstream,
+    reject_client_upstream_form,
+    requested_max_tokens,
+)
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.spend.events import SpendEvent
 
@@ -102,6 +108,7 @@ async def list_models(gw, ctx: RequestContext, send, args: tuple[str, ...]) -> N
 def parse_request(op: str, raw: bytes, headers: dict[bytes, bytes]) -> tuple[dict[str, Any], list | None]:
     if op in FORM_OPS:
         parts = parse_multipart(headers.get(b"content-type", b""), raw)
+        reject_client_upstream_form(part[0] for part in parts)
         body: dict[str, Any] = dict(form_fields(parts))
         if body.get("stream") in ("true", "True", "1"):
             body["stream"] = True

@@ -71,6 +71,13 @@ def reject_client_upstream(raw: bytes, body: dict[str, Any]) -> None:
         raise bad_request(f"The field '{found}' cannot be set by clients.", param=found, code="forbidden_field")
 
 
+def reject_client_upstream_form(names: Any) -> None:
+    """The same rule for multipart uploads: no form field may name an upstream URL or credential."""
+    for name in names:
+        if name in FORBIDDEN_FIELDS:
+            raise bad_request(f"The field '{name}' cannot be set by clients.", param=name, code="forbidden_field")
+
+
 def estimate_text_tokens(text: str) -> int:
     return (len(text) + 3) // 4 if text else 0
 

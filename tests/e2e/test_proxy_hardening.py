@@ -314,6 +314,25 @@ def _multipart(fields: dict[str, bytes | str], boundary: str = "b0undary") -> tu
     return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/audio/transcriptions", {"api_base": "http://evil.example", "file": b"RIFF"}),
+        ("/files", {"purpose": "assistants", "api_key": "sk-mine", "file": b"{}"}),
+        (
+            "/files",
+            {"purpose": "batch", "file": b'{"custom_id": "1", "body": {"messages": [], "base_url": "http://evil"}}'},
+        ),
+    ],
+)
+def test_forbidden_fields_in_a_multipart_upload_are_refused(gateway, tenant, mock_model, path, fields):
+    body, content_type = _multipart({"model": mock_model, **fields})
+    headers = {**_auth(tenant), "content-type": content_type}
+    response = http("POST", gateway.v1 + path, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert "cannot be set by clients" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/audio/transcriptions", "/v1/files"])
 def test_chunked_uploads_over_the_limit_are_413(gateway, tenant, mock_model, path):
     """No content-length to trust: the gateway counts the chunks (PROXY_MAX_BODY_BYTES is 64 KiB here)."""
