@@ -115,6 +115,11 @@ def parse_request(op: str, raw: bytes, headers: dict[bytes, bytes]) -> tuple[dic
         return body, parts
     body = parse_json_object(raw)
     reject_client_upstream(raw, body)
+    stream = body.get("stream")
+    if stream is not None and stream is not True and stream is not False:
+        # A truthy non-boolean ("true", 1) is relayed as is: servers that coerce it (vLLM, Ollama) would stream
+        # into a body the gateway buffers whole, without the usage chunk it asks for on real streams.
+        raise bad_request("'stream' must be a boolean.", param="stream")
     required = REQUIRED.get(op)
     if required and not isinstance(body.get(required[0]), required[1]):
         raise bad_request(f"'{required[0]}' is required.", param=required[0])

@@ -303,6 +303,13 @@ def test_very_deep_json_is_a_400(gateway, tenant, mock_model):
     assert response.status_code == 400, response.text
 
 
+@pytest.mark.parametrize("value", ["true", 1, {"on": True}])
+def test_stream_must_be_a_boolean(gateway, tenant, mock_model, value):
+    response = _chat(gateway, tenant, mock_model, stream=value)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "stream"
+
+
 def _multipart(fields: dict[str, bytes | str], boundary: str = "b0undary") -> tuple[bytes, str]:
     out = b""
     for name, value in fields.items():
