@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import deploy, http
+from tests.support.gateway import GatewayServer, deploy, http
 from tests.support.threaded_app import ThreadedApp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -398,3 +398,21 @@ def test_gzipped_upstream_answer_is_relayed_decoded_with_a_matching_length(gatew
     assert "content-encoding" not in response.headers
     assert int(response.headers["content-length"]) == len(response.content)
     assert response.json()["choices"][0]["message"]["content"] == "z" * 5000
+
+
+# --- private upstreams off: names are checked when connecting, not only literal addresses -----------------
+@pytest.fixture(scope="module")
+def public_only_gateway(django_db_setup, django_db_blocker, upstream):
+    with django_db_blocker.unblock(), GatewayServer(PROXY_ALLOW_PRIVATE_UPSTREAMS="false") as server:
+        yield server
+
+
+def test_a_host_name_resolving_to_a_private_address_is_refused_when_private_upstreams_are_off(
+    public_only_gateway, tenant, upstream
+):
+    """``localhost`` passes the write-time check (names are not resolved then); connecting must refuse it."""
+    name = _deploy(public_only_gateway, "openai", upstream.url.replace("127.0.0.1", "localhost"))
+    seen = len(upstream.requests)
+    response = _chat(public_only_gateway, tenant, name)
+    assert response.status_code == 502, response.text
+    assert len(upstream.requests) == seen
