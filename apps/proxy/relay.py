@@ -20,6 +20,7 @@ from apps.proxy.asgi_io import SSE_HEADERS
 from apps.proxy.errors import GatewayError
 from apps.proxy.providers import Chunk, StreamReply
 from apps.proxy.providers.anthropic_reverse import ChatToMessagesStream
+from apps.proxy.providers.base import SHAPE_ERRORS
 
 DONE = b"data: [DONE]\n\n"
 
@@ -120,6 +121,12 @@ async def relay_stream(
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             tail = encoder.end()
         except GatewayError as exc:
+            outcome.status, outcome.error_type = exc.status, exc.kind
+            tail = on_error(exc)
+        except SHAPE_ERRORS:
+            # A chunk that could not be read or re-shaped: end with an error event, never with a silent cut
+            # (a client would take the truncated answer for a complete one).
+            exc = GatewayError(502, "The upstream stream had an unexpected shape.", kind="upstream_bad_response")
             outcome.status, outcome.error_type = exc.status, exc.kind
             tail = on_error(exc)
         await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -42,6 +42,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/leaky/v1/messages", self.leaky_messages)
         app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
         app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
+        app.router.add_post("/odd-stream/v1/chat/completions", self.odd_stream)
         return app
 
     async def loot_handler(self, request: web.Request) -> web.Response:
@@ -88,6 +89,17 @@ class HostileUpstream(ThreadedApp):
             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
         }
         return web.json_response({"error": error}, status=400)
+
+    async def odd_stream(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up"}
+        delta = {"index": 0, "delta": {"role": "assistant", "content": "partial"}, "finish_reason": None}
+        await response.write(b"data: " + orjson.dumps({**chunk, "choices": [delta]}) + b"\n\n")
+        await response.write(b"data: " + orjson.dumps({**chunk, "choices": ["not-a-choice"]}) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
 
     async def gzipped(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -416,3 +428,21 @@ def test_a_host_name_resolving_to_a_private_address_is_refused_when_private_upst
     response = _chat(public_only_gateway, tenant, name)
     assert response.status_code == 502, response.text
     assert len(upstream.requests) == seen
+
+
+# --- a stream the gateway cannot read ends with an error event, never a silent cut -------------------------
+def test_an_unreadable_stream_chunk_ends_the_stream_with_an_error_event(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/odd-stream/v1")
+    response = _chat(gateway, tenant, name, stream=True)
+    assert response.status_code == 200 and b"partial" in response.content
+    last = response.content.strip().split(b"\n\n")[-1]
+    assert last.startswith(b"data: {") and b'"error"' in last, response.content
+
+    response = http(
+        "POST",
+        gateway.v1 + "/messages",
+        json={"model": name, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": tenant.alice_key.secret},
+    )
+    assert response.status_code == 200
+    assert response.content.strip().split(b"\n\n")[-1].startswith(b"event: error"), response.content
