@@ -43,6 +43,9 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
         app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
         app.router.add_post("/odd-stream/v1/chat/completions", self.odd_stream)
+        app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
+        app.router.add_post("/labels/v1/files", self.file_created)
+        app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
         return app
 
     async def loot_handler(self, request: web.Request) -> web.Response:
@@ -100,6 +103,28 @@ class HostileUpstream(ThreadedApp):
         await response.write(b"data: " + orjson.dumps({**chunk, "choices": ["not-a-choice"]}) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         return response
+
+    async def mislabelled(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["model"] == "html":  # a captive portal or a misrouted load balancer
+            return web.Response(text="<html><body>Please log in</body></html>", content_type="text/html")
+        answer = {
+            "id": "chatcmpl-plain",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "up",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000},
+        }
+        return web.Response(body=orjson.dumps(answer), content_type="text/plain")  # a sloppy compatible server
+
+    async def file_created(self, request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"id": "file-up-1", "object": "file", "purpose": "batch", "bytes": 10})
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        lines = b'{"custom_id": "1", "response": {}}\n{"custom_id": "2", "response": {}}\n'
+        return web.Response(body=lines, content_type="application/jsonl")
 
     async def gzipped(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -446,3 +471,35 @@ def test_an_unreadable_stream_chunk_ends_the_stream_with_an_error_event(gateway,
     )
     assert response.status_code == 200
     assert response.content.strip().split(b"\n\n")[-1].startswith(b"event: error"), response.content
+
+
+# --- answers are judged by what they are, not by their content-type label ----------------------------------
+def test_an_html_page_instead_of_json_is_a_502(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/labels/v1", model="html")
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 502, response.text
+    assert response.headers["content-type"] == "application/json" and "log in" not in response.text
+
+
+def test_json_labelled_text_plain_is_read_as_json_and_billed_by_its_usage(gateway, tenant, hostile):
+    name = _deploy(
+        gateway,
+        "openai",
+        f"{hostile.base}/labels/v1",
+        input_cost_per_token="0.000001",
+        output_cost_per_token="0.000001",
+    )
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-gateway-cost"] == "0.002"  # 2,000 reported tokens, not an estimate
+
+
+def test_jsonl_file_content_is_relayed_as_is(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/labels/v1")
+    body, content_type = _multipart({"model": name, "purpose": "assistants", "file": b"{}"})
+    created = http("POST", gateway.v1 + "/files", content=body, headers={**_auth(tenant), "content-type": content_type})
+    assert created.status_code == 200, created.text
+    content = http("GET", f"{gateway.v1}/files/{created.json()['id']}/content", headers=_auth(tenant))
+    assert content.status_code == 200, content.text
+    assert content.content.count(b"custom_id") == 2

@@ -34,6 +34,8 @@ PRESETS: dict[str, str] = {
     "ollama": "http://127.0.0.1:11434/v1",
     "lmstudio": "http://127.0.0.1:1234/v1",
 }
+# Operations whose successful answer may be something other than one JSON document.
+NON_JSON_OPS = frozenset({"audio_speech", "audio_transcriptions", "files_content"})
 # Servers known to accept stream_options.include_usage.
 USAGE_IN_STREAM = frozenset({"openai", "azure", "vllm", "ollama", "lmstudio", "groq", "together", "deepseek", "xai"})
 
@@ -88,8 +90,9 @@ class OpenAIAdapter(Adapter):
 
     def parse(self, dep: Deployment, call: Call, raw: bytes, content_type: str) -> Reply:
         usage = Usage()
-        if "json" not in content_type:
-            # Speech audio, file content: relay as is.
+        if call.op == "files_content" or (call.op in NON_JSON_OPS and "json" not in content_type):
+            # Speech audio, text/srt/vtt transcriptions, file content (JSONL for batches): relay as is. Every
+            # other answer must be JSON whatever its label: an HTML page is a 502, not a 200 for the client.
             if call.op == "audio_speech":
                 usage.characters = len(str(call.body.get("input", "")))
             return Reply(body=raw, usage=usage, content_type=content_type.encode("latin-1"))
