@@ -207,6 +207,8 @@ AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
 PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 PROXY_UPSTREAM_TIMEOUT_SECONDS = env_float("PROXY_UPSTREAM_TIMEOUT_SECONDS", 600.0, minimum=0.1)
 PROXY_NUM_RETRIES = env_int("PROXY_NUM_RETRIES", 2, minimum=0)
+# Largest upstream answer (decoded) or single stream event the gateway holds in memory; larger is a 502.
+PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 128 * 1024 * 1024, minimum=1024)
 # Allow deployments on loopback/private addresses (self-hosted models). Link-local/metadata never.
 PROXY_ALLOW_PRIVATE_UPSTREAMS = env_bool("PROXY_ALLOW_PRIVATE_UPSTREAMS", True)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""

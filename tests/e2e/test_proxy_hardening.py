@@ -46,6 +46,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
+        app.router.add_post("/big/v1/chat/completions", self.big)
         return app
 
     async def loot_handler(self, request: web.Request) -> web.Response:
@@ -125,6 +126,25 @@ class HostileUpstream(ThreadedApp):
     async def file_content(self, request: web.Request) -> web.Response:
         lines = b'{"custom_id": "1", "response": {}}\n{"custom_id": "2", "response": {}}\n'
         return web.Response(body=lines, content_type="application/jsonl")
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        padding = "z" * 300_000
+        answer = orjson.dumps({"id": "c", "object": "chat.completion", "choices": [], "padding": padding})
+        if body["model"] == "declared":
+            return web.Response(body=answer, content_type="application/json")
+        if body["model"] == "gzip-bomb":  # ~1 KB on the wire, 300 KB once inflated
+            headers = {"content-type": "application/json", "content-encoding": "gzip"}
+            return web.Response(body=gzip.compress(answer), headers=headers)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        if body["model"] == "endless-event":
+            await response.write(b'data: {"choices": [{"delta": {"content": "' + padding.encode())
+            return response
+        response.enable_chunked_encoding()  # "chunked": no length to check up front
+        for i in range(0, len(answer), 16_384):
+            await response.write(answer[i : i + 16_384])
+        return response
 
     async def gzipped(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -503,3 +523,24 @@ def test_jsonl_file_content_is_relayed_as_is(gateway, tenant, hostile):
     content = http("GET", f"{gateway.v1}/files/{created.json()['id']}/content", headers=_auth(tenant))
     assert content.status_code == 200, content.text
     assert content.content.count(b"custom_id") == 2
+
+
+# --- upstream answers are bounded (PROXY_MAX_RESPONSE_BYTES): one tenant's upstream cannot exhaust memory ---
+@pytest.fixture(scope="module")
+def bounded_gateway(django_db_setup, django_db_blocker, upstream):
+    with django_db_blocker.unblock(), GatewayServer(PROXY_MAX_RESPONSE_BYTES="100000") as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("model", "stream"), [("declared", False), ("gzip-bomb", False), ("chunked", False), ("endless-event", True)]
+)
+def test_an_upstream_answer_over_the_limit_is_a_502(bounded_gateway, tenant, hostile, model, stream):
+    name = _deploy(bounded_gateway, "openai", f"{hostile.base}/big/v1", model=model)
+    response = _chat(bounded_gateway, tenant, name, stream=stream)
+    if stream:
+        assert response.status_code == 200 and b'"error"' in response.content, response.content[-300:]
+        assert b"larger than the gateway relays" in response.content
+    else:
+        assert response.status_code == 502, response.text[:300]
+        assert response.json()["error"]["message"] == "The upstream answer is larger than the gateway relays."

@@ -22,6 +22,12 @@ def build_adapters() -> dict[str, Adapter]:
         BedrockAdapter(),
         MockAdapter(),
     ]
+    from django.conf import settings
+
+    limit = getattr(settings, "PROXY_MAX_RESPONSE_BYTES", None)
+    for adapter in adapters:
+        if limit:
+            adapter.max_response_bytes = limit
     return {adapter.name: adapter for adapter in adapters}
 
 

@@ -274,10 +274,32 @@ def _client_timeout(timeout: float, stream: bool) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=timeout)
 
 
+ERROR_BODY_BYTES = 64 * 1024  # of an upstream error answer: enough for its message
+
+
+def too_large(provider: str) -> UpstreamError:
+    return UpstreamError(
+        502, "The upstream answer is larger than the gateway relays.", llm_provider=provider, kind="upstream_too_large"
+    )
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The decoded body, or None once it passes ``limit`` bytes (a gzip'd answer can inflate far beyond its length)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for data in response.content.iter_any():
+        total += len(data)
+        if total > limit:
+            return None
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 class Adapter:
     """A provider. Subclasses implement ``prepare``/``parse``/``stream_chunks`` or override ``send``."""
 
     name = "base"
+    max_response_bytes = 128 * 1024 * 1024  # settings.PROXY_MAX_RESPONSE_BYTES (set by build_adapters)
     ops: frozenset[str] = frozenset()
     native_ops: frozenset[str] = frozenset()
 
@@ -317,7 +339,7 @@ class Adapter:
                     upstream_status=response.status,
                 )
             try:
-                raw = await response.read()
+                raw = await read_bounded(response, ERROR_BODY_BYTES) or b""
             except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             response.release()
@@ -330,7 +352,13 @@ class Adapter:
                 native=call.op in self.native_ops,
             )
         try:
-            raw = await response.read()
+            length = response.content_length
+            if length is not None and length <= self.max_response_bytes and "Content-Encoding" not in response.headers:
+                raw = await response.read()  # the common case: a declared, plain length within bounds
+            else:
+                raw = await read_bounded(response, self.max_response_bytes)
+                if raw is None:
+                    raise too_large(self.name)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise upstream_io_error(self.name, exc, "The upstream connection broke.") from None
         finally:
@@ -372,6 +400,8 @@ class Adapter:
         async for data in response.content.iter_any():
             for event in sse_events(buffer, data):
                 yield event
+            if len(buffer) > self.max_response_bytes:  # one event without an end, growing
+                raise too_large(self.name)
         if buffer.strip():
             for event in sse_events(buffer, b"\n\n"):
                 yield event
