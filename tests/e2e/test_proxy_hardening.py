@@ -47,6 +47,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
         app.router.add_post("/big/v1/chat/completions", self.big)
+        app.router.add_post("/garbled/bedrock/model/{model}/{action}", self.garbled_eventstream)
         return app
 
     async def loot_handler(self, request: web.Request) -> web.Response:
@@ -144,6 +145,13 @@ class HostileUpstream(ThreadedApp):
         response.enable_chunked_encoding()  # "chunked": no length to check up front
         for i in range(0, len(answer), 16_384):
             await response.write(answer[i : i + 16_384])
+        return response
+
+    async def garbled_eventstream(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "application/vnd.amazon.eventstream"})
+        await response.prepare(request)
+        await response.write(b"\x00\x00\x00\x20\x00\x00\x00\x00" + b"\xde\xad\xbe\xef" * 8)
         return response
 
     async def gzipped(self, request: web.Request) -> web.Response:
@@ -544,3 +552,13 @@ def test_an_upstream_answer_over_the_limit_is_a_502(bounded_gateway, tenant, hos
     else:
         assert response.status_code == 502, response.text[:300]
         assert response.json()["error"]["message"] == "The upstream answer is larger than the gateway relays."
+
+
+def test_a_garbled_bedrock_event_stream_ends_with_an_error_event(gateway, tenant, hostile):
+    name = _deploy(
+        gateway, "bedrock", f"{hostile.base}/garbled/bedrock", model="anthropic.claude-x", api_key="AKIA:SECRET"
+    )
+    response = _chat(gateway, tenant, name, stream=True)
+    assert response.status_code == 200
+    last = response.content.strip().split(b"\n\n")[-1]
+    assert last.startswith(b"data: {") and b'"llm_provider":"bedrock"' in last, response.content

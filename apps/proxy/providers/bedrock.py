@@ -25,6 +25,7 @@ from apps.proxy.providers.base import (
     Reply,
     Usage,
     json_or_502,
+    malformed,
 )
 from apps.proxy.providers.shapes import append_turn, chat_completion, openai_usage
 from apps.proxy.registry import Deployment
@@ -190,7 +191,7 @@ class BedrockAdapter(Adapter):
         return Reply(body=orjson.dumps(out), usage=usage, obj=out)
 
     async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):
-        from botocore.eventstream import EventStreamBuffer
+        from botocore.eventstream import EventStreamBuffer, ParserError
 
         base = {
             "id": "chatcmpl-" + uuid.uuid4().hex,
@@ -206,7 +207,11 @@ class BedrockAdapter(Adapter):
         tool_index: dict[int, int] = {}
         async for data in response.content.iter_any():
             buffer.add_data(data)
-            for message in buffer:
+            try:
+                messages = list(buffer)  # (framing is checked as the buffer is read: checksums, lengths)
+            except ParserError:
+                raise malformed(self.name) from None
+            for message in messages:
                 kind = message.headers.get(":event-type") or message.headers.get(":exception-type")
                 obj = json_or_502(message.payload, self.name) if message.payload else {}
                 if message.headers.get(":message-type") == "exception":
