@@ -67,6 +67,9 @@ class HostileUpstream(ThreadedApp):
                 "Limit 30000, Used 29000. Visit https://platform.openai.com/account/rate-limits to learn more."
             )
             return web.json_response({"error": {"message": message}}, status=429, headers={"Retry-After": "1"})
+        if body.get("model", "").startswith("retry-after="):
+            value = body["model"].split("=", 1)[1]
+            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": value})
         if body.get("model") == "stream-error":
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await response.prepare(request)
@@ -562,3 +565,12 @@ def test_a_garbled_bedrock_event_stream_ends_with_an_error_event(gateway, tenant
     assert response.status_code == 200
     last = response.content.strip().split(b"\n\n")[-1]
     assert last.startswith(b"data: {") and b'"llm_provider":"bedrock"' in last, response.content
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", "-5"])
+def test_an_absurd_upstream_retry_after_is_still_a_clean_429(gateway, tenant, hostile, value):
+    name = _deploy(gateway, "openai", f"{hostile.base}/leaky/v1", model=f"retry-after={value}")
+    response = _chat(gateway, tenant, name)
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["llm_provider"] == "openai"
+    assert 1 <= int(response.headers["retry-after"]) <= 3600

@@ -174,14 +174,19 @@ def json_or_502(raw: bytes, provider: str) -> Any:
         ) from None
 
 
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
 def _retry_after(headers) -> float | None:
     value = headers.get("retry-after") or headers.get("x-ratelimit-reset-requests")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    # "inf", "nan", "1e300": a client's retry-after header must stay a small integer (int(inf) raised).
+    return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds > 0 else 0.0
 
 
 def upstream_io_error(provider: str, exc: BaseException, broken: str) -> UpstreamError:
