@@ -20,6 +20,7 @@ from apps.proxy.handles import Handle, unwrap, wrap
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import price_for, token_cost
 from apps.proxy.providers import Call
+from apps.proxy.providers.base import malformed
 from apps.proxy.tokens import (
     estimate_prompt_tokens,
     reject_client_upstream,
@@ -69,6 +70,19 @@ def batch_file_stats(content: bytes, default_max_tokens: int) -> tuple[str, int,
     return model, requests, prompt, output
 
 
+def _reply_object(reply: Any, provider: str) -> dict[str, Any]:
+    """The upstream's answer as a JSON object (a copy); anything else is the upstream's fault (502)."""
+    obj = reply.obj
+    if obj is None:
+        try:
+            obj = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            obj = None
+    if not isinstance(obj, dict):
+        raise malformed(provider)
+    return dict(obj)
+
+
 async def _deployment_for(gw, ctx: RequestContext, model: str, op: str):
     from apps.proxy.endpoints import resolve
 
@@ -98,7 +112,7 @@ async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, 
     reply = await gw.adapters[dep.provider].send(
         gw.session, dep, Call("files_create", {}, form=upload), dep.timeout_seconds or gw.settings_timeout
     )
-    obj = dict(reply.obj or orjson.loads(reply.body))
+    obj = _reply_object(reply, dep.provider)
     obj["id"] = wrap(
         Handle("file", dep.id, str(obj.get("id")), ctx.key.organization_id, model, requests, prompt, output), gw.secret
     )
@@ -154,7 +168,7 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
         await gw.chain.pre_call(ctx)
         call = Call("batches_create", {**body, "input_file_id": handle.upstream_id})
         reply = await gw.adapters[dep.provider].send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
-        obj = _wrap_batch(reply.obj or orjson.loads(reply.body), handle, gw.secret)
+        obj = _wrap_batch(_reply_object(reply, dep.provider), handle, gw.secret)
         result = CallResult(status=200)
         headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
         await send_json(send, 200, obj, headers + encode_headers(ctx.response_headers))
@@ -186,6 +200,6 @@ async def passthrough(gw, ctx: RequestContext, op: str, args: tuple[str, ...], s
     if op == "files_content":
         await send_response(send, 200, reply.body, headers, reply.content_type)
         return
-    obj = dict(reply.obj or orjson.loads(reply.body))
+    obj = _reply_object(reply, dep.provider)
     obj = _wrap_batch(obj, handle, gw.secret) if kind == "batch" else {**obj, "id": args[0]}
     await send_json(send, 200, obj, headers)

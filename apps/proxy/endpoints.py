@@ -16,7 +16,7 @@ from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
 from apps.proxy.providers import Call, StreamReply
 from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, messages_to_chat_request
-from apps.proxy.providers.base import SHAPE_ERRORS
+from apps.proxy.providers.base import SHAPE_ERRORS, malformed
 from apps.proxy.relay import ChatEncoder, MessagesEncoder, NativeEncoder, relay_stream
 from apps.proxy.router import Attempt
 from apps.proxy.tokens import (
@@ -265,7 +265,10 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
             usage = reply.usage
             body_out = reply.body
             if op == "messages" and call.op == "chat":
-                body_out = orjson.dumps(chat_to_messages_response(reply.obj or orjson.loads(reply.body), model))
+                try:
+                    body_out = orjson.dumps(chat_to_messages_response(reply.obj or orjson.loads(reply.body), model))
+                except SHAPE_ERRORS:
+                    raise malformed(dep.provider) from None
             if not usage.reported and op in GENERATIVE_OPS:
                 usage.prompt_tokens = ctx.estimated_prompt_tokens
                 usage.completion_tokens = estimate_text_tokens(body_out.decode("utf-8", "replace")) // 2

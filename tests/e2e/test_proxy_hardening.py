@@ -47,6 +47,8 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
         app.router.add_post("/big/v1/chat/completions", self.big)
+        app.router.add_post("/odd/v1/chat/completions", self.odd_json)
+        app.router.add_post("/odd/v1/files", self.odd_json)
         app.router.add_post("/garbled/bedrock/model/{model}/{action}", self.garbled_eventstream)
         return app
 
@@ -156,6 +158,12 @@ class HostileUpstream(ThreadedApp):
         await response.prepare(request)
         await response.write(b"\x00\x00\x00\x20\x00\x00\x00\x00" + b"\xde\xad\xbe\xef" * 8)
         return response
+
+    async def odd_json(self, request: web.Request) -> web.Response:
+        await request.read()
+        if request.path.endswith("/files"):
+            return web.json_response(["not", "an", "object"])
+        return web.json_response({"id": "c", "object": "chat.completion", "choices": "nope"})
 
     async def gzipped(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -574,3 +582,20 @@ def test_an_absurd_upstream_retry_after_is_still_a_clean_429(gateway, tenant, ho
     assert response.status_code == 429, response.text
     assert response.json()["error"]["llm_provider"] == "openai"
     assert 1 <= int(response.headers["retry-after"]) <= 3600
+
+
+def test_an_odd_shaped_answer_is_the_upstreams_fault_not_a_gateway_error(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/odd/v1")
+    response = http(
+        "POST",
+        gateway.v1 + "/messages",
+        json={"model": name, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": tenant.alice_key.secret},
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["llm_provider"] == "openai"
+
+    body, content_type = _multipart({"model": name, "purpose": "assistants", "file": b"{}"})
+    created = http("POST", gateway.v1 + "/files", content=body, headers={**_auth(tenant), "content-type": content_type})
+    assert created.status_code == 502, created.text
+    assert created.json()["error"]["llm_provider"] == "openai"
