@@ -131,6 +131,7 @@ class Gateway:
             # cyclic GC from re-scanning it on every full collection under load (fewer long pauses).
             gc.collect()
             gc.freeze()
+            gc.set_threshold(settings.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
             self.ready = True
 
     async def shutdown(self) -> None:

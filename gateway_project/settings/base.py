@@ -206,6 +206,10 @@ RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400
 AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
 PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 PROXY_UPSTREAM_TIMEOUT_SECONDS = env_float("PROXY_UPSTREAM_TIMEOUT_SECONDS", 600.0, minimum=0.1)
+# The cyclic GC's youngest-generation threshold for serving processes (CPython's default is 700). A /v1
+# request allocates a few hundred containers, nearly all freed by reference counting; at 700 a young
+# collection ran every request or two. 10,000 gave ~10 % more req/s on one core at the same RSS.
+GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 10_000, minimum=100)
 PROXY_NUM_RETRIES = env_int("PROXY_NUM_RETRIES", 2, minimum=0)
 # Largest upstream answer (decoded) or single stream event the gateway holds in memory; larger is a 502.
 PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 128 * 1024 * 1024, minimum=1024)
