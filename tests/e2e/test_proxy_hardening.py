@@ -123,6 +123,8 @@ class HostileUpstream(ThreadedApp):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000},
         }
+        if body.get("stream"):  # a server that does not stream: one JSON document
+            return web.json_response(answer)
         return web.Response(body=orjson.dumps(answer), content_type="text/plain")  # a sloppy compatible server
 
     async def file_created(self, request: web.Request) -> web.Response:
@@ -599,3 +601,12 @@ def test_an_odd_shaped_answer_is_the_upstreams_fault_not_a_gateway_error(gateway
     created = http("POST", gateway.v1 + "/files", content=body, headers={**_auth(tenant), "content-type": content_type})
     assert created.status_code == 502, created.text
     assert created.json()["error"]["llm_provider"] == "openai"
+
+
+def test_a_stream_request_answered_without_streaming_is_an_error_not_an_empty_stream(gateway, tenant, hostile):
+    """An upstream that ignores "stream": true sends one JSON document: no events, and the client must not
+    read an empty stream as a complete (empty) answer."""
+    name = _deploy(gateway, "openai", f"{hostile.base}/labels/v1")
+    response = _chat(gateway, tenant, name, stream=True)
+    assert response.status_code == 502, response.content
+    assert response.json()["error"]["llm_provider"] == "openai"

@@ -350,6 +350,17 @@ class Adapter:
             response.release()
             raise self.error_for(dep, response.status, raw, response.headers)
         if call.stream:
+            content_type = response.headers.get("Content-Type", "")
+            if "json" in content_type or "html" in content_type:
+                # The upstream ignored "stream": true (or a proxy answered): no events would come, and an empty
+                # stream would read as a complete, empty answer. A 502 before the client's stream starts.
+                response.close()
+                raise UpstreamError(
+                    502,
+                    "The upstream did not answer with a stream.",
+                    llm_provider=self.name,
+                    kind="upstream_bad_response",
+                )
             usage = Usage()
             return StreamReply(
                 chunks=self._guarded(self.stream_chunks(dep, call, response, usage), response, dep),
