@@ -183,21 +183,25 @@ def estimate(ctx: RequestContext, op: str, body: dict[str, Any], dep) -> None:
     ctx.estimated_cost = cost
 
 
-def _call_factory(op: str, body: dict[str, Any], parts: list | None, stream: bool, include_usage: bool):
+def _call_factory(
+    op: str, body: dict[str, Any], parts: list | None, stream: bool, include_usage: bool, beta: bytes | None = None
+):
     chat_body: dict[str, Any] | None = None
+    # The anthropic SDK's beta features (client.beta.messages, betas=[...]) need their header upstream.
+    anthropic_beta = beta.decode("latin-1") if beta and beta.isascii() else None
 
     def make_call(dep, adapter) -> Call:
         nonlocal chat_body
         if op == "messages":
             if "messages" in adapter.native_ops:
-                return Call("messages", body, stream=stream)
+                return Call("messages", body, stream=stream, anthropic_beta=anthropic_beta)
             if chat_body is None:
                 try:
                     chat_body = messages_to_chat_request(body)
                 except SHAPE_ERRORS as exc:
                     raise bad_request(f"The request body has an unexpected shape ({type(exc).__name__}).") from None
             return Call("chat", chat_body, stream=stream, include_usage=True)
-        return Call(op, body, stream=stream, form=parts, include_usage=include_usage)
+        return Call(op, body, stream=stream, form=parts, include_usage=include_usage, anthropic_beta=anthropic_beta)
 
     return make_call
 
@@ -240,7 +244,7 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
             group=group,
             op=support_op,
             first=first,
-            make_call=_call_factory(op, body, parts, ctx.stream, include_usage),
+            make_call=_call_factory(op, body, parts, ctx.stream, include_usage, headers.get(b"anthropic-beta")),
             attempts=attempts,
         )
         upstream_ms = sum(a.ms for a in attempts)

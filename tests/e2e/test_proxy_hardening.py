@@ -610,3 +610,28 @@ def test_a_stream_request_answered_without_streaming_is_an_error_not_an_empty_st
     response = _chat(gateway, tenant, name, stream=True)
     assert response.status_code == 502, response.content
     assert response.json()["error"]["llm_provider"] == "openai"
+
+
+# --- client headers: the one an SDK feature needs goes upstream, nothing else ------------------------------
+def test_anthropic_beta_header_reaches_an_anthropic_deployment_and_nothing_else_does(gateway, tenant, upstream):
+    name = _deploy(gateway, "anthropic", upstream.base)
+    beta = "context-1m-2025-08-07,interleaved-thinking-2025-05-14"
+    response = http(
+        "POST",
+        gateway.v1 + "/messages",
+        json={"model": name, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        headers={
+            "x-api-key": tenant.alice_key.secret,
+            "anthropic-beta": beta,
+            "anthropic-version": "1999-01-01",
+            "openai-organization": "org-client",
+            "cookie": "session=client",
+            "x-forwarded-for": "6.6.6.6",
+        },
+    )
+    assert response.status_code == 200, response.text
+    sent = {k.lower(): v for k, v in upstream.last("/v1/messages")["headers"].items()}
+    assert sent["anthropic-beta"] == beta
+    assert sent["x-api-key"] == UPSTREAM_KEY and sent["anthropic-version"] == "2023-06-01"
+    assert not {"openai-organization", "cookie", "x-forwarded-for", "authorization"} & set(sent)
+    assert tenant.alice_key.secret not in str(sent)

@@ -32,6 +32,8 @@ class AnthropicAdapter(Adapter):
             "anthropic-version": str(dep.extra.get("anthropic_version", API_VERSION)),
             "content-type": "application/json",
         }
+        if call.anthropic_beta:
+            headers["anthropic-beta"] = call.anthropic_beta
         if call.op == "messages":
             body = {**call.body, "model": dep.model}
         else:

@@ -61,6 +61,7 @@ class Call:
     form: list | None = None  # multipart parts for uploads: (name, filename, content_type, data)
     path_args: tuple[str, ...] = ()  # e.g. a batch or file id
     include_usage: bool = False  # the client asked for the usage chunk
+    anthropic_beta: str | None = None  # the client's anthropic-beta header (Anthropic deployments send it on)
 
 
 @dataclass(slots=True)
