@@ -46,6 +46,8 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
+        app.router.add_post("/odd-id/v1/files", self.file_created)
+        app.router.add_get("/odd-id/v1/files/{id}", self.file_by_id)
         app.router.add_post("/big/v1/chat/completions", self.big)
         app.router.add_post("/odd/v1/chat/completions", self.odd_json)
         app.router.add_post("/odd/v1/files", self.odd_json)
@@ -129,7 +131,11 @@ class HostileUpstream(ThreadedApp):
 
     async def file_created(self, request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response({"id": "file-up-1", "object": "file", "purpose": "batch", "bytes": 10})
+        file_id = "../../loot?steal=1#x" if request.path.startswith("/odd-id") else "file-up-1"
+        return web.json_response({"id": file_id, "object": "file", "purpose": "batch", "bytes": 10})
+
+    async def file_by_id(self, request: web.Request) -> web.Response:
+        return web.json_response({"id": request.match_info["id"], "object": "file", "path": request.path_qs})
 
     async def file_content(self, request: web.Request) -> web.Response:
         lines = b'{"custom_id": "1", "response": {}}\n{"custom_id": "2", "response": {}}\n'
@@ -635,3 +641,19 @@ def test_anthropic_beta_header_reaches_an_anthropic_deployment_and_nothing_else_
     assert sent["x-api-key"] == UPSTREAM_KEY and sent["anthropic-version"] == "2023-06-01"
     assert not {"openai-organization", "cookie", "x-forwarded-for", "authorization"} & set(sent)
     assert tenant.alice_key.secret not in str(sent)
+
+
+def test_an_upstream_id_is_one_escaped_path_segment_of_later_calls(gateway, tenant, hostile):
+    """Ids come back from the upstream inside signed handles; "../x?y" must not re-route the gateway's calls."""
+    name = _deploy(gateway, "openai", f"{hostile.base}/odd-id/v1")
+    body, content_type = _multipart({"model": name, "purpose": "assistants", "file": b"{}"})
+    created = http("POST", gateway.v1 + "/files", content=body, headers={**_auth(tenant), "content-type": content_type})
+    assert created.status_code == 200, created.text
+    hostile.loot.clear()
+    fetched = http("GET", f"{gateway.v1}/files/{created.json()['id']}", headers=_auth(tenant))
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.json()["path"] in (  # (yarl may leave "=" unescaped: it is harmless inside a path)
+        "/odd-id/v1/files/..%2F..%2Floot%3Fsteal=1%23x",
+        "/odd-id/v1/files/..%2F..%2Floot%3Fsteal%3D1%23x",
+    )
+    assert hostile.loot == []

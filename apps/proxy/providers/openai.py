@@ -9,6 +9,7 @@ and drops it again when the client did not ask for it.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -40,6 +41,13 @@ NON_JSON_OPS = frozenset({"audio_speech", "audio_transcriptions", "files_content
 USAGE_IN_STREAM = frozenset({"openai", "azure", "vllm", "ollama", "lmstudio", "groq", "together", "deepseek", "xai"})
 
 
+def op_path(call: Call) -> str:
+    """The operation's path; ids (from the upstream, inside signed handles) are one path segment, escaped."""
+    if not call.path_args:
+        return OP_PATHS[call.op]
+    return OP_PATHS[call.op].format(*(quote(arg, safe="") for arg in call.path_args))
+
+
 def _with_model(body: dict[str, Any], model: str) -> dict[str, Any]:
     if "model" in body:
         return {**body, "model": model}
@@ -56,7 +64,7 @@ class OpenAIAdapter(Adapter):
         return PRESETS.get(str(dep.extra.get("preset", "openai")), PRESETS["openai"])
 
     def url(self, dep: Deployment, call: Call) -> str:
-        return self.base_url(dep) + OP_PATHS[call.op].format(*call.path_args)
+        return self.base_url(dep) + op_path(call)
 
     def auth_headers(self, dep: Deployment) -> dict[str, str]:
         return {"authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
@@ -148,7 +156,7 @@ class AzureAdapter(OpenAIAdapter):
 
     def url(self, dep: Deployment, call: Call) -> str:
         version = dep.api_version or self.DEFAULT_API_VERSION
-        path = OP_PATHS[call.op].format(*call.path_args)
+        path = op_path(call)
         if call.op.startswith(("files", "batches")):
             return f"{dep.api_base}/openai{path}?api-version={version}"
         return f"{dep.api_base}/openai/deployments/{dep.model}{path}?api-version={version}"
