@@ -43,6 +43,8 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
         app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
         app.router.add_post("/odd-stream/v1/chat/completions", self.odd_stream)
+        app.router.add_post("/multiline/v1/chat/completions", self.multiline_stream)
+        app.router.add_post("/multiline/v1/messages", self.multiline_stream)
         app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
@@ -110,6 +112,34 @@ class HostileUpstream(ThreadedApp):
         delta = {"index": 0, "delta": {"role": "assistant", "content": "partial"}, "finish_reason": None}
         await response.write(b"data: " + orjson.dumps({**chunk, "choices": [delta]}) + b"\n\n")
         await response.write(b"data: " + orjson.dumps({**chunk, "choices": ["not-a-choice"]}) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def multiline_stream(self, request: web.Request) -> web.StreamResponse:
+        """Legal SSE: one event's data over several ``data:`` lines (pretty-printed JSON)."""
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+
+        def event(obj: dict, name: str = "") -> bytes:
+            lines = orjson.dumps(obj, option=orjson.OPT_INDENT_2).split(b"\n")
+            head = b"event: " + name.encode() + b"\n" if name else b""
+            return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+        if request.path.endswith("/messages"):
+            message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "up", "content": []}
+            message |= {"stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 0}}
+            await response.write(event({"type": "message_start", "message": message}, "message_start"))
+            block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            await response.write(event(block, "content_block_start"))
+            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "multi"}}
+            await response.write(event(delta, "content_block_delta"))
+            await response.write(event({"type": "message_stop"}, "message_stop"))
+            return response
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up"}
+        choice = {"index": 0, "delta": {"role": "assistant", "content": "multi"}, "finish_reason": None}
+        await response.write(event({**chunk, "choices": [choice]}))
+        await response.write(event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
         await response.write(b"data: [DONE]\n\n")
         return response
 
@@ -657,3 +687,31 @@ def test_an_upstream_id_is_one_escaped_path_segment_of_later_calls(gateway, tena
         "/odd-id/v1/files/..%2F..%2Floot%3Fsteal%3D1%23x",
     )
     assert hostile.loot == []
+
+
+def _sse_data(content: bytes) -> list[bytes]:
+    """Each event's data as an SSE client reads it (fields other than data/event would be ignored)."""
+    events = []
+    for block in content.strip().split(b"\n\n"):
+        lines = block.split(b"\n")
+        assert all(line.startswith((b"data: ", b"event: ")) for line in lines), block
+        events.append(b"\n".join(line[6:] for line in lines if line.startswith(b"data: ")))
+    return events
+
+
+def test_multi_line_sse_data_is_relayed_as_events_a_client_can_read(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/multiline/v1")
+    response = _chat(gateway, tenant, name, stream=True)
+    assert response.status_code == 200
+    data = _sse_data(response.content)
+    assert data[-1] == b"[DONE]" and orjson.loads(data[0])["choices"][0]["delta"]["content"] == "multi"
+
+    claude = _deploy(gateway, "anthropic", f"{hostile.base}/multiline")
+    response = http(
+        "POST",
+        gateway.v1 + "/messages",
+        json={"model": claude, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": tenant.alice_key.secret},
+    )
+    assert response.status_code == 200
+    assert [orjson.loads(d)["type"] for d in _sse_data(response.content)][-1] == "message_stop"

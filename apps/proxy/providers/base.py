@@ -150,7 +150,10 @@ def sse_events(buffer: bytearray, data: bytes) -> list[tuple[str | None, bytes]]
             elif line.startswith(b"event:"):
                 name = line[6:].strip().decode("latin-1")
         if payload:
-            events.append((name, b"\n".join(payload)))
+            # Several data lines make one event. Joined with a space, not the spec's newline: the payloads are
+            # JSON (where either is whitespace between tokens), and the joined bytes are relayed to clients
+            # after a single "data: " (a newline there would start a field the client's parser ignores).
+            events.append((name, payload[0] if len(payload) == 1 else b" ".join(payload)))
 
 
 # What a translation raises when a body does not have the shape it should (never a 500 for that).
