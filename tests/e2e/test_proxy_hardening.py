@@ -40,6 +40,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/redirect{code:\\d+}/v1/messages", self.redirect)
         app.router.add_post("/leaky/v1/chat/completions", self.leaky)
         app.router.add_post("/leaky/v1/messages", self.leaky_messages)
+        app.router.add_post("/leaky/v1/responses", self.leaky_responses)
         app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
         app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
         app.router.add_post("/odd-stream/v1/chat/completions", self.odd_stream)
@@ -91,6 +92,19 @@ class HostileUpstream(ThreadedApp):
         await response.prepare(request)
         error = {"type": "error", "error": {"type": "overloaded_error", "message": f"{OPENAI_ORG} at {self.base}"}}
         await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+        return response
+
+    async def leaky_responses(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        leak = f"key {UPSTREAM_KEY} on 10.20.30.40 for {OPENAI_ORG}"
+        events = [
+            ("error", {"type": "error", "code": "server_error", "message": leak, "param": None}),
+            ("response.failed", {"type": "response.failed", "response": {"id": "r", "error": {"message": leak}}}),
+        ]
+        for name, event in events:
+            await response.write(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
         return response
 
     async def gemini_bad_key(self, request: web.Request) -> web.Response:
@@ -294,6 +308,16 @@ def test_error_events_inside_a_stream_are_scrubbed(gateway, tenant, hostile):
         headers={"x-api-key": tenant.alice_key.secret},
     )
     assert response.status_code == 200 and b"event: error" in response.content
+    _assert_nothing_private(response.text, hostile)
+
+
+def test_responses_api_failure_events_are_scrubbed(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/leaky/v1")
+    response = http(
+        "POST", gateway.v1 + "/responses", json={"model": name, "input": "hi", "stream": True}, headers=_auth(tenant)
+    )
+    assert response.status_code == 200
+    assert response.content.count(b"key ***") == 2, response.content
     _assert_nothing_private(response.text, hostile)
 
 

@@ -14,8 +14,19 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from apps.proxy.errors import UpstreamError
-from apps.proxy.providers.base import GET_OPS, OP_PATHS, Adapter, Call, Chunk, HttpRequest, Reply, Usage, json_or_502
+from apps.proxy.errors import UpstreamError, scrub_upstream_text
+from apps.proxy.providers.base import (
+    GET_OPS,
+    OP_PATHS,
+    Adapter,
+    Call,
+    Chunk,
+    HttpRequest,
+    Reply,
+    Usage,
+    json_or_502,
+    private_strings,
+)
 from apps.proxy.registry import Deployment
 
 # Public base URLs for OpenAI-compatible servers; a deployment picks one with extra={"preset": "groq"}.
@@ -46,6 +57,16 @@ def op_path(call: Call) -> str:
     if not call.path_args:
         return OP_PATHS[call.op]
     return OP_PATHS[call.op].format(*(quote(arg, safe="") for arg in call.path_args))
+
+
+def _scrubbed_failure(event: dict[str, Any], dep: Deployment) -> dict[str, Any]:
+    """A Responses API ``error`` / ``response.failed`` event with its message scrubbed (re-serialized)."""
+    holder = event
+    if event.get("type") == "response.failed":
+        holder = (event.get("response") or {}).get("error") or {}
+    if isinstance(holder, dict) and isinstance(holder.get("message"), str):
+        holder["message"] = scrub_upstream_text(holder["message"][:1000], private_strings(dep))[:500]
+    return event
 
 
 def _with_model(body: dict[str, Any], model: str) -> dict[str, Any]:
@@ -122,8 +143,12 @@ class OpenAIAdapter(Adapter):
                 continue
             if call.op == "responses":
                 # Responses API events: usage arrives inside the final response.completed event.
-                if obj.get("type") == "response.completed":
+                kind = obj.get("type")
+                if kind == "response.completed":
                     usage.take((obj.get("response") or {}).get("usage"))
+                elif kind in ("error", "response.failed"):
+                    yield Chunk(_scrubbed_failure(obj, dep))  # the upstream's words, as for every upstream error
+                    continue
                 yield Chunk(obj, data)
                 continue
             error = obj.get("error")
