@@ -83,6 +83,20 @@ def _reply_object(reply: Any, provider: str) -> dict[str, Any]:
     return dict(obj)
 
 
+def batch_file_for(content: bytes, upstream_model: str) -> bytes:
+    """The batch file as the upstream gets it: every request names the deployment's own model.
+
+    The upload was checked against the key's allowed models and is charged for the model it names;
+    the lines' own ``model`` (a public name, an alias, or anything else) must not pick what runs.
+    """
+    out = []
+    for line in content.splitlines():
+        if line.strip():
+            item = orjson.loads(line)  # (already validated by batch_file_stats)
+            out.append(orjson.dumps({**item, "body": {**item["body"], "model": upstream_model}}))
+    return b"\n".join(out) + (b"\n" if content.endswith(b"\n") else b"")
+
+
 async def _deployment_for(gw, ctx: RequestContext, model: str, op: str):
     from apps.proxy.endpoints import resolve
 
@@ -102,13 +116,22 @@ async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, 
         raise bad_request("A 'file' part is required.", param="file")
     model = fields.get("model") or (headers.get(b"x-gateway-model") or b"").decode("latin-1")
     requests = prompt = output = 0
-    if fields.get("purpose") == "batch":
+    batch = fields.get("purpose") == "batch"
+    if batch:
         file_model, requests, prompt, output = batch_file_stats(content, 4096)
+        if model and file_model and file_model != model:
+            raise bad_request(
+                f"The batch file's requests use '{file_model}' but the upload names '{model}'.", param="model"
+            )
         model = model or file_model
     if not model:
         raise bad_request("Name the model: a 'model' form field or the x-gateway-model header.", param="model")
     dep = await _deployment_for(gw, ctx, model, "files_create")
     upload = [p for p in parts if p[0] != "model"]
+    if batch:
+        upload = [
+            (n, f, t, batch_file_for(d, dep.model) if n == "file" and f is not None else d) for n, f, t, d in upload
+        ]
     reply = await gw.adapters[dep.provider].send(
         gw.session, dep, Call("files_create", {}, form=upload), dep.timeout_seconds or gw.settings_timeout
     )

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from apps.keys.invalidation import publish_invalidation
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import GatewayServer, deploy, http
 from tests.support.threaded_app import ThreadedApp
@@ -32,6 +33,7 @@ class HostileUpstream(ThreadedApp):
         super().__init__()
         self.base = f"http://127.0.0.1:{self.port}"
         self.loot: list[dict[str, Any]] = []
+        self.files: list[dict[str, Any]] = []
 
     def build_app(self) -> web.Application:
         app = web.Application()
@@ -50,6 +52,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
         app.router.add_post("/odd-id/v1/files", self.file_created)
+        app.router.add_post("/keeps-files/v1/files", self.file_kept)
         app.router.add_get("/odd-id/v1/files/{id}", self.file_by_id)
         app.router.add_post("/big/v1/chat/completions", self.big)
         app.router.add_post("/odd/v1/chat/completions", self.odd_json)
@@ -177,6 +180,11 @@ class HostileUpstream(ThreadedApp):
         await request.read()
         file_id = "../../loot?steal=1#x" if request.path.startswith("/odd-id") else "file-up-1"
         return web.json_response({"id": file_id, "object": "file", "purpose": "batch", "bytes": 10})
+
+    async def file_kept(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.files.append({"model": form.get("model"), "content": form["file"].file.read()})
+        return web.json_response({"id": "file-kept", "object": "file", "purpose": "batch", "bytes": 10})
 
     async def file_by_id(self, request: web.Request) -> web.Response:
         return web.json_response({"id": request.match_info["id"], "object": "file", "path": request.path_qs})
@@ -739,3 +747,26 @@ def test_multi_line_sse_data_is_relayed_as_events_a_client_can_read(gateway, ten
     )
     assert response.status_code == 200
     assert [orjson.loads(d)["type"] for d in _sse_data(response.content)][-1] == "message_stop"
+
+
+# --- batch files: the upstream runs the deployment the upload was checked (and charged) for -----------------
+def test_a_batch_file_cannot_run_a_model_the_key_may_not_use(gateway, tenant, hostile):
+    allowed = _deploy(gateway, "openai", f"{hostile.base}/keeps-files/v1", model="up-cheap")
+    forbidden = _deploy(gateway, "openai", f"{hostile.base}/keeps-files/v1", model="up-expensive")
+    tenant.alice_key.allowed_models = [allowed]
+    tenant.alice_key.save()
+    publish_invalidation("test key")
+    for line_model in (forbidden, "up-expensive", allowed):
+        line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": line_model}}
+        body, content_type = _multipart({"model": allowed, "purpose": "batch", "file": orjson.dumps(line)})
+        hostile.files.clear()
+        response = http(
+            "POST", gateway.v1 + "/files", content=body, headers={**_auth(tenant), "content-type": content_type}
+        )
+        if line_model != allowed:
+            assert response.status_code == 400, response.text
+            assert hostile.files == []
+            continue
+        assert response.status_code == 200, response.text
+        # The upstream runs the deployment the upload was checked and charged for, by its own model id.
+        assert orjson.loads(hostile.files[-1]["content"])["body"]["model"] == "up-cheap"
