@@ -173,6 +173,9 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
     handle = _handle("file", str(body.get("input_file_id", "")), gw, ctx)
     if not (ctx.key.allows_model(handle.model)):
         raise model_not_allowed(handle.model)
+    if handle.requests < 1:
+        # Only a file uploaded with purpose "batch" was counted (requests, tokens) for the batch limiter.
+        raise bad_request("The input file was not uploaded with purpose 'batch'.", param="input_file_id")
     registry = await gw.get_registry()
     dep = registry.by_id.get(handle.deployment_id)
     if dep is None:

@@ -770,3 +770,23 @@ def test_a_batch_file_cannot_run_a_model_the_key_may_not_use(gateway, tenant, ho
         assert response.status_code == 200, response.text
         # The upstream runs the deployment the upload was checked and charged for, by its own model id.
         assert orjson.loads(hostile.files[-1]["content"])["body"]["model"] == "up-cheap"
+
+
+def test_a_batch_is_charged_for_what_its_input_file_holds(gateway, tenant, mock_model):
+    """Only files uploaded as batch input are counted; a form whose parsers could disagree is refused."""
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": mock_model}}
+    content = b"\n".join([orjson.dumps(line)] * 50)
+    body, content_type = _multipart({"model": mock_model, "purpose": "assistants", "file": content})
+    headers = {**_auth(tenant), "content-type": content_type}
+    uploaded = http("POST", gateway.v1 + "/files", content=body, headers=headers)
+    assert uploaded.status_code == 200, uploaded.text
+    batch = {"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    response = http("POST", gateway.v1 + "/batches", json=batch, headers=_auth(tenant))
+    assert response.status_code == 400, response.text
+
+    # Two "purpose" parts: the gateway reads one, an upstream may read the other.
+    twice = b'--b0undary\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+    twice += _multipart({"model": mock_model, "purpose": "assistants", "file": content})[0]
+    response = http("POST", gateway.v1 + "/files", content=twice, headers=headers)
+    assert response.status_code == 400, response.text
+    assert "more than once" in response.json()["error"]["message"]
