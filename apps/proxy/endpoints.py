@@ -236,7 +236,9 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
         estimate(ctx, op, body, first)
         pre_called = True
         await gw.chain.pre_call(ctx)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if op == "chat" else False
+        include_usage = (
+            bool((body.get("stream_options") or {}).get("include_usage")) if op in ("chat", "completions") else False
+        )
         reply, dep, call = await gw.router.call(
             session=gw.session,
             ctx=ctx,

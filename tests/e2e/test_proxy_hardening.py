@@ -17,7 +17,7 @@ from aiohttp import web
 
 from apps.keys.invalidation import publish_invalidation
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import GatewayServer, deploy, http
+from tests.support.gateway import GatewayServer, deploy, http, spend_event
 from tests.support.threaded_app import ThreadedApp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -46,6 +46,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
         app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
         app.router.add_post("/odd-stream/v1/chat/completions", self.odd_stream)
+        app.router.add_post("/legacy/v1/completions", self.completions_stream)
         app.router.add_post("/multiline/v1/chat/completions", self.multiline_stream)
         app.router.add_post("/multiline/v1/messages", self.multiline_stream)
         app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
@@ -129,6 +130,20 @@ class HostileUpstream(ThreadedApp):
         delta = {"index": 0, "delta": {"role": "assistant", "content": "partial"}, "finish_reason": None}
         await response.write(b"data: " + orjson.dumps({**chunk, "choices": [delta]}) + b"\n\n")
         await response.write(b"data: " + orjson.dumps({**chunk, "choices": ["not-a-choice"]}) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def completions_stream(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "up"}
+        for piece in ("legacy", " text"):
+            choice = {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}
+            await response.write(b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 900, "completion_tokens": 1000, "total_tokens": 1900}
+            await response.write(b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         return response
 
@@ -790,3 +805,17 @@ def test_a_batch_is_charged_for_what_its_input_file_holds(gateway, tenant, mock_
     response = http("POST", gateway.v1 + "/files", content=twice, headers=headers)
     assert response.status_code == 400, response.text
     assert "more than once" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_streamed_completions_carry_and_bill_the_upstream_usage(gateway, tenant, hostile, include_usage):
+    name = _deploy(gateway, "openai", f"{hostile.base}/legacy/v1")
+    body = {"model": name, "prompt": "hi", "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    response = http("POST", gateway.v1 + "/completions", json=body, headers=_auth(tenant))
+    assert response.status_code == 200
+    usage = [orjson.loads(d).get("usage") for d in _sse_data(response.content) if d != b"[DONE]"]
+    assert (usage[-1] or {}).get("completion_tokens") == (1000 if include_usage else None), response.content
+    event = spend_event(response.headers["x-request-id"])
+    assert (event["prompt_tokens"], event["completion_tokens"]) == (900, 1000)  # the upstream's count

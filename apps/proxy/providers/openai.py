@@ -110,7 +110,7 @@ class OpenAIAdapter(Adapter):
                     form.add_field(name, value, filename=filename, content_type=content_type)
             return HttpRequest("POST", url, headers, form)
         body = _with_model(call.body, dep.model)
-        if call.stream and call.op == "chat" and self.wants_stream_usage(dep):
+        if call.stream and call.op in ("chat", "completions") and self.wants_stream_usage(dep):
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body = {**body, "stream_options": options}
