@@ -526,12 +526,21 @@ def test_chunked_uploads_over_the_limit_are_413(gateway, tenant, mock_model, pat
     assert _status(answer) == 413, answer[:300]
 
 
-def test_conflicting_content_lengths_are_refused(gateway, tenant, mock_model):
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Content-Length: {n}\r\nContent-Length: 5",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: xchunked\r\nContent-Length: {n}",
+        "Content-Length: {n}\r\n X-Folded: continuation",
+    ],
+)
+def test_ambiguous_request_framing_is_refused(gateway, tenant, mock_model, framing):
+    """What a front proxy and the gateway could frame differently (smuggling) never reaches the app."""
     payload = orjson.dumps({"model": mock_model, "messages": [{"role": "user", "content": "x"}]})
     request = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {tenant.alice_key.secret}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nContent-Length: 5\r\n"
-        "Connection: close\r\n\r\n"
+        f"Content-Type: application/json\r\n{framing.format(n=len(payload))}\r\nConnection: close\r\n\r\n"
     ).encode() + payload
     answer = _raw_exchange(gateway, request)
     assert _status(answer) == 400, answer[:300]
