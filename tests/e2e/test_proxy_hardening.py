@@ -250,9 +250,18 @@ class HostileUpstream(ThreadedApp):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "z" * 5000}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
         }
+        upstream_headers = {
+            "openai-organization": OPENAI_ORG,
+            "openai-project": "proj_internal123",
+            "x-request-id": "req_upstream_1",
+            "x-ratelimit-remaining-requests": "4",
+            "server": "internal-vllm-7.corp",
+            "set-cookie": "upstream_session=abc",
+            "via": "1.1 internal-proxy",
+        }
         return web.Response(
             body=gzip.compress(orjson.dumps(answer)),
-            headers={"content-type": "application/json", "content-encoding": "gzip"},
+            headers={"content-type": "application/json", "content-encoding": "gzip", **upstream_headers},
         )
 
 
@@ -567,6 +576,10 @@ def test_gzipped_upstream_answer_is_relayed_decoded_with_a_matching_length(gatew
     assert response.status_code == 200, response.text
     assert "content-encoding" not in response.headers
     assert int(response.headers["content-length"]) == len(response.content)
+    # None of the upstream's own headers reach the client: ids, account, limits, cookies, its servers.
+    assert response.headers["x-request-id"].startswith("req_") and response.headers["x-request-id"] != "req_upstream_1"
+    leaked = {"openai-organization", "openai-project", "x-ratelimit-remaining-requests", "set-cookie", "via"}
+    assert not leaked & set(response.headers) and "internal" not in str(response.headers)
     assert response.json()["choices"][0]["message"]["content"] == "z" * 5000
 
 
