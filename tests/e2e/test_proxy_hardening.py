@@ -50,6 +50,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/multiline/v1/chat/completions", self.multiline_stream)
         app.router.add_post("/multiline/v1/messages", self.multiline_stream)
         app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
+        app.router.add_post("/labels/v1/images/generations", self.image_events)
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
         app.router.add_post("/odd-id/v1/files", self.file_created)
@@ -190,6 +191,12 @@ class HostileUpstream(ThreadedApp):
         if body.get("stream"):  # a server that does not stream: one JSON document
             return web.json_response(answer)
         return web.Response(body=orjson.dumps(answer), content_type="text/plain")  # a sloppy compatible server
+
+    async def image_events(self, request: web.Request) -> web.Response:
+        await request.read()  # gpt-image-1 with "stream": true answers with events
+        event = {"type": "image_generation.completed", "b64_json": "AAAA", "usage": {"total_tokens": 5}}
+        body = b"event: image_generation.completed\ndata: " + orjson.dumps(event) + b"\n\n"
+        return web.Response(body=body, content_type="text/event-stream")
 
     async def file_created(self, request: web.Request) -> web.Response:
         await request.read()
@@ -639,6 +646,15 @@ def test_json_labelled_text_plain_is_read_as_json_and_billed_by_its_usage(gatewa
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-gateway-cost"] == "0.002"  # 2,000 reported tokens, not an estimate
+
+
+def test_events_of_a_route_the_gateway_does_not_stream_are_relayed_as_is(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/labels/v1")
+    body = {"model": name, "prompt": "a cat", "stream": True, "partial_images": 1}
+    response = http("POST", gateway.v1 + "/images/generations", json=body, headers=_auth(tenant))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert b"image_generation.completed" in response.content
 
 
 def test_jsonl_file_content_is_relayed_as_is(gateway, tenant, hostile):

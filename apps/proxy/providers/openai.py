@@ -119,9 +119,12 @@ class OpenAIAdapter(Adapter):
 
     def parse(self, dep: Deployment, call: Call, raw: bytes, content_type: str) -> Reply:
         usage = Usage()
-        if call.op == "files_content" or (call.op in NON_JSON_OPS and "json" not in content_type):
-            # Speech audio, text/srt/vtt transcriptions, file content (JSONL for batches): relay as is. Every
-            # other answer must be JSON whatever its label: an HTML page is a 502, not a 200 for the client.
+        if call.op == "files_content" or (
+            "json" not in content_type and (call.op in NON_JSON_OPS or "event-stream" in content_type)
+        ):
+            # Speech audio, text/srt/vtt transcriptions, file content (JSONL for batches), the events of a route
+            # the gateway does not stream itself (images with "stream": true): relay as is. Every other answer
+            # must be JSON whatever its label: an HTML page is a 502, not a 200 for the client.
             if call.op == "audio_speech":
                 usage.characters = len(str(call.body.get("input", "")))
             return Reply(body=raw, usage=usage, content_type=content_type.encode("latin-1"))
