@@ -648,13 +648,14 @@ def test_json_labelled_text_plain_is_read_as_json_and_billed_by_its_usage(gatewa
     assert response.headers["x-gateway-cost"] == "0.002"  # 2,000 reported tokens, not an estimate
 
 
-def test_events_of_a_route_the_gateway_does_not_stream_are_relayed_as_is(gateway, tenant, hostile):
-    name = _deploy(gateway, "openai", f"{hostile.base}/labels/v1")
+def test_events_of_a_route_the_gateway_does_not_stream_are_relayed_as_is_and_billed(gateway, tenant, hostile):
+    name = _deploy(gateway, "openai", f"{hostile.base}/labels/v1", extra={"cost_per_image": "0.04"})
     body = {"model": name, "prompt": "a cat", "stream": True, "partial_images": 1}
     response = http("POST", gateway.v1 + "/images/generations", json=body, headers=_auth(tenant))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     assert b"image_generation.completed" in response.content
+    assert response.headers["x-gateway-cost"] == "0.04"  # one image, as for the same answer without events
 
 
 def test_jsonl_file_content_is_relayed_as_is(gateway, tenant, hostile):

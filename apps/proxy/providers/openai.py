@@ -26,6 +26,7 @@ from apps.proxy.providers.base import (
     Usage,
     json_or_502,
     private_strings,
+    sse_events,
 )
 from apps.proxy.registry import Deployment
 
@@ -57,6 +58,18 @@ def op_path(call: Call) -> str:
     if not call.path_args:
         return OP_PATHS[call.op]
     return OP_PATHS[call.op].format(*(quote(arg, safe="") for arg in call.path_args))
+
+
+def _image_events_usage(raw: bytes, usage: Usage) -> None:
+    """Images and tokens of a streamed image generation (``image_generation.completed`` events)."""
+    for _name, data in sse_events(bytearray(), raw + b"\n\n"):
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("type") in ("image_generation.completed", "image_edit.completed"):
+            usage.images += 1
+            usage.take(event.get("usage"))
 
 
 def _scrubbed_failure(event: dict[str, Any], dep: Deployment) -> dict[str, Any]:
@@ -127,6 +140,8 @@ class OpenAIAdapter(Adapter):
             # must be JSON whatever its label: an HTML page is a 502, not a 200 for the client.
             if call.op == "audio_speech":
                 usage.characters = len(str(call.body.get("input", "")))
+            elif call.op == "images" and "event-stream" in content_type:
+                _image_events_usage(raw, usage)  # else streamed images would cost nothing
             return Reply(body=raw, usage=usage, content_type=content_type.encode("latin-1"))
         obj = json_or_502(raw, self.name)
         if isinstance(obj, dict):
