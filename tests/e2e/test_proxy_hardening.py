@@ -44,6 +44,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/leaky/v1/messages", self.leaky_messages)
         app.router.add_post("/leaky/v1/responses", self.leaky_responses)
         app.router.add_post("/leaky/gemini/models/{action}", self.gemini_bad_key)
+        app.router.add_post("/gemini-fails/models/{action}", self.gemini_fails_mid_stream)
         app.router.add_post("/gzip/v1/chat/completions", self.gzipped)
         app.router.add_post("/odd-stream/v1/chat/completions", self.odd_stream)
         app.router.add_post("/legacy/v1/completions", self.completions_stream)
@@ -110,6 +111,16 @@ class HostileUpstream(ThreadedApp):
         ]
         for name, event in events:
             await response.write(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
+        return response
+
+    async def gemini_fails_mid_stream(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        part = {"candidates": [{"content": {"role": "model", "parts": [{"text": "half an answer"}]}}]}
+        await response.write(b"data: " + orjson.dumps(part) + b"\r\n\r\n")
+        error = {"error": {"code": 500, "message": f"internal at {self.base}", "status": "INTERNAL"}}
+        await response.write(b"data: " + orjson.dumps(error) + b"\r\n\r\n")
         return response
 
     async def gemini_bad_key(self, request: web.Request) -> web.Response:
@@ -858,3 +869,12 @@ def test_streamed_completions_carry_and_bill_the_upstream_usage(gateway, tenant,
     assert (usage[-1] or {}).get("completion_tokens") == (1000 if include_usage else None), response.content
     event = spend_event(response.headers["x-request-id"])
     assert (event["prompt_tokens"], event["completion_tokens"]) == (900, 1000)  # the upstream's count
+
+
+def test_a_gemini_error_inside_a_stream_ends_it_with_an_error_event(gateway, tenant, hostile):
+    name = _deploy(gateway, "gemini", f"{hostile.base}/gemini-fails", model="gemini-up")
+    response = _chat(gateway, tenant, name, stream=True)
+    assert response.status_code == 200 and b"half an answer" in response.content
+    last = _sse_data(response.content)[-1]
+    assert orjson.loads(last)["error"]["llm_provider"] == "gemini", response.content
+    _assert_nothing_private(response.text, hostile)

@@ -203,6 +203,10 @@ class GeminiAdapter(Adapter):
             obj = json_or_502(data, self.name)
             if not isinstance(obj, dict):
                 continue
+            error = obj.get("error")
+            if error:  # reported inside the stream: an error event for the client, never a silently short answer
+                message = error.get("message") if isinstance(error, dict) else error
+                raise UpstreamError(502, str(message or "upstream stream error"), llm_provider=self.name)
             _usage(usage, obj.get("usageMetadata"))
             for candidate in obj.get("candidates") or []:
                 text, calls = _message(candidate, tools)
