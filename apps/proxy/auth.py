@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 NEGATIVE_TTL_SECONDS = 5.0
 MAX_ENTRIES = 100_000
+# Refused tokens are remembered apart: a flood of random keys fills (and empties) only this table,
+# never evicting the contexts of working keys.
+MAX_NEGATIVE_ENTRIES = 20_000
 
 MASTER_CONTEXT = KeyContext(
     key_id=None,
@@ -134,9 +137,10 @@ def load_key_context(key_hash: str) -> KeyContext | None:
 
 
 class AuthCache:
-    """presented key -> (KeyContext | None, expiry). ``None`` entries are short-lived negative answers.
+    """presented key -> (KeyContext, expiry); refused keys -> expiry of the short-lived negative answer.
 
-    Bounded (MAX_ENTRIES, then cleared), so a flood of random keys costs memory only briefly.
+    Both bounded (then cleared), so a flood of random keys costs memory only briefly, and separate,
+    so that flood never pushes working keys out of the cache.
     """
 
     def __init__(self, *, ttl: float, master_key: str, run_sync: Callable, loader: Callable = load_key_context):
@@ -145,12 +149,14 @@ class AuthCache:
         self._run_sync = run_sync
         self._loader = loader
         self._entries: dict[str, tuple[KeyContext | None, float]] = {}
+        self._negative: dict[str, float] = {}
         self._loading: dict[str, asyncio.Future] = {}
         self.generation = 0
 
     def clear(self) -> None:
         self.generation += 1
         self._entries = {}
+        self._negative = {}
 
     async def authenticate(self, token: str | None) -> KeyContext:
         if not token:
@@ -162,6 +168,8 @@ class AuthCache:
         now = time.monotonic()
         entry = self._entries.get(token)
         if entry is None or entry[1] <= now:
+            if self._negative.get(token, 0.0) > now:
+                raise unauthorized()
             entry = await self._load(token)
         ctx = entry[0]
         if ctx is None or (ctx.expires_at is not None and ctx.expires_at <= time.time()):
@@ -189,9 +197,14 @@ class AuthCache:
             entry = (ctx, time.monotonic() + (self.ttl if ctx is not None else min(self.ttl, NEGATIVE_TTL_SECONDS)))
             # A clear() while we were loading means the row may have changed: use it once, don't cache it.
             if generation == self.generation:
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries = {}
-                self._entries[token] = entry
+                if ctx is None:
+                    if len(self._negative) >= MAX_NEGATIVE_ENTRIES:
+                        self._negative = {}
+                    self._negative[token] = entry[1]
+                else:
+                    if len(self._entries) >= MAX_ENTRIES:
+                        self._entries = {}
+                    self._entries[token] = entry
             future.set_result(entry)
             return entry
         except BaseException as exc:

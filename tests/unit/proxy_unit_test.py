@@ -205,6 +205,25 @@ async def test_auth_cache_coalesces_concurrent_misses_and_caches(settings):
     assert len(calls) == 2
 
 
+async def test_a_flood_of_unknown_keys_never_evicts_working_ones(settings, monkeypatch):
+    from apps.proxy import auth
+
+    monkeypatch.setattr(auth, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(auth, "MAX_NEGATIVE_ENTRIES", 5, raising=False)
+    calls = []
+    cache = _cache(lambda key_hash: calls.append(key_hash) or (_context() if len(calls) == 1 else None))
+    await cache.authenticate("sk-gw-good")
+    for i in range(12):
+        with pytest.raises(GatewayError):
+            await cache.authenticate(f"sk-gw-random-{i}")
+    assert len(calls) == 13
+    await cache.authenticate("sk-gw-good")
+    assert len(calls) == 13  # still cached
+    with pytest.raises(GatewayError):
+        await cache.authenticate("sk-gw-random-11")  # the negative answer is cached too
+    assert len(calls) == 13
+
+
 async def test_auth_cache_same_401_and_master_key(settings):
     cache = _cache(lambda key_hash: None)
     for token in ("sk-gw-unknown", "", None):
