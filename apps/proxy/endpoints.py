@@ -29,6 +29,8 @@ from apps.proxy.tokens import (
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.spend.events import SpendEvent
 
+MAX_MODEL_NAME = 200  # ModelDeployment.model_name / ModelAlias.alias
+MAX_CUSTOMER_ID = 255  # SpendLog.customer_id
 STREAM_OPS = frozenset({"chat", "completions", "responses", "messages"})
 GENERATIVE_OPS = STREAM_OPS
 FORM_OPS = frozenset({"audio_transcriptions", "files_create"})
@@ -143,7 +145,8 @@ def fill_context(ctx: RequestContext, op: str, body: dict[str, Any], headers: di
     ctx.stream = bool(body.get("stream") is True and op in STREAM_OPS)
     metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     user = body.get("user") if op != "messages" else metadata.get("user_id")
-    ctx.customer_id = user if isinstance(user, str) and user else None
+    # (Cut to what the ledger keeps: a megabyte "user" would otherwise ride along in every spend event.)
+    ctx.customer_id = user[:MAX_CUSTOMER_ID] if isinstance(user, str) and user else None
     session = headers.get(b"x-gateway-session-id")
     session_id = session.decode("latin-1") if session else metadata.get("session_id")
     ctx.session_id = str(session_id)[:200] if session_id else None
@@ -227,6 +230,9 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
         model = body.get("model") or ("omni-moderation-latest" if op == "moderations" else None)
         if not isinstance(model, str) or not model:
             raise bad_request("'model' is required.", param="model")
+        if len(model) > MAX_MODEL_NAME:  # no public name or alias is longer: nothing to look up, echo or log
+            ctx.model = model[:MAX_MODEL_NAME]
+            raise model_not_found(ctx.model)
         ctx.model = model
         fill_context(ctx, op, body, headers)
         registry, group, deployments, support_op = await resolve(gw, ctx, op, model)

@@ -878,3 +878,15 @@ def test_a_gemini_error_inside_a_stream_ends_it_with_an_error_event(gateway, ten
     last = _sse_data(response.content)[-1]
     assert orjson.loads(last)["error"]["llm_provider"] == "gemini", response.content
     _assert_nothing_private(response.text, hostile)
+
+
+def test_absurdly_long_model_and_user_never_reach_the_ledger_whole(gateway, tenant, mock_model):
+    long_model = "m" * 50_000 + "\r\nx-injected: 1"
+    response = _chat(gateway, tenant, long_model)
+    assert response.status_code == 404 and len(response.content) < 1000, response.text[:200]
+    assert "x-injected" not in response.headers
+    assert len(spend_event(response.headers["x-request-id"])["model"]) <= 200
+
+    response = _chat(gateway, tenant, mock_model, user="u" * 50_000)
+    assert response.status_code == 200, response.text[:200]
+    assert len(spend_event(response.headers["x-request-id"])["customer_id"]) <= 255
