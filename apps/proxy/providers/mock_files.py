@@ -18,6 +18,19 @@ class MockFilesMixin:
     name = "mock"
     _files: dict[str, dict[str, Any]]
     _batches: dict[str, dict[str, Any]]
+    # The store lives in the worker's memory (and demo deployments may well stay in a real install):
+    # oldest first out beyond these, so uploads cannot grow a worker without bound.
+    max_files = 200
+    max_file_bytes_total = 64 * 1024 * 1024
+    max_batches = 2000
+
+    def _keep_bounded(self) -> None:
+        total = sum(f["bytes"] for f in self._files.values())
+        while self._files and (len(self._files) > self.max_files or total > self.max_file_bytes_total):
+            oldest = next(iter(self._files))
+            total -= self._files.pop(oldest)["bytes"]
+        while len(self._batches) > self.max_batches:
+            self._batches.pop(next(iter(self._batches)))
 
     def _files_create(self, dep: Deployment, call: Call, model: str):
         content = next((p[3] for p in call.form or [] if p[0] == "file"), b"")
@@ -33,6 +46,7 @@ class MockFilesMixin:
             "status": "processed",
             "_content": content,
         }
+        self._keep_bounded()
         return {k: v for k, v in self._files[file_id].items() if not k.startswith("_")}, Usage(reported=True)
 
     def _files_get(self, dep: Deployment, call: Call, model: str):
@@ -61,6 +75,7 @@ class MockFilesMixin:
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "metadata": call.body.get("metadata"),
         }
+        self._keep_bounded()
         return self._batches[batch_id], Usage(reported=True)
 
     def _batches_get(self, dep: Deployment, call: Call, model: str):
