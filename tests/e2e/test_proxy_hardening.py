@@ -890,3 +890,12 @@ def test_absurdly_long_model_and_user_never_reach_the_ledger_whole(gateway, tena
     response = _chat(gateway, tenant, mock_model, user="u" * 50_000)
     assert response.status_code == 200, response.text[:200]
     assert len(spend_event(response.headers["x-request-id"])["customer_id"]) <= 255
+
+
+@pytest.mark.parametrize(("path", "field"), [("/images/generations", "n"), ("/embeddings", "dimensions")])
+@pytest.mark.parametrize("value", [10**18, 10**8, -5])
+def test_the_builtin_mock_refuses_sizes_that_would_exhaust_the_worker(gateway, tenant, mock_model, path, field, value):
+    body = {"model": mock_model, "prompt": "a cat", "input": "x", field: value}
+    response = http("POST", gateway.v1 + path, json=body, headers=_auth(tenant), timeout=10)
+    assert response.status_code == 400, response.text[:200]
+    assert response.json()["error"]["param"] == field

@@ -40,6 +40,19 @@ PNG_1PX = base64.b64encode(
 ).decode()
 
 
+# What a client may ask the mock to build in the worker's memory (the real APIs' own limits).
+MAX_IMAGES = 10
+MAX_DIMENSIONS = 4096
+
+
+def _bounded(value: Any, name: str, maximum: int) -> int:
+    """A count the mock will materialise: 400 outside 1..maximum (n=10**18 would hang and exhaust the worker)."""
+    number = int(value)
+    if not 1 <= number <= maximum:
+        raise GatewayError(400, f"'{name}' must be between 1 and {maximum}.", param=name, kind="bad_request")
+    return number
+
+
 def _reply_text(dep: Deployment, body: dict[str, Any]) -> str:
     if dep.extra.get("mock_response"):
         return str(dep.extra["mock_response"])
@@ -255,7 +268,9 @@ class MockAdapter(MockFilesMixin, Adapter):
     def _embeddings(self, dep: Deployment, call: Call, model: str):
         inputs = call.body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        dims = int(call.body.get("dimensions") or dep.extra.get("mock_dimensions", 8))
+        dims = _bounded(
+            call.body.get("dimensions") or dep.extra.get("mock_dimensions", 8), "dimensions", MAX_DIMENSIONS
+        )
         data = []
         for i, text in enumerate(inputs):
             vector = embedding_vector(_vector(str(text), dims), call.body.get("encoding_format"))
@@ -306,7 +321,7 @@ class MockAdapter(MockFilesMixin, Adapter):
         }, usage
 
     def _images(self, dep: Deployment, call: Call, model: str):
-        n = int(call.body.get("n") or 1)
+        n = _bounded(call.body.get("n") or 1, "n", MAX_IMAGES)
         return {
             "created": int(time.time()),
             "data": [{"b64_json": PNG_1PX, "revised_prompt": call.body.get("prompt")} for _ in range(n)],
