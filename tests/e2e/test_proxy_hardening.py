@@ -899,3 +899,52 @@ def test_the_builtin_mock_refuses_sizes_that_would_exhaust_the_worker(gateway, t
     response = http("POST", gateway.v1 + path, json=body, headers=_auth(tenant), timeout=10)
     assert response.status_code == 400, response.text[:200]
     assert response.json()["error"]["param"] == field
+
+
+# --- every route x odd field values x every provider: a clean 4xx/5xx, never a gateway error or a hang ------
+ODD_VALUES = [None, True, -1, 1.5, 10**18, "", "x", [], [None], [1], [{}], {}, {"type": "text"}, [{"role": "user"}]]
+ODD_FIELDS = {
+    "/chat/completions": ("messages", "tools", "tool_choice", "response_format", "stop", "n", "max_tokens", "user"),
+    "/completions": ("prompt", "max_tokens", "n"),
+    "/embeddings": ("input", "encoding_format", "dimensions"),
+    "/responses": ("input", "instructions", "tools"),
+    "/images/generations": ("prompt", "n"),
+    "/audio/speech": ("input",),
+    "/moderations": ("input",),
+    "/rerank": ("query", "documents", "top_n"),
+    "/messages": ("messages", "max_tokens", "system", "tools", "tool_choice", "metadata"),
+    "/batches": ("input_file_id", "metadata"),
+}
+VALID = {
+    "/chat/completions": {"messages": [{"role": "user", "content": "x"}]},
+    "/completions": {"prompt": "x"},
+    "/embeddings": {"input": "x"},
+    "/responses": {"input": "x"},
+    "/images/generations": {"prompt": "x"},
+    "/audio/speech": {"input": "x", "voice": "alloy"},
+    "/moderations": {"input": "x"},
+    "/rerank": {"query": "q", "documents": ["a"]},
+    "/messages": {"messages": [{"role": "user", "content": "x"}], "max_tokens": 5},
+    "/batches": {"input_file_id": "file-gw-x.y"},
+}
+
+
+@pytest.mark.parametrize("provider", ["mock", "openai", "anthropic", "gemini", "bedrock"])
+def test_no_request_shape_gets_a_gateway_error_or_hangs(gateway, tenant, upstream, provider):
+    base = {"openai": upstream.url, "anthropic": upstream.base, "gemini": upstream.base + "/gemini"}
+    base["bedrock"] = upstream.base + "/bedrock"
+    name = _name(provider)
+    # (The mock upstream answers odd shapes with 500s: no cooldown, every request must reach the gateway's code.)
+    spec = {"model_name": name, "provider": provider, "model": "up", "extra": {"cooldown_failures": 10**6}}
+    deploy(gateway, {**spec, "api_base": base.get(provider, ""), "api_key": "AK:SK" if provider == "bedrock" else "k"})
+    odd = []
+    for path, fields in ODD_FIELDS.items():
+        for field in fields:
+            for value in ODD_VALUES:
+                for stream in (False, True) if path in ("/chat/completions", "/messages") else (False,):
+                    body = {"model": name, **VALID[path], field: value, **({"stream": True} if stream else {})}
+                    response = http("POST", gateway.v1 + path, json=body, headers=_auth(tenant), timeout=10)
+                    status, text = response.status_code, response.content
+                    if b"gateway_error" in text or (status >= 500 and b"llm_provider" not in text):
+                        odd.append((path, field, value, stream, status, text[:200]))
+    assert not odd, odd[:10]
