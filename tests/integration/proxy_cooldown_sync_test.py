@@ -83,22 +83,27 @@ async def test_a_cooldown_reaches_other_workers_is_stored_and_read_by_late_joine
         assert 25_000 < redis_client.pttl(cooldown_key(dep_id)) <= 30_000
         stored = CooldownMessage.decode(redis_client.get(cooldown_key(dep_id)))
         assert stored.deployment_id == dep_id and stored.worker == first.cooldown_sync.worker_id
-        assert first.cooldown_sync.published == 1 and first.cooldown_sync.applied == 0  # its own echo ignored
+        assert first.cooldown_sync.published == 1
+        assert not first.health[dep_id].cooldown_reason.startswith("shared")  # its own echo ignored
 
         joiner = await listening_router()  # started after the message was sent: reads the stored key
         assert 25 < cooling(joiner, dep_id) <= 30
         assert 25 < shared_cooldowns_left(settings.REDIS_URL, [dep_id, dep_id + 1])[dep_id] <= 30
 
         # A shorter cooldown announced later shortens neither the stored one nor the workers' ones.
+        # (Other tests' gateways share this Redis channel: progress is judged by our own ids, never by
+        # counts. Messages on one channel arrive in order, so once the marker is applied, so was "short".)
+        marker = dep_id + 1
         await first.cooldown_sync._publish(CooldownMessage(dep_id, 3.0, "short", "elsewhere"))
-        await wait_until(lambda: second.cooldown_sync.applied == 2)
+        await first.cooldown_sync._publish(CooldownMessage(marker, 5.0, "marker", "elsewhere"))
+        await wait_until(lambda: cooling(second, marker) > 0)
         assert redis_client.pttl(cooldown_key(dep_id)) > 20_000
         assert cooling(second, dep_id) > 20
     finally:
         for router in (first, second, joiner):
             if router is not None:
                 await router.close()
-        redis_client.delete(cooldown_key(dep_id))
+        redis_client.delete(cooldown_key(dep_id), cooldown_key(dep_id + 1))
 
 
 async def test_redis_down_never_fails_the_request_path():
@@ -126,9 +131,11 @@ async def test_foreign_and_malformed_messages_on_the_channel_are_ignored(redis_c
         redis_client.publish(CHANNEL, b"garbage")
         redis_client.publish(CHANNEL, CooldownMessage(dep_id, 20.0, "from a peer", "peer").encode())
         await wait_until(lambda: cooling(router, dep_id) > 0)
-        assert router.cooldown_sync.applied == 1  # the garbage before it changed nothing and broke nothing
+        assert 15 < cooling(router, dep_id) <= 20
+        assert router.cooldown_sync.connects == 1  # the garbage before it did not break the listener
     finally:
         await router.close()
+        redis_client.delete(cooldown_key(dep_id))
 
 
 @pytest.mark.django_db
