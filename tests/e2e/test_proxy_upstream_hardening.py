@@ -340,3 +340,18 @@ def test_a_gemini_error_inside_a_stream_ends_it_with_an_error_event(gateway, ten
     last = sse_data(response.content)[-1]
     assert orjson.loads(last)["error"]["llm_provider"] == "gemini", response.content
     assert_nothing_private(response.text, hostile)
+
+
+@pytest.mark.parametrize(
+    ("response_format", "cost"),
+    [("json", "0.009"), ("srt", "0.0655"), ("text", "0.002"), ("legacy_json", "0.002")],
+)
+def test_transcriptions_are_billed_by_their_audio_whatever_the_format(gateway, tenant, hostile, response_format, cost):
+    """9 s reported in usage; the srt's last cue ends at 65.5 s; otherwise 32,000 bytes at 128 kbit/s: 2 s."""
+    name = deploy_at(gateway, "openai", f"{hostile.base}/labels/v1", extra={"cost_per_audio_second": "0.001"})
+    fields = {"model": name, "response_format": response_format, "file": b"\0" * 32_000}
+    body, content_type = multipart(fields)
+    headers = {**auth_headers(tenant), "content-type": content_type}
+    response = http("POST", gateway.v1 + "/audio/transcriptions", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gateway-cost"] == cost

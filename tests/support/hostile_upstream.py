@@ -49,6 +49,7 @@ class HostileUpstream(ThreadedApp):
         app.router.add_post("/multiline/v1/chat/completions", self.multiline_stream)
         app.router.add_post("/multiline/v1/messages", self.multiline_stream)
         app.router.add_post("/labels/v1/chat/completions", self.mislabelled)
+        app.router.add_post("/labels/v1/audio/transcriptions", self.transcription)
         app.router.add_post("/labels/v1/images/generations", self.image_events)
         app.router.add_post("/labels/v1/files", self.file_created)
         app.router.add_get("/labels/v1/files/{id}/content", self.file_content)
@@ -200,6 +201,19 @@ class HostileUpstream(ThreadedApp):
         if body.get("stream"):  # a server that does not stream: one JSON document
             return web.json_response(answer)
         return web.Response(body=orjson.dumps(answer), content_type="text/plain")  # a sloppy compatible server
+
+    async def transcription(self, request: web.Request) -> web.Response:
+        """Whisper's answer in each response_format: only some of them say how long the audio was."""
+        form = await request.post()
+        kind = form.get("response_format", "json")
+        if kind == "srt":
+            cues = "1\n00:00:00,000 --> 00:00:02,000\nhello\n\n2\n00:00:02,000 --> 00:01:05,500\nthere\n"
+            return web.Response(text=cues, content_type="text/plain")
+        if kind == "text":
+            return web.Response(text="hello there\n", content_type="text/plain")
+        if kind == "legacy_json":
+            return web.json_response({"text": "hello there"})
+        return web.json_response({"text": "hello there", "usage": {"type": "duration", "seconds": 9}})
 
     async def image_events(self, request: web.Request) -> web.Response:
         await request.read()  # gpt-image-1 with "stream": true answers with events

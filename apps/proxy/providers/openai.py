@@ -8,6 +8,7 @@ and drops it again when the client did not ask for it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -70,6 +71,28 @@ def _image_events_usage(raw: bytes, usage: Usage) -> None:
         if isinstance(event, dict) and event.get("type") in ("image_generation.completed", "image_edit.completed"):
             usage.images += 1
             usage.take(event.get("usage"))
+
+
+_TIMESTAMP = re.compile(rb"(?:(\d+):)?(\d\d):(\d\d)[.,](\d{3})")
+ESTIMATED_AUDIO_BYTES_PER_SECOND = 16_000  # 128 kbit/s, the common compressed upload
+
+
+def _subtitle_seconds(raw: bytes) -> float:
+    """The end of the last cue of an srt/vtt transcription (0.0 for plain text)."""
+    arrow = raw.rfind(b"-->")
+    line_end = raw.find(b"\n", arrow)
+    after = raw[arrow + 3 : line_end if line_end != -1 else None].split() if arrow != -1 else []
+    found = _TIMESTAMP.fullmatch(after[0]) if after else None
+    if not found:
+        return 0.0
+    hours, minutes, seconds, millis = (int(g or 0) for g in found.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def _upload_seconds(call: Call) -> float:
+    """An estimate from the uploaded audio's size, when the answer does not say how long it was."""
+    size = sum(len(part[3]) for part in call.form or () if part[0] == "file")
+    return size / ESTIMATED_AUDIO_BYTES_PER_SECOND
 
 
 def _scrubbed_failure(event: dict[str, Any], dep: Deployment) -> dict[str, Any]:
@@ -142,14 +165,22 @@ class OpenAIAdapter(Adapter):
                 usage.characters = len(str(call.body.get("input", "")))
             elif call.op == "images" and "event-stream" in content_type:
                 _image_events_usage(raw, usage)  # else streamed images would cost nothing
+            elif call.op == "audio_transcriptions":
+                usage.audio_seconds = _subtitle_seconds(raw) or _upload_seconds(call)
             return Reply(body=raw, usage=usage, content_type=content_type.encode("latin-1"))
         obj = json_or_502(raw, self.name)
         if isinstance(obj, dict):
             usage.take(obj.get("usage"))
             if call.op == "images":
                 usage.images = len(obj.get("data") or [])
-            elif call.op == "audio_transcriptions" and obj.get("duration") is not None:
-                usage.audio_seconds = float(obj["duration"])
+            elif call.op == "audio_transcriptions":
+                # verbose_json has "duration"; json has usage {"type": "duration", "seconds"} (whisper) or tokens.
+                reported = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+                seconds = obj.get("duration", reported.get("seconds"))
+                if seconds is not None:
+                    usage.audio_seconds = float(seconds)
+                elif not usage.reported:
+                    usage.audio_seconds = _upload_seconds(call)  # an old-style {"text"}: not free
         return Reply(body=raw, usage=usage, obj=obj if isinstance(obj, dict) else None)
 
     async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):
