@@ -6,6 +6,8 @@ The body is already in memory (bounded by PROXY_MAX_BODY_BYTES); parts come back
 
 from __future__ import annotations
 
+import re
+
 from apps.proxy.errors import bad_request
 
 Part = tuple[str, str | None, str, bytes]
@@ -19,11 +21,16 @@ def _boundary(content_type: bytes) -> bytes:
     raise bad_request("multipart/form-data body without a boundary.")
 
 
+# One parameter of a Content-Disposition header: a quoted string (may hold ";" and escaped quotes) or a token.
+_PARAM = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
 def _disposition(value: str) -> tuple[str, str | None]:
     name, filename = "", None
-    for piece in value.split(";")[1:]:
-        key, _, raw = piece.strip().partition("=")
-        raw = raw.strip().strip('"')
+    for key, raw in _PARAM.findall(value):
+        raw = raw.strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r'\\(["\\])', r"\1", raw[1:-1])
         if key.lower() == "name":
             name = raw
         elif key.lower() == "filename":

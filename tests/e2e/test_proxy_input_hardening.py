@@ -6,6 +6,8 @@ error, a hang, a bypassed check or a worker exhausted.
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import orjson
 import pytest
 
@@ -293,3 +295,18 @@ def test_no_request_shape_gets_a_gateway_error_or_hangs(gateway, tenant, upstrea
                     if b"gateway_error" in text or (status >= 500 and b"llm_provider" not in text):
                         odd.append((path, field, value, stream, status, text[:200]))
     assert not odd, odd[:10]
+
+
+def test_an_upload_keeps_its_file_name_whole(gateway, tenant, upstream):
+    """The upstream tells the audio format by the file name's extension; a ";" in it must not cut it."""
+    name = deploy_at(gateway, "openai", upstream.url, model="gpt-up")
+    body = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="model"\r\n\r\n' + name.encode() + b"\r\n"
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="take 1; final.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nRIFF0000WAVE\r\n--b0undary--\r\n"
+    )
+    headers = {**auth_headers(tenant), "content-type": "multipart/form-data; boundary=b0undary"}
+    response = http("POST", gateway.v1 + "/audio/transcriptions", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    sent = upstream.last("/audio/transcriptions")["body"]["file"]["filename"]
+    assert unquote(sent) == "take 1; final.wav"  # (aiohttp's form encoder percent-escapes file names)
