@@ -40,6 +40,21 @@ def test_upstream_redirects_are_not_followed(gateway, tenant, hostile, code, pro
     assert hostile.loot == []
 
 
+def test_the_admins_connection_test_says_where_a_redirect_went(hostile, transactional_db):
+    from apps.proxy.models import ModelDeployment
+    from apps.teams.connection_probe import probe_deployment
+
+    deployment = ModelDeployment(
+        model_name="probe-redirect", provider="openai", model="up", api_base=f"{hostile.base}/redirect302/v1"
+    )
+    deployment.set_credentials(UPSTREAM_KEY)
+    deployment.save()
+    hostile.loot.clear()
+    result = probe_deployment(deployment)
+    assert not result.ok and f"HTTP 302 to {hostile.base}/loot" in result.detail, result
+    assert hostile.loot == []
+
+
 # --- upstream error texts: relayed, but never the deployment's key, host or account ------------------------
 
 

@@ -346,6 +346,8 @@ class Adapter:
                     retryable=True,
                     kind="upstream_redirect",
                     upstream_status=response.status,
+                    # For the admin's connection test: often http:// where https:// is needed, or a missing /v1.
+                    operator_detail=f"HTTP {response.status} to {response.headers.get('Location', '?')[:200]}",
                 )
             try:
                 raw = await read_bounded(response, ERROR_BODY_BYTES) or b""
