@@ -229,6 +229,9 @@ class Gateway:
         if op is not None:
             return op, ()
         parts = path.split("/")
+        # Model ids may hold slashes ("meta-llama/Llama-3-8b"): everything after /v1/models/ is the id.
+        if method == "GET" and len(parts) > 4 and parts[2] == "models" and all(parts[3:]):
+            return "models_get", ("/".join(parts[3:]),)
         # ["", "v1", collection, id, action?]
         if len(parts) in (4, 5) and parts[3]:
             op = PATH_ROUTES.get((method, parts[2], parts[4] if len(parts) == 5 else ""))
@@ -264,7 +267,7 @@ class Gateway:
         except Exception:
             # A bug of ours, not the client's or the upstream's: log it with the request id and answer
             # in the OpenAI error shape (if the response has not started yet) rather than a bare 500 page.
-            logger.exception("unexpected error in %s %s (%s)", scope["method"], path, request_id)
+            logger.exception("unexpected error in %r %r (%s)", scope["method"], path, request_id)  # %r: no forged lines
             error = GatewayError(
                 502, "The gateway could not complete this request.", code="gateway_error", kind="internal_error"
             )

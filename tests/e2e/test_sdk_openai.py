@@ -162,6 +162,14 @@ def test_models_lists_only_what_the_key_may_use(gateway, upstream, tenant):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 
 
+def test_a_model_id_with_slashes_is_retrieved_by_its_whole_name(client, gateway, upstream):
+    name = f"meta-llama/{unique_name('Llama')}"
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "gpt-up", "api_base": upstream.url})
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(f"meta-llama/{unique_name('missing')}")
+
+
 def test_org_private_deployment_invisible_to_other_tenants(gateway, upstream, tenant):
     private = unique_name()
     deploy(
