@@ -5,7 +5,7 @@ rm -rf "${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus}" && mkdir -p "${PROMETHEUS_
 case "${1:-web}" in
   web)
     exec uvicorn gateway_project.asgi:application --host 0.0.0.0 --port "${PORT:-4000}" \
-      --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --no-access-log --proxy-headers ;;
+      --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --no-access-log --no-server-header --proxy-headers ;;
   worker)
     exec celery -A gateway_project worker --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CELERY_CONCURRENCY:-2}" ;;
   beat)
