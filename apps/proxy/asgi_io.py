@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -21,8 +22,14 @@ def header_map(scope: dict[str, Any]) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
-async def read_body(receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The whole request body, or 413 as soon as it exceeds ``limit`` bytes (declared or actual)."""
+async def read_body(receive, headers: dict[bytes, bytes], limit: int, idle_timeout: float | None = None) -> bytes:
+    """The whole request body, or 413 as soon as it exceeds ``limit`` bytes (declared or actual).
+
+    A body that stops arriving (a client that declares 20 MB and sends 10 bytes) is a 408 after
+    ``idle_timeout`` seconds without a chunk (``PROXY_BODY_IDLE_TIMEOUT_SECONDS``), instead of holding
+    the request open forever. Only the later chunks are timed: an ordinary request's body is complete
+    in its first message, so the hot path never arms a timer.
+    """
     declared = headers.get(b"content-length")
     if declared is not None:
         try:
@@ -33,8 +40,8 @@ async def read_body(receive, headers: dict[bytes, bytes], limit: int) -> bytes:
             raise too_large(limit)
     chunks: list[bytes] = []
     total = 0
+    message = await receive()
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
@@ -45,6 +52,18 @@ async def read_body(receive, headers: dict[bytes, bytes], limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
+        if idle_timeout is None:
+            from django.conf import settings
+
+            idle_timeout = settings.PROXY_BODY_IDLE_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout(idle_timeout):
+                message = await receive()
+        except TimeoutError:
+            raise GatewayError(
+                408, f"The request body stalled: nothing arrived for {idle_timeout:g} s.", code="request_timeout",
+                kind="body_timeout", headers={"connection": "close"},
+            ) from None  # fmt: skip
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

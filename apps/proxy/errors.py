@@ -49,6 +49,7 @@ ERROR_TYPES = {
     403: "permission_denied",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     502: "api_error",

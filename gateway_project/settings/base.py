@@ -205,6 +205,8 @@ RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400
 # In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.
 AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
 PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
+# A request body that stops arriving for this long is a 408 (slow or stalled uploads hold no request forever).
+PROXY_BODY_IDLE_TIMEOUT_SECONDS = env_float("PROXY_BODY_IDLE_TIMEOUT_SECONDS", 30.0, minimum=0.1)
 PROXY_UPSTREAM_TIMEOUT_SECONDS = env_float("PROXY_UPSTREAM_TIMEOUT_SECONDS", 600.0, minimum=0.1)
 # The cyclic GC's youngest-generation threshold for serving processes (CPython's default is 700). A /v1
 # request allocates a few hundred containers, nearly all freed by reference counting; at 700 a young
