@@ -94,11 +94,16 @@ EMPTY_REGISTRY = Registry(groups={}, aliases={}, loaded_at=0.0)
 
 
 def _deployment_from_row(row) -> Deployment | None:
-    from apps.proxy.services import api_base_problem
+    from apps.proxy.services import HEADER_SAFE_FIELDS, api_base_problem, control_character_problem
 
     problem = api_base_problem(row.api_base)
     if problem:
         logger.error("deployment %s skipped: api_base %s", row.pk, problem)
+        return None
+    # Rows written before the services refused control characters: serving them would close every answer.
+    unsafe = [name for name in HEADER_SAFE_FIELDS if control_character_problem(getattr(row, name))]
+    if unsafe:
+        logger.warning("deployment %s skipped: control characters in %s", row.pk, ", ".join(unsafe))
         return None
     try:
         api_key = row.get_credentials()

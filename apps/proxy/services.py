@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -49,6 +50,18 @@ LINK_LOCAL_NETWORKS = (
     ipaddress.ip_network("fe80::/10"),
     ipaddress.ip_network("fd00:ec2::254/128"),
 )
+
+
+# Fields that end up in a response header (``x-gateway-deployment``) and in log lines: a CR/LF there makes
+# the server refuse the whole response, so every answer through the deployment would be a closed connection.
+HEADER_SAFE_FIELDS = ("model_name", "model", "api_version", "region")
+
+
+def control_character_problem(value: object) -> str | None:
+    """Why ``value`` may not be a deployment's name/model/version/region, or None when it may."""
+    if isinstance(value, str) and any(unicodedata.category(ch) == "Cc" for ch in value):
+        return "must not contain control characters (line breaks, tabs, NUL...)."
+    return None
 
 
 def api_base_problem(api_base: str, *, allow_private: bool | None = None) -> str | None:
@@ -95,9 +108,11 @@ def _validate(values: dict) -> None:
     unknown = set(values) - set(DEPLOYMENT_SETTABLE)
     if unknown:
         raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
-    problem = api_base_problem(values.get("api_base") or "")
-    if problem:
-        raise ValidationError({"api_base": problem})
+    problems = {name: control_character_problem(values.get(name)) for name in HEADER_SAFE_FIELDS}
+    problems["api_base"] = api_base_problem(values.get("api_base") or "")
+    problems = {name: problem for name, problem in problems.items() if problem}
+    if problems:
+        raise ValidationError(problems)
     extra = values.get("extra")
     if extra is not None:
         if not isinstance(extra, dict):

@@ -48,7 +48,8 @@ def probe_deployment(deployment) -> ConnectionResult:
     started = time.perf_counter()
     dep = _deployment_from_row(deployment)
     if dep is None:
-        return ConnectionResult(False, None, 0.0, "unusable deployment: unsafe api_base or undecryptable credentials")
+        why = "unusable deployment: unsafe api_base, control characters or undecryptable credentials"
+        return ConnectionResult(False, None, 0.0, why)
     timeout = min(deployment.timeout_seconds or PROBE_TIMEOUT_SECONDS, PROBE_TIMEOUT_SECONDS)
     try:
         reply = async_to_sync(_send)(dep, timeout)

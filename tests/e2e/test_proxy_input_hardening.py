@@ -310,3 +310,17 @@ def test_an_upload_keeps_its_file_name_whole(gateway, tenant, upstream):
     assert response.status_code == 200, response.text
     sent = upstream.last("/audio/transcriptions")["body"]["file"]["filename"]
     assert unquote(sent) == "take 1; final.wav"  # (aiohttp's form encoder percent-escapes file names)
+
+
+def test_a_deployment_row_with_a_line_break_in_its_model_is_skipped_not_served(gateway, tenant):
+    """A row written before the services refused control characters: uvicorn would refuse the
+    x-gateway-deployment header and close every answer; the registry leaves it out instead."""
+    name = unique_name("crlf")
+    deploy(gateway, {"model_name": name, "provider": "mock", "model": "mock-up\r\nx-injected: 1"}, wait=False)
+    clean = unique_name("mock")
+    deploy(gateway, {"model_name": clean, "provider": "mock", "model": "mock-up"})  # the reload saw both rows
+    assert name not in gateway.models()
+    response = chat(gateway, tenant, name)
+    assert 400 <= response.status_code < 500, response.text
+    assert "x-injected" not in response.headers
+    assert chat(gateway, tenant, clean).status_code == 200

@@ -165,6 +165,12 @@ def test_deployment_credentials_are_write_only_in_the_admin(root):
     assert response.status_code == 200 and "link-local" in response.content.decode()
     deployment.refresh_from_db()
     assert deployment.api_base == "https://api.example.com/v1"
+    # A line break in the model would end up in a response header: a form error, nothing saved.
+    form.update(api_base="https://api.example.com/v1", model="gpt-4o\r\nx-injected: 1")
+    response = client.post(f"/admin/proxy/modeldeployment/{deployment.pk}/change/", form)
+    assert response.status_code == 200 and "control characters" in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.model == "gpt-4o"
 
 
 def test_team_admin_reads_but_does_not_change_org_deployments(acme, alice, charlie):

@@ -104,3 +104,30 @@ def test_tenants_manage_only_their_own_deployments(acme, globex, olga, alice, ch
     assert client_for(charlie).delete(f"/api/v1/deployments/{acmes.pk}/").status_code == 404
     assert client_for(olga).delete(f"/api/v1/deployments/{acmes.pk}/").status_code == 204
     assert not ModelDeployment.objects.filter(pk=acmes.pk).exists()
+
+
+@pytest.mark.parametrize("field", ["model", "model_name", "api_version", "region"])
+@pytest.mark.parametrize("bad", ["gpt-4o\r\nx-injected: 1", "gpt\n4o", "gpt\x7f4o", "gpt\x854o"])
+def test_control_characters_in_header_fields_are_a_400(master, field, bad):
+    """These fields end up in the x-gateway-deployment header: a CR/LF there closes every answer unanswered."""
+    response = master.post("/api/v1/deployments/", payload(**{field: bad}), format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json() and "control characters" in str(response.json()[field])
+    assert not ModelDeployment.objects.exists()
+
+
+def test_control_characters_are_refused_on_update_too(master):
+    deployment_id = master.post("/api/v1/deployments/", payload(), format="json").json()["id"]
+    response = master.patch(f"/api/v1/deployments/{deployment_id}/", {"model": "a\r\nb"}, format="json")
+    assert response.status_code == 400 and "model" in response.json()
+    assert ModelDeployment.objects.get(pk=deployment_id).model == "gpt-4o-2024-08-06"
+
+
+def test_the_registry_skips_rows_with_control_characters(caplog):
+    from apps.proxy.registry import load_registry
+
+    DeploymentFactory(model_name="clean", model="up")
+    bad = DeploymentFactory(model_name="dirty", model="up\r\nx-injected: 1")
+    registry = load_registry()
+    assert "clean" in registry.groups and "dirty" not in registry.groups
+    assert f"deployment {bad.pk} skipped: control characters in model" in caplog.text
