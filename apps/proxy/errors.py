@@ -146,3 +146,7 @@ class UpstreamError(GatewayError):
         self.upstream_status = upstream_status
         # What the upstream said, scrubbed of credentials: for logs and the admin, not for clients.
         self.operator_detail = operator_detail or message
+
+
+class AddressRefused(OSError):
+    """Raised by ``SafeResolver``: every address the host resolves to is one upstreams may not use."""

@@ -14,6 +14,7 @@ import socket
 
 from aiohttp.resolver import DefaultResolver
 
+from apps.proxy.errors import AddressRefused
 from apps.proxy.services import LINK_LOCAL_NETWORKS
 
 
@@ -42,5 +43,5 @@ class SafeResolver(DefaultResolver):
         answers = await super().resolve(host, port, family)
         allowed = [a for a in answers if not forbidden_address(a["host"], allow_private=self.allow_private)]
         if not allowed:
-            raise OSError(f"{host} resolves only to addresses upstreams may not use; refusing to connect")
+            raise AddressRefused(f"{host} resolves only to addresses upstreams may not use; refusing to connect")
         return allowed

@@ -37,7 +37,12 @@ async def _send(dep, timeout: float):
     call = Call(
         op="chat", body={"model": dep.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     )
-    async with aiohttp.ClientSession() as session:
+    from apps.proxy.resolver import SafeResolver
+
+    # The same guards as the proxy's pool: DNS answers pointing at metadata/link-local (or private, when those
+    # are off) addresses are refused at connect time, no cookie is kept, and the adapter follows no redirect.
+    connector = aiohttp.TCPConnector(resolver=SafeResolver())
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
         return await asyncio.wait_for(adapter.send(session, dep, call, timeout), timeout + 1)
 
 

@@ -55,6 +55,58 @@ def test_the_admins_connection_test_says_where_a_redirect_went(hostile, transact
     assert hostile.loot == []
 
 
+def _resolve_as(monkeypatch, names: dict[str, str]) -> None:
+    """Point host names at chosen addresses for this process (DNS rebinding, without touching /etc/hosts)."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        return real(names.get(host, host), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_the_admins_connection_test_refuses_a_host_that_resolves_to_metadata(monkeypatch, transactional_db):
+    """api_base names a host, so it passed validation; at connect time it resolves to 169.254.169.254."""
+    from apps.proxy.models import ModelDeployment
+    from apps.proxy.providers.base import ADDRESS_REFUSED_DETAIL
+    from apps.teams.connection_probe import probe_deployment
+
+    _resolve_as(monkeypatch, {"rebound.example.test": "169.254.169.254"})
+    deployment = ModelDeployment(
+        model_name="probe-rebind", provider="openai", model="up", api_base="http://rebound.example.test/v1"
+    )
+    deployment.timeout_seconds = 2
+    deployment.set_credentials(UPSTREAM_KEY)
+    deployment.save()
+    result = probe_deployment(deployment)
+    # The proxy's own pool answers such a deployment with a 502 "Could not reach the upstream".
+    assert not result.ok and result.status == 502 and result.detail == ADDRESS_REFUSED_DETAIL, result
+
+
+def test_the_admins_connection_test_refuses_private_addresses_when_they_are_off(
+    monkeypatch, settings, upstream, transactional_db
+):
+    from apps.proxy.models import ModelDeployment
+    from apps.teams.connection_probe import probe_deployment
+
+    settings.PROXY_ALLOW_PRIVATE_UPSTREAMS = False
+    _resolve_as(monkeypatch, {"internal.example.test": "127.0.0.1"})
+    deployment = ModelDeployment(
+        model_name="probe-private",
+        provider="openai",
+        model="probe-private-up",
+        api_base=f"http://internal.example.test:{upstream.port}/v1",
+    )
+    deployment.set_credentials(UPSTREAM_KEY)
+    deployment.save()
+    seen = len(upstream.requests)
+    result = probe_deployment(deployment)
+    assert not result.ok and result.status == 502, result
+    assert not any("probe-private-up" in str(r["body"]) for r in upstream.requests[seen:])
+
+
 # --- upstream error texts: relayed, but never the deployment's key, host or account ------------------------
 
 

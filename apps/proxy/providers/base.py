@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from apps.proxy.errors import GatewayError, UpstreamError, scrub_upstream_text
+from apps.proxy.errors import AddressRefused, GatewayError, UpstreamError, scrub_upstream_text
 from apps.proxy.registry import Deployment
 
 logger = logging.getLogger(__name__)
@@ -193,13 +193,28 @@ def _retry_after(headers) -> float | None:
     return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds > 0 else 0.0
 
 
+ADDRESS_REFUSED_DETAIL = (
+    "refused: the host resolves only to link-local/metadata addresses "
+    "(or private ones while PROXY_ALLOW_PRIVATE_UPSTREAMS is off)"
+)
+
+
 def upstream_io_error(provider: str, exc: BaseException, broken: str) -> UpstreamError:
     """A timeout (504) or a failed connection (502, saying ``broken``): both worth another deployment."""
     if isinstance(exc, TimeoutError):
         return UpstreamError(
             504, "The upstream did not answer in time.", llm_provider=provider, retryable=True, kind="upstream_timeout"
         )
-    return UpstreamError(502, broken, llm_provider=provider, retryable=True, kind="upstream_connection")
+    refused = isinstance(getattr(exc, "os_error", None), AddressRefused) or isinstance(exc, AddressRefused)
+    return UpstreamError(
+        502,
+        broken,
+        llm_provider=provider,
+        retryable=True,
+        kind="upstream_connection",
+        # Clients only read ``broken``; the admin's connection test says why nothing was tried.
+        operator_detail=ADDRESS_REFUSED_DETAIL if refused else "",
+    )
 
 
 def private_strings(dep: Deployment) -> tuple[str, ...]:
