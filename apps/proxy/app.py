@@ -52,6 +52,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/models"): "models",
     ("POST", "/v1/files"): "files_create",
     ("POST", "/v1/batches"): "batches_create",
+    ("GET", "/v1/files"): "files_list",
+    ("GET", "/v1/batches"): "batches_list",
+    ("POST", "/v1/messages/count_tokens"): "messages_count_tokens",
     ("GET", "/v1/openapi.json"): "openapi",
 }
 # /v1/<collection>/<id>[/<action>]
@@ -59,6 +62,7 @@ PATH_ROUTES: dict[tuple[str, str, str], str] = {
     ("GET", "models", ""): "models_get",
     ("GET", "files", ""): "files_get",
     ("GET", "files", "content"): "files_content",
+    ("DELETE", "files", ""): "files_delete",
     ("GET", "batches", ""): "batches_get",
     ("POST", "batches", "cancel"): "batches_cancel",
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from apps.proxy import listing
 from apps.proxy.asgi_io import encode_headers, parse_json_object, send_json, send_response
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError, bad_request, model_not_allowed
@@ -136,9 +137,9 @@ async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, 
         gw.session, dep, Call("files_create", {}, form=upload), dep.timeout_seconds or gw.settings_timeout
     )
     obj = _reply_object(reply, dep.provider)
-    obj["id"] = wrap(
-        Handle("file", dep.id, str(obj.get("id")), ctx.key.organization_id, model, requests, prompt, output), gw.secret
-    )
+    handle = Handle("file", dep.id, str(obj.get("id")), ctx.key.organization_id, model, requests, prompt, output)
+    obj["id"] = wrap(handle, gw.secret)
+    await listing.record(gw, "file", handle, obj["id"], obj)
     await send_json(send, 200, obj, gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label))
 
 
@@ -194,7 +195,10 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
         await gw.chain.pre_call(ctx)
         call = Call("batches_create", {**body, "input_file_id": handle.upstream_id})
         reply = await gw.adapters[dep.provider].send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
-        obj = _wrap_batch(_reply_object(reply, dep.provider), handle, gw.secret)
+        upstream_obj = _reply_object(reply, dep.provider)
+        obj = _wrap_batch(upstream_obj, handle, gw.secret)
+        batch = Handle("batch", dep.id, str(upstream_obj.get("id")), handle.organization_id)
+        await listing.record(gw, "batch", batch, obj["id"], obj)
         result = CallResult(status=200)
         headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
         await send_json(send, 200, obj, headers + encode_headers(ctx.response_headers))

@@ -7,10 +7,11 @@ from typing import Any
 
 import orjson
 
-from apps.proxy import batches
+from apps.proxy import batches, listing
 from apps.proxy.asgi_io import encode_headers, header_map, parse_json_object, read_body, send_json, send_response
 from apps.proxy.auth import bearer_token
 from apps.proxy.context import CallResult, RequestContext
+from apps.proxy.count_tokens import count_tokens
 from apps.proxy.errors import GatewayError, bad_request, model_not_allowed, model_not_found
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
@@ -47,7 +48,12 @@ ROUTE_OF = {
     "messages": "/v1/messages",
     "files_create": "/v1/files",
     "batches_create": "/v1/batches",
+    "files_list": "/v1/files",
+    "batches_list": "/v1/batches",
+    "messages_count_tokens": "/v1/messages/count_tokens",
 }
+# Lists answered from what the gateway recorded per organization (apps/proxy/listing.py).
+LISTING_OPS = {"files_list": listing.files_list, "batches_list": listing.batches_list}
 REQUIRED = {
     "chat": ("messages", list),
     "messages": ("messages", list),
@@ -78,8 +84,16 @@ async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, re
     if op in batches.PASSTHROUGH_OPS:
         await batches.passthrough(gw, ctx, op, args, send)
         return
+    if op == "files_delete":
+        await listing.file_delete(gw, ctx, args[0], send)
+        return
+    if op in LISTING_OPS:
+        await LISTING_OPS[op](gw, ctx, scope, send)
+        return
     raw = await read_body(receive, headers, gw.max_body)
-    if op == "files_create":
+    if op == "messages_count_tokens":
+        await count_tokens(gw, ctx, raw, headers, send)
+    elif op == "files_create":
         await batches.file_create(gw, ctx, raw, headers, send)
     elif op == "batches_create":
         await batches.batch_create(gw, ctx, raw, send)

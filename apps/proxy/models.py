@@ -110,3 +110,34 @@ class ModelAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias} -> {self.model_name}"
+
+
+class GatewayObject(models.Model):
+    """A file or batch created through the gateway, recorded for its organization.
+
+    The ids clients hold are signed handles (``apps.proxy.handles``) and need no record; listing does:
+    an upstream account is shared by every tenant, so its own list cannot be scoped. ``GET /v1/files``
+    and ``GET /v1/batches`` answer from these rows only.
+    """
+
+    class Kind(models.TextChoices):
+        FILE = "file", "file"
+        BATCH = "batch", "batch"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    deployment_id = models.BigIntegerField()  # no foreign key: the record outlives a deleted deployment
+    upstream_id = models.CharField(max_length=255)
+    public_id = models.TextField()  # the signed handle the client got
+    purpose = models.CharField(max_length=64, blank=True, default="")
+    snapshot = models.JSONField(default=dict)  # the object as the client first saw it (ids wrapped)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["kind", "organization", "-id"], name="proxy_gwobj_list"),
+            models.Index(fields=["deployment_id", "upstream_id"], name="proxy_gwobj_upstream"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.upstream_id}"

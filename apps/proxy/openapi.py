@@ -86,6 +86,12 @@ class MessagesRequest(_Open):
     stream: bool = False
 
 
+class CountTokensRequest(_Open):
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+
+
 class BatchRequest(_Open):
     input_file_id: str
     endpoint: str
@@ -140,12 +146,16 @@ for _method, _path, _body, _summary in (
     ("post", "/moderations", ModerationRequest, "Moderation"),
     ("post", "/rerank", RerankRequest, "Rerank documents"),
     ("post", "/messages", MessagesRequest, "Anthropic Messages (SSE when stream=true)"),
+    ("post", "/messages/count_tokens", CountTokensRequest, "Anthropic token count (not charged)"),
     ("post", "/batches", BatchRequest, "Submit a batch (charged as its requests and tokens)"),
     ("get", "/models", None, "Models this key may use"),
     ("get", "/models/{model_id}", None, "One model"),
     ("get", "/batches/{batch_id}", None, "Batch status"),
     ("get", "/files/{file_id}", None, "File metadata"),
     ("get", "/files/{file_id}/content", None, "File content"),
+    ("get", "/files", None, "Files this organization uploaded through the gateway"),
+    ("delete", "/files/{file_id}", None, "Delete a file"),
+    ("get", "/batches", None, "Batches this organization submitted through the gateway"),
 ):
     _doc(_method, _path, _body, _summary)
 

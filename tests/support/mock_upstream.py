@@ -102,9 +102,11 @@ class MockUpstream(ThreadedApp):
         app.router.add_post("/v1/rerank", self.rerank)
         app.router.add_post("/v1/files", self.files)
         app.router.add_get("/v1/files/{id}", self.file_get)
+        app.router.add_delete("/v1/files/{id}", self.file_delete)
         app.router.add_post("/v1/batches", self.batches)
         app.router.add_get("/v1/batches/{id}", self.batch_get)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_post("/azure/openai/deployments/{dep}/chat/completions", self.chat)
         app.router.add_post("/gemini/models/{action}", self.gemini)
         app.router.add_post("/bedrock/model/{model}/{action}", self.bedrock)
@@ -381,6 +383,10 @@ class MockUpstream(ThreadedApp):
             }
         )
 
+    async def file_delete(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response({"id": request.match_info["id"], "object": "file", "deleted": True})
+
     async def batches(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         return web.json_response(self._batch("batch_up1", body.get("input_file_id")))
@@ -406,6 +412,10 @@ class MockUpstream(ThreadedApp):
         }
 
     # --- Anthropic -----------------------------------------------------------------------------------
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response({"input_tokens": 1000 + len(body.get("messages", []))})
+
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         model = body.get("model", "")

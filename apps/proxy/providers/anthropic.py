@@ -21,7 +21,7 @@ API_VERSION = "2023-06-01"
 class AnthropicAdapter(Adapter):
     name = "anthropic"
     ops = frozenset({"chat"})
-    native_ops = frozenset({"messages"})
+    native_ops = frozenset({"messages", "messages_count_tokens"})
 
     def prepare(self, dep: Deployment, call: Call) -> HttpRequest:
         base = dep.api_base or DEFAULT_BASE
@@ -34,6 +34,9 @@ class AnthropicAdapter(Adapter):
         }
         if call.anthropic_beta:
             headers["anthropic-beta"] = call.anthropic_beta
+        if call.op == "messages_count_tokens":
+            body = {**call.body, "model": dep.model}
+            return HttpRequest("POST", base + "/v1/messages/count_tokens", headers, orjson.dumps(body))
         if call.op == "messages":
             body = {**call.body, "model": dep.model}
         else:
@@ -44,6 +47,8 @@ class AnthropicAdapter(Adapter):
         obj = json_or_502(raw, self.name)
         if not isinstance(obj, dict):
             obj = {}
+        if call.op == "messages_count_tokens":
+            return Reply(body=raw, usage=Usage(reported=True), obj=obj)
         usage = Usage(reported=bool(obj.get("usage")))
         usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens = messages_usage(obj.get("usage"))
         if call.op == "messages":

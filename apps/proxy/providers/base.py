@@ -112,6 +112,7 @@ OP_PATHS = {
     "files_create": "/files",
     "files_get": "/files/{0}",
     "files_content": "/files/{0}/content",
+    "files_delete": "/files/{0}",
     "batches_create": "/batches",
     "batches_get": "/batches/{0}",
     "batches_cancel": "/batches/{0}/cancel",

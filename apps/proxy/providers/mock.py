@@ -89,6 +89,7 @@ class MockAdapter(MockFilesMixin, Adapter):
             "files_create",
             "files_get",
             "files_content",
+            "files_delete",
             "batches_create",
             "batches_get",
             "batches_cancel",

@@ -59,6 +59,11 @@ class MockFilesMixin:
         self._files_get(dep, call, model)
         return self._files[call.path_args[0]]["_content"], Usage(reported=True)
 
+    def _files_delete(self, dep: Deployment, call: Call, model: str):
+        self._files_get(dep, call, model)
+        del self._files[call.path_args[0]]
+        return {"id": call.path_args[0], "object": "file", "deleted": True}, Usage(reported=True)
+
     def _batches_create(self, dep: Deployment, call: Call, model: str):
         batch_id = "batch_" + uuid.uuid4().hex[:24]
         self._batches[batch_id] = {

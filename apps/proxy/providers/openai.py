@@ -135,6 +135,8 @@ class OpenAIAdapter(Adapter):
         url = self.url(dep, call)
         if call.op in GET_OPS:
             return HttpRequest("GET", url, headers)
+        if call.op == "files_delete":
+            return HttpRequest("DELETE", url, headers)
         if call.form is not None:
             form = aiohttp.FormData()
             for name, filename, content_type, value in call.form:

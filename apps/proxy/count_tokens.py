@@ -1,0 +1,55 @@
+"""``POST /v1/messages/count_tokens`` (the anthropic SDK's ``client.messages.count_tokens``).
+
+An Anthropic deployment counts for itself (its upstream's count_tokens endpoint, with the deployment's
+model). Any other deployment gets the gateway's own estimate of the translated chat request: the number
+the limiters and budgets reserve for that request. Nothing runs on a model and nothing is charged.
+"""
+
+from __future__ import annotations
+
+from apps.proxy.asgi_io import parse_json_object, send_json
+from apps.proxy.context import RequestContext
+from apps.proxy.errors import bad_request, model_not_found
+from apps.proxy.providers import Call
+from apps.proxy.providers.anthropic_reverse import messages_to_chat_request
+from apps.proxy.providers.base import SHAPE_ERRORS, malformed
+from apps.proxy.tokens import estimate_prompt_tokens, reject_client_upstream
+
+NATIVE_PROVIDERS = frozenset({"anthropic"})
+
+
+async def count_tokens(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
+    from apps.proxy.endpoints import MAX_MODEL_NAME, resolve
+
+    body = parse_json_object(raw)
+    reject_client_upstream(raw, body)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required.", param="model")
+    if len(model) > MAX_MODEL_NAME:
+        raise model_not_found(model[:MAX_MODEL_NAME])
+    if not isinstance(body.get("messages"), list):
+        raise bad_request("'messages' must be a list.", param="messages")
+    ctx.model = model
+    _registry, group, deployments, _ = await resolve(gw, ctx, "messages", model)
+    dep = gw.router.pick(group, deployments, set()) if deployments else None
+    if dep is not None and dep.provider in NATIVE_PROVIDERS:
+        beta = headers.get(b"anthropic-beta")
+        call = Call(
+            "messages_count_tokens",
+            body,
+            anthropic_beta=beta.decode("latin-1") if beta and beta.isascii() else None,
+        )
+        reply = await gw.adapters[dep.provider].send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
+        obj = reply.obj
+        if not isinstance(obj, dict) or not isinstance(obj.get("input_tokens"), int):
+            raise malformed(dep.provider)
+        answer = {"input_tokens": obj["input_tokens"]}
+    else:
+        try:
+            chat_body = messages_to_chat_request(body)
+        except SHAPE_ERRORS as exc:
+            raise bad_request(f"The request body has an unexpected shape ({type(exc).__name__}).") from None
+        answer = {"input_tokens": estimate_prompt_tokens(chat_body)}
+    label = dep.label if dep is not None else "none"
+    await send_json(send, 200, answer, gw.common_headers(ctx.request_id, ctx.started_at, deployment=label))
