@@ -43,7 +43,14 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
         ("Upstream", {"fields": ("api_base", "api_version", "region", "api_key", "clear_api_key", "credentials")}),
         (
             "Prices (USD per token)",
-            {"fields": ("input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token")},
+            {
+                "fields": (
+                    "input_cost_per_token",
+                    "output_cost_per_token",
+                    "cached_input_cost_per_token",
+                    "cache_creation_input_token_cost",
+                )
+            },
         ),
         (
             "Capacity and routing",

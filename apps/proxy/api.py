@@ -44,6 +44,7 @@ class DeploymentUpdateInput(StrictInputSerializer):
     input_cost_per_token = serializers.DecimalField(**PRICE)
     output_cost_per_token = serializers.DecimalField(**PRICE)
     cached_input_cost_per_token = serializers.DecimalField(**PRICE)
+    cache_creation_input_token_cost = serializers.DecimalField(**PRICE)
     rpm_limit = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     tpm_limit = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     max_parallel_requests = serializers.IntegerField(min_value=0, required=False, allow_null=True)

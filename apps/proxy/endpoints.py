@@ -304,6 +304,7 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             images=usage.images,
             audio_seconds=usage.audio_seconds,
             characters=usage.characters,

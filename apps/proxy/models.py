@@ -47,6 +47,8 @@ class ModelDeployment(models.Model):
     input_cost_per_token = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
     output_cost_per_token = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
     cached_input_cost_per_token = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
+    # Prompt-cache writes (Anthropic's cache_creation_input_tokens); empty: 1.25x input for Claude models.
+    cache_creation_input_token_cost = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="This deployment's capacity.")
     tpm_limit = models.PositiveBigIntegerField(null=True, blank=True)
     max_parallel_requests = models.PositiveIntegerField(null=True, blank=True)

@@ -17,6 +17,8 @@ from apps.proxy.registry import Deployment
 D = Decimal
 PER_MILLION = D("0.000001")
 ZERO = D(0)
+# Anthropic bills prompt-cache writes (cache_creation_input_tokens) at 1.25x the input price (5-minute cache).
+ANTHROPIC_CACHE_WRITE_FACTOR = D("1.25")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,7 @@ class Price:
     input: Decimal = ZERO
     output: Decimal = ZERO
     cached_input: Decimal | None = None
+    cache_write: Decimal | None = None  # prompt-cache writes; None: the input price
     per_image: Decimal = ZERO
     per_audio_second: Decimal = ZERO
     per_character: Decimal = ZERO
@@ -107,6 +110,18 @@ def _lookup(name: str) -> Price | None:
 _cache: dict[int, tuple[Deployment, Price]] = {}
 
 
+def _is_anthropic_model(deployment: Deployment) -> bool:
+    return deployment.provider == "anthropic" or "claude" in deployment.model.lower()
+
+
+def _cache_write_price(deployment: Deployment, base: Price, input_price: Decimal) -> Decimal | None:
+    if deployment.cache_creation_input_token_cost is not None:
+        return deployment.cache_creation_input_token_cost
+    if base.cache_write is not None:
+        return base.cache_write
+    return input_price * ANTHROPIC_CACHE_WRITE_FACTOR if _is_anthropic_model(deployment) else None
+
+
 def price_for(deployment: Deployment) -> Price:
     """The table's price for this deployment with the deployment's own fields taking precedence."""
     cached = _cache.get(deployment.id)
@@ -114,14 +129,16 @@ def price_for(deployment: Deployment) -> Price:
         return cached[1]
     base = _lookup(deployment.model) or _lookup(deployment.model_name) or ZERO_PRICE
     extra = deployment.extra or {}
+    input_price = deployment.input_cost_per_token if deployment.input_cost_per_token is not None else base.input
     price = Price(
-        input=deployment.input_cost_per_token if deployment.input_cost_per_token is not None else base.input,
+        input=input_price,
         output=deployment.output_cost_per_token if deployment.output_cost_per_token is not None else base.output,
         cached_input=(
             deployment.cached_input_cost_per_token
             if deployment.cached_input_cost_per_token is not None
             else base.cached_input
         ),
+        cache_write=_cache_write_price(deployment, base, input_price),
         per_image=D(str(extra["cost_per_image"])) if "cost_per_image" in extra else base.per_image,
         per_audio_second=(
             D(str(extra["cost_per_audio_second"])) if "cost_per_audio_second" in extra else base.per_audio_second
@@ -135,10 +152,16 @@ def price_for(deployment: Deployment) -> Price:
     return price
 
 
-def token_cost(price: Price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+def token_cost(
+    price: Price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+) -> Decimal:
+    """``prompt_tokens`` includes cache reads and writes (as clients are told); each part at its own rate."""
     cached = min(max(cached_tokens, 0), prompt_tokens)
+    written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
     cached_rate = price.cached_input if price.cached_input is not None else price.input
-    return (prompt_tokens - cached) * price.input + cached * cached_rate + completion_tokens * price.output
+    write_rate = price.cache_write if price.cache_write is not None else price.input
+    plain = prompt_tokens - cached - written
+    return plain * price.input + cached * cached_rate + written * write_rate + completion_tokens * price.output
 
 
 def call_cost(
@@ -147,12 +170,17 @@ def call_cost(
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
     cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
     images: int = 0,
     audio_seconds: float = 0.0,
     characters: int = 0,
 ) -> Decimal:
     cost = token_cost(
-        price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
+        price,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        cache_write_tokens=cache_write_tokens,
     )
     if images:
         cost += images * price.per_image

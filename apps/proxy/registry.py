@@ -33,6 +33,7 @@ class Deployment:
     input_cost_per_token: Decimal | None = None
     output_cost_per_token: Decimal | None = None
     cached_input_cost_per_token: Decimal | None = None
+    cache_creation_input_token_cost: Decimal | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     max_parallel_requests: int | None = None
@@ -123,6 +124,7 @@ def _deployment_from_row(row) -> Deployment | None:
         input_cost_per_token=row.input_cost_per_token,
         output_cost_per_token=row.output_cost_per_token,
         cached_input_cost_per_token=row.cached_input_cost_per_token,
+        cache_creation_input_token_cost=row.cache_creation_input_token_cost,
         rpm_limit=row.rpm_limit,
         tpm_limit=row.tpm_limit,
         max_parallel_requests=row.max_parallel_requests,

@@ -31,6 +31,7 @@ DEPLOYMENT_SETTABLE = (
     "input_cost_per_token",
     "output_cost_per_token",
     "cached_input_cost_per_token",
+    "cache_creation_input_token_cost",
     "rpm_limit",
     "tpm_limit",
     "max_parallel_requests",

@@ -7,6 +7,7 @@ import orjson
 
 from apps.proxy.providers.anthropic_format import (
     MessagesToChatStream,
+    cache_write_tokens,
     chat_to_messages_request,
     messages_to_chat_response,
     messages_usage,
@@ -51,6 +52,7 @@ class AnthropicAdapter(Adapter):
             return Reply(body=raw, usage=Usage(reported=True), obj=obj)
         usage = Usage(reported=bool(obj.get("usage")))
         usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens = messages_usage(obj.get("usage"))
+        usage.cache_write_tokens = cache_write_tokens(obj.get("usage"))
         if call.op == "messages":
             return Reply(body=raw, usage=usage, obj=obj)
         translated = messages_to_chat_response(obj, str(call.body.get("model", dep.model_name)))
@@ -68,9 +70,9 @@ class AnthropicAdapter(Adapter):
                 continue
             kind = obj.get("type", name)
             if kind == "message_start":
-                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens = messages_usage(
-                    (obj.get("message") or {}).get("usage")
-                )
+                start_usage = (obj.get("message") or {}).get("usage")
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens = messages_usage(start_usage)
+                usage.cache_write_tokens = cache_write_tokens(start_usage)
                 usage.reported = True
             elif kind == "message_delta" and (obj.get("usage") or {}).get("output_tokens") is not None:
                 usage.completion_tokens = int(obj["usage"]["output_tokens"])

@@ -146,6 +146,11 @@ def messages_usage(usage: dict[str, Any] | None) -> tuple[int, int, int]:
     return prompt, int(usage.get("output_tokens") or 0), cached
 
 
+def cache_write_tokens(usage: dict[str, Any] | None) -> int:
+    """Anthropic's prompt-cache writes: counted in the prompt (as clients see it), billed at their own rate."""
+    return int((usage or {}).get("cache_creation_input_tokens") or 0)
+
+
 def messages_to_chat_response(obj: dict[str, Any], model: str) -> dict[str, Any]:
     text = []
     tool_calls = []

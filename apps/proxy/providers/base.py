@@ -31,6 +31,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # part of prompt_tokens, billed at the cache-write price (Anthropic)
     images: int = 0
     audio_seconds: float = 0.0
     characters: int = 0
