@@ -8,16 +8,16 @@ the deployment, the owning organization and those counts.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
 from apps.proxy import listing
 from apps.proxy.asgi_io import encode_headers, parse_json_object, send_json, send_response
-from apps.proxy.context import CallResult, RequestContext
+from apps.proxy.context import RequestContext
 from apps.proxy.errors import GatewayError, bad_request, model_not_allowed
 from apps.proxy.handles import Handle, unwrap, wrap
+from apps.proxy.limited import run_limited
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import price_for, token_cost
 from apps.proxy.providers import Call
@@ -28,7 +28,6 @@ from apps.proxy.tokens import (
     reject_client_upstream_form,
     requested_max_tokens,
 )
-from apps.ratelimit.errors import ProxyRateLimitError
 
 PASSTHROUGH_OPS = frozenset({"files_get", "files_content", "batches_get", "batches_cancel"})
 FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
@@ -167,7 +166,6 @@ def _wrap_batch(obj: dict[str, Any], handle: Handle, secret: str) -> dict[str, A
 
 
 async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
-    from apps.proxy.endpoints import spend_event
 
     body = parse_json_object(raw)
     reject_client_upstream(raw, body)
@@ -187,33 +185,18 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
     ctx.estimated_cost = token_cost(
         price_for(dep), prompt_tokens=handle.prompt_tokens, completion_tokens=handle.max_tokens
     )
-    result = CallResult(status=502, error_type="internal_error")  # what the catch-all answers on a bug
-    pre_called = False
-    limit_type = None
-    try:
-        pre_called = True
-        await gw.chain.pre_call(ctx)
+
+    async def create() -> None:
         call = Call("batches_create", {**body, "input_file_id": handle.upstream_id})
         reply = await gw.adapters[dep.provider].send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
         upstream_obj = _reply_object(reply, dep.provider)
         obj = _wrap_batch(upstream_obj, handle, gw.secret)
         batch = Handle("batch", dep.id, str(upstream_obj.get("id")), handle.organization_id)
         await listing.record(gw, "batch", batch, obj["id"], obj)
-        result = CallResult(status=200)
         headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
         await send_json(send, 200, obj, headers + encode_headers(ctx.response_headers))
-    except ProxyRateLimitError as exc:
-        exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
-        result, limit_type = CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}"), exc.limit_type
-        headers = gw.common_headers(ctx.request_id, ctx.started_at) + encode_headers(ctx.response_headers)
-        await send_json(send, 429, exc.to_body(), headers + encode_headers(exc.headers()))
-    except GatewayError as exc:
-        result = CallResult(status=exc.status, error_type=exc.kind)
-        await gw.send_error(send, exc, ctx.request_id, ctx.started_at, ctx, deployment=dep.label)
-    finally:
-        result.deployment_id, result.llm_provider = dep.id, dep.provider
-        result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
-        await gw._finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, [], limit_type))
+
+    await run_limited(gw, ctx, dep, send, create)
 
 
 async def passthrough(gw, ctx: RequestContext, op: str, args: tuple[str, ...], send) -> None:

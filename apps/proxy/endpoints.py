@@ -13,6 +13,7 @@ from apps.proxy.auth import bearer_token
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.count_tokens import count_tokens
 from apps.proxy.errors import GatewayError, bad_request, model_not_allowed, model_not_found
+from apps.proxy.limited import send_rate_limited
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
 from apps.proxy.providers import Call, StreamReply
@@ -318,11 +319,7 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
             out_headers += encode_headers(ctx.response_headers)
             await send_response(send, reply.status, body_out, out_headers, reply.content_type)
     except ProxyRateLimitError as exc:
-        exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
-        result = CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}")
-        headers_out = gw.common_headers(ctx.request_id, ctx.started_at) + encode_headers(ctx.response_headers)
-        await send_json(send, 429, exc.to_body(), headers_out + encode_headers(exc.headers()))
-        limit_type = exc.limit_type
+        result, limit_type = await send_rate_limited(gw, ctx, exc, send), exc.limit_type
     except GatewayError as exc:
         result = CallResult(status=exc.status, error_type=exc.kind)
         upstream_ms = sum(a.ms for a in attempts)

@@ -16,7 +16,7 @@ from openai import OpenAI
 
 from apps.proxy.models import GatewayObject
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import MASTER_KEY, deploy, http, unique_name
+from tests.support.gateway import MASTER_KEY, deploy, http, make_key, spend_event, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -147,6 +147,22 @@ def test_count_tokens_relays_to_an_anthropic_upstream(gateway, tenant, upstream)
     assert counted.input_tokens == 1001  # the mock upstream's own count
     last = upstream.last("/v1/messages/count_tokens")
     assert last["body"]["model"] == "claude-up" and last["headers"]["x-api-key"] == "sk-ant-upstream"
+
+
+def test_counting_on_an_anthropic_upstream_passes_the_keys_rate_limit(gateway, tenant, upstream):
+    """Each relayed count spends the shared upstream's quota: it is a request to the key's limiters."""
+    name = unique_name("claude")
+    deploy(gateway, {"model_name": name, "provider": "anthropic", "model": "claude-up", "api_base": upstream.base})
+    key = make_key(tenant.alpha, tenant.alice, rpm_limit=2)
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key.secret, max_retries=0)
+    for _ in range(2):
+        assert client.messages.count_tokens(model=name, messages=[{"role": "user", "content": "hi"}]).input_tokens
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        client.messages.count_tokens(model=name, messages=[{"role": "user", "content": "hi"}])
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert refused.value.body["error"]["llm_provider"] == "anthropic"
+    counted = spend_event(refused.value.response.headers["x-request-id"])
+    assert counted["status"] == 429 and counted["route"] == "/v1/messages/count_tokens"
 
 
 def test_count_tokens_respects_the_keys_allowed_models(gateway, tenant, mock_name):
