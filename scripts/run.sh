@@ -17,4 +17,4 @@ fi
 "$VENV/bin/python" manage.py bootstrap_demo | sed "s/{port}/$PORT/"
 echo "  try: curl http://127.0.0.1:$PORT/v1/chat/completions -H \"Authorization: Bearer \$(cat .run/demo_key)\" -H 'content-type: application/json' -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'"
 exec "$VENV/bin/uvicorn" gateway_project.asgi:application --host 127.0.0.1 --port "$PORT" \
-  --workers "${WEB_CONCURRENCY:-1}" --loop uvloop --http httptools --no-access-log --no-server-header
+  --workers "${WEB_CONCURRENCY:-1}" --loop uvloop --http httptools --no-access-log --no-server-header --no-proxy-headers

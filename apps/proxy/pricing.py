@@ -156,6 +156,8 @@ def token_cost(
     price: Price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
 ) -> Decimal:
     """``prompt_tokens`` includes cache reads and writes (as clients are told); each part at its own rate."""
+    if cached_tokens <= 0 and cache_write_tokens <= 0:  # the common case: two products, nothing else
+        return prompt_tokens * price.input + completion_tokens * price.output
     cached = min(max(cached_tokens, 0), prompt_tokens)
     written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
     cached_rate = price.cached_input if price.cached_input is not None else price.input
