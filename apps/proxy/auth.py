@@ -9,6 +9,7 @@ when anything that shapes a context changes, and entries expire after AUTH_CACHE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -151,6 +152,7 @@ class AuthCache:
         self._entries: dict[str, tuple[KeyContext | None, float]] = {}
         self._negative: dict[str, float] = {}
         self._loading: dict[str, asyncio.Future] = {}
+        self._refreshing: set[asyncio.Task] = set()
         self.generation = 0
 
     def clear(self) -> None:
@@ -167,7 +169,15 @@ class AuthCache:
         # state skips the HMAC; the database is only ever asked by the keyed hash.
         now = time.monotonic()
         entry = self._entries.get(token)
-        if entry is None or entry[1] <= now:
+        if entry is not None and entry[1] <= now:
+            if now < entry[1] + self.ttl:
+                # Past its TTL but within one more: answer from it and reload in the background, so a
+                # working key never waits on the database (nor behind a flood of unknown keys' lookups).
+                # Admin changes don't wait for this: they clear the cache through the invalidation channel.
+                self._refresh_in_background(token)
+            else:
+                entry = None
+        if entry is None:
             if self._negative.get(token, 0.0) > now:
                 raise unauthorized()
             entry = await self._load(token)
@@ -175,6 +185,19 @@ class AuthCache:
         if ctx is None or (ctx.expires_at is not None and ctx.expires_at <= time.time()):
             raise unauthorized()
         return ctx
+
+    def _refresh_in_background(self, token: str) -> None:
+        if token in self._loading:
+            return
+
+        async def refresh() -> None:
+            # The database down: the stale entry serves until its grace ends (_load logs the failure).
+            with contextlib.suppress(GatewayError):
+                await self._load(token)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
 
     async def _load(self, token: str) -> tuple[KeyContext | None, float]:
         pending = self._loading.get(token)
@@ -198,6 +221,7 @@ class AuthCache:
             # A clear() while we were loading means the row may have changed: use it once, don't cache it.
             if generation == self.generation:
                 if ctx is None:
+                    self._entries.pop(token, None)  # a stale answer must not outlive a refusal
                     if len(self._negative) >= MAX_NEGATIVE_ENTRIES:
                         self._negative = {}
                     self._negative[token] = entry[1]

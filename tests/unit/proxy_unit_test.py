@@ -224,6 +224,52 @@ async def test_a_flood_of_unknown_keys_never_evicts_working_ones(settings, monke
     assert len(calls) == 13
 
 
+async def test_a_working_key_past_its_ttl_is_served_while_it_reloads_in_the_background(settings):
+    """Stale-while-revalidate for one more TTL: a known key never waits on the database."""
+    from django.db import OperationalError
+
+    state = {"ctx": _context(), "calls": 0, "gate": asyncio.Event(), "broken": False}
+
+    def loader(key_hash):
+        state["calls"] += 1
+        if state["broken"]:
+            raise OperationalError("connection refused")
+        return state["ctx"]
+
+    cache = _cache(loader, ttl=0.2)
+    run_sync = cache._run_sync
+
+    async def gated(fn, *args):
+        if state["calls"] >= 1:
+            await state["gate"].wait()  # the reload hangs until we let it go
+        return await run_sync(fn, *args)
+
+    cache._run_sync = gated
+    assert (await cache.authenticate("sk-gw-a")).key_id == 1
+    await asyncio.sleep(0.25)  # past the TTL, within the grace
+    answer = await asyncio.wait_for(cache.authenticate("sk-gw-a"), timeout=0.1)  # not blocked by the reload
+    assert answer.key_id == 1
+    state["ctx"] = None  # meanwhile the key was revoked (and its invalidation message lost)
+    state["gate"].set()
+    for _ in range(100):
+        if not cache._loading:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(GatewayError) as refused:
+        await cache.authenticate("sk-gw-a")  # the refusal replaced the stale answer
+    assert refused.value.status == 401
+
+    # Past the grace the database is asked again in line: down means 503, not a stale answer forever.
+    state.update(ctx=_context(), broken=False)
+    cache.clear()
+    await cache.authenticate("sk-gw-b")
+    state["broken"] = True
+    await asyncio.sleep(0.45)
+    with pytest.raises(GatewayError) as unavailable:
+        await cache.authenticate("sk-gw-b")
+    assert unavailable.value.status == 503
+
+
 async def test_auth_cache_same_401_and_master_key(settings):
     cache = _cache(lambda key_hash: None)
     for token in ("sk-gw-unknown", "", None):
