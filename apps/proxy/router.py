@@ -230,6 +230,10 @@ class Router:
                 except UpstreamError as exc:
                     health.in_flight -= 1
                     ms = (time.perf_counter() - started) * 1000
+                    if exc.upstream_status == 404:
+                        # The registry knows this model, so the upstream not knowing it is this deployment's
+                        # configuration (model id, path): fail over, and cool it down if it keeps happening.
+                        exc.retryable = True
                     attempts.append(Attempt(dep.id, dep.provider, exc.status, exc.kind, ms))
                     self._failed(dep, exc)
                     last_error = exc

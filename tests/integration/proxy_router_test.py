@@ -47,6 +47,29 @@ def hits(upstream, model: str) -> int:
     return sum(1 for r in upstream.requests if r["body"].get("model") == model)
 
 
+def test_a_deployment_whose_upstream_says_404_is_failed_over_like_a_5xx(gateway, upstream, tenant):
+    """A 404 on a model call means this deployment's upstream model id or path is wrong (the public name was
+    found in the gateway's registry): the client is served by a healthy deployment, not told "not found"."""
+    name = _name()
+    broken, healthy = deploy(
+        gateway,
+        {"model_name": name, "provider": "openai", "model": "not-found", "api_base": upstream.url, "priority": 0},
+        {"model_name": name, "provider": "openai", "model": "ok-model", "api_base": upstream.url, "priority": 1},
+    )
+    response = chat(gateway, tenant.alice_key.secret, name)
+    assert response.status_code == 200, response.text
+    event = spend_event(response.headers["x-request-id"])
+    assert [(a["deployment_id"], a["status"]) for a in event["metadata"]["attempts"]] == [
+        (broken.pk, 404),
+        (healthy.pk, 200),
+    ]
+    # With nowhere else to go, the upstream's 404 still reaches the client as it was.
+    alone = _name()
+    deploy(gateway, {"model_name": alone, "provider": "openai", "model": "not-found", "api_base": upstream.url})
+    response = chat(gateway, tenant.alice_key.secret, alone)
+    assert response.status_code == 404 and "does not exist" in response.json()["error"]["message"]
+
+
 def test_retry_moves_to_the_next_deployment_and_records_attempts(gateway, upstream, tenant):
     name = _name()
     failing, healthy = deploy(

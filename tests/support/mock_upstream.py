@@ -4,7 +4,7 @@ Speaks OpenAI (every /v1 route the gateway relays, streaming included), Anthropi
 Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and Bedrock
 ``converse``/``converse-stream`` (AWS event-stream framing). Behaviour follows the upstream model id:
 
-- ``fail-500`` / ``fail-429`` (Retry-After: 7) / ``auth-fail`` (401) / ``bad-request`` (400)
+- ``fail-500`` / ``fail-429`` (Retry-After: 7) / ``auth-fail`` (401) / ``bad-request`` (400) / ``not-found`` (404)
 - ``bad-json``: 200 with a body that is not JSON; ``slow``: answers after 3 s
 - ``drip``: streams a chunk every 100 ms for 30 s (for client-disconnect tests)
 - ``break-stream``: sends a few chunks, then drops the connection
@@ -37,6 +37,10 @@ def _failure(model: str) -> web.Response | None:
     if model == "bad-request":
         return web.json_response(
             {"error": {"message": "upstream says no", "type": "invalid_request_error"}}, status=400
+        )
+    if model == "not-found":  # a deployment whose upstream model id is wrong (as OpenAI answers it)
+        return web.json_response(
+            {"error": {"message": f"The model `{model}` does not exist.", "code": "model_not_found"}}, status=404
         )
     if model == "bad-json":
         return web.Response(text="<html>definitely not json", content_type="application/json")
