@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from apps.proxy.asgi_io import parse_json_object, send_json
 from apps.proxy.context import RequestContext
-from apps.proxy.errors import bad_request, model_not_found
+from apps.proxy.errors import bad_request
 from apps.proxy.limited import run_limited
 from apps.proxy.providers import Call
 from apps.proxy.providers.anthropic_reverse import messages_to_chat_request
@@ -21,18 +21,13 @@ NATIVE_PROVIDERS = frozenset({"anthropic"})
 
 
 async def count_tokens(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
-    from apps.proxy.endpoints import MAX_MODEL_NAME, resolve
+    from apps.proxy.endpoints import requested_model, resolve
 
     body = parse_json_object(raw)
     reject_client_upstream(raw, body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required.", param="model")
-    if len(model) > MAX_MODEL_NAME:
-        raise model_not_found(model[:MAX_MODEL_NAME])
+    model = requested_model(ctx, body.get("model"))
     if not isinstance(body.get("messages"), list):
         raise bad_request("'messages' must be a list.", param="messages")
-    ctx.model = model
     _registry, group, deployments, _ = await resolve(gw, ctx, "messages", model)
     dep = gw.router.pick(group, deployments, set()) if deployments else None
     if dep is not None and dep.provider in NATIVE_PROVIDERS:

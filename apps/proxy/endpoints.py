@@ -155,6 +155,17 @@ def parse_request(op: str, raw: bytes, headers: dict[bytes, bytes]) -> tuple[dic
     return body, None
 
 
+def requested_model(ctx: RequestContext, model: object) -> str:
+    """The body's model name, set on ``ctx``: 400 when missing, 404 when longer than any public name."""
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required.", param="model")
+    if len(model) > MAX_MODEL_NAME:  # no public name or alias is longer: nothing to look up, echo or log
+        ctx.model = model[:MAX_MODEL_NAME]
+        raise model_not_found(ctx.model)
+    ctx.model = model
+    return model
+
+
 def fill_context(ctx: RequestContext, op: str, body: dict[str, Any], headers: dict[bytes, bytes]) -> None:
     ctx.body = body
     ctx.stream = bool(body.get("stream") is True and op in STREAM_OPS)
@@ -242,13 +253,7 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
     dep = None
     try:
         body, parts = parse_request(op, raw, headers)
-        model = body.get("model") or ("omni-moderation-latest" if op == "moderations" else None)
-        if not isinstance(model, str) or not model:
-            raise bad_request("'model' is required.", param="model")
-        if len(model) > MAX_MODEL_NAME:  # no public name or alias is longer: nothing to look up, echo or log
-            ctx.model = model[:MAX_MODEL_NAME]
-            raise model_not_found(ctx.model)
-        ctx.model = model
+        model = requested_model(ctx, body.get("model") or ("omni-moderation-latest" if op == "moderations" else None))
         fill_context(ctx, op, body, headers)
         registry, group, deployments, support_op = await resolve(gw, ctx, op, model)
         first = gw.router.pick(group, deployments, set()) if deployments else None
