@@ -19,6 +19,7 @@ from tests.support.hostile_upstream import (
     auth_headers,
     chat,
     deploy_at,
+    messages,
     multipart,
     sse_data,
 )
@@ -132,12 +133,7 @@ def test_error_events_inside_a_stream_are_scrubbed(gateway, tenant, hostile):
     assert_nothing_private(response.text, hostile)
 
     claude = deploy_at(gateway, "anthropic", f"{hostile.base}/leaky")
-    response = http(
-        "POST",
-        gateway.v1 + "/messages",
-        json={"model": claude, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        headers={"x-api-key": tenant.alice_key.secret},
-    )
+    response = messages(gateway, tenant, claude, stream=True)
     assert response.status_code == 200 and b"event: error" in response.content
     assert_nothing_private(response.text, hostile)
 
@@ -203,12 +199,7 @@ def test_an_unreadable_stream_chunk_ends_the_stream_with_an_error_event(gateway,
     last = response.content.strip().split(b"\n\n")[-1]
     assert last.startswith(b"data: {") and b'"error"' in last, response.content
 
-    response = http(
-        "POST",
-        gateway.v1 + "/messages",
-        json={"model": name, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        headers={"x-api-key": tenant.alice_key.secret},
-    )
+    response = messages(gateway, tenant, name, stream=True)
     assert response.status_code == 200
     assert response.content.strip().split(b"\n\n")[-1].startswith(b"event: error"), response.content
 
@@ -299,12 +290,7 @@ def test_an_absurd_upstream_retry_after_is_still_a_clean_429(gateway, tenant, ho
 
 def test_an_odd_shaped_answer_is_the_upstreams_fault_not_a_gateway_error(gateway, tenant, hostile):
     name = deploy_at(gateway, "openai", f"{hostile.base}/odd/v1")
-    response = http(
-        "POST",
-        gateway.v1 + "/messages",
-        json={"model": name, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
-        headers={"x-api-key": tenant.alice_key.secret},
-    )
+    response = messages(gateway, tenant, name)
     assert response.status_code == 502, response.text
     assert response.json()["error"]["llm_provider"] == "openai"
 
@@ -329,12 +315,11 @@ def test_a_stream_request_answered_without_streaming_is_an_error_not_an_empty_st
 def test_anthropic_beta_header_reaches_an_anthropic_deployment_and_nothing_else_does(gateway, tenant, upstream):
     name = deploy_at(gateway, "anthropic", upstream.base)
     beta = "context-1m-2025-08-07,interleaved-thinking-2025-05-14"
-    response = http(
-        "POST",
-        gateway.v1 + "/messages",
-        json={"model": name, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    response = messages(
+        gateway,
+        tenant,
+        name,
         headers={
-            "x-api-key": tenant.alice_key.secret,
             "anthropic-beta": beta,
             "anthropic-version": "1999-01-01",
             "openai-organization": "org-client",
@@ -376,12 +361,7 @@ def test_multi_line_sse_data_is_relayed_as_events_a_client_can_read(gateway, ten
     assert data[-1] == b"[DONE]" and orjson.loads(data[0])["choices"][0]["delta"]["content"] == "multi"
 
     claude = deploy_at(gateway, "anthropic", f"{hostile.base}/multiline")
-    response = http(
-        "POST",
-        gateway.v1 + "/messages",
-        json={"model": claude, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        headers={"x-api-key": tenant.alice_key.secret},
-    )
+    response = messages(gateway, tenant, claude, stream=True)
     assert response.status_code == 200
     assert [orjson.loads(d)["type"] for d in sse_data(response.content)][-1] == "message_stop"
 

@@ -317,6 +317,14 @@ def chat(gateway, tenant, model: str, **extra) -> Any:
     return http("POST", gateway.v1 + "/chat/completions", json=body, headers=auth_headers(tenant))
 
 
+def messages(gateway, tenant, model: str, headers: dict[str, str] | None = None, **extra) -> Any:
+    """``POST /v1/messages`` as the anthropic SDK sends it (``x-api-key``), with ``extra`` body fields."""
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return http(
+        "POST", gateway.v1 + "/messages", json=body, headers={"x-api-key": tenant.alice_key.secret, **(headers or {})}
+    )
+
+
 def deploy_at(gateway, provider: str, api_base: str, model: str = "up", **values) -> str:
     """One deployment of ``provider`` at ``api_base`` (the hostile key unless ``api_key``); its public name."""
     name = unique_name(provider)

@@ -101,3 +101,16 @@ async def call(chain, ctx: RequestContext, result: CallResult | None = None) -> 
         await chain.pre_call(ctx)
     finally:
         await chain.post_call(ctx, result or ok())
+
+
+def stub_lookups(monkeypatch) -> None:
+    """No customer, deployment or model-group rows unless a test provides them."""
+
+    async def none(*args, **kwargs):
+        return None
+
+    from apps.ratelimit import lookups
+
+    monkeypatch.setattr(lookups, "customer_limits", none)
+    monkeypatch.setattr(lookups, "deployment_capacity", none)
+    monkeypatch.setattr(lookups, "group_capacity", none)

@@ -8,22 +8,16 @@ import socket
 import pytest
 from prometheus_client import REGISTRY
 
-from apps.ratelimit import lookups
 from apps.ratelimit.backends import BackendUnavailable
 from apps.ratelimit.backends.redis_backend import RedisBackend
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
 from apps.ratelimit.plan import PLAN_KEY
-from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope, stub_lookups
 
 
 @pytest.fixture(autouse=True)
 def no_lookups(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
-    monkeypatch.setattr(lookups, "deployment_capacity", none)
-    monkeypatch.setattr(lookups, "group_capacity", none)
+    stub_lookups(monkeypatch)
 
 
 def closed_port() -> int:

@@ -21,6 +21,7 @@ from tests.unit.ratelimit_helpers import (
     ok,
     request,
     scope,
+    stub_lookups,
 )
 
 pytestmark = pytest.mark.parametrize("backend_kind", BACKENDS)
@@ -28,14 +29,7 @@ pytestmark = pytest.mark.parametrize("backend_kind", BACKENDS)
 
 @pytest.fixture
 def no_lookups(monkeypatch):
-    """No customer/deployment rows unless a test provides them."""
-
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
-    monkeypatch.setattr(lookups, "deployment_capacity", none)
-    monkeypatch.setattr(lookups, "group_capacity", none)
+    stub_lookups(monkeypatch)
 
 
 async def refusal_of(chain, ctx) -> ProxyRateLimitError:

@@ -8,22 +8,17 @@ from decimal import Decimal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from apps.ratelimit import lookups, metrics
+from apps.ratelimit import metrics
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.errors import ProxyRateLimitError
-from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope, stub_lookups
 
 FAILURE_LABELS = {"exception_class", "exception_status", "provider", "model", "team", "key_alias", "route"}
 
 
 @pytest.fixture(autouse=True)
 def no_lookups(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
-    monkeypatch.setattr(lookups, "deployment_capacity", none)
-    monkeypatch.setattr(lookups, "group_capacity", none)
+    stub_lookups(monkeypatch)
 
 
 def scrape(client, **headers) -> dict[str, list]:

@@ -8,9 +8,8 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 
-from apps.ratelimit import lookups
 from apps.ratelimit.errors import ProxyRateLimitError
-from tests.unit.ratelimit_helpers import key_context, make_backend, make_chain, ok, request, scope
+from tests.unit.ratelimit_helpers import key_context, make_backend, make_chain, ok, request, scope, stub_lookups
 
 pytestmark = [
     pytest.mark.integration,
@@ -20,12 +19,7 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def no_lookups(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
-    monkeypatch.setattr(lookups, "deployment_capacity", none)
-    monkeypatch.setattr(lookups, "group_capacity", none)
+    stub_lookups(monkeypatch)
 
 
 async def replay(backend_kind: str, seed: int, budget: str) -> list[tuple]:
