@@ -68,14 +68,18 @@ def reject_client_upstream(raw: bytes, body: dict[str, Any]) -> None:
     if found == _TOO_DEEP:
         raise bad_request("The request body is nested too deeply.", code="too_deep")
     if found:
-        raise bad_request(f"The field '{found}' cannot be set by clients.", param=found, code="forbidden_field")
+        raise _forbidden(found)
 
 
 def reject_client_upstream_form(names: Any) -> None:
     """The same rule for multipart uploads: no form field may name an upstream URL or credential."""
     for name in names:
         if name in FORBIDDEN_FIELDS:
-            raise bad_request(f"The field '{name}' cannot be set by clients.", param=name, code="forbidden_field")
+            raise _forbidden(name)
+
+
+def _forbidden(name: str):
+    return bad_request(f"The field '{name}' cannot be set by clients.", param=name, code="forbidden_field")
 
 
 def estimate_text_tokens(text: str) -> int:
