@@ -108,6 +108,22 @@ def _authorize_key_loosening(*, actor: Actor, key: VirtualKey | None, team: Team
             raise PermissionDenied("Only an admin of the team may extend this key's expiry.")
 
 
+def _refuse_while_blocked(*, actor: Actor, team: Team, owner) -> None:
+    """A block on a member's key also stops that member minting a fresh key in the team, until an admin
+    lifts it (unblocks or revokes the blocked key). Otherwise a block is undone by creating a new key.
+
+    Only self-service is stopped: an admin of the team creating a key for the member is the explicit
+    decision a block waits for. Any block counts, also one the member set on their own key (only an
+    admin may lift that one too); a member retiring a key revokes it instead.
+    """
+    if owner is None or _is_key_admin(actor, team):
+        return
+    if VirtualKey.objects.filter(team=team, user=owner, blocked=True, revoked_at__isnull=True).exists():
+        raise PermissionDenied(
+            "One of your keys in this team is blocked; an admin of the team must lift the block before you create keys."
+        )
+
+
 def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None, **values) -> IssuedKey:
     """Create a key within what the team, organization and owner allow. ``secret`` only for imports/demo."""
     unknown = set(values) - set(KEY_SETTABLE)
@@ -119,6 +135,7 @@ def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None
     if user is not None and not user.memberships.filter(team=team).exists() and not user.is_superuser:
         raise ValidationError({"user": "the user is not a member of this team."})
     _authorize_key_write(actor=actor, team=team, owner=user)
+    _refuse_while_blocked(actor=actor, team=team, owner=user)
     _authorize_key_loosening(actor=actor, key=None, team=team, values=values)
     _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
@@ -177,6 +194,40 @@ def key_set_blocked(*, actor: Actor, key: VirtualKey, blocked: bool) -> VirtualK
         )
         _invalidate_on_commit(f"key:{key.pk}")
     return key
+
+
+def keys_suspend_for_departure(*, actor: Actor, user, organization, team: Team | None = None, reason: str) -> int:
+    """Block ``user``'s live keys in ``team`` (or in every team of ``organization``) because they left it.
+
+    A key outlives its owner's membership otherwise: it keeps working for someone no longer in the team.
+    Blocking (not revoking) lets an admin bring a key back with an explicit unblock, for instance a
+    service key that must keep running; re-adding the person does not. The caller has already decided
+    the actor may remove the person; each key still needs an admin of its team. Returns how many.
+    """
+    keys = VirtualKey.objects.select_for_update(of=("self",)).filter(
+        user=user, organization=organization, blocked=False, revoked_at__isnull=True
+    )
+    if team is not None:
+        keys = keys.filter(team=team)
+    suspended = 0
+    with transaction.atomic():
+        for key in keys.select_related("team", "organization"):
+            if not _is_key_admin(actor, key.team):
+                raise PermissionDenied("You are not an admin of every team this person has keys in.")
+            key.blocked = True
+            key.save(update_fields=["blocked", "updated_at"])
+            audit_record(
+                actor=actor,
+                action="key.block",
+                obj=key,
+                organization=key.organization,
+                team=key.team,
+                changes={"reason": reason},
+            )
+            suspended += 1
+        if suspended:
+            _invalidate_on_commit(f"user:{user.pk}")
+    return suspended
 
 
 def key_revoke(*, actor: Actor, key: VirtualKey) -> VirtualKey:

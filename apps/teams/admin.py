@@ -121,6 +121,18 @@ class MembershipAdmin(TenantScopedAdmin):
     )
     search_fields = ("user__username", "user__email", "team__name")
     list_select_related = ("user", "organization", "team")
+    actions = ("offboard_people",)
+
+    @admin.action(description="Offboard: remove these people from the whole organization (their keys are blocked)")
+    def offboard_people(self, request, queryset):
+        actor = self.actor(request)
+        pairs = {(m.user, m.organization) for m in queryset.select_related("user", "organization")}
+        self.run_per_object(
+            request,
+            sorted(pairs, key=lambda pair: (pair[1].pk, pair[0].pk)),
+            "Offboard",
+            lambda pair: services.user_offboard(actor=actor, user=pair[0], organization=pair[1]),
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return ("user", "team", "organization") if obj is not None else ()

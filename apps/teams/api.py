@@ -6,6 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from apps.teams import serializers as s
 from apps.teams import services
@@ -121,6 +123,15 @@ class UserViewSet(TenantViewSet):
         user = self.get_object()
         values = self.validated(s.UserUpdateInput, partial=True)
         return self.respond(services.user_update(actor=self.actor(), user=user, **values))
+
+    @extend_schema(request=s.OffboardInput, responses=s.OffboardingSerializer)
+    @action(detail=True, methods=["post"])
+    def offboard(self, request, pk=None):
+        """Remove the person from every team (and org-wide role) of ``organization``; their keys there are blocked."""
+        user = self.get_object()
+        values = self.validated(s.OffboardInput)
+        result = services.user_offboard(actor=self.actor(), user=user, organization=values["organization"])
+        return Response(s.OffboardingSerializer(result).data)
 
 
 class CustomerViewSet(TenantViewSet):

@@ -142,6 +142,17 @@ class UserInput(UserUpdateInput):
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
 
+class OffboardInput(StrictInputSerializer):
+    organization = scoped_fk(Organization)
+
+
+class OffboardingSerializer(serializers.Serializer):
+    user = serializers.IntegerField(source="user.pk", read_only=True)
+    organization = serializers.IntegerField(source="organization.pk", read_only=True)
+    memberships_removed = serializers.IntegerField(read_only=True)
+    keys_suspended = serializers.IntegerField(read_only=True, help_text="Keys blocked; an admin may unblock them.")
+
+
 # --- customers (end users of a tenant's app) ------------------------------------------------------------
 class CustomerSerializer(serializers.ModelSerializer):
     class Meta:

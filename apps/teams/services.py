@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from apps.keys.invalidation import publish_invalidation
+from apps.keys.services import keys_suspend_for_departure
 from apps.teams.audit import Actor, audit_record
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
@@ -206,6 +208,64 @@ def membership_delete(*, actor: Actor, membership: Membership) -> None:
             team=membership.team,
         )
         membership.delete()
+        if membership.team_id:
+            # Keys belong to a person *in a team*: out of the team, their keys there stop too.
+            keys_suspend_for_departure(
+                actor=actor,
+                user=membership.user,
+                organization=membership.organization,
+                team=membership.team,
+                reason="owner removed from the team",
+            )
+
+
+@dataclass(frozen=True)
+class Offboarding:
+    user: User
+    organization: Organization
+    memberships_removed: int
+    keys_suspended: int
+
+
+def user_offboard(*, actor: Actor, user: User, organization: Organization) -> Offboarding:
+    """Remove a person from the organization: every team membership and org-wide role, and block their keys.
+
+    An organization admin's decision (a team admin removes people from their own team with
+    ``membership_delete``). Every live key the person owns in the organization is blocked, including
+    keys left over from memberships removed earlier. The person's account stays: they may belong to
+    other organizations.
+    """
+    _require_org_admin(actor, organization)
+    if tenancy_for(actor.user).user_id == user.pk:
+        raise ValidationError({"user": "you cannot offboard yourself; ask another admin of the organization."})
+    with transaction.atomic():
+        memberships = list(
+            Membership.objects.select_for_update(of=("self",))
+            .filter(user=user, organization=organization)
+            .select_related("team")
+        )
+        for membership in memberships:
+            audit_record(
+                actor=actor,
+                action="membership.delete",
+                obj=membership,
+                organization=organization,
+                team=membership.team,
+            )
+            membership.delete()
+        suspended = keys_suspend_for_departure(
+            actor=actor, user=user, organization=organization, reason="owner offboarded from the organization"
+        )
+        audit_record(
+            actor=actor,
+            action="user.offboard",
+            obj=user,
+            organization=organization,
+            changes={"memberships_removed": len(memberships), "keys_suspended": suspended},
+        )
+    return Offboarding(
+        user=user, organization=organization, memberships_removed=len(memberships), keys_suspended=suspended
+    )
 
 
 def customer_upsert(*, actor: Actor, organization: Organization, external_id: str, **values) -> Customer:
