@@ -15,7 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY requirements/ requirements/
-RUN pip install -r requirements/base.txt
+# The lock is the complete closure with every file's hash: --no-deps so nothing unlisted gets in.
+RUN pip install --no-deps --require-hashes -r requirements/base.txt
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin gateway
 COPY --chown=gateway:gateway . .

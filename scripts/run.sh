@@ -9,7 +9,7 @@ export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-gateway_project.setting
 
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 if ! cmp -s requirements/base.txt "$VENV/.installed-base.txt" 2>/dev/null; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements/base.txt
+  "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements/base.txt
   cp requirements/base.txt "$VENV/.installed-base.txt"
 fi
 "$VENV/bin/python" manage.py migrate --noinput -v 0
