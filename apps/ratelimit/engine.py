@@ -1,8 +1,10 @@
 """Executes a request's plan: one atomic reservation before the call, one settlement after it.
 
-This is where the fail mode lives: when the counter store does not answer within
-``RATELIMIT_REDIS_TIMEOUT_MS``, "open" lets the request through uncounted (logged and counted in
-``gateway_ratelimit_backend_errors_total``), "closed" refuses it with a 503.
+This is where the fail mode lives: when the counter store is unusable (the backend's health verdict,
+never a timer on a busy worker), "open" lets the request through uncounted, "closed" refuses it with a
+503. Every such decision is counted with its reason (``gateway_ratelimit_fail_open_total{reason}`` /
+``gateway_ratelimit_fail_closed_total{reason}``, plus ``gateway_ratelimit_backend_errors_total``) and
+logged once per interval with a count, never once per request.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from decimal import Decimal
 
 from django.conf import settings
@@ -20,26 +21,25 @@ from apps.ratelimit import metrics
 from apps.ratelimit.backends import BackendUnavailable, CounterBackend
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
 from apps.ratelimit.plan import COUNTER, SLOTS, Check, Plan, Refusal, nano_to_usd, usd_to_nano
+from gateway_project.intervallog import IntervalLog
 
 log = logging.getLogger(__name__)
 
 _UNITS = {"requests": "requests per minute", "tokens": "tokens per minute", "concurrent_requests": "parallel requests"}
-_last_warning = 0.0
+_log = IntervalLog(log, interval=10.0)
 
 
 def _backend_failed(where: str, exc: BaseException) -> None:
-    """Log at most once a second per worker (a dead Redis must not flood the logs), count every time."""
-    global _last_warning
-    metrics.backend_error(settings.RATELIMIT_FAIL_MODE, where)
-    now = time.monotonic()
-    if now - _last_warning > 1.0:
-        _last_warning = now
-        log.warning(
-            "rate-limit backend unavailable during %s (%s); fail mode %s",
-            where,
-            exc.__class__.__name__,
-            settings.RATELIMIT_FAIL_MODE,
-        )
+    """Count every failure; log one line per (operation, reason) per interval with how many there were."""
+    mode = settings.RATELIMIT_FAIL_MODE
+    reason = getattr(exc, "reason", "unknown")
+    metrics.backend_error(mode, where)
+    if where == "reserve":
+        metrics.fail_mode_applied(mode, reason)
+    _log.event(
+        f"{where}:{reason}",
+        f"rate-limit backend unavailable during {where} ({reason}); fail mode {mode}",
+    )
 
 
 async def plan_reserve(ctx: RequestContext, plan: Plan, backend: CounterBackend) -> None:

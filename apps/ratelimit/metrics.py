@@ -75,6 +75,18 @@ BACKEND_ERRORS = Counter(
     ["mode", "operation"],
 )
 
+FAIL_OPEN = Counter(
+    "gateway_ratelimit_fail_open",
+    "Requests admitted uncounted because the counter store was unusable (fail mode open), by reason: "
+    "connect_error, connection_lost, stalled, breaker_open, error_reply, deadline.",
+    ["reason"],
+)
+FAIL_CLOSED = Counter(
+    "gateway_ratelimit_fail_closed",
+    "Requests refused with 503 because the counter store was unusable (fail mode closed), by reason.",
+    ["reason"],
+)
+
 _seen: dict[str, set[str]] = {}
 
 
@@ -97,3 +109,8 @@ def provider_class(provider: str | None) -> str:
 
 def backend_error(mode: str, operation: str) -> None:
     BACKEND_ERRORS.labels(mode, operation).inc()
+
+
+def fail_mode_applied(mode: str, reason: str) -> None:
+    """One request decided by the fail mode instead of its counters (reserve only)."""
+    (FAIL_OPEN if mode == "open" else FAIL_CLOSED).labels(reason).inc()

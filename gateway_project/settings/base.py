@@ -194,9 +194,12 @@ PROXY_MIDDLEWARE: list[str] = [
     "apps.ratelimit.middleware.BudgetLimiter",
     "apps.ratelimit.middleware.SessionLimiter",
 ]
-# What the limiters do when Redis does not answer within RATELIMIT_REDIS_TIMEOUT_MS: "open" or "closed".
+# What the limiters do when Redis is unusable: "open" (admit uncounted) or "closed" (503).
 RATELIMIT_FAIL_MODE = env_choice("RATELIMIT_FAIL_MODE", "open", ("open", "closed"))
-RATELIMIT_REDIS_TIMEOUT_MS = env_int("RATELIMIT_REDIS_TIMEOUT_MS", 50, minimum=1)
+# Unusable = a refused/failed connect, or a command on the socket this long without a byte from Redis
+# (measured by a watchdog, not by the request: a busy worker never counts as a slow Redis); also the
+# bound on opening a connection. See docs/ratelimit.md.
+RATELIMIT_REDIS_TIMEOUT_MS = env_int("RATELIMIT_REDIS_TIMEOUT_MS", 500, minimum=1)
 PRIORITY_SATURATION_THRESHOLD = env_float("PRIORITY_SATURATION_THRESHOLD", 0.8, minimum=0)
 # A concurrency slot whose worker died is reclaimed after this long (longer than any upstream call).
 RATELIMIT_SLOT_TTL_SECONDS = env_float("RATELIMIT_SLOT_TTL_SECONDS", 660.0, minimum=1)

@@ -46,12 +46,17 @@ async def test_fail_open_lets_the_request_through_and_counts_it(settings, where,
     port = closed_port() if where == "closed_port" else request.getfixturevalue("silent_server")
     chain = make_chain(RedisBackend(f"redis://127.0.0.1:{port}/0", timeout_ms=50))
     key = key_context(scope("key", rpm_limit=1, max_parallel_requests=1))
-    before = errors("open")
+    before, reasons_before = errors("open"), fail_open_by_reason()
     for _ in range(3):  # over the key's limit of 1: nothing is counted while Redis is away
         ctx = _request(key)
         await call(chain, ctx, ok())
         assert ctx.reservations[PLAN_KEY].skipped
     assert errors("open") == before + 3
+    # Every fail-open decision is counted with its reason: the first finds the fault, the breaker then
+    # answers the next ones at once.
+    first = "connect_error" if where == "closed_port" else "stalled"
+    reasons = {r: fail_open_by_reason()[r] - reasons_before[r] for r in reasons_before}
+    assert reasons == {**dict.fromkeys(reasons_before, 0), first: 1, "breaker_open": 2}
 
 
 @pytest.mark.parametrize("where", ["closed_port", "silent_server"])
@@ -82,6 +87,11 @@ async def test_the_timeout_bounds_a_hung_redis(silent_server):
     # Without the bound this would hang forever on the silent server; wait_for only guards the test.
     with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(backend.reserve(ctx.reservations[PLAN_KEY].checks), timeout=30)
+
+
+def fail_open_by_reason() -> dict[str, float]:
+    reasons = ("connect_error", "connection_lost", "stalled", "breaker_open", "error_reply", "deadline")
+    return {r: REGISTRY.get_sample_value("gateway_ratelimit_fail_open_total", {"reason": r}) or 0 for r in reasons}
 
 
 def _request(key):

@@ -19,7 +19,7 @@ pytestmark = [
 
 @pytest.fixture
 async def client():
-    resp = RespClient(settings.REDIS_URL)
+    resp = RespClient(settings.REDIS_URL, stall_seconds=5.0)  # BLPOP below legitimately waits 0.5 s
     yield resp
     resp.close()
 
@@ -76,3 +76,102 @@ async def test_the_database_number_of_the_url_is_selected():
     client.close()
     assert redis.Redis.from_url(f"{base}/3").get(key) == b"x"
     assert redis.Redis.from_url(f"{base}/0").get(key) is None
+
+
+# Health: a stall is silence on the socket, never a busy worker or a quiet spell (issue 13).
+
+
+async def test_a_burst_after_a_quiet_spell_keeps_the_healthy_connection():
+    """The first commands after more than the stall time of quiet get their replies on the same connection.
+
+    On main the client compared the time since the LAST REPLY with its stall limit, so the second
+    command of a burst after 2 s of quiet closed a healthy connection and failed every pending command.
+    """
+    client = RespClient(settings.REDIS_URL, stall_seconds=0.2)
+    key = f"gw:test:{uuid.uuid4().hex}"
+    first_id = await client.execute("CLIENT", "ID")
+    await asyncio.sleep(0.6)
+    replies = await asyncio.gather(*(client.execute("INCR", key) for _ in range(50)))
+    assert replies == list(range(1, 51))
+    assert await client.execute("CLIENT", "ID") == first_id and client.down_reason is None
+    await client.execute("DEL", key)
+    client.close()
+
+
+async def test_a_reply_waiting_behind_a_busy_event_loop_is_not_a_stall():
+    """The worker's loop blocked for 3x the stall time while Redis had long answered: still a reply."""
+    client = RespClient(settings.REDIS_URL, stall_seconds=0.1)
+    await client.execute("PING")
+    pending = asyncio.ensure_future(client.execute("ECHO", "late but fine"))
+    await asyncio.sleep(0)  # the command leaves on the next loop turn ...
+    await asyncio.sleep(0)
+    import time
+
+    time.sleep(0.3)  # ... and the loop is busy elsewhere, far past the stall time
+    assert await pending == b"late but fine"
+    assert client.down_reason is None
+    client.close()
+
+
+@pytest.fixture
+def own_redis():
+    from tests.support.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+async def test_a_stopped_redis_opens_the_breaker_and_its_return_closes_it(own_redis):
+    """SIGSTOP: the stall is noticed within about the stall time, later commands fail at once, and the
+    background probe closes the breaker as soon as Redis runs again (no request needed to notice)."""
+    import time
+
+    from apps.ratelimit.backends.resp import RespUnavailable
+
+    client = RespClient(own_redis.url, stall_seconds=0.2)
+    assert await client.execute("PING") == b"PONG"
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(client.execute("PING") for _ in range(16)), return_exceptions=True)
+        waited = time.monotonic() - started
+        assert all(isinstance(r, RespUnavailable) and r.reason == "stalled" for r in results), results
+        assert 0.2 <= waited < 2.0
+        started = time.monotonic()
+        with pytest.raises(RespUnavailable) as info:
+            await client.execute("PING")
+        assert info.value.reason == "breaker_open" and time.monotonic() - started < 0.1
+    finally:
+        own_redis.resume()
+    for _ in range(100):
+        if client.down_reason is None:
+            break
+        await asyncio.sleep(0.05)
+    assert client.down_reason is None
+    assert await client.execute("PING") == b"PONG"
+    client.close()
+
+
+async def test_a_killed_and_restarted_redis_is_used_again_at_once(own_redis):
+    """SIGKILL: pending commands fail (connection_lost), connects are refused (breaker open), and once the
+    server is back from its AOF the probe reconnects; scripts are reloaded (NOSCRIPT) by themselves."""
+    from apps.ratelimit.backends.resp import RespUnavailable
+
+    client = RespClient(own_redis.url, stall_seconds=0.2)
+    script = "return redis.call('INCR', KEYS[1])"
+    assert await client.evalsha(script, ["gw:restart"], []) == 1
+    own_redis.kill()
+    with pytest.raises(RespUnavailable) as info:
+        await client.evalsha(script, ["gw:restart"], [])
+    assert info.value.reason in ("connection_lost", "connect_error")
+    with pytest.raises(RespUnavailable):
+        await client.execute("PING")
+    assert client.down_reason == "connect_error"
+    own_redis.start()
+    for _ in range(100):
+        if client.down_reason is None:
+            break
+        await asyncio.sleep(0.05)
+    assert client.down_reason is None
+    assert await client.evalsha(script, ["gw:restart"], []) == 2  # the counter came back from the AOF
+    client.close()

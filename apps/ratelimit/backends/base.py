@@ -17,7 +17,15 @@ Seeder = Callable[[str, str, str], Awaitable[Decimal]]
 
 
 class BackendUnavailable(Exception):
-    """The counter store did not answer in time; the caller applies ``RATELIMIT_FAIL_MODE``."""
+    """The counter store is unusable; the caller applies ``RATELIMIT_FAIL_MODE``.
+
+    ``reason`` (a small fixed set, used as a metric label): connect_error, connection_lost, stalled,
+    breaker_open, error_reply, deadline, or unknown.
+    """
+
+    def __init__(self, message: str = "", *, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SeedNeeded(Exception):

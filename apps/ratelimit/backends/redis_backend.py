@@ -1,23 +1,26 @@
 """Counters in Redis, shared by every worker and machine: one EVALSHA reserves a whole plan.
 
-Every call is bounded by ``timeout_ms`` (settings.RATELIMIT_REDIS_TIMEOUT_MS) and never retried: a slow
-or dead Redis raises ``BackendUnavailable`` and the engine applies the fail mode. After a failure the
-backend stays "down" for a short back-off, so a dead Redis costs requests nothing but the fail mode.
-Commands go through ``RespClient`` (one pipelined connection per worker), see resp.py for why.
+Whether Redis is usable is the connection's verdict (``RespClient``: connect errors, resets, a stall
+watchdog on the socket and a breaker), never a timer on the request: a reply that waits behind the
+worker's own busy event loop is still counted. A stalled or unreachable Redis fails the call within
+about ``timeout_ms`` (settings.RATELIMIT_REDIS_TIMEOUT_MS) and then at once while the breaker is open;
+``BackendUnavailable.reason`` says why, and the engine applies the fail mode. Calls are never retried.
+A last-resort deadline (``DEADLINE_FACTOR`` x the timeout, at least ``MIN_DEADLINE_SECONDS``) only guards
+against a bug in that logic: requests never hang.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from apps.ratelimit.backends.base import BackendUnavailable, CounterBackend, Seeder, SeedNeeded
 from apps.ratelimit.backends.lua import RESERVE, SETTLE
-from apps.ratelimit.backends.resp import RespClient, RespError
+from apps.ratelimit.backends.resp import RespClient, RespError, RespUnavailable
 from apps.ratelimit.plan import SLOTS, WINDOW, Check, Refusal
 
 _KIND = {WINDOW: "w", SLOTS: "s"}
-DOWN_BACKOFF_SECONDS = 0.5
+DEADLINE_FACTOR = 10
+MIN_DEADLINE_SECONDS = 5.0
 
 
 def _member(check: Check) -> str:
@@ -39,13 +42,13 @@ def _fields(check: Check) -> str:
 class RedisBackend(CounterBackend):
     name = "redis"
 
-    def __init__(self, url: str, *, timeout_ms: int = 50, seeder: Seeder | None = None) -> None:
+    def __init__(self, url: str, *, timeout_ms: int = 500, seeder: Seeder | None = None) -> None:
         super().__init__(seeder)
         self.url = url
         self.timeout = timeout_ms / 1000.0
+        self.deadline = max(self.timeout * DEADLINE_FACTOR, MIN_DEADLINE_SECONDS)
         self._client: RespClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._down_until = 0.0
 
     def _redis(self) -> RespClient:
         # A connection belongs to the event loop it was opened on (tests run one loop per test).
@@ -53,19 +56,22 @@ class RedisBackend(CounterBackend):
         if self._client is None or self._loop is not loop:
             if self._client is not None and self._loop is not None and not self._loop.is_closed():
                 self._client.close()
-            self._client = RespClient(self.url)
+            self._client = RespClient(self.url, stall_seconds=self.timeout)
             self._loop = loop
         return self._client
 
     async def _call(self, operation):
-        if time.monotonic() < self._down_until:
-            raise BackendUnavailable("redis marked down")
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.deadline):
                 return await operation()
-        except (TimeoutError, RespError, OSError) as exc:
-            self._down_until = time.monotonic() + DOWN_BACKOFF_SECONDS
-            raise BackendUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+        except RespUnavailable as exc:
+            raise BackendUnavailable(str(exc), reason=exc.reason) from exc
+        except RespError as exc:  # an error reply: -LOADING after a restart, -OOM, -BUSY
+            raise BackendUnavailable(str(exc), reason="error_reply") from exc
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"no answer within {self.deadline:.1f} s", reason="deadline") from exc
+        except OSError as exc:
+            raise BackendUnavailable(f"{exc.__class__.__name__}: {exc}", reason="connect_error") from exc
 
     async def _reserve_once(self, checks: list[Check], allow_missing: bool = False) -> Refusal | None:
         client = self._redis()
