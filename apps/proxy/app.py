@@ -66,6 +66,36 @@ PATH_ROUTES: dict[tuple[str, str, str], str] = {
     ("GET", "batches", ""): "batches_get",
     ("POST", "batches", "cancel"): "batches_cancel",
 }
+# How each route above names the model it runs on: a JSON "body" field, a multipart "form" field (or the
+# x-gateway-model header), the lines of an uploaded "batch_file", the "path" (/v1/models/{id}), the model
+# "listing"; None: no model (file and batch ids are signed handles that carry their organization).
+# Names resolve within the key's organization (Registry.resolve). tests/e2e/test_rule_private_names_invisible.py
+# sends another organization's private names through every entry, and fails while a route lacks one.
+MODEL_INPUT: dict[str, str | None] = {
+    "chat": "body",
+    "completions": "body",
+    "embeddings": "body",
+    "responses": "body",
+    "images": "body",
+    "audio_speech": "body",
+    "audio_transcriptions": "form",
+    "moderations": "body",
+    "rerank": "body",
+    "messages": "body",
+    "messages_count_tokens": "body",
+    "files_create": "form",
+    "batches_create": "batch_file",
+    "models": "listing",
+    "models_get": "path",
+    "files_list": None,
+    "batches_list": None,
+    "openapi": None,
+    "files_get": None,
+    "files_content": None,
+    "files_delete": None,
+    "batches_get": None,
+    "batches_cancel": None,
+}
 
 
 class Gateway:

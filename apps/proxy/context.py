@@ -70,6 +70,9 @@ class RequestContext:
     model: str = ""  # what the client asked for
     llm_provider: str = FALLBACK_PROVIDER  # provider of the deployment that would serve it
     deployment_id: int | None = None
+    # The shared model group the name resolved to in the key's organization (Registry.resolve): whose
+    # capacity the priority limiter guards. None: not resolved, or an organization's private group.
+    capacity_group: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     estimated_prompt_tokens: int = 0

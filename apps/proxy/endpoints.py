@@ -104,12 +104,13 @@ async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, re
 
 async def list_models(gw, ctx: RequestContext, send, args: tuple[str, ...]) -> None:
     registry = await gw.get_registry()
+    org, is_master = ctx.key.organization_id, ctx.key.is_master
     data = []
-    for name in registry.public_names():
-        group = registry.resolve(name)
+    for name in registry.public_names(org, is_master=is_master):
+        group = registry.resolve(name, org, is_master=is_master)
         if group is None or (not ctx.key.allows_model(name) and not ctx.key.allows_model(group.model_name)):
             continue
-        visible = group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master)
+        visible = group.visible_to(org, is_master=is_master)
         if visible:
             data.append({"id": name, "object": "model", "created": 0, "owned_by": visible[0].provider})
     headers = gw.common_headers(ctx.request_id, ctx.started_at)
@@ -179,17 +180,22 @@ def fill_context(ctx: RequestContext, op: str, body: dict[str, Any], headers: di
 
 
 async def resolve(gw, ctx: RequestContext, op: str, model: str):
+    """The group ``model`` means for this key's organization (``Registry.resolve``), else 404.
+
+    A name only another organization can see is unknown here, checked before the allow-list: the
+    same 404 as a name that never existed (a 403 would tell that some tenant has it).
+    """
+    org, is_master = ctx.key.organization_id, ctx.key.is_master
     registry = await gw.get_registry()
-    group = registry.resolve(model)
+    group = registry.resolve(model, org, is_master=is_master)
     if group is None:
         registry = await gw.get_registry(unknown_model=True)
-        group = registry.resolve(model)
-    if group is None:
+        group = registry.resolve(model, org, is_master=is_master)
+    if group is None or not group.visible_to(org, is_master=is_master):
         raise model_not_found(model)
     if not (ctx.key.allows_model(model) or ctx.key.allows_model(group.model_name)):
         raise model_not_allowed(model)
-    if not group.visible_to(ctx.key.organization_id, is_master=ctx.key.is_master):
-        raise model_not_found(model)
+    ctx.capacity_group = group.model_name if group.shared else None
     support_op = "chat" if op == "messages" else op
     deployments = gw.router.candidates(group, ctx, support_op)
     if not deployments and not group.fallbacks:

@@ -57,6 +57,8 @@ class Group:
     num_retries: int | None = None
     rpm_capacity: int | None = None
     tpm_capacity: int | None = None
+    # Shared (deployments without an organization) or one organization's private group.
+    shared: bool = True
     # Per-snapshot memo of derived tuples (visibility per organization, candidates per route).
     memo: dict[Any, tuple[Deployment, ...]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -75,20 +77,70 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
+    """What each organization's keys can call, by name. See ``resolve`` for the order names are looked up in.
+
+    ``groups`` holds the shared deployments (no organization) by model name, ``private`` each organization's
+    own deployments by model name, ``private_any`` every organization's private deployments merged by name
+    (the master key's last resort). A name is never looked up across organizations: another tenant creating
+    a deployment can neither hide nor replace a name this organization resolves.
+    """
+
     groups: dict[str, Group]
     aliases: dict[str, str]
     loaded_at: float = 0.0
     by_id: dict[int, Deployment] = field(default_factory=dict)
+    private: dict[int, dict[str, Group]] = field(default_factory=dict)
+    private_any: dict[str, Group] = field(default_factory=dict)
+    # Per-snapshot memo of the names each (organization, master) sees, for /v1/models.
+    memo: dict[Any, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
-    def resolve(self, name: str) -> Group | None:
-        """Alias -> group name -> group (one alias hop, so aliases cannot loop)."""
-        group = self.groups.get(name)
-        if group is None and name in self.aliases:
-            group = self.groups.get(self.aliases[name])
+    def resolve(self, name: str, organization_id: int | None = None, *, is_master: bool = False) -> Group | None:
+        """The group ``name`` means for a key of ``organization_id`` (None when it means nothing there).
+
+        Inside one organization: its own private deployments of that name, else the shared deployments
+        of that exact name, else a shared alias, whose target is looked up the same way (one hop, so
+        aliases cannot loop; an alias whose target the organization cannot see does not exist for it).
+        Aliases are superuser-managed and shared (there are no organization-private aliases).
+        The master key: shared names, then aliases, then any organization's private deployments.
+        Dict lookups only: this runs on every request.
+        """
+        if is_master:
+            group = self.groups.get(name)
+            if group is None:
+                target = self.aliases.get(name)
+                if target is not None:
+                    group = self.groups.get(target) or self.private_any.get(target)
+            return group or self.private_any.get(name)
+        group = self._named(name, organization_id)
+        if group is None:
+            target = self.aliases.get(name)
+            if target is not None:
+                group = self._named(target, organization_id)
         return group
 
-    def public_names(self) -> list[str]:
-        return sorted(set(self.groups) | {a for a, target in self.aliases.items() if target in self.groups})
+    def _named(self, name: str, organization_id: int | None) -> Group | None:
+        if organization_id is not None:
+            own = self.private.get(organization_id)
+            if own is not None:
+                group = own.get(name)
+                if group is not None:
+                    return group
+        return self.groups.get(name)
+
+    def public_names(self, organization_id: int | None = None, *, is_master: bool = False) -> tuple[str, ...]:
+        """Every name that resolves for this organization (sorted), computed once per snapshot and organization."""
+        memo_key = (organization_id, is_master)
+        found = self.memo.get(memo_key)
+        if found is None:
+            names = set(self.groups) | set(self.aliases)
+            if is_master:
+                names |= set(self.private_any)
+            elif organization_id is not None:
+                names |= set(self.private.get(organization_id, ()))
+            found = tuple(sorted(n for n in names if self.resolve(n, organization_id, is_master=is_master)))
+            if len(self.memo) < 10_000:
+                self.memo[memo_key] = found
+        return found
 
 
 EMPTY_REGISTRY = Registry(groups={}, aliases={}, loaded_at=0.0)
@@ -136,19 +188,24 @@ def _deployment_from_row(row) -> Deployment | None:
 
 
 def load_registry() -> Registry:
-    """Read every enabled deployment, group and alias (synchronous: run it on a worker thread)."""
+    """Read every enabled deployment, group and alias (synchronous: run it on a worker thread).
+
+    Deployments are grouped per owner: shared ones (no organization) by name, each organization's by
+    name on their own. A ``ModelGroup`` row (superuser-managed, by name) sets the routing of every group
+    of that name; its fallbacks are names, resolved within the requesting key's organization.
+    """
     from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 
-    by_name: dict[str, list[Deployment]] = {}
+    by_owner: dict[int | None, dict[str, list[Deployment]]] = {}
     for row in ModelDeployment.objects.filter(enabled=True).order_by("model_name", "priority", "id"):
         deployment = _deployment_from_row(row)
         if deployment is not None:
-            by_name.setdefault(deployment.model_name, []).append(deployment)
+            by_owner.setdefault(deployment.organization_id, {}).setdefault(deployment.model_name, []).append(deployment)
     settings_by_name = {g.model_name: g for g in ModelGroup.objects.all()}
-    groups: dict[str, Group] = {}
-    for name, deployments in by_name.items():
+
+    def group(name: str, deployments: list[Deployment], *, shared: bool = False) -> Group:
         cfg = settings_by_name.get(name)
-        groups[name] = Group(
+        return Group(
             model_name=name,
             deployments=tuple(deployments),
             strategy=cfg.strategy if cfg else "simple-shuffle",
@@ -156,7 +213,23 @@ def load_registry() -> Registry:
             num_retries=cfg.num_retries if cfg else None,
             rpm_capacity=cfg.rpm_capacity if cfg else None,
             tpm_capacity=cfg.tpm_capacity if cfg else None,
+            shared=shared,
         )
+
+    shared = {name: group(name, deps, shared=True) for name, deps in by_owner.pop(None, {}).items()}
+    private = {org: {name: group(name, deps) for name, deps in names.items()} for org, names in by_owner.items()}
+    merged: dict[str, list[Deployment]] = {}
+    for names in by_owner.values():
+        for name, deps in names.items():
+            merged.setdefault(name, []).extend(deps)
+    private_any = {name: group(name, sorted(deps, key=lambda d: (d.priority, d.id))) for name, deps in merged.items()}
     aliases = dict(ModelAlias.objects.values_list("alias", "model_name"))
-    by_id = {d.id: d for group in groups.values() for d in group.deployments}
-    return Registry(groups=groups, aliases=aliases, loaded_at=time.monotonic(), by_id=by_id)
+    by_id = {d.id: d for names in (shared, *private.values()) for g in names.values() for d in g.deployments}
+    return Registry(
+        groups=shared,
+        aliases=aliases,
+        loaded_at=time.monotonic(),
+        by_id=by_id,
+        private=private,
+        private_any=private_any,
+    )

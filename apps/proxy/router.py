@@ -204,7 +204,8 @@ class Router:
         """Run attempts until one succeeds; returns (reply, deployment, call). Raises the last failure."""
         groups = [group]
         for name in group.fallbacks:
-            fallback = registry.resolve(name)
+            # Within the key's organization, like the name the client asked for.
+            fallback = registry.resolve(name, ctx.key.organization_id, is_master=ctx.key.is_master)
             # A key limited to some models is never served by a fallback model it may not use.
             if fallback is not None and fallback not in groups and ctx.key.allows_model(fallback.model_name):
                 groups.append(fallback)
