@@ -2,7 +2,9 @@
 
 All of it is a per-worker snapshot, loaded from the database once and then served from memory:
 
-* the deployment registry (capacities of every enabled deployment, group capacities), one for the process;
+* the deployment registry (capacities of every deployment the proxy serves, shared group capacities), one
+  for the process, built by the proxy's own loader (``apps.proxy.registry.load_registry``) so the limiters
+  and the router agree on what a deployment and a group are;
 * per organization, the few customers that matter to the proxy: those with a limit and those that are
   blocked. Every other ``user`` value a client sends is unlimited, with no query, however many distinct
   values arrive (the ``user`` field is client-chosen: it must never decide how much database work we do).
@@ -21,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -30,6 +32,9 @@ from django.db import close_old_connections
 from apps.proxy.context import ScopeLimits
 from apps.ratelimit import metrics
 from apps.ratelimit.errors import CustomerBlockedError, LimiterUnavailableError
+
+if TYPE_CHECKING:
+    from apps.proxy.registry import Registry as ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -66,37 +71,37 @@ class CustomerSnapshot:
     blocked: frozenset[str]  # external ids
 
 
-def _load_registry() -> Registry:
-    from apps.proxy.models import ModelDeployment, ModelGroup
+def capacities_of(models: ModelRegistry) -> Registry:
+    """The limiters' view of the proxy's model registry: built from the same snapshot type, so they agree.
 
-    deployments: dict[int, DeploymentCapacity] = {}
-    sums: dict[str, list[int | None]] = {}
-    for row in ModelDeployment.objects.filter(enabled=True).values(
-        "id", "model_name", "rpm_limit", "tpm_limit", "max_parallel_requests", "organization_id"
-    ):
-        shared = row["organization_id"] is None
-        deployments[row["id"]] = DeploymentCapacity(
-            row["id"], row["model_name"], row["rpm_limit"], row["tpm_limit"], row["max_parallel_requests"], shared
+    Only deployments the proxy serves have a capacity (rows it skips, e.g. undecryptable credentials, add
+    nothing to a group), and a group's capacity is that of the *shared* group of that name, the one
+    ``Registry.resolve`` hands every organization without a private deployment of its own.
+    """
+    deployments = {
+        d.id: DeploymentCapacity(
+            d.id, d.model_name, d.rpm_limit, d.tpm_limit, d.max_parallel_requests, d.organization_id is None
         )
-        if not shared:
-            # An organization's private deployment is its own business: it neither adds to nor (without a
-            # declared limit) switches off the capacity every tenant shares.
-            continue
-        rpm, tpm = sums.setdefault(row["model_name"], [0, 0])
-        # A group's capacity is the sum of its deployments' only when every deployment declares one.
-        sums[row["model_name"]] = [
-            None if rpm is None or row["rpm_limit"] is None else rpm + row["rpm_limit"],
-            None if tpm is None or row["tpm_limit"] is None else tpm + row["tpm_limit"],
-        ]
-    groups = {name: GroupCapacity(name, rpm or None, tpm or None) for name, (rpm, tpm) in sums.items()}
-    for row in ModelGroup.objects.values("model_name", "rpm_capacity", "tpm_capacity"):
-        summed = groups.get(row["model_name"])
-        groups[row["model_name"]] = GroupCapacity(
-            row["model_name"],
-            row["rpm_capacity"] or (summed.rpm_capacity if summed else None),
-            row["tpm_capacity"] or (summed.tpm_capacity if summed else None),
-        )
+        for d in models.by_id.values()
+    }
+    groups: dict[str, GroupCapacity] = {}
+    for name, group in models.groups.items():
+        # An organization's private deployment is its own business: it neither adds to nor (without a
+        # declared limit) switches off the capacity every tenant shares. A group's capacity is the sum of
+        # its deployments' only when every deployment declares one; a ModelGroup row's capacity wins.
+        rpm: int | None = 0
+        tpm: int | None = 0
+        for d in group.deployments:
+            rpm = None if rpm is None or d.rpm_limit is None else rpm + d.rpm_limit
+            tpm = None if tpm is None or d.tpm_limit is None else tpm + d.tpm_limit
+        groups[name] = GroupCapacity(name, group.rpm_capacity or rpm or None, group.tpm_capacity or tpm or None)
     return Registry(deployments, groups)
+
+
+def _load_registry() -> Registry:
+    from apps.proxy.registry import load_registry
+
+    return capacities_of(load_registry())
 
 
 _LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget")

@@ -195,7 +195,11 @@ class PriorityLimiter(ProxyMiddleware):
         capacity = await lookups.deployment_capacity(ctx.deployment_id)
         if capacity is not None and not capacity.shared:
             return  # an organization's private deployment does not draw on the capacity tenants share
-        group = await lookups.group_capacity(capacity.model_name if capacity else ctx.model)
+        # Without a deployment yet (all cooling down, or served by a fallback) the group is the one the
+        # proxy resolved for this organization, never the raw name asked for (an alias, or a name that
+        # another organization's private deployment also carries).
+        name = capacity.model_name if capacity else ctx.capacity_group
+        group = await lookups.group_capacity(name) if name else None
         if group is None or (group.rpm_capacity is None and group.tpm_capacity is None):
             return
         plan = plan_for(ctx)

@@ -261,3 +261,45 @@ async def test_priority_tiers_guard_the_shared_capacity_not_private_deployments(
     with pytest.raises(ProxyRateLimitError) as info:
         await call(chain, request(low, model="tiered", deployment_id=shared.pk))
     assert "saturated" in info.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_group_capacity_counts_only_deployments_the_proxy_serves():
+    """The limiters read the proxy's own registry: a row it skips (undecryptable credentials) adds no capacity."""
+    from asgiref.sync import sync_to_async
+
+    from apps.proxy.models import ModelDeployment
+    from apps.proxy.registry import load_registry
+
+    served = await sync_to_async(DeploymentFactory)(model_name="agreed", rpm_limit=10)
+    broken = await sync_to_async(DeploymentFactory)(model_name="agreed", rpm_limit=1000)
+    await sync_to_async(ModelDeployment.objects.filter(pk=broken.pk).update)(credentials_encrypted="gAAAA-not-a-token")
+    registry = await sync_to_async(load_registry)()
+    assert [d.id for d in registry.resolve("agreed").deployments] == [served.pk]
+    assert (await lookups.group_capacity("agreed")).rpm_capacity == 10
+    assert await lookups.deployment_capacity(broken.pk) is None
+
+
+async def test_without_a_deployment_the_priority_limiter_guards_the_group_the_proxy_resolved(monkeypatch, settings):
+    """All deployments cooling down: the request is tiered against the resolved group, not the name asked for."""
+    from apps.ratelimit.lookups import GroupCapacity
+
+    settings.PRIORITY_SATURATION_THRESHOLD = 0.5
+
+    async def no_deployment(deployment_id):
+        return None
+
+    async def group_capacity(name):
+        return GroupCapacity("mock-shared", 2, None) if name == "mock-shared" else None
+
+    monkeypatch.setattr(lookups, "deployment_capacity", no_deployment)
+    monkeypatch.setattr(lookups, "group_capacity", group_capacity)
+    chain = make_chain(MemoryBackend(), ["apps.ratelimit.middleware.PriorityLimiter"])
+    low = key_context(priority=0)
+    # Asked for by its alias "gpt-4"; the proxy resolved the shared group "mock-shared" (capacity 2 RPM).
+    await call(chain, request(low, model="gpt-4", capacity_group="mock-shared"))
+    with pytest.raises(ProxyRateLimitError):
+        await call(chain, request(low, model="gpt-4", capacity_group="mock-shared"))
+    # An organization's private group (no shared group resolved) is not tiered, whatever its name.
+    for _ in range(3):
+        await call(chain, request(low, model="mock-shared", capacity_group=None))
