@@ -248,15 +248,14 @@ class UserAdmin(TenantScopedAdmin):
                 actor=actor, user=self.original(form), **self.changed_values(form, services.USER_SETTABLE)
             )
         values = {k: form.cleaned_data[k] for k in ("email", "first_name", "last_name") if form.cleaned_data.get(k)}
-        user = services.user_create(
-            actor=actor, username=form.cleaned_data["username"], password=form.cleaned_data["password1"], **values
+        return services.user_create_with_membership(
+            actor=actor,
+            username=form.cleaned_data["username"],
+            password=form.cleaned_data["password1"],
+            team=form.cleaned_data.get("team"),
+            role=form.cleaned_data["role"],
+            **values,
         )
-        team = form.cleaned_data.get("team")
-        if team is not None:
-            services.membership_create(
-                actor=actor, user=user, organization=team.organization, team=team, role=form.cleaned_data["role"]
-            )
-        return user
 
 
 @admin.register(Customer)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
-from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -13,7 +11,6 @@ from apps.teams import serializers as s
 from apps.teams import services
 from apps.teams.api_base import TenantViewSet
 from apps.teams.models import Customer, Membership, Organization, Team, User
-from apps.teams.scoping import tenancy_for
 
 
 class OrganizationViewSet(TenantViewSet):
@@ -99,23 +96,9 @@ class UserViewSet(TenantViewSet):
     @extend_schema(request=s.UserInput, responses={201: s.UserSerializer})
     def create(self, request):
         values = self.validated(s.UserInput)
-        team, organization, role = values.pop("team", None), values.pop("organization", None), values.pop("role")
-        if team is None and organization is None and not tenancy_for(request.user).is_superuser:
-            # Without a membership the new person would be invisible to the admin who created them.
-            raise ValidationError({"team": "name the team (or organization) the new user joins."})
-        actor = self.actor()
-        with transaction.atomic():
-            user = services.user_create(
-                actor=actor, username=values.pop("username"), password=values.pop("password", None), **values
-            )
-            if team is not None or organization is not None:
-                services.membership_create(
-                    actor=actor,
-                    user=user,
-                    organization=team.organization if team else organization,
-                    team=team,
-                    role=role,
-                )
+        user = services.user_create_with_membership(
+            actor=self.actor(), username=values.pop("username"), password=values.pop("password", None), **values
+        )
         return self.respond(user, status.HTTP_201_CREATED)
 
     @extend_schema(request=s.UserUpdateInput, responses=s.UserSerializer)

@@ -161,6 +161,33 @@ def user_create(*, actor: Actor, username: str, password: str | None = None, **v
     return user
 
 
+def user_create_with_membership(
+    *,
+    actor: Actor,
+    username: str,
+    password: str | None = None,
+    team: Team | None = None,
+    organization: Organization | None = None,
+    role: str = Role.MEMBER,
+    **values,
+) -> User:
+    """A new person and the membership that places them, all or nothing (REST API and admin alike).
+
+    A refused membership (a role the creator may not grant, a team they don't run) rolls the account
+    back: otherwise a staff account with a known password would survive the error, belonging to no
+    tenant. A tenant admin must name where the person joins, or they would vanish from their own view.
+    """
+    if team is None and organization is None and not tenancy_for(actor.user).is_superuser:
+        raise ValidationError({"team": "name the team (or organization) the new user joins."})
+    with transaction.atomic():
+        user = user_create(actor=actor, username=username, password=password, **values)
+        if team is not None or organization is not None:
+            membership_create(
+                actor=actor, user=user, organization=team.organization if team else organization, team=team, role=role
+            )
+    return user
+
+
 def membership_create(
     *, actor: Actor, user: User, organization: Organization, team: Team | None = None, role: str = Role.MEMBER
 ) -> Membership:
