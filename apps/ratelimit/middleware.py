@@ -108,8 +108,8 @@ class BatchLimiter(ProxyMiddleware):
 class ParallelRequestLimiter(ProxyMiddleware):
     """Concurrency slots per key, user, team (and organization/customer when set).
 
-    A slot is released in post_call on every outcome; a slot whose worker died expires after
-    ``RATELIMIT_SLOT_TTL_SECONDS``.
+    A slot is released in post_call on every outcome. It is a lease of ``RATELIMIT_SLOT_TTL_SECONDS`` that
+    the worker renews while the request runs, so a slot whose worker died comes back within one lease.
     """
 
     async def pre_call(self, ctx: RequestContext) -> None:

@@ -10,8 +10,10 @@ Three counter kinds cover every limiter:
 - ``window``: a sliding window of fixed buckets (a Redis hash ``bucket -> amount``). It keeps
   ``window / bucket + 1`` buckets, so no interval of ``window`` seconds ever holds more than the limit
   (exactly bounded, never the 2x burst of fixed windows). Used for RPM, TPM, capacity and priority tiers.
-- ``slots``: concurrency slots (a sorted set ``request_id -> expiry``). Expired members are dropped on
-  every check, so a worker that died mid-request gives its slots back after ``RATELIMIT_SLOT_TTL_SECONDS``.
+- ``slots``: concurrency slots, each a lease (a sorted set ``request_id -> lease expiry``). The worker
+  serving the request renews its leases (one batched call per interval, see ``CounterBackend``); expired
+  ones are dropped on every check, so a worker that died mid-request gives its slots back within
+  ``RATELIMIT_SLOT_TTL_SECONDS``, and a refusal's retry-after is the earliest lease expiry.
 - ``counter``: a plain running total with an expiry (budgets in nano-USD per window id, session caps).
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from gateway_project.env import (
     env_bool,
@@ -202,8 +203,15 @@ RATELIMIT_FAIL_MODE = env_choice("RATELIMIT_FAIL_MODE", "open", ("open", "closed
 # bound on opening a connection. See docs/ratelimit.md.
 RATELIMIT_REDIS_TIMEOUT_MS = env_int("RATELIMIT_REDIS_TIMEOUT_MS", 500, minimum=1)
 PRIORITY_SATURATION_THRESHOLD = env_float("PRIORITY_SATURATION_THRESHOLD", 0.8, minimum=0)
-# A concurrency slot whose worker died is reclaimed after this long (longer than any upstream call).
-RATELIMIT_SLOT_TTL_SECONDS = env_float("RATELIMIT_SLOT_TTL_SECONDS", 660.0, minimum=1)
+# A concurrency slot is a lease of this length that the worker serving the request renews every
+# RATELIMIT_SLOT_RENEW_SECONDS (one call for all its slots), so a request of any length keeps its slot and
+# a worker that died gives its slots back within one lease. The renewal must come well inside the lease.
+RATELIMIT_SLOT_TTL_SECONDS = env_float("RATELIMIT_SLOT_TTL_SECONDS", 20.0, minimum=1)
+RATELIMIT_SLOT_RENEW_SECONDS = env_float(
+    "RATELIMIT_SLOT_RENEW_SECONDS", min(5.0, RATELIMIT_SLOT_TTL_SECONDS / 4), minimum=0.05
+)
+if RATELIMIT_SLOT_RENEW_SECONDS > RATELIMIT_SLOT_TTL_SECONDS / 2:
+    raise ImproperlyConfigured("RATELIMIT_SLOT_RENEW_SECONDS must be at most half of RATELIMIT_SLOT_TTL_SECONDS.")
 # Session caps (iterations, budget) count for this long from the session's first call.
 RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400.0, minimum=1)
 # In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.

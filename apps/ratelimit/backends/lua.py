@@ -8,7 +8,7 @@ RESERVE: KEYS[i] is the counter of check i. ARGV[1] = "1" to treat missing budge
 (after seeding), ARGV[2] = 7 fields per check:
 kind (w|s|c), limit (-1 = none), amount, p1, p2, check_only (0|1), seedable (0|1)
   w (window):  p1 = window ms, p2 = bucket ms
-  s (slots):   p1 = slot ttl ms, p2 = member (request id)
+  s (slots):   p1 = lease ms, p2 = member (request id); the sorted set scores are lease expiries
   c (counter): p1 = ttl ms (0 = none), p2 = retry ms (-1 = until the key expires)
 Every check is evaluated before anything is written, so a refusal charges nothing.
 Replies "1|used|reset_ms|bucket|..." (3 fields per check), "0|index|retry_ms|used" on refusal,
@@ -67,10 +67,15 @@ for i = 1, n do
     end
     used[i], reset[i], stale[i] = total, (oldest + nb) * bms - now, dead
   elseif kind == 's' then
+    -- Leases past their expiry belong to requests whose worker died (a live one renews its lease).
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local count = redis.call('ZCARD', key)
     if limit >= 0 and count + 1 > limit then
-      return '0|' .. i .. '|1000|' .. count
+      -- The earliest lease expiry: when a slot frees for sure if its holder is dead (the lease if none).
+      local retry = tonumber(f[a + 4])
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if first[2] then retry = tonumber(first[2]) - now end
+      return '0|' .. i .. '|' .. num(math.max(retry, 1)) .. '|' .. count
     end
     used[i], reset[i] = count, 0
   else
@@ -143,4 +148,28 @@ for i = 1, #KEYS do
   end
 end
 return #KEYS
+"""
+
+# RENEW: KEYS[i] is the slot set of lease i; ARGV[1] packs 2 fields per lease: lease ms, member.
+# One call per worker per renewal interval extends every lease it holds. A lease already past its expiry
+# is not renewed (it may have been reclaimed and given to another request), nor is a released one: their
+# indexes are returned after a leading "0" (the caller ignores the ones it released meanwhile).
+RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = {}
+for field in string.gmatch(ARGV[1], '[^|]+') do f[#f + 1] = field end
+local lost = {'0'}
+for i = 1, #KEYS do
+  local ttl, member = tonumber(f[2 * i - 1]), f[2 * i]
+  local key = KEYS[i]
+  local score = redis.call('ZSCORE', key, member)
+  if score and tonumber(score) > now then
+    redis.call('ZADD', key, now + ttl, member)
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  else
+    lost[#lost + 1] = i
+  end
+end
+return table.concat(lost, '|')
 """

@@ -68,7 +68,9 @@ class MemoryBackend(CounterBackend):
                         del members[member]
                 used = len(members)
                 if check.limit is not None and used + 1 > check.limit:
-                    return Refusal(index, 1000, used)
+                    # The earliest lease expiry, as the Lua script (the lease itself when nobody holds one).
+                    retry = min(members.values()) - now if members else check.ttl_ms
+                    return Refusal(index, max(retry, 1), used)
             else:
                 used = self._counter(check.key, now) or 0
                 if check.limit is not None and used + check.amount > check.limit:
@@ -120,6 +122,17 @@ class MemoryBackend(CounterBackend):
                 entry = self.counters.get(check.key)
                 if entry is not None and self._counter(check.key, now) is not None:
                     self.counters[check.key] = (entry[0] + delta, entry[1])
+
+    async def _renew(self, leases: list[tuple[tuple[str, str], int]]) -> list[int]:
+        now = self._now_ms()
+        lost = []
+        for index, ((key, member), ttl_ms) in enumerate(leases):
+            members = self.slots.get(key, {})
+            if members.get(member, 0) > now:
+                members[member] = now + ttl_ms
+            else:  # released meanwhile, or expired (as the Lua script: an expired lease is never revived)
+                lost.append(index)
+        return lost
 
     async def _seed(self, check: Check, value: int) -> None:
         now = self._now_ms()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from apps.ratelimit.backends.base import BackendUnavailable, CounterBackend, Seeder, SeedNeeded
-from apps.ratelimit.backends.lua import RESERVE, SETTLE
+from apps.ratelimit.backends.lua import RENEW, RESERVE, SETTLE
 from apps.ratelimit.backends.resp import RespClient, RespError, RespUnavailable
 from apps.ratelimit.plan import SLOTS, WINDOW, Check, Refusal
 
@@ -103,6 +103,13 @@ class RedisBackend(CounterBackend):
             fields.append(f"{kind}|{int(delta)}|{_member(check) if kind == 's' else check.bucket or 0}")
         packed = "|".join(fields)
         await self._call(lambda: client.evalsha(SETTLE, keys, [packed]))
+
+    async def _renew(self, leases: list[tuple[tuple[str, str], int]]) -> list[int]:
+        client = self._redis()
+        keys = [key for (key, _member), _ttl in leases]
+        packed = "|".join(f"{ttl}|{member.replace('|', '_') or '-'}" for (_key, member), ttl in leases)
+        reply = await self._call(lambda: client.evalsha(RENEW, keys, [packed]))
+        return [int(i) - 1 for i in reply.split(b"|")[1:]]
 
     async def _seed(self, check: Check, value: int) -> None:
         client = self._redis()
