@@ -1,8 +1,8 @@
 """Real processes for the rate-limit integration tests: a mock OpenAI upstream and a uvicorn gateway.
 
 The upstream runs in a thread with its own event loop and behaves by the requested model name:
-``ok`` answers, ``fail`` answers 500, ``hang`` never answers, ``drip`` streams a chunk every 100 ms
-for a minute (so the client can walk away mid-stream).
+``ok`` answers, ``fail`` answers 500, ``hang`` never answers, ``slow`` answers after 3 s, ``drip`` streams
+a chunk every 100 ms for a minute (so the client can walk away mid-stream).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
     if model == "hang":
         await asyncio.sleep(120)
+    if model == "slow":
+        await asyncio.sleep(3)
     if model == "drip":
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
