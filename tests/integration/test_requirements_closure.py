@@ -19,6 +19,7 @@ import pytest
 from django.conf import settings
 
 from tests.support.processes import ROOT, database_url
+from tests.support.production import production_env as production_environment
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,24 +52,13 @@ def base_venv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def production_env(base_venv) -> dict[str, str]:
     """Only what a production container has: the venv on PATH, production settings, real services."""
-    metrics_dir = base_venv.parent / "prometheus"
+    workdir = base_venv.parent
+    metrics_dir = workdir / "prometheus"
     metrics_dir.mkdir(exist_ok=True)  # as scripts/entrypoint.sh does before every process
-    return {
-        "PATH": f"{base_venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "gateway_project.settings.production",
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_SECRET_KEY": "closure-test-django-secret-key-0123456789abcdef",
-        "GATEWAY_SECRET_KEY": "closure-test-gateway-secret-key-0123456789abcdef",
-        "GATEWAY_MASTER_KEY": "sk-closure-test-master-key-0123456789abcdef",
-        "METRICS_TOKEN": "closure-test-metrics-token-0123456789abcdef",
-        "DJANGO_ALLOWED_HOSTS": "gw.example.com",
-        "GATEWAY_RUN_DIR": str(base_venv.parent / "run"),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    env = production_environment(
+        bin_dir=base_venv / "bin", database_url=database_url(), redis_url=settings.REDIS_URL, workdir=workdir
+    )
+    return {**env, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
 
 
 def _python(env: dict[str, str], code: str, timeout: float = 180) -> subprocess.CompletedProcess:
