@@ -16,8 +16,9 @@ if [ "$("$VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" 
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
+# Resolved for what the image runs (CPython 3.11 on Linux), whichever machine runs this script.
 compile() {
-  "$VENV/bin/uv" pip compile --quiet --no-config --python-version 3.11 --generate-hashes \
+  "$VENV/bin/uv" pip compile --quiet --no-config --python-version 3.11 --python-platform linux --generate-hashes \
     --custom-compile-command scripts/lock.sh "$@"
 }
 compile "$@" requirements/base.in -o requirements/base.txt
