@@ -48,3 +48,15 @@ def setup_after_migrate(sender, **kwargs) -> None:
     tables = connection.introspection.table_names()
     if "django_celery_beat_periodictask" in tables and "django_celery_beat_crontabschedule" in tables:
         schedules_setup()
+
+
+def beat_last_dispatch():
+    """When beat last sent any enabled periodic task (None: never), for the beat process's liveness check.
+
+    django-celery-beat's DatabaseScheduler writes ``last_run_at`` back at least every 3 minutes while it
+    runs, and the ingest schedule fires every 2 s, so a beat that stopped dispatching shows as an old value.
+    """
+    from django.db.models import Max
+    from django_celery_beat.models import PeriodicTask
+
+    return PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]

@@ -40,3 +40,36 @@ def test_every_scheduled_task_is_registered_with_celery():
     app.loader.import_default_modules()
     for _, task, _, _ in SCHEDULES:
         assert task in app.tasks, task
+
+
+def beat_health(max_age: int = 600) -> str:
+    out = io.StringIO()
+    call_command("beat_health", "--max-age", str(max_age), stdout=out)
+    return out.getvalue()
+
+
+def test_beat_health_fails_until_beat_dispatched_something():
+    from django.core.management.base import CommandError
+
+    PeriodicTask.objects.update(last_run_at=None)
+    with pytest.raises(CommandError, match="not dispatched any periodic task yet"):
+        beat_health()
+
+
+def test_beat_health_passes_while_beat_dispatches_and_fails_once_it_stopped():
+    from datetime import timedelta
+
+    from django.core.management.base import CommandError
+    from django.utils import timezone
+
+    PeriodicTask.objects.update(last_run_at=timezone.now() - timedelta(hours=2))
+    PeriodicTask.objects.filter(task="spend.ingest").update(last_run_at=timezone.now() - timedelta(seconds=30))
+    assert "dispatched a periodic task 30 s ago" in beat_health()
+
+    PeriodicTask.objects.filter(task="spend.ingest").update(last_run_at=timezone.now() - timedelta(seconds=900))
+    with pytest.raises(CommandError, match="900 s ago"):
+        beat_health()
+    # A disabled task's old run time proves nothing about beat now.
+    PeriodicTask.objects.filter(task="spend.ingest").update(last_run_at=timezone.now(), enabled=False)
+    with pytest.raises(CommandError, match="ago"):
+        beat_health()
