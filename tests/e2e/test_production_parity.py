@@ -26,7 +26,13 @@ import pytest
 import redis
 
 from tests.support.mock_upstream import MockUpstream
-from tests.support.production import ProductionStack, base_venv_build, production_env, redis_url_with_db
+from tests.support.production import (
+    ProductionStack,
+    base_venv_build,
+    compose_healthcheck,
+    production_env,
+    redis_url_with_db,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -273,6 +279,10 @@ def test_base_install_runs_every_process_and_loses_nothing(stack, upstream, stac
         running=("web", "worker", "beat"),
     )
     assert sorted(rest_ledger(stack, key_row["id"])) == sorted(answered)
+    # The health checks deploy/ gives worker and beat (compose and kustomize) pass against the real ones.
+    for name in ("worker", "beat"):
+        result = stack.run(compose_healthcheck(name))
+        assert result.returncode == 0, f"{name} health check failed:\n{result.stdout}{result.stderr}\n{stack.report()}"
 
     held, late = asyncio.run(shutdown_under_load(stack, upstream, key))
     codes = {name: stack.wait_exit(name, timeout=90) for name in ("web", "worker", "beat")}
@@ -283,6 +293,8 @@ def test_base_install_runs_every_process_and_loses_nothing(stack, upstream, stac
     answered |= {o.request_id for o in [*held, *late] if o.answered}
     refused = [o.error or str(o.status) for o in late if not o.answered]
     print(f"shutdown: {len(held)} held answered, {len(late) - len(refused)} late answered, refused: {refused}")
+
+    assert stack.run(compose_healthcheck("worker")).returncode != 0, "the worker health check passes with no worker"
 
     # Spend of the requests answered during the drain waits in the Redis stream for the next worker.
     stack.start("worker")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,13 +31,14 @@ def base_venv_build(dest: Path, requirements: Path = ROOT / "requirements" / "ba
 
     ``--without-pip`` plus the suite's pip pointed at the new interpreter (``pip --python``) keeps
     pip itself (and the setuptools ensurepip adds on 3.11) out of it, and pip's cache keeps it fast.
-    Once the lock carries hashes, installs are hash-checked as the Dockerfile does.
+    Once the lock carries hashes it is installed as the Dockerfile does: ``--no-deps --require-hashes``,
+    so a package missing from the closure is missing here too.
     """
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(dest)], check=True)
     python = dest / "bin" / "python"
     command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check", "-q"]
-    if "--hash=" in requirements.read_text():
-        command.append("--require-hashes")
+    if "--hash=" in requirements.read_text():  # the complete lock: installed as the Dockerfile does
+        command += ["--no-deps", "--require-hashes"]
     result = subprocess.run([*command, "-r", str(requirements)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         noise = "is ignored: it is neither a file nor a directory"  # this machine's unused index locations
@@ -111,6 +113,11 @@ class ProductionStack:
             raise AssertionError(f"migrate did not finish in {timeout:.0f} s\n{self.report()}") from None
         assert process.returncode == 0, f"migrate exited {process.returncode}\n{self.report()}"
 
+    def run(self, command: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
+        """A one-off command in a running "container" (a health check), with the processes' environment."""
+        env = {**self.env, "HOSTNAME": socket.gethostname()}  # Docker and Kubernetes set it; Celery names nodes by it
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
     def assert_running(self, *names: str) -> None:
         for name in names:
             process = self.processes[name]
@@ -157,3 +164,16 @@ class ProductionStack:
             kill_process_group(process)
         for log in self._files:
             log.close()
+
+
+def compose_healthcheck(service: str) -> list[str]:
+    """The health check command of ``service`` in deploy/docker-compose.yml, as an argv to run here."""
+    import yaml
+
+    test = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())["services"][service]["healthcheck"][
+        "test"
+    ]
+    if test[0] == "CMD-SHELL":
+        return ["sh", "-c", test[1].replace("$$", "$")]  # $$ is Compose's escape for a literal $
+    assert test[0] == "CMD", test
+    return test[1:]
