@@ -74,12 +74,16 @@ def api_base_problem(api_base: str, *, allow_private: bool | None = None) -> str
     if not api_base:
         return None
     allow_private = settings.PROXY_ALLOW_PRIVATE_UPSTREAMS if allow_private is None else allow_private
-    parts = urlsplit(api_base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(api_base)
+        hostname, _port = parts.hostname, parts.port  # both raise on "http://[::1" or a port out of range
+    except ValueError:
+        return "must be a well-formed http(s) URL."
+    if parts.scheme not in ("http", "https") or not hostname:
         return "must be an http(s) URL with a host."
     if parts.username or parts.password:
         return "must not carry credentials; use api_key."
-    host = parts.hostname.rstrip(".").lower()
+    host = hostname.rstrip(".").lower()
     if host in METADATA_HOSTS:
         return "cloud metadata endpoints are not allowed."
     try:

@@ -62,11 +62,15 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value
 
 
+# Ids are bigints in Postgres: a larger number is no id at all (and would overflow the query: a 500).
+ID = {"required": False, "min_value": 1, "max_value": 2**63 - 1}
+
+
 class SpendFilterSerializer(serializers.Serializer):
-    key = serializers.IntegerField(required=False, min_value=1)
-    team = serializers.IntegerField(required=False, min_value=1)
-    user = serializers.IntegerField(required=False, min_value=1)
-    organization = serializers.IntegerField(required=False, min_value=1)
+    key = serializers.IntegerField(**ID)
+    team = serializers.IntegerField(**ID)
+    user = serializers.IntegerField(**ID)
+    organization = serializers.IntegerField(**ID)
     customer = serializers.CharField(required=False, max_length=255)
     model = serializers.CharField(required=False, max_length=200)
     start = serializers.CharField(required=False, help_text="ISO date or datetime (inclusive).")

@@ -29,7 +29,7 @@ def money(value) -> Decimal:
 
 
 _SUMMARY_FILTERS = (("key", "key_id"), ("team", "team_id"), ("user", "user_id"), ("model", "model"))
-_SUMMARY_FILTERS += (("customer", "customer_id"),)
+_SUMMARY_FILTERS += (("customer", "customer_id"), ("organization", "organization_id"))
 GROUPINGS = {
     "team": ("team_id", "team__name"),
     "key": ("key_id", "key__alias"),
