@@ -34,6 +34,7 @@ from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Re
 from apps.proxy.resolver import SafeResolver
 from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
+from apps.ratelimit import observe
 
 logger = logging.getLogger("apps.proxy")
 REGISTRY_RETRY_SECONDS = 1.0
@@ -294,8 +295,10 @@ class Gateway:
                     kind="not_found",
                 )
             await endpoints.handle(self, op, args, scope, receive, send, started=started, request_id=request_id)
-        except GatewayError as exc:
+        except GatewayError as exc:  # before the request had a key (a 401, an unknown URL): counted here
             await self.send_error(send, exc, request_id, started)
+            route = endpoints.ROUTE_OF.get(op, endpoints.UNKNOWN_ROUTE) if op else endpoints.UNKNOWN_ROUTE
+            observe.request_unauthenticated(route, exc.status, exc.kind, started)
         except ClientGone:
             return
         except Exception:
@@ -346,6 +349,7 @@ class Gateway:
                 await self.chain.post_call(ctx, result)
             except Exception:
                 logger.exception("post_call failed for %s", ctx.request_id)
+        observe.request_unmetered(ctx, result)  # answered before the chain (400, 403, 404): counted here
         if event is not None:
             try:
                 await self.spend.emit(event)

@@ -68,6 +68,7 @@ class RequestContext:
     key: KeyContext
     route: str  # e.g. "/v1/chat/completions"
     model: str = ""  # what the client asked for
+    model_known: bool = False  # ``model`` resolved to a group this key's organization sees
     llm_provider: str = FALLBACK_PROVIDER  # provider of the deployment that would serve it
     deployment_id: int | None = None
     # The shared model group the name resolved to in the key's organization (Registry.resolve): whose

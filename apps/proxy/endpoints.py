@@ -28,6 +28,7 @@ from apps.proxy.tokens import (
     reject_client_upstream_form,
     requested_max_tokens,
 )
+from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.spend.events import SpendEvent
 
@@ -52,7 +53,17 @@ ROUTE_OF = {
     "files_list": "/v1/files",
     "batches_list": "/v1/batches",
     "messages_count_tokens": "/v1/messages/count_tokens",
+    "models": "/v1/models",
+    "openapi": "/v1/openapi.json",
+    # Routes with an id: the template, so metrics never carry a client-chosen path.
+    "models_get": "/v1/models/{model}",
+    "files_get": "/v1/files/{file_id}",
+    "files_content": "/v1/files/{file_id}/content",
+    "files_delete": "/v1/files/{file_id}",
+    "batches_get": "/v1/batches/{batch_id}",
+    "batches_cancel": "/v1/batches/{batch_id}/cancel",
 }
+UNKNOWN_ROUTE = "unknown"
 # Lists answered from what the gateway recorded per organization (apps/proxy/listing.py).
 LISTING_OPS = {"files_list": listing.files_list, "batches_list": listing.batches_list}
 REQUIRED = {
@@ -74,11 +85,24 @@ async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, re
 
             gw.openapi = openapi_json()
         await send_response(send, 200, gw.openapi, gw.common_headers(request_id, started))
+        observe.request_unauthenticated(ROUTE_OF[op], 200, None, started)
         return
     headers = header_map(scope)
     gw.cache_sync.check_local()
     key = await gw.auth.authenticate(bearer_token(headers))
-    ctx = RequestContext(request_id=request_id, key=key, route=ROUTE_OF.get(op, scope["path"]), started_at=started)
+    ctx = RequestContext(request_id=request_id, key=key, route=ROUTE_OF.get(op, UNKNOWN_ROUTE), started_at=started)
+    try:
+        await dispatch(gw, ctx, op, args, headers, scope, receive, send)
+    except GatewayError as exc:
+        await gw.send_error(send, exc, request_id, started)
+        observe.request_unmetered(ctx, CallResult(status=exc.status, error_type=exc.kind))
+        return
+    # Every success the chain did not see is a 200 (listings, lookups, the gateway's own token count).
+    observe.request_unmetered(ctx, CallResult(status=200))
+
+
+async def dispatch(gw, ctx: RequestContext, op: str, args, headers, scope, receive, send) -> None:
+    """The flow behind ``op`` for an authenticated request; a ``GatewayError`` is the caller's to answer."""
     if op in ("models", "models_get"):
         await list_models(gw, ctx, send, args)
         return
@@ -193,6 +217,7 @@ async def resolve(gw, ctx: RequestContext, op: str, model: str):
         group = registry.resolve(model, org, is_master=is_master)
     if group is None or not group.visible_to(org, is_master=is_master):
         raise model_not_found(model)
+    ctx.model_known = True
     if not (ctx.key.allows_model(model) or ctx.key.allows_model(group.model_name)):
         raise model_not_allowed(model)
     ctx.capacity_group = group.model_name if group.shared else None

@@ -18,6 +18,9 @@ from apps.proxy.context import FALLBACK_PROVIDER
 MAX_LABEL_VALUES = 500
 MAX_LABEL_LENGTH = 80
 OTHER = "other"
+# The model label of a request whose model name did not resolve (a 404, or no model at all yet): the
+# name is the client's, unbounded, and must not become a label value.
+UNKNOWN = "unknown"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 

@@ -1,8 +1,15 @@
-"""Turns one finished /v1 request into metric samples (called by ``MetricsMiddleware.post_call``)."""
+"""Turns one finished /v1 request into metric samples.
+
+Requests that reach the limiter chain are counted by ``MetricsMiddleware.post_call``; the ones answered
+before it (a 401, an unknown model's 404, a 400 or 413 body, a listing) by ``request_unmetered`` or
+``request_unauthenticated``. Each request is counted once: ``METERED`` marks the context when it is.
+"""
 
 from __future__ import annotations
 
-from apps.proxy.context import CallResult, RequestContext
+import time
+
+from apps.proxy.context import FALLBACK_PROVIDER, CallResult, RequestContext
 from apps.ratelimit import metrics as m
 from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY, Plan, nano_to_usd
 
@@ -20,7 +27,11 @@ def child(metric, *labels: str):
     return found
 
 
+METERED = "_metered"
+
+
 def request_started(ctx: RequestContext) -> None:
+    ctx.reservations[METERED] = True
     child(m.IN_FLIGHT, m.bounded("route", ctx.route)).inc()
 
 
@@ -139,3 +150,36 @@ def _remaining(plan: Plan, team: str, alias: str) -> None:
             child(m.REMAINING_TOKENS, *labels).set(max(0.0, check.remaining))
         elif check.limit_type == "budget":
             child(m.REMAINING_BUDGET, *labels).set(float(nano_to_usd(max(0.0, check.remaining))))
+
+
+def request_unmetered(ctx: RequestContext, result: CallResult) -> None:
+    """A keyed request the limiter chain never counted (answered before it, or a listing): count it once.
+
+    The model label is the requested name only when it resolved for this key; any other name (a client
+    can send millions) is ``unknown``, so attacker-chosen names never become label values.
+    """
+    if METERED in ctx.reservations:
+        return
+    ctx.reservations[METERED] = True
+    model = ctx.model if ctx.model_known else (m.UNKNOWN if ctx.model else "")
+    result.llm_provider = ctx.llm_provider
+    failure = exception_class(ctx, result)
+    _count(ctx.route, ctx.llm_provider, model, ctx.key.team_name, ctx.key.key_alias, result, failure, ctx.started_at)
+
+
+def request_unauthenticated(route: str, status: int, error_type: str | None, started: float) -> None:
+    """A request answered before it had a key (401, an unknown URL, the key store down): provider ``gateway``."""
+    result = CallResult(status=status, error_type=error_type)
+    name = _BY_ERROR_TYPE.get(error_type or "") or _BY_STATUS.get(status) or "APIError"
+    _count(route, FALLBACK_PROVIDER, "", "", "", result, f"{m.provider_class(FALLBACK_PROVIDER)}.{name}", started)
+
+
+def _count(
+    route: str, provider: str, model: str, team: str, alias: str, result: CallResult, failure: str, started: float
+) -> None:
+    route, provider, model = m.bounded("route", route), m.bounded("provider", provider), m.bounded("model", model)
+    team, alias, status = m.bounded("team", team), m.bounded("key_alias", alias), str(result.status)
+    child(m.REQUESTS, route, provider, model, team, alias, status).inc()
+    if result.status >= 400:
+        child(m.FAILURES, m.bounded("exception_class", failure), status, provider, model, team, alias, route).inc()
+    child(m.LATENCY, route, provider, model).observe(max(0.0, time.perf_counter() - started))
