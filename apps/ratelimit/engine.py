@@ -30,16 +30,14 @@ _log = IntervalLog(log, interval=10.0)
 
 
 def _backend_failed(where: str, exc: BaseException) -> None:
-    """Count every failure; log one line per (operation, reason) per interval with how many there were."""
+    """Count every failure (by operation, and by reason for the fail-mode decisions); log the first at once
+    and then one line per interval with how many followed, whatever their operation or reason."""
     mode = settings.RATELIMIT_FAIL_MODE
     reason = getattr(exc, "reason", "unknown")
     metrics.backend_error(mode, where)
     if where == "reserve":
         metrics.fail_mode_applied(mode, reason)
-    _log.event(
-        f"{where}:{reason}",
-        f"rate-limit backend unavailable during {where} ({reason}); fail mode {mode}",
-    )
+    _log.event("backend", f"rate-limit backend unavailable during {where} ({reason}); fail mode {mode}")
 
 
 async def plan_reserve(ctx: RequestContext, plan: Plan, backend: CounterBackend) -> None:

@@ -29,6 +29,7 @@ from django.conf import settings
 
 from apps.spend.events import SpendEvent
 from apps.spend.live import live_publish
+from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +80,18 @@ async def spend_emit_durable(event: SpendEvent) -> None:
                 STREAM_KEY, {STREAM_FIELD: event.to_json()}, maxlen=_stream_maxlen(), approximate=True
             )
             return
-        except Exception:
+        except Exception as exc:
             # Losing spend is worse than a slower path: keep the event in process and write it directly.
-            _log_fallback(event)
+            _log_fallback(event, exc)
     local_outbox().put(event)
 
 
-_fallback_logged_at = [0.0]
+_fallback_log = IntervalLog(logger, interval=10.0)
 
 
-def _log_fallback(event: SpendEvent) -> None:
-    """At most one log line per 10 s while Redis is down (each request would log otherwise)."""
-    now = time.monotonic()
-    if now - _fallback_logged_at[0] >= 10.0:
-        _fallback_logged_at[0] = now
-        logger.exception("spend outbox: XADD failed (request %s); using the local queue", event.request_id)
+def _log_fallback(event: SpendEvent, exc: Exception) -> None:
+    """One line per 10 s with a count while Redis is down (each request would log otherwise)."""
+    _fallback_log.event("xadd", f"spend outbox: XADD failed ({exc.__class__.__name__}: {exc}); using the local queue")
 
 
 class LocalOutbox:
