@@ -99,7 +99,7 @@ class SpendBatcher:
             outbox.put(event)
         _log.event(
             "in_process",
-            f"spend stream unavailable ({why}); {len(batch)} events written to the ledger from this process",
+            f"spend stream unavailable ({why}); batches go to the ledger from this process (this one: {len(batch)})",
         )
 
     async def close(self) -> None:
