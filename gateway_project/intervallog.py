@@ -5,11 +5,16 @@ lines). ``IntervalLog.event(kind, message)`` logs the first event of a kind at o
 others; the next line of that kind (at the earliest ``interval`` later) says how many were folded into
 it, and a timer writes that summary when the events stop, so nothing is silently dropped. Safe to call
 from the event loop and from threads.
+
+Every line carries ``event_kind`` and ``event_count`` (how many events it stands for; the counts of a
+kind's lines add up to the events) as record attributes, which the JSON log format writes out
+(``gateway_project.logs``). Summaries run outside any request, so they carry no request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -36,11 +41,13 @@ class IntervalLog:
             folded = state[1] if state is not None else 0
             self._kinds[kind] = [now, 0, level, message]
         suffix = f" (+{folded} more like it in the last {now - state[0]:.1f} s)" if folded else ""
-        self.logger.log(level, "%s%s", message, suffix, exc_info=exc_info)
+        extra = {"event_kind": kind, "event_count": folded + 1}
+        self.logger.log(level, "%s%s", message, suffix, exc_info=exc_info, extra=extra)
 
     def _schedule_summary(self, kind: str, delay: float) -> None:
         try:
-            asyncio.get_running_loop().call_later(max(delay, 0.0), self._summarize, kind)
+            # An empty context: the summary belongs to no request (not to the one that scheduled it).
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self._summarize, kind, context=contextvars.Context())
         except RuntimeError:  # not on an event loop: a thread's events are summarized by a timer thread
             timer = threading.Timer(max(delay, 0.0), self._summarize, args=(kind,))
             timer.daemon = True
@@ -55,4 +62,5 @@ class IntervalLog:
             folded, level, message = state[1], state[2], state[3]
             since = now - state[0]
             self._kinds[kind] = [now, 0, level, message]
-        self.logger.log(level, "%s (x%d in the last %.1f s)", message, folded, since)
+        extra = {"event_kind": kind, "event_count": folded}
+        self.logger.log(level, "%s (x%d in the last %.1f s)", message, folded, since, extra=extra)

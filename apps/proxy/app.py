@@ -35,6 +35,8 @@ from apps.proxy.resolver import SafeResolver
 from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
 from apps.ratelimit import observe
+from gateway_project.intervallog import IntervalLog
+from gateway_project.logs import request_id_var
 
 logger = logging.getLogger("apps.proxy")
 REGISTRY_RETRY_SECONDS = 1.0
@@ -133,6 +135,7 @@ class Gateway:
 
             self.settings_timeout = settings.PROXY_UPSTREAM_TIMEOUT_SECONDS
             self.max_body = settings.PROXY_MAX_BODY_BYTES
+            self.events = IntervalLog(logger, interval=settings.LOG_EVENT_INTERVAL_SECONDS)
             self.secret = settings.GATEWAY_SECRET_KEY
             self.adapters = build_adapters()
             self.router = Router(
@@ -141,9 +144,13 @@ class Gateway:
                 timeout_seconds=settings.PROXY_UPSTREAM_TIMEOUT_SECONDS,
                 cooldown_failures=getattr(settings, "PROXY_COOLDOWN_FAILURES", 3),
                 cooldown_seconds=getattr(settings, "PROXY_COOLDOWN_SECONDS", 5.0),
+                log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
             )
             self.auth = AuthCache(
-                ttl=settings.AUTH_CACHE_TTL_SECONDS, master_key=settings.GATEWAY_MASTER_KEY, run_sync=self.run_sync
+                ttl=settings.AUTH_CACHE_TTL_SECONDS,
+                master_key=settings.GATEWAY_MASTER_KEY,
+                run_sync=self.run_sync,
+                log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
             )
             self.chain = build_chain()
             self.last_used = LastUsedRecorder(run_sync=self.run_sync)
@@ -217,10 +224,15 @@ class Gateway:
                     self._registry_stale = False
                     try:
                         self.registry = await self.run_sync(load_registry)
-                    except Exception:
+                    except Exception as exc:
                         self._registry_stale = True
                         self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_SECONDS
-                        logger.exception("model registry could not be loaded")
+                        self.events.event(
+                            f"registry:{type(exc).__name__}",
+                            "model registry could not be loaded; serving the last snapshot",
+                            level=logging.ERROR,
+                            exc_info=True,
+                        )
         if not self.registry.loaded_at:
             raise GatewayError(503, "The model registry is unavailable.", kind="registry", headers={"retry-after": "1"})
         return self.registry
@@ -279,6 +291,9 @@ class Gateway:
             await self.startup()
         started = time.perf_counter()
         request_id = f"req_{self._id_prefix}{next(self._id_counter):010x}"
+        # Every line logged while this request runs carries its id (each request is its own task, so the
+        # value never leaks into the next one).
+        request_id_var.set(request_id)
         path = scope["path"]
         op, args = self.route(scope["method"], path)
         try:

@@ -22,6 +22,7 @@ from django.db import DatabaseError
 from apps.keys.hashing import keyed_hash
 from apps.proxy.context import KeyContext, ScopeLimits
 from apps.proxy.errors import GatewayError, unauthorized
+from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,19 @@ class AuthCache:
     so that flood never pushes working keys out of the cache.
     """
 
-    def __init__(self, *, ttl: float, master_key: str, run_sync: Callable, loader: Callable = load_key_context):
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        master_key: str,
+        run_sync: Callable,
+        loader: Callable = load_key_context,
+        log_interval: float = 10.0,
+    ):
         self.ttl = ttl
+        # A database outage fails every uncached key's lookup: one line (with the first traceback) per
+        # interval and a count, not a traceback per request.
+        self._failures = IntervalLog(logger, interval=log_interval)
         self.master_key = master_key
         self._run_sync = run_sync
         self._loader = loader
@@ -209,8 +221,13 @@ class AuthCache:
         try:
             try:
                 ctx = await self._run_sync(self._loader, keyed_hash(token))
-            except DatabaseError:
-                logger.exception("key lookup failed: the database did not answer")
+            except DatabaseError as exc:
+                self._failures.event(
+                    f"lookup:{type(exc).__name__}",
+                    f"key lookup failed: the database did not answer ({type(exc).__name__}); answering 503",
+                    level=logging.ERROR,
+                    exc_info=True,
+                )
                 raise GatewayError(
                     503,
                     "Keys cannot be checked right now; retry shortly.",

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import orjson
 
 from apps.proxy.cache_sync import listen_forever
+from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class CooldownSync:
         self.publish_failures = 0
         self.applied = 0
         self.connects = 0  # listener (re)connections that read the stored cooldowns
+        self._failures = IntervalLog(logger, interval=10.0)  # Redis down: one line per interval, not per cooldown
 
     def start(self) -> None:
         """Start listening (on the running loop); a no-op without Redis or when already listening."""
@@ -158,8 +160,9 @@ class CooldownSync:
             raise
         except Exception as exc:  # the request already moved on; the other workers learn on their own
             self.publish_failures += 1
-            logger.warning(
-                "cooldown sync: announcing deployment %s failed (%s)", message.deployment_id, type(exc).__name__
+            self._failures.event(
+                f"announce:{type(exc).__name__}",
+                f"cooldown sync: announcing deployment {message.deployment_id} failed ({type(exc).__name__})",
             )
 
     # --- everyone's cooldowns -> this worker -----------------------------------------------------

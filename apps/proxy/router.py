@@ -16,11 +16,17 @@ that ``pick`` already reads. Strategies:
 Within a group, deployments with a lower ``priority`` number are preferred; the rest are fallbacks.
 Retryable failures (429, 5xx, timeouts, connection errors, upstream auth errors) move to the next
 deployment, then to the group's fallback models; each attempt is recorded on the request context.
+
+Failures and cooldowns are logged for the operator, but never one line per request: an upstream that
+fails 3,000 times in a minute is one line per (deployment, status class) per interval with the count
+(``gateway_project.intervallog``), and each cooldown this worker starts one line per deployment per
+interval. Cooldowns learned from another worker are that worker's to log (INFO here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -33,6 +39,9 @@ from apps.proxy.errors import GatewayError, UpstreamError
 from apps.proxy.pricing import price_for
 from apps.proxy.providers import Adapter, StreamReply
 from apps.proxy.registry import Deployment, Group, Registry
+from gateway_project.intervallog import IntervalLog
+
+logger = logging.getLogger(__name__)
 
 MAX_COOLDOWN_SECONDS = 300.0  # longest Retry-After honoured
 MAX_SHARED_COOLDOWN_SECONDS = 3600.0  # a garbled remote message never parks a deployment for long
@@ -73,6 +82,7 @@ class Router:
         cooldown_failures: int = 3,
         cooldown_seconds: float = 5.0,
         redis_url: str | None = None,
+        log_interval: float = 10.0,
     ) -> None:
         """``redis_url`` shares cooldowns between workers: None reads ``settings.REDIS_URL``, "" keeps them local.
 
@@ -84,6 +94,7 @@ class Router:
         self.cooldown_failures = cooldown_failures
         self.cooldown_seconds = cooldown_seconds
         self.health: dict[int, Health] = {}
+        self.events = IntervalLog(logger, interval=log_interval)
         if redis_url is None:
             from django.conf import settings
 
@@ -107,13 +118,18 @@ class Router:
             health = self.health[dep.id] = Health()
         return health
 
-    def _cool(self, deployment_id: int, health: Health, until: float, reason: str) -> None:
+    def _cool(self, dep: Deployment, health: Health, until: float, reason: str) -> None:
         """Cool down until ``until`` (monotonic) unless already cooling longer; tell the other workers."""
         if until > health.cooldown_until:
             health.cooldown_until = until
             health.cooldown_reason = reason
+            self.events.event(
+                f"cooldown:{dep.id}",
+                f"deployment {dep.label} of '{dep.model_name}' cooling down for "
+                f"{until - time.monotonic():.1f} s: {reason}",
+            )
             if self.cooldown_sync is not None:
-                self.cooldown_sync.announce(deployment_id, until, reason)
+                self.cooldown_sync.announce(dep.id, until, reason)
 
     def apply_shared_cooldown(self, deployment_id: int, seconds: float, reason: str) -> float:
         """Another worker cooled this deployment down for ``seconds`` more; returns the local cooldown end."""
@@ -125,6 +141,11 @@ class Router:
             health.cooldown_until = until
             health.cooldown_reason = f"shared: {reason}" if reason else "shared"
             health.consecutive_failures = 0
+            self.events.event(
+                f"cooldown-shared:{deployment_id}",
+                f"deployment {deployment_id} cooling down for {seconds:.1f} s as another worker announced: {reason}",
+                level=logging.INFO,
+            )
         return health.cooldown_until
 
     def candidates(self, group: Group, ctx: RequestContext, op: str) -> tuple[Deployment, ...]:
@@ -167,19 +188,38 @@ class Router:
         health = self._health(dep)
         health.failures += 1
         health.last_error = exc.kind
+        self._log_failure(dep, exc)
         if not exc.retryable:
             return
         health.consecutive_failures += 1
         now = time.monotonic()
         if exc.status == 429 and exc.retry_after:
-            self._cool(dep.id, health, now + min(exc.retry_after, MAX_COOLDOWN_SECONDS), "429 retry-after")
+            self._cool(dep, health, now + min(exc.retry_after, MAX_COOLDOWN_SECONDS), "429 retry-after")
         elif exc.status == 429 or health.consecutive_failures >= int(
             dep.extra.get("cooldown_failures", self.cooldown_failures)
         ):
             seconds = float(dep.extra.get("cooldown_seconds", self.cooldown_seconds))
             reason = "429" if exc.status == 429 else f"{health.consecutive_failures} failures ({exc.kind})"
-            self._cool(dep.id, health, now + seconds, reason)
+            self._cool(dep, health, now + seconds, reason)
             health.consecutive_failures = 0
+
+    def _log_failure(self, dep: Deployment, exc: UpstreamError) -> None:
+        """One line per (deployment, status class) per interval, with the count and the latest detail.
+
+        The detail is ``operator_detail``: the upstream's text with credentials, account ids and
+        addresses scrubbed (what the admin shows), never a client's prompt or a key.
+        """
+        if exc.upstream_status:
+            status_class = f"{exc.upstream_status // 100}xx"
+            said = f"HTTP {exc.upstream_status}"
+        else:  # no HTTP answer: a timeout, a refused or broken connection, an unreadable body
+            status_class = exc.kind
+            said = exc.kind
+        detail = " ".join(exc.operator_detail.split())[:200]
+        self.events.event(
+            f"upstream:{dep.id}:{status_class}",
+            f"upstream failure: deployment {dep.label} of '{dep.model_name}' answered {said} ({exc.kind}): {detail}",
+        )
 
     def _succeeded(self, dep: Deployment, ms: float) -> None:
         health = self._health(dep)

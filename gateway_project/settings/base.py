@@ -247,11 +247,36 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# "json": one JSON object per line with the request id (gateway_project/logs.py), for log pipelines.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
+# Repeated failures (upstream errors, cooldowns, an unreachable Redis or database) log one line per kind
+# of event per this many seconds, with a count (gateway_project/intervallog.py).
+LOG_EVENT_INTERVAL_SECONDS = env_float("LOG_EVENT_INTERVAL_SECONDS", 10.0, minimum=0.1)
+LOGGING_CONFIG = "gateway_project.logs.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gateway_project.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # In JSON mode uvicorn's own lines (started, errors, access log) go through the same handler, so a
+        # log pipeline never meets a plain line. (Django applies this after uvicorn configured its loggers.)
+        **(
+            {
+                name: {"handlers": ["console"], "propagate": False}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            }
+            if LOG_FORMAT == "json"
+            else {}
+        ),
+    },
 }
+# Celery's worker and beat replace the root logger's handlers with their own plain one unless told not to:
+# in JSON mode they keep the handler above (Celery then only sets the level from --loglevel).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +21,6 @@ import orjson
 
 from apps.proxy.errors import AddressRefused, GatewayError, UpstreamError, scrub_upstream_text
 from apps.proxy.registry import Deployment
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -274,9 +271,9 @@ def upstream_error(provider: str, status: int, raw: bytes, headers, private: tup
         )
     if status in (401, 403):
         # The client's key was fine; the gateway's credentials for this deployment are not. Providers echo
-        # (masked) keys in this message: clients get a generic text, operators the scrubbed detail.
+        # (masked) keys in this message: clients get a generic text, operators the scrubbed detail (in the
+        # admin, and in the router's once-per-interval failure line: never one line per request).
         detail = message[:200]
-        logger.warning("%s upstream rejected the deployment's credentials: %s", provider, detail)
         return UpstreamError(
             502,
             "The upstream rejected the gateway's credentials for this deployment.",
