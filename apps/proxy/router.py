@@ -211,14 +211,14 @@ class Router:
         """
         if exc.upstream_status:
             status_class = f"{exc.upstream_status // 100}xx"
-            said = f"HTTP {exc.upstream_status}"
+            outcome = f"answered HTTP {exc.upstream_status} ({exc.kind})"
         else:  # no HTTP answer: a timeout, a refused or broken connection, an unreadable body
             status_class = exc.kind
-            said = exc.kind
+            outcome = f"failed ({exc.kind})"
         detail = " ".join(exc.operator_detail.split())[:200]
         self.events.event(
             f"upstream:{dep.id}:{status_class}",
-            f"upstream failure: deployment {dep.label} of '{dep.model_name}' answered {said} ({exc.kind}): {detail}",
+            f"upstream failure: deployment {dep.label} of '{dep.model_name}' {outcome}: {detail}",
         )
 
     def _succeeded(self, dep: Deployment, ms: float) -> None:
