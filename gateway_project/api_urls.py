@@ -3,7 +3,7 @@
 from rest_framework.routers import DefaultRouter
 
 from apps.keys.api import ApiTokenViewSet, KeyViewSet
-from apps.proxy.api import DeploymentViewSet
+from apps.proxy.api import DeploymentViewSet, ModelPriceViewSet
 from apps.spend.api import SpendLogViewSet, SpendSummaryViewSet
 from apps.teams.api import CustomerViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet, UserViewSet
 
@@ -16,6 +16,7 @@ router.register("customers", CustomerViewSet, basename="customer")
 router.register("keys", KeyViewSet, basename="key")
 router.register("tokens", ApiTokenViewSet, basename="api-token")
 router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("models", ModelPriceViewSet, basename="model")
 router.register("spend/logs", SpendLogViewSet, basename="spend-log")
 router.register("spend/summary", SpendSummaryViewSet, basename="spend-summary")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers, status, viewsets
+from rest_framework.response import Response
 
 from apps.proxy import services
 from apps.proxy.models import ModelDeployment, Provider
+from apps.proxy.selectors import model_prices
 from apps.teams.api_base import StrictInputSerializer, TenantViewSet, scoped_fk
 from apps.teams.models import Organization
 
@@ -88,3 +90,21 @@ class DeploymentViewSet(TenantViewSet):
     def destroy(self, request, pk=None):
         services.deployment_delete(actor=self.actor(), deployment=self.get_object())
         return self.no_content()
+
+
+class ModelPriceSerializer(serializers.Serializer):
+    model_name = serializers.CharField()
+    input_cost_per_token = serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True)
+    output_cost_per_token = serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True)
+    cached_input_cost_per_token = serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True)
+
+
+class ModelPriceViewSet(viewsets.ViewSet):
+    """Models your teams' keys can call and what they cost per token (USD, the highest among deployments).
+
+    Everyone in a team may read it; deployments themselves (upstreams, settings) are for admins.
+    """
+
+    @extend_schema(responses=ModelPriceSerializer(many=True))
+    def list(self, request):
+        return Response(ModelPriceSerializer(model_prices(user=request.user), many=True).data)

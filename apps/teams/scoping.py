@@ -10,9 +10,15 @@ Rules:
 - superusers (and the master key, which acts as a superuser) see and change everything;
 - organization owners/admins see and change everything in their organization;
 - organization members/viewers see their organization's objects;
-- team owners/admins see and change everything in their team;
-- team members see their team and their own objects, and change their own objects;
-- team viewers see their team and their own objects, and change nothing.
+- team owners/admins see and change everything in their team, and see their organization's
+  organization-level objects (deployments, customers) and the shared deployments;
+- team members see their team, their organization (its name) and their own objects, and change their
+  own objects;
+- team viewers see the same as members and change nothing.
+
+Deployments carry upstream addresses and settings that members have no use for: what they need (which
+models exist and what they cost) is the ``USE`` action, read by ``GET /api/v1/models/`` (names and
+prices only), never shown as rows.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from django.db.models import Q
 
 VIEW = "view"
 CHANGE = "change"
+# Organization-level resources a member's keys may call (deployments): for listing names and prices only.
+USE = "use"
 
 ADMIN_ROLES = ("owner", "admin")
 MEMBER_ROLES = ("owner", "admin", "member")
@@ -51,8 +59,10 @@ class UserTenancy:
     team_admin: frozenset[int]
     team_view: frozenset[int]
     team_member: frozenset[int]
-    # Organizations of the teams the user belongs to: read access to org-level objects (deployments, customers).
+    # Organizations of the teams the user belongs to (any role): the organization row itself, and USE.
     team_orgs: frozenset[int] = frozenset()
+    # Organizations of the teams the user administers: read access to org-level objects (deployments, customers).
+    team_admin_orgs: frozenset[int] = frozenset()
 
     @property
     def is_tenant_admin(self) -> bool:
@@ -70,6 +80,7 @@ def tenancy_for(user) -> UserTenancy:
     from apps.teams.models import Membership
 
     org_admin, org_view, team_admin, team_view, team_member, team_orgs = set(), set(), set(), set(), set(), set()
+    team_admin_orgs: set[int] = set()
     for org_id, team_id, role in Membership.objects.filter(user=user).values_list("organization_id", "team_id", "role"):
         if team_id is None:
             org_view.add(org_id)
@@ -80,6 +91,7 @@ def tenancy_for(user) -> UserTenancy:
             team_orgs.add(org_id)
             if role in ADMIN_ROLES:
                 team_admin.add(team_id)
+                team_admin_orgs.add(org_id)
             if role in MEMBER_ROLES:
                 team_member.add(team_id)
     tenancy = UserTenancy(
@@ -91,6 +103,7 @@ def tenancy_for(user) -> UserTenancy:
         frozenset(team_view),
         frozenset(team_member),
         frozenset(team_orgs),
+        frozenset(team_admin_orgs),
     )
     user._tenancy_cache = tenancy
     return tenancy
@@ -104,9 +117,15 @@ def tenant_q(paths: TenantPaths, tenancy: UserTenancy, action: str) -> Q | None:
     """The filter for what ``tenancy`` may ``action``; None means everything."""
     if tenancy.is_superuser:
         return None
+    if action == USE and paths.team is not None:
+        action = VIEW  # USE only widens organization-level resources
     clauses: list[Q] = []
     orgs = tenancy.org_admin if action == CHANGE else tenancy.org_view
     if action == VIEW and paths.team is None:
+        orgs = orgs | tenancy.team_admin_orgs
+        if paths.organization == "":
+            orgs = orgs | tenancy.team_orgs  # the organization row itself: its name, for everyone in it
+    if action == USE:
         orgs = orgs | tenancy.team_orgs
     if paths.organization is not None and orgs:
         clauses.append(Q(**{_lookup(paths.organization, "pk__in"): orgs}))
@@ -122,8 +141,11 @@ def tenant_q(paths: TenantPaths, tenancy: UserTenancy, action: str) -> Q | None:
         if action == CHANGE and paths.team is not None:
             owner_q &= Q(**{_lookup(paths.team, "pk__in"): tenancy.team_member | tenancy.team_admin})
         clauses.append(owner_q)
-    if action == VIEW and paths.shared and paths.organization and tenancy.user_id is not None:
-        clauses.append(Q(**{f"{paths.organization}__isnull": True}))
+    if paths.shared and paths.organization:
+        # Shared rows: readable by tenant admins, usable by anyone in some tenant.
+        readers = tenancy.org_view or tenancy.team_admin
+        if (action == VIEW and readers) or (action == USE and (readers or tenancy.team_view)):
+            clauses.append(Q(**{f"{paths.organization}__isnull": True}))
     if not clauses:
         return Q(pk__in=[])
     return reduce(or_, clauses)

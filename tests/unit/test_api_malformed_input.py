@@ -14,13 +14,11 @@ import re
 from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.factories import DeploymentFactory, VirtualKeyFactory
 from tests.support.api import client_for, master_client
-
-hypothesis = pytest.importorskip("hypothesis")  # in requirements/dev.txt; skip only on an old venv
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 pytestmark = pytest.mark.django_db
 
