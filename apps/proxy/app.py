@@ -25,6 +25,7 @@ from django.conf import settings
 from apps.proxy import endpoints
 from apps.proxy.asgi_io import ClientGone, encode_headers, send_json
 from apps.proxy.auth import AuthCache
+from apps.proxy.auth_guard import AuthMissGuard
 from apps.proxy.cache_sync import CacheSync
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError
@@ -35,6 +36,7 @@ from apps.proxy.resolver import SafeResolver
 from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
 from apps.ratelimit import observe
+from apps.ratelimit.errors import ProxyRateLimitError
 from gateway_project.intervallog import IntervalLog
 from gateway_project.logs import request_id_var
 
@@ -146,11 +148,20 @@ class Gateway:
                 cooldown_seconds=getattr(settings, "PROXY_COOLDOWN_SECONDS", 5.0),
                 log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
             )
+            guard = None
+            if settings.AUTH_MISS_BURST > 0:
+                guard = AuthMissGuard(
+                    rate=settings.AUTH_MISS_RATE_PER_SECOND,
+                    burst=settings.AUTH_MISS_BURST,
+                    lookups_per_source=settings.AUTH_LOOKUPS_PER_SOURCE,
+                )
             self.auth = AuthCache(
                 ttl=settings.AUTH_CACHE_TTL_SECONDS,
                 master_key=settings.GATEWAY_MASTER_KEY,
                 run_sync=self.run_sync,
                 log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
+                guard=guard,
+                trusted_proxies=settings.GATEWAY_TRUSTED_PROXY_COUNT,
             )
             self.chain = build_chain()
             self.last_used = LastUsedRecorder(run_sync=self.run_sync)
@@ -314,6 +325,11 @@ class Gateway:
             await self.send_error(send, exc, request_id, started)
             route = endpoints.ROUTE_OF.get(op, endpoints.UNKNOWN_ROUTE) if op else endpoints.UNKNOWN_ROUTE
             observe.request_unauthenticated(route, exc.status, exc.kind, started)
+        except ProxyRateLimitError as exc:  # the source's key misses (apps/proxy/auth_guard.py)
+            headers = self.common_headers(request_id, started) + encode_headers(exc.headers())
+            await send_json(send, 429, exc.to_body(), headers)
+            route = endpoints.ROUTE_OF.get(op, endpoints.UNKNOWN_ROUTE) if op else endpoints.UNKNOWN_ROUTE
+            observe.request_unauthenticated(route, 429, None, started, failure=exc.exception_class)
         except ClientGone:
             return
         except Exception:

@@ -20,8 +20,11 @@ from typing import Any
 from django.db import DatabaseError
 
 from apps.keys.hashing import keyed_hash
+from apps.proxy.auth_guard import AuthMissGuard, client_address
 from apps.proxy.context import KeyContext, ScopeLimits
 from apps.proxy.errors import GatewayError, unauthorized
+from apps.ratelimit import metrics
+from apps.ratelimit.errors import ProxyRateLimitError
 from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
@@ -153,6 +156,8 @@ class AuthCache:
         run_sync: Callable,
         loader: Callable = load_key_context,
         log_interval: float = 10.0,
+        guard: AuthMissGuard | None = None,
+        trusted_proxies: int = 0,
     ):
         self.ttl = ttl
         # A database outage fails every uncached key's lookup: one line (with the first traceback) per
@@ -161,6 +166,9 @@ class AuthCache:
         self.master_key = master_key
         self._run_sync = run_sync
         self._loader = loader
+        # Per-source limits on lookups of keys the cache does not hold (apps/proxy/auth_guard.py).
+        self.guard = guard
+        self.trusted_proxies = trusted_proxies
         self._entries: dict[str, tuple[KeyContext | None, float]] = {}
         self._negative: dict[str, float] = {}
         self._loading: dict[str, asyncio.Future] = {}
@@ -172,7 +180,10 @@ class AuthCache:
         self._entries = {}
         self._negative = {}
 
-    async def authenticate(self, token: str | None) -> KeyContext:
+    async def authenticate(
+        self, token: str | None, client: tuple | list | None = None, forwarded_for: bytes | None = None
+    ) -> KeyContext:
+        """The key's context; ``client`` (the ASGI peer) and ``forwarded_for`` name the source of a miss."""
         if not token:
             raise unauthorized()
         if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
@@ -192,11 +203,39 @@ class AuthCache:
         if entry is None:
             if self._negative.get(token, 0.0) > now:
                 raise unauthorized()
-            entry = await self._load(token)
+            if self.guard is None or token in self._loading:  # (joining a lookup in progress costs nothing)
+                entry = await self._load(token)
+            else:
+                entry = await self._guarded_load(token, client_address(client, forwarded_for, self.trusted_proxies))
         ctx = entry[0]
         if ctx is None or (ctx.expires_at is not None and ctx.expires_at <= time.time()):
             raise unauthorized()
         return ctx
+
+    async def _guarded_load(self, token: str, source: str) -> tuple[KeyContext | None, float]:
+        guard = self.guard
+        assert guard is not None
+        found = False
+        try:
+            async with guard.lookup(source):
+                # Charged once the source's earlier lookups are done: their working keys gave their
+                # tokens back, so only misses count, however many new keys arrive at once.
+                try:
+                    guard.charge(source)  # past the source's misses: a 429 before any database work
+                except ProxyRateLimitError:
+                    metrics.auth_lookup("source_limited")
+                    raise
+                entry = await self._load(token)
+            found = entry[0] is not None
+            metrics.auth_lookup("found" if found else "unknown")
+            return entry
+        except GatewayError:
+            found = True  # the database failed, not the client: no miss
+            metrics.auth_lookup("error")
+            raise
+        finally:
+            if found:
+                guard.refund(source)
 
     def _refresh_in_background(self, token: str) -> None:
         if token in self._loading:

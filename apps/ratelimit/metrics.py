@@ -90,6 +90,13 @@ FAIL_CLOSED = Counter(
     ["reason"],
 )
 
+AUTH_LOOKUPS = Counter(
+    "gateway_auth_lookups",
+    "Database lookups of keys the auth cache did not hold, by outcome (found, unknown, error), and "
+    "source_limited: refused by the per-source miss limit without a lookup.",
+    ["outcome"],
+)
+
 _seen: dict[str, set[str]] = {}
 
 
@@ -117,3 +124,7 @@ def backend_error(mode: str, operation: str) -> None:
 def fail_mode_applied(mode: str, reason: str) -> None:
     """One request decided by the fail mode instead of its counters (reserve only)."""
     (FAIL_OPEN if mode == "open" else FAIL_CLOSED).labels(reason).inc()
+
+
+def auth_lookup(outcome: str) -> None:
+    AUTH_LOOKUPS.labels(outcome).inc()

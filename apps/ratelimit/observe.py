@@ -167,11 +167,15 @@ def request_unmetered(ctx: RequestContext, result: CallResult) -> None:
     _count(ctx.route, ctx.llm_provider, model, ctx.key.team_name, ctx.key.key_alias, result, failure, ctx.started_at)
 
 
-def request_unauthenticated(route: str, status: int, error_type: str | None, started: float) -> None:
+def request_unauthenticated(
+    route: str, status: int, error_type: str | None, started: float, failure: str | None = None
+) -> None:
     """A request answered before it had a key (401, an unknown URL, the key store down): provider ``gateway``."""
     result = CallResult(status=status, error_type=error_type)
-    name = _BY_ERROR_TYPE.get(error_type or "") or _BY_STATUS.get(status) or "APIError"
-    _count(route, FALLBACK_PROVIDER, "", "", "", result, f"{m.provider_class(FALLBACK_PROVIDER)}.{name}", started)
+    if failure is None:
+        name = _BY_ERROR_TYPE.get(error_type or "") or _BY_STATUS.get(status) or "APIError"
+        failure = f"{m.provider_class(FALLBACK_PROVIDER)}.{name}"
+    _count(route, FALLBACK_PROVIDER, "", "", "", result, failure, started)
 
 
 def _count(

@@ -216,6 +216,13 @@ if RATELIMIT_SLOT_RENEW_SECONDS > RATELIMIT_SLOT_TTL_SECONDS / 2:
 RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400.0, minimum=1)
 # In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.
 AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
+# Lookups of keys the auth cache does not hold, per client address (apps/proxy/auth_guard.py): a lookup
+# that finds no working key uses up one of AUTH_MISS_BURST, refilled at AUTH_MISS_RATE_PER_SECOND; past
+# it, 429 without a database lookup. At most AUTH_LOOKUPS_PER_SOURCE lookups of one source run at once.
+# AUTH_MISS_BURST=0 turns the limit off. The address is the socket peer, or per GATEWAY_TRUSTED_PROXY_COUNT.
+AUTH_MISS_BURST = env_int("AUTH_MISS_BURST", 20, minimum=0)
+AUTH_MISS_RATE_PER_SECOND = env_float("AUTH_MISS_RATE_PER_SECOND", 1.0, minimum=0)
+AUTH_LOOKUPS_PER_SOURCE = env_int("AUTH_LOOKUPS_PER_SOURCE", 2, minimum=1)
 PROXY_MAX_BODY_BYTES = env_int("PROXY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 # A request body that stops arriving for this long is a 408 (slow or stalled uploads hold no request forever).
 PROXY_BODY_IDLE_TIMEOUT_SECONDS = env_float("PROXY_BODY_IDLE_TIMEOUT_SECONDS", 30.0, minimum=0.1)
