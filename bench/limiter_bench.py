@@ -6,6 +6,8 @@ Uses REDIS_URL when set, otherwise starts a throwaway redis-server on a free loo
 charges key, user, team and organization (RPM, TPM, parallel slots, budget), a per-model limit, the
 deployment's capacity, the model group's priority counters and a session cap: 18 counters, one EVALSHA
 before the call and one after. Prints p50/p90/p99/mean per request for Redis and for the memory backend.
+``--clients resp,redis-py`` also runs the Redis backend over redis-py's asyncio client (hiredis parser,
+a connection pool) instead of the limiter's own pipelined client, for comparison (issue 13).
 """
 
 from __future__ import annotations
@@ -127,6 +129,43 @@ async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[l
     return timings, checks
 
 
+class RedisPyClient:
+    """The ``RespClient`` surface (execute, evalsha, close) over redis-py's asyncio client, for comparison."""
+
+    def __init__(self, url: str) -> None:
+        import hashlib
+
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url, max_connections=256)
+        self.sha = lambda script: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+    async def execute(self, *args):
+        return await self.redis.execute_command(*args)
+
+    async def evalsha(self, script: str, keys: list[str], args: list):
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await self.redis.evalsha(self.sha(script), len(keys), *keys, *args)
+        except NoScriptError:
+            await self.redis.script_load(script)
+            return await self.redis.evalsha(self.sha(script), len(keys), *keys, *args)
+
+    def close(self) -> None:
+        return None
+
+
+def redis_backend(client: str, redis_url: str):
+    from apps.ratelimit.backends.redis_backend import RedisBackend
+
+    backend = RedisBackend(redis_url, timeout_ms=1000)
+    if client == "redis-py":
+        backend.name = "redis-py"
+        backend._redis = lambda: backend.__dict__.setdefault("_pyclient", RedisPyClient(redis_url))
+    return backend
+
+
 def report(name: str, timings: list[tuple[float, float]], checks: int, concurrency: int) -> None:
     for part, values in (("pre_call", [t[0] for t in timings]), ("pre+post", [t[1] for t in timings])):
         values.sort()
@@ -143,6 +182,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--profiles", default="typical,full", help="comma-separated: typical, full")
+    parser.add_argument("--clients", default="resp", help="comma-separated: resp (the limiter's own), redis-py")
     args = parser.parse_args()
 
     redis_url = os.environ.get("REDIS_URL", "")
@@ -153,7 +193,6 @@ def main() -> None:
         setup_django(redis_url)
         prime_lookups()
         from apps.ratelimit.backends.memory import MemoryBackend
-        from apps.ratelimit.backends.redis_backend import RedisBackend
 
         try:
             import uvloop
@@ -162,9 +201,10 @@ def main() -> None:
         except ImportError:
             pass
         for profile in args.profiles.split(","):
-            redis_backend = RedisBackend(redis_url, timeout_ms=1000)
-            timings, checks = asyncio.run(run(redis_backend, args.requests, args.concurrency, profile))
-            report(f"redis/{profile}", timings, checks, args.concurrency)
+            for client in args.clients.split(","):
+                backend = redis_backend(client, redis_url)
+                timings, checks = asyncio.run(run(backend, args.requests, args.concurrency, profile))
+                report(f"{backend.name}/{profile}", timings, checks, args.concurrency)
             timings, checks = asyncio.run(run(MemoryBackend(), args.requests, args.concurrency, profile))
             report(f"memory/{profile}", timings, checks, args.concurrency)
     finally:
