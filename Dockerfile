@@ -1,7 +1,8 @@
 # One image for every process: `web` (default), `worker`, `beat`, `migrate` or any command.
 #   docker build -t llm-gateway .
 #   docker run -e DATABASE_URL=... -e REDIS_URL=... -e DJANGO_SECRET_KEY=... -e GATEWAY_SECRET_KEY=... \
-#              -e GATEWAY_MASTER_KEY=... -e DJANGO_ALLOWED_HOSTS=gw.example.com -p 4000:4000 llm-gateway web
+#              -e GATEWAY_MASTER_KEY=... -e METRICS_TOKEN=... -e DJANGO_ALLOWED_HOSTS=gw.example.com \
+#              -p 4000:4000 llm-gateway web
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -90,3 +92,68 @@ def persistent_secret(name: str, run_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+# uvicorn's STARTUP_FAILURE: with ``--workers N`` its supervisor stops instead of restarting workers that
+# would fail the same way forever. manage.py, celery and ``--workers 1`` just exit with it.
+EXIT_CONFIG = 3
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql", "postgis")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class EnvProblems:
+    """Every missing or weak variable of one settings module, reported together in one message.
+
+    Production refuses to start on the first run with a list the operator can fix in one go, instead of
+    one traceback per restart. Values are never echoed (they may be secrets or URLs with passwords):
+    a problem names the variable and what is wrong with it.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def required(self, name: str, *, example: str) -> str:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            self.add(f"{name} is not set (for example {example})")
+        return value
+
+    def url(self, name: str, *, schemes: tuple[str, ...], example: str, why: str = "") -> str:
+        value = self.required(name, example=example)
+        scheme = urlsplit(value).scheme.lower().split("+")[0] if value else ""
+        if value and scheme not in schemes:
+            allowed = ", ".join(f"{s}://" for s in schemes)
+            self.add(f"{name} must be a URL starting with {allowed} (its scheme is {scheme!r}){why}")
+        return value
+
+    def secret(self, name: str, *, min_length: int = 32, min_distinct: int = 5) -> str:
+        """A secret of at least ``min_length`` characters, not one repeated character or a short cycle."""
+        value = os.environ.get(name, "").strip()
+        if not value:
+            self.add(f"{name} is not set (a random secret of at least {min_length} characters)")
+        elif len(value) < min_length:
+            self.add(f"{name} is too short ({len(value)} of at least {min_length} characters)")
+        elif len(set(value)) < min_distinct:
+            self.add(f"{name} is too weak (fewer than {min_distinct} distinct characters)")
+        return value
+
+    def listed(self, name: str, *, example: str) -> list[str]:
+        values = env_list(name)
+        if not values:
+            self.add(f"{name} is not set (comma-separated host names, for example {example})")
+        return values
+
+    def exit_if_any(self, settings_module: str) -> None:
+        """Print every problem to stderr as one message and exit: no traceback, nothing started."""
+        if not self.problems:
+            return
+        lines = [f"{settings_module} refuses to start; fix these environment variables:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        lines.append("Secrets: python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        lines.append("See docs/operations.md (Production settings). Nothing was started.")
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
+        raise SystemExit(EXIT_CONFIG)

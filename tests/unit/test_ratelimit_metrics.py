@@ -92,6 +92,26 @@ def test_metrics_token_is_required_when_set(client, db, settings):
     assert client.get("/metrics").status_code == 200
 
 
+@pytest.mark.parametrize("remote,status", [("127.0.0.1", 200), ("::1", 200), ("10.0.0.5", 403), ("", 403)])
+def test_metrics_without_a_token_answer_loopback_clients_only(client, db, settings, remote, status):
+    """Every tenant's team names, key aliases, models and spend are in the scrape: no token, no network."""
+    settings.METRICS_TOKEN = ""
+    response = client.get("/metrics", REMOTE_ADDR=remote)
+    assert response.status_code == status
+    assert ("gateway_requests_total" in response.text) is (status == 200)
+
+
+def test_metrics_with_a_token_answer_by_any_host_name(client, db, settings):
+    """Prometheus scrapes by pod IP; with the token the bearer guards the scrape, not the host name."""
+    settings.ALLOWED_HOSTS = ["gw.example.com"]
+    settings.METRICS_TOKEN = "metrics-secret-123"
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:4000").status_code == 401
+    response = client.get("/metrics", HTTP_HOST="10.1.2.3:4000", HTTP_AUTHORIZATION="Bearer metrics-secret-123")
+    assert response.status_code == 200
+    settings.METRICS_TOKEN = ""  # the embedded default keeps the host check (DNS rebinding)
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:4000").status_code == 400
+
+
 def test_label_values_are_bounded(monkeypatch):
     monkeypatch.setattr(metrics, "_seen", {})
     monkeypatch.setattr(metrics, "MAX_LABEL_VALUES", 3)

@@ -1,16 +1,20 @@
 """Settings read the environment through typed helpers that fail loudly, and production passes check --deploy."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import secrets
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_project.env import env_bool, env_choice, env_int, env_list, persistent_secret
-
-ROOT = Path(__file__).resolve().parents[2]
+from gateway_project.env import (
+    EXIT_CONFIG,
+    POSTGRES_SCHEMES,
+    EnvProblems,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    persistent_secret,
+)
 
 
 @pytest.mark.parametrize("raw,expected", [("1", True), ("yes", True), ("off", False), ("", False)])
@@ -50,36 +54,52 @@ def test_persistent_secret_is_generated_once(tmp_path, monkeypatch):
     assert (tmp_path / "x_secret").stat().st_mode & 0o777 == 0o600
 
 
-def _manage(args, env_overrides):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(env_overrides)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+# The production settings' refusals and check --deploy with a complete environment: real processes in
+# tests/integration/test_production_settings.py.
 
 
-def test_production_settings_pass_check_deploy_with_nothing_silenced(tmp_path):
-    result = _manage(
-        ["check", "--deploy", "--fail-level", "WARNING"],
-        {
-            "DJANGO_SETTINGS_MODULE": "gateway_project.settings.production",
-            "DJANGO_SECRET_KEY": "x" * 20 + "-production-secret-key-that-is-long-and-random-0123456789",
-            "GATEWAY_SECRET_KEY": "pepper",
-            "GATEWAY_MASTER_KEY": "sk-master",
-            "REDIS_URL": "redis://127.0.0.1:1/0",
-            "DATABASE_URL": "postgres://u@127.0.0.1:1/db",
-            "DJANGO_ALLOWED_HOSTS": "gateway.example.com",
-            "GATEWAY_RUN_DIR": str(tmp_path),
-        },
-    )
-    assert result.returncode == 0, result.stderr
-    assert "no issues (0 silenced)" in result.stdout
+@pytest.mark.parametrize(
+    "value,problem",
+    [
+        ("", "X_SECRET is not set"),
+        ("short", "X_SECRET is too short (5 of at least 32 characters)"),
+        ("ab" * 20, "X_SECRET is too weak (fewer than 5 distinct characters)"),
+        (secrets.token_urlsafe(32), None),
+    ],
+)
+def test_env_problems_secret(monkeypatch, value, problem):
+    monkeypatch.setenv("X_SECRET", value)
+    env = EnvProblems()
+    assert env.secret("X_SECRET") == value
+    assert env.problems == ([problem] if problem else [])
 
 
-def test_production_refuses_to_start_without_its_secrets(tmp_path):
-    result = _manage(
-        ["check"],
-        {"DJANGO_SETTINGS_MODULE": "gateway_project.settings.production", "GATEWAY_RUN_DIR": str(tmp_path)},
-    )
-    assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY is required" in result.stderr
+@pytest.mark.parametrize(
+    "url,ok",
+    [
+        ("postgres://u:p@db:5432/gw", True),
+        ("postgresql+psycopg://u@db/gw", True),
+        ("POSTGRES://u@db/gw", True),
+        ("sqlite:///tmp/x.sqlite3", False),
+        ("mysql://u@db/gw", False),
+        ("db:5432/gw", False),
+    ],
+)
+def test_env_problems_postgres_url(monkeypatch, url, ok):
+    monkeypatch.setenv("X_DB", url)
+    env = EnvProblems()
+    env.url("X_DB", schemes=POSTGRES_SCHEMES, example="postgres://...")
+    assert (env.problems == []) is ok, env.problems
+    assert all("u:p" not in problem for problem in env.problems)
+
+
+def test_env_problems_exit_with_every_problem_on_stderr(capsys):
+    env = EnvProblems()
+    env.add("A is not set")
+    env.add("B is too short")
+    with pytest.raises(SystemExit) as exit_info:
+        env.exit_if_any("some.settings")
+    assert exit_info.value.code == EXIT_CONFIG == 3  # uvicorn's STARTUP_FAILURE: its supervisor stops
+    err = capsys.readouterr().err
+    assert err.startswith("some.settings refuses to start")
+    assert "\n  - A is not set\n  - B is too short\n" in err
