@@ -51,6 +51,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class WithoutTraceback(logging.Filter):
+    """Keep the message, drop the traceback: for expected refusals such as ``DisallowedHost``.
+
+    Anyone on the internet can send a bad Host header; Django logs each at ERROR with a 30-line
+    traceback of its own middleware, which buries real errors. One line says everything there is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 def configure(config: dict) -> None:
     """Django's ``LOGGING_CONFIG``: ``dictConfig``, and in JSON mode Python warnings through logging too.
 
