@@ -194,6 +194,7 @@ def production_server(db, tmp_path):
         server.base, server.env, server.metrics_token = base, env, metrics_token
         yield server
     assert "Traceback" not in server.output(), server.output()
+    assert not (tmp_path / "run").exists(), "production wrote into the embedded default's run directory"
 
 
 def test_the_dockerfile_healthcheck_passes_with_the_example_settings(production_server):

@@ -61,7 +61,7 @@ def test_persistent_secret_is_generated_once(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "value,problem",
     [
-        ("", "X_SECRET is not set"),
+        ("", "X_SECRET is not set (a random secret of at least 32 characters)"),
         ("short", "X_SECRET is too short (5 of at least 32 characters)"),
         ("ab" * 20, "X_SECRET is too weak (fewer than 5 distinct characters)"),
         (secrets.token_urlsafe(32), None),
