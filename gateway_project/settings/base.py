@@ -42,6 +42,10 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI and Redoc as pinned static files (SPECTACULAR_SETTINGS below): /api/docs/ works offline.
+    "drf_spectacular_sidecar",
+    # Listed so django-ninja renders /v1/key/docs from its bundled static files instead of a CDN.
+    "ninja",
     "django_celery_beat",
     "django_prometheus",
     "channels",
@@ -172,6 +176,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Organizations, teams, members, virtual keys, deployments and spend.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The UI from drf-spectacular-sidecar's static files, pinned in requirements/base.txt, not a CDN's
+    # @latest: offline networks get a working page, and no unreviewed script runs beside an admin session.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No validator badge: it would send the schema's URL to validator.swagger.io from every browser.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- Login protection --------------------------------------------------------------------------
