@@ -23,7 +23,7 @@ from tests.support.processes import (
 )
 from tests.support.threaded_app import ThreadedApp
 
-__all__ = ["ROOT", "CeleryWorker", "Gateway", "OpenAIUpstream", "child_env", "free_port", "wait_until"]
+__all__ = ["ROOT", "CeleryBeat", "CeleryWorker", "Gateway", "OpenAIUpstream", "child_env", "free_port", "wait_until"]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -34,9 +34,10 @@ def child_env(**extra: str) -> dict[str, str]:
 class CeleryWorker:
     """``celery -A gateway_project worker -B`` in its own process group, logging to a file."""
 
-    def __init__(self, workdir: Path, **env: str) -> None:
+    def __init__(self, workdir: Path, *, embedded_beat: bool = True, **env: str) -> None:
         self.workdir = workdir
         self.env = child_env(**env)
+        self.embedded_beat = embedded_beat  # False: a separate ``CeleryBeat`` dispatches the periodic tasks
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -44,9 +45,10 @@ class CeleryWorker:
         self.starts += 1
         log = open(self.workdir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 (closed with the process)
         celery = Path(sys.executable).with_name("celery")
+        beat = ["-B", "-s", str(self.workdir / "beat-schedule")] if self.embedded_beat else []
         self.proc = spawn(
-            [str(celery), "-A", "gateway_project", "worker", "--pool=solo", "-B", "--loglevel=INFO",
-             "-n", f"spend-test-{self.starts}@%h", "-s", str(self.workdir / "beat-schedule")],
+            [str(celery), "-A", "gateway_project", "worker", "--pool=solo", "--loglevel=INFO",
+             "-n", f"spend-test-{self.starts}@%h", *beat],
             env=self.env,
             log=log,
         )  # fmt: skip
@@ -60,6 +62,24 @@ class CeleryWorker:
 
     def log_tail(self) -> str:
         path = self.workdir / f"worker-{self.starts}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+class CeleryBeat(CeleryWorker):
+    """``celery -A gateway_project beat`` on its own (django-celery-beat's DatabaseScheduler), as production runs it."""
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.workdir / f"beat-{self.starts}.log", "wb")  # noqa: SIM115 (closed with the process)
+        celery = Path(sys.executable).with_name("celery")
+        self.proc = spawn(
+            [str(celery), "-A", "gateway_project", "beat", "--loglevel=INFO", "-s", str(self.workdir / "beat-db")],
+            env=self.env,
+            log=log,
+        )
+
+    def log_tail(self) -> str:
+        path = self.workdir / f"beat-{self.starts}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 

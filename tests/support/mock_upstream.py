@@ -7,13 +7,14 @@ Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and 
 - ``fail-500`` / ``fail-429`` (Retry-After: 7) / ``auth-fail`` (401) / ``bad-request`` (400) / ``not-found`` (404)
 - ``bad-json``: 200 with a body that is not JSON; ``slow``: answers after 3 s
 - ``drip``: streams a chunk every 100 ms for 30 s (for client-disconnect tests)
-- ``break-stream``: sends a few chunks, then drops the connection
+- ``break-stream``: sends a few chunks, then drops the connection; ``reset-stream``: the same, then a TCP RST
 - anything else answers normally. Every request is recorded in ``requests`` (path, headers, body).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import zlib
 from typing import Any
@@ -173,9 +174,14 @@ class MockUpstream(ThreadedApp):
                 )
                 if model == "drip":
                     await asyncio.sleep(0.1)
-            if model == "break-stream":
+            if model in ("break-stream", "reset-stream"):
                 await asyncio.sleep(0.05)
-                request.transport.close()  # the upstream dies mid-stream
+                if model == "reset-stream":  # a TCP reset (RST), as a crashed server or a middlebox sends it
+                    sock = request.transport.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    request.transport.abort()
+                else:
+                    request.transport.close()  # the upstream dies mid-stream (FIN)
                 return response
             if tool_call:
                 await response.write(
