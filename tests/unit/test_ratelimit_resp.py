@@ -175,3 +175,35 @@ async def test_a_killed_and_restarted_redis_is_used_again_at_once(own_redis):
     assert client.down_reason is None
     assert await client.evalsha(script, ["gw:restart"], []) == 2  # the counter came back from the AOF
     client.close()
+
+
+def test_a_slow_reply_then_a_blocked_uvloop_is_not_a_stall():
+    """The event loop production runs (uvloop): a watchdog tick saw the command pending and unanswered,
+    then the loop blocks 3x the stall time while the reply (at 40 ms) arrives. Not a stall: the verdict
+    needs two consecutive overdue ticks with a socket poll between them, whatever order a loop runs
+    timers and I/O in."""
+    import time
+
+    uvloop = pytest.importorskip("uvloop")
+    slow = (
+        "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] "
+        "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 40000 return 'slow'"
+    )
+
+    async def scenario():
+        client = RespClient(settings.REDIS_URL, stall_seconds=0.1)
+        await client.execute("PING")
+        await asyncio.sleep(0.06)  # the watchdog stops once nothing is pending: the next command starts it
+        pending = asyncio.ensure_future(client.execute("EVAL", slow, 0))
+        await asyncio.sleep(0.03)  # one watchdog tick (25 ms) saw the command pending, unanswered ...
+        time.sleep(0.3)  # ... then the worker is busy elsewhere while the reply arrives (at 40 ms)
+        try:
+            return await pending, client.down_reason
+        finally:
+            client.close()
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == (b"slow", None)
+    finally:
+        loop.close()

@@ -10,9 +10,9 @@ wall-clock timeout on the request path also counts the time the reply sat unread
 busy event loop, so it fired on a healthy Redis exactly when traffic peaked. Instead:
 
 - a connection is **stalled** when a command has been on the socket for ``stall_seconds`` with no byte
-  from Redis since it was written, over at least ``QUIET_TICKS`` watchdog ticks. Between two ticks the
-  event loop polls the socket at least once (asyncio and uvloop alike), so bytes that arrived are read
-  before the next tick: a busy loop delays the verdict, it never causes it;
+  from Redis since it was written, seen so at ``OVERDUE_TICKS`` consecutive watchdog ticks. Between two
+  ticks the event loop polls the socket at least once (asyncio and uvloop alike), so a reply that had
+  arrived is read before the second verdict: a busy loop delays the verdict, it never causes it;
 - a connect that is refused, fails or takes longer than ``connect_seconds``, and a stall, open the
   **breaker**: commands then fail at once (``breaker_open``) while one background probe per client
   reconnects and PINGs every ``PROBE_INTERVAL_SECONDS``; the first answer closes it again;
@@ -39,8 +39,8 @@ from redis.connection import SSLConnection, parse_url
 
 log = logging.getLogger(__name__)
 
-# The stall verdict needs this many consecutive watchdog ticks without a byte from Redis (see above).
-QUIET_TICKS = 2
+# The stall verdict needs this many consecutive watchdog ticks that find the socket overdue (see above).
+OVERDUE_TICKS = 2
 PROBE_INTERVAL_SECONDS = 0.1
 
 
@@ -65,15 +65,13 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.last_byte = time.monotonic()
-        self.received = 0  # data_received calls: the watchdog's "did anything arrive since my last tick"
         self.outgoing: list[bytes] = []
         self.flush_scheduled = False
         self.stall_seconds = stall_seconds
         self.tick_seconds = max(stall_seconds / 4, 0.005)
         self.on_stall = on_stall
         self._watching = False
-        self._quiet_ticks = 0
-        self._received_at_tick = 0
+        self._overdue_ticks = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -81,7 +79,6 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         self.last_byte = time.monotonic()
-        self.received += 1
         while True:
             try:
                 reply = self.reader.gets()
@@ -127,8 +124,7 @@ class _Protocol(asyncio.Protocol):
             loop.call_soon(self._flush)
         if not self._watching:
             self._watching = True
-            self._quiet_ticks = 0
-            self._received_at_tick = self.received
+            self._overdue_ticks = 0
             loop.call_later(self.tick_seconds, self._tick)
         return future
 
@@ -147,18 +143,14 @@ class _Protocol(asyncio.Protocol):
         if self.closed or not self.pending:
             self._watching = False
             return
-        if self.received != self._received_at_tick:
-            self._received_at_tick = self.received
-            self._quiet_ticks = 0
-        else:
-            self._quiet_ticks += 1
         oldest = self.written_at[0]
-        if oldest is not None and self._quiet_ticks >= QUIET_TICKS:
-            waited = time.monotonic() - max(oldest, self.last_byte)
-            if waited >= self.stall_seconds:
-                self._watching = False
-                self.stalled(waited)
-                return
+        # Silence on the socket: since the oldest pending command was written, or since the last byte.
+        waited = 0.0 if oldest is None else time.monotonic() - max(oldest, self.last_byte)
+        self._overdue_ticks = self._overdue_ticks + 1 if waited >= self.stall_seconds else 0
+        if self._overdue_ticks >= OVERDUE_TICKS:
+            self._watching = False
+            self.stalled(waited)
+            return
         asyncio.get_running_loop().call_later(self.tick_seconds, self._tick)
 
     def stalled(self, waited: float) -> None:
