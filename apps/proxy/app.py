@@ -30,6 +30,7 @@ from apps.proxy.cache_sync import CacheSync
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError
 from apps.proxy.last_used import LastUsedRecorder
+from apps.proxy.overload import LoadShedder
 from apps.proxy.providers import build_adapters
 from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Registry, load_registry
 from apps.proxy.resolver import SafeResolver
@@ -164,6 +165,7 @@ class Gateway:
                 trusted_proxies=settings.GATEWAY_TRUSTED_PROXY_COUNT,
             )
             self.chain = build_chain()
+            self.shedder = LoadShedder(threshold_ms=settings.PROXY_SHED_LOOP_LAG_MS)
             self.last_used = LastUsedRecorder(run_sync=self.run_sync)
             self.spend = SpendBatcher(redis_url=settings.REDIS_URL)
             self.cache_sync = CacheSync(redis_url=settings.REDIS_URL, on_change=self.invalidate)
@@ -180,11 +182,17 @@ class Gateway:
                 skip_auto_headers=("User-Agent",),
             )
             self._registry_lock = asyncio.Lock()
+            # Django imports the URLconf (every view, API and admin module) on its first request, on this
+            # event loop: do it now, before serving, rather than as a lag spike that sheds the first /v1 calls.
+            from django.urls import get_resolver
+
+            get_resolver().url_patterns  # noqa: B018
             # Everything loaded so far (Django, apps, settings) lives for the whole process: keep the
             # cyclic GC from re-scanning it on every full collection under load (fewer long pauses).
             gc.collect()
             gc.freeze()
             gc.set_threshold(settings.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+            self.shedder.start()  # after the one-off work above, which would read as lag
             self.ready = True
 
     async def shutdown(self) -> None:
@@ -197,6 +205,7 @@ class Gateway:
         await self.spend.close()
         if self.session is not None:
             await self.session.close()
+        await self.shedder.stop()
         self.db.shutdown(wait=False)
         self.db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="proxy-db")
 

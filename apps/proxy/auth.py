@@ -237,6 +237,19 @@ class AuthCache:
             if found:
                 guard.refund(source)
 
+    def known(self, token: str | None) -> KeyContext | None:
+        """The context this worker last built for ``token``, expired or not, without any lookup.
+
+        For overload shedding, which needs the key's priority before it decides to spend a database
+        lookup on it; never an authentication answer.
+        """
+        if not token:
+            return None
+        if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
+            return MASTER_CONTEXT
+        entry = self._entries.get(token)
+        return entry[0] if entry is not None else None
+
     def _refresh_in_background(self, token: str) -> None:
         if token in self._loading:
             return

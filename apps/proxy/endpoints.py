@@ -89,7 +89,11 @@ async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, re
         return
     headers = header_map(scope)
     gw.cache_sync.check_local()
-    key = await gw.auth.authenticate(bearer_token(headers), scope.get("client"), headers.get(b"x-forwarded-for"))
+    token = bearer_token(headers)
+    lag = gw.shedder.lag_past_threshold()
+    if lag is not None:  # overloaded: shed by the key's priority before any lookup, body read or upstream work
+        gw.shedder.admit(lag, gw.auth.known(token))
+    key = await gw.auth.authenticate(token, scope.get("client"), headers.get(b"x-forwarded-for"))
     ctx = RequestContext(request_id=request_id, key=key, route=ROUTE_OF.get(op, UNKNOWN_ROUTE), started_at=started)
     try:
         await dispatch(gw, ctx, op, args, headers, scope, receive, send)

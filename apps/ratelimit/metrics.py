@@ -96,6 +96,17 @@ AUTH_LOOKUPS = Counter(
     "source_limited: refused by the per-source miss limit without a lookup.",
     ["outcome"],
 )
+SHED = Counter(
+    "gateway_overload_shed",
+    "New /v1 requests refused with 503 because the worker's event loop ran behind (apps/proxy/overload.py), "
+    "by the key's priority ('uncached': a key the worker had not authenticated yet).",
+    ["priority"],
+)
+LOOP_LAG = Gauge(
+    "gateway_event_loop_lag_seconds",
+    "How late the event loop runs (smoothed), the worst live worker; what overload shedding compares.",
+    multiprocess_mode="livemax",
+)
 
 _seen: dict[str, set[str]] = {}
 
