@@ -38,7 +38,14 @@ class VirtualKeyAdmin(TenantScopedAdmin):
             "Advanced",
             {
                 "classes": ("collapse",),
-                "fields": ("model_limits", "priority", "session_max_budget", "session_max_iterations", "metadata"),
+                "fields": (
+                    "model_limits",
+                    "priority",
+                    "session_max_budget",
+                    "session_max_iterations",
+                    "budget_clamp_max_tokens",
+                    "metadata",
+                ),
             },
         ),
     )

@@ -31,6 +31,11 @@ class VirtualKey(LimitFields):
     )
     session_max_budget = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     session_max_iterations = models.PositiveIntegerField(null=True, blank=True)
+    budget_clamp_max_tokens = models.BooleanField(
+        default=False,
+        help_text="When a budget cannot pay for the whole max_tokens, lower max_tokens to what it can pay for "
+        "(the request runs and still cannot overspend) instead of refusing it. On for the team: on for its keys.",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     blocked = models.BooleanField(default=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -33,6 +33,7 @@ class KeySerializer(serializers.ModelSerializer):
             "priority",
             "session_max_budget",
             "session_max_iterations",
+            "budget_clamp_max_tokens",
             "expires_at",
             "blocked",
             "revoked_at",
@@ -62,6 +63,7 @@ class KeyUpdateInput(LimitsInput):
     priority = serializers.IntegerField(min_value=0, max_value=32767, required=False)
     session_max_budget = serializers.DecimalField(**MONEY)
     session_max_iterations = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    budget_clamp_max_tokens = serializers.BooleanField(required=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 

@@ -26,6 +26,7 @@ KEY_SETTABLE = (
     "priority",
     "session_max_budget",
     "session_max_iterations",
+    "budget_clamp_max_tokens",
     "expires_at",
 )
 

@@ -53,6 +53,8 @@ class KeyContext:
     priority: int = 1
     session_max_budget: Decimal | None = None
     session_max_iterations: int | None = None
+    # Lower max_tokens to what the budgets can pay for instead of refusing (the key's or its team's setting).
+    budget_clamp_max_tokens: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     time_zone: str = "UTC"
     is_master: bool = False
@@ -79,6 +81,9 @@ class RequestContext:
     estimated_prompt_tokens: int = 0
     max_output_tokens: int = 0
     estimated_cost: Decimal = Decimal(0)
+    # USD per output token of the deployment estimated against (0: not a token-generating call). A budget
+    # clamp (apps/ratelimit/budget_fit.py) lowers max_output_tokens and the body's max_tokens with it.
+    output_cost_per_token: Decimal = Decimal(0)
     customer_id: str | None = None  # the end user ("user" field of the body)
     session_id: str | None = None
     # Batch submissions charge many requests at once.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -238,6 +239,7 @@ def estimate(ctx: RequestContext, op: str, body: dict[str, Any], dep) -> None:
         return
     price = price_for(dep)
     ctx.max_output_tokens = requested_max_tokens(body, price.max_output_tokens) if op in GENERATIVE_OPS else 0
+    ctx.output_cost_per_token = price.output if op in GENERATIVE_OPS else Decimal(0)
     cost = token_cost(price, prompt_tokens=ctx.estimated_prompt_tokens, completion_tokens=ctx.max_output_tokens)
     if op == "images":
         n = body.get("n") if isinstance(body.get("n"), int) else 1

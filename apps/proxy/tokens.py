@@ -136,9 +136,34 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return (chars + 3) // 4
 
 
+MAX_TOKEN_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
 def requested_max_tokens(body: dict[str, Any], default: int) -> int:
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+    found = explicit_max_tokens(body)
+    return default if found is None else found
+
+
+def explicit_max_tokens(body: dict[str, Any]) -> int | None:
+    """The output cap the client set (OpenAI chat's two names, Responses' and Anthropic's), if any."""
+    for key in MAX_TOKEN_FIELDS:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return default
+    return None
+
+
+def set_max_tokens(body: dict[str, Any], route: str, provider: str, value: int) -> None:
+    """Lower the body's output cap to ``value`` (a budget clamp): every cap field the client set, else the
+    route's own field, so whichever one the upstream (or a translating adapter) reads says ``value``."""
+    present = [key for key in MAX_TOKEN_FIELDS if isinstance(body.get(key), int) and not isinstance(body[key], bool)]
+    for key in present:
+        body[key] = min(body[key], value) if body[key] > 0 else value
+    if present:
+        return
+    if route == "/v1/responses":
+        body["max_output_tokens"] = value
+    elif route == "/v1/chat/completions" and provider in ("openai", "azure"):
+        body["max_completion_tokens"] = value  # OpenAI's reasoning models refuse max_tokens
+    else:
+        body["max_tokens"] = value

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from decimal import Decimal
 
 from django.conf import settings
 
 from apps.proxy.context import CallResult, RequestContext
-from apps.ratelimit import metrics
+from apps.proxy.errors import GatewayError
+from apps.ratelimit import budget_fit, metrics
 from apps.ratelimit.backends import BackendUnavailable, CounterBackend
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
-from apps.ratelimit.plan import COUNTER, SLOTS, Check, Plan, Refusal, nano_to_usd, usd_to_nano
+from apps.ratelimit.plan import COUNTER, SLOTS, Check, Plan, Refusal, usd_to_nano
 from gateway_project.intervallog import IntervalLog
 
 log = logging.getLogger(__name__)
@@ -45,33 +45,30 @@ async def plan_reserve(ctx: RequestContext, plan: Plan, backend: CounterBackend)
     if not plan.checks:
         plan.committed = True
         return
-    try:
-        refusal = await backend.reserve(plan.checks)
-    except BackendUnavailable as exc:
-        _backend_failed("reserve", exc)
-        if settings.RATELIMIT_FAIL_MODE == "closed":
-            raise LimiterUnavailableError().tag(llm_provider=ctx.llm_provider, model=ctx.model) from exc
-        plan.skipped = True
-        return
-    if refusal is not None:
-        raise refusal_error(ctx, plan.checks[refusal.index], refusal)
+    for clamps in range(budget_fit.MAX_CLAMPS + 1):
+        try:
+            refusal = await backend.reserve(plan.checks)
+        except BackendUnavailable as exc:
+            _backend_failed("reserve", exc)
+            if settings.RATELIMIT_FAIL_MODE == "closed":
+                raise LimiterUnavailableError().tag(llm_provider=ctx.llm_provider, model=ctx.model) from exc
+            plan.skipped = True
+            return
+        if refusal is None:
+            break
+        check = plan.checks[refusal.index]
+        # A budget too small for max_tokens, on a key that asks for it: lower max_tokens and reserve again
+        # (nothing was charged: the refused reservation was all-or-nothing).
+        if clamps == budget_fit.MAX_CLAMPS or not budget_fit.clamp_max_tokens(ctx, plan, check, refusal):
+            raise refusal_error(ctx, check, refusal)
     plan.committed = True
     _success_headers(ctx, plan.checks)
 
 
-def refusal_error(ctx: RequestContext, check: Check, refusal: Refusal) -> ProxyRateLimitError:
+def refusal_error(ctx: RequestContext, check: Check, refusal: Refusal) -> ProxyRateLimitError | GatewayError:
     retry_after = max(refusal.retry_ms, 1) / 1000.0
     if check.limit_type == "budget":
-        limit_usd = nano_to_usd(check.limit or 0)
-        message = (
-            f"Budget exceeded for {check.label}: {nano_to_usd(refusal.used):.6f} of {limit_usd:.6f} USD used "
-            f"in the current budget window. Retry after {math.ceil(retry_after)} s."
-        )
-        remaining_usd = max(Decimal(0), limit_usd - nano_to_usd(refusal.used))
-        return ProxyRateLimitError(
-            message, limit_type="budget", scope=check.scope, retry_after=retry_after,
-            llm_provider=ctx.llm_provider, model=ctx.model, limit=float(limit_usd), remaining=float(remaining_usd),
-        )  # fmt: skip
+        return budget_fit.budget_refusal(ctx, check, refusal)
     if check.limit_type == "max_iterations":
         message = f"Session iteration cap reached for {check.label}: {int(check.limit or 0)} calls per session."
     elif check.priority_tier:

@@ -55,7 +55,10 @@ class TeamAdmin(TenantScopedAdmin):
     fieldsets = (
         (None, {"fields": ("organization", "name", "allowed_models", "blocked")}),
         LIMITS_FIELDSET,
-        ("Per-model and per-session", {"fields": ("model_limits", "session_max_budget", "session_max_iterations")}),
+        (
+            "Per-model and per-session",
+            {"fields": ("model_limits", "session_max_budget", "session_max_iterations", "budget_clamp_max_tokens")},
+        ),
     )
     CEILING = ("allowed_models", "blocked", *LIMIT_FIELDS, "budget_duration", "model_limits", *SESSION_CAPS)
 

@@ -52,6 +52,11 @@ class Team(LimitFields):
     model_limits = models.JSONField(default=dict, blank=True)
     session_max_budget = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     session_max_iterations = models.PositiveIntegerField(null=True, blank=True)
+    budget_clamp_max_tokens = models.BooleanField(
+        default=False,
+        help_text="For every key of the team: when a budget cannot pay for the whole max_tokens, lower "
+        "max_tokens to what it can pay for instead of refusing the request.",
+    )
     blocked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -59,6 +59,7 @@ class TeamSerializer(serializers.ModelSerializer):
             "model_limits",
             "session_max_budget",
             "session_max_iterations",
+            "budget_clamp_max_tokens",
             "blocked",
             "created_at",
         )
@@ -71,6 +72,7 @@ class TeamUpdateInput(LimitsInput):
     model_limits = serializers.DictField(child=serializers.DictField(), required=False)
     session_max_budget = serializers.DecimalField(**MONEY)
     session_max_iterations = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    budget_clamp_max_tokens = serializers.BooleanField(required=False)
     blocked = serializers.BooleanField(required=False)
 
 

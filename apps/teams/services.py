@@ -24,6 +24,7 @@ TEAM_SETTABLE = (
     "model_limits",
     "session_max_budget",
     "session_max_iterations",
+    "budget_clamp_max_tokens",
     "blocked",
 )
 USER_SETTABLE = (*LIMIT_FIELDS, "budget_duration", "email", "first_name", "last_name", "is_active")

@@ -8,6 +8,8 @@ Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and 
 - ``bad-json``: 200 with a body that is not JSON; ``slow``: answers after 3 s
 - ``drip``: streams a chunk every 100 ms for 30 s (for client-disconnect tests)
 - ``break-stream``: sends a few chunks, then drops the connection; ``reset-stream``: the same, then a TCP RST
+- ``uses-max-tokens``: reports as many completion tokens as the request's max_tokens allowed (the worst
+  case a budget must be able to pay; non-streaming chat and messages)
 - anything else answers normally. Every request is recorded in ``requests`` (path, headers, body).
 """
 
@@ -46,6 +48,12 @@ def _failure(model: str) -> web.Response | None:
     if model == "bad-json":
         return web.Response(text="<html>definitely not json", content_type="application/json")
     return None
+
+
+def _completion_tokens(model: str, body: dict[str, Any]) -> int:
+    if model == "uses-max-tokens":
+        return body.get("max_completion_tokens") or body.get("max_tokens") or COMPLETION_TOKENS
+    return COMPLETION_TOKENS
 
 
 def _last_user(messages: list[dict[str, Any]]) -> str:
@@ -234,8 +242,8 @@ class MockUpstream(ThreadedApp):
                 "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}],
                 "usage": {
                     "prompt_tokens": PROMPT_TOKENS,
-                    "completion_tokens": COMPLETION_TOKENS,
-                    "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+                    "completion_tokens": _completion_tokens(model, body),
+                    "total_tokens": PROMPT_TOKENS + _completion_tokens(model, body),
                     "prompt_tokens_details": {"cached_tokens": 2},
                 },
             }
@@ -438,6 +446,8 @@ class MockUpstream(ThreadedApp):
             body.get("tools") and last["role"] == "user" and not any(b.get("type") == "tool_result" for b in blocks)
         )
         usage = {"input_tokens": 13, "output_tokens": 5, "cache_read_input_tokens": 3}
+        if model == "uses-max-tokens":
+            usage["output_tokens"] = body["max_tokens"]
         if body.get("stream"):
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await response.prepare(request)

@@ -282,3 +282,12 @@ def test_admin_writes_are_audited_as_admin_without_secrets(alpha, alice):
     assert [e.action for e in events] == ["key.create", "key.rotate"]
     assert all(e.source == "admin" and e.actor == alice and e.team == alpha for e in events)
     assert all(secret not in str(e.changes) for e in events)
+
+
+def test_alice_turns_on_the_budget_clamp_in_the_admin(alpha, alice, alices_key):
+    client = browser(alice)
+    assert 'name="budget_clamp_max_tokens"' in client.get(change_url(alices_key)).content.decode()
+    response = client.post(change_url(alices_key), key_form(alpha, budget_clamp_max_tokens="on"))
+    assert response.status_code == 302
+    alices_key.refresh_from_db()
+    assert alices_key.budget_clamp_max_tokens is True

@@ -202,3 +202,15 @@ def test_malformed_filters_are_a_400_never_a_500(master, alpha, query):
 )
 def test_malformed_filters_on_other_lists_are_a_400(master, path):
     assert master.get(path).status_code == 400
+
+
+def test_alice_turns_on_the_budget_clamp_of_her_key(alices_key, alice):
+    client = client_for(alice)
+    assert client.get(f"/api/v1/keys/{alices_key.pk}/").json()["budget_clamp_max_tokens"] is False
+    response = client.patch(f"/api/v1/keys/{alices_key.pk}/", {"budget_clamp_max_tokens": True}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["budget_clamp_max_tokens"] is True
+    alices_key.refresh_from_db()
+    assert alices_key.budget_clamp_max_tokens is True
+    bad = client.patch(f"/api/v1/keys/{alices_key.pk}/", {"budget_clamp_max_tokens": "often"}, format="json")
+    assert bad.status_code == 400 and "budget_clamp_max_tokens" in bad.json()

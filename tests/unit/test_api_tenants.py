@@ -228,3 +228,11 @@ def test_a_team_admin_cannot_remove_the_teams_owner(alpha, acme, alice, olga):
     assert Membership.objects.filter(pk=membership.pk).exists()
     assert client_for(olga).delete(f"/api/v1/members/{membership.pk}/").status_code == 204
     assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+def test_team_admin_sets_the_budget_clamp_for_every_key_of_the_team(alpha, alice):
+    response = client_for(alice).patch(f"/api/v1/teams/{alpha.pk}/", {"budget_clamp_max_tokens": True}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["budget_clamp_max_tokens"] is True
+    alpha.refresh_from_db()
+    assert alpha.budget_clamp_max_tokens is True

@@ -271,11 +271,12 @@ async def test_the_full_chain_reserves_everything_or_nothing(backend_kind, no_lo
     """Budget refuses: the request, token and slot counters it would have charged stay untouched."""
     chain = make_chain(make_backend(backend_kind))
     key = key_context(scope("key", rpm_limit=5, tpm_limit=1000, max_parallel_requests=1, max_budget="0.01"))
-    error = await refusal_of(chain, request(key, estimated_cost=Decimal("0.02")))
+    await call(chain, request(key, estimated_cost=Decimal("0.002")), ok(cost=Decimal("0.002")))
+    error = await refusal_of(chain, request(key, estimated_cost=Decimal("0.009")))
     assert error.limit_type == "budget"
     ctx = request(key, estimated_cost=Decimal("0.001"))
     await admit(chain, ctx)
-    assert ctx.response_headers["x-ratelimit-remaining-requests"] == "4"
+    assert ctx.response_headers["x-ratelimit-remaining-requests"] == "3"
     assert ctx.response_headers["x-ratelimit-remaining-tokens"] == "980"
     await chain.post_call(ctx, ok())
 
