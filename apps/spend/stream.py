@@ -1,10 +1,11 @@
 """Reading the Redis spend stream with a consumer group; acknowledging only after the batch committed.
 
-Each worker process is one consumer (``<host>-<pid>``). A batch is: first entries that a dead or
-stuck consumer left pending longer than ``SPEND_INGEST_CLAIM_IDLE_MS`` (XAUTOCLAIM), else new ones
-(XREADGROUP ``>``). The batch is written in one transaction (``apps.spend.ingest``), then XACK+XDEL
-in one pipeline. A worker killed anywhere in between leaves its entries pending; another consumer
-claims them later and the ledger's UNIQUE request id turns the replay into a no-op.
+Each worker process is one consumer (``<host>-<pid>``). A batch is: first entries this consumer read
+and failed to write (XREADGROUP ``0``: its own pending list), then entries that a dead or stuck consumer
+left pending longer than ``SPEND_INGEST_CLAIM_IDLE_MS`` (XAUTOCLAIM), else new ones (XREADGROUP ``>``).
+The batch is written in one transaction (``apps.spend.ingest``), then XACK+XDEL in one pipeline. A worker
+killed anywhere in between leaves its entries pending; another consumer claims them later and the
+ledger's UNIQUE request id turns the replay into a no-op.
 """
 
 from __future__ import annotations
@@ -74,7 +75,16 @@ def _parse(client: redis.Redis, entries: list) -> tuple[list[str], list[SpendEve
 
 
 def read_batch(client: redis.Redis, consumer: str, count: int, claim_idle_ms: int) -> tuple[list, bool]:
-    """The next batch for ``consumer``: stale pending entries first, then new ones."""
+    """The next batch for ``consumer``: its own pending entries, then stale ones of others, then new ones.
+
+    Its own pending entries are a batch this very consumer read and could not write (the database went
+    away, the transaction rolled back, the task failed): retried at once on its next run, not after
+    ``claim_idle_ms`` (60 s) as if their worker had died. Measured with Postgres stopped 10 s under load:
+    the last rows reached the ledger about 50 s after the database was back, only because of that wait.
+    """
+    own = client.xreadgroup(GROUP, consumer, {STREAM_KEY: "0"}, count=count)
+    if own and own[0][1]:
+        return own[0][1], False
     reply = client.xautoclaim(STREAM_KEY, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count)
     claimed = reply[1]  # Redis 6.2 answers [next, entries], 7.x adds the deleted ids
     if claimed:

@@ -320,6 +320,33 @@ def test_a_database_outage_acknowledges_nothing(stream, alpha, monkeypatch, sett
 
 @needs_redis
 @pytest.mark.integration
+def test_after_a_database_outage_the_same_worker_retries_its_failed_batch_at_once(stream, alpha, monkeypatch):
+    """A worker whose batch failed because the database was down writes it on its next run, not 60 s later
+    (the claim idle time is for entries whose worker died)."""
+    from django.db import OperationalError
+
+    from apps.spend import stream as stream_module
+
+    key = VirtualKeyFactory(team=alpha)
+    emit_all([make_event(key, cost="0.03") for _ in range(7)])
+
+    def down(batch):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("apps.spend.ingest.spend_ingest_events", down)
+    with pytest.raises(OperationalError):
+        stream_module.stream_drain(consumer="w1")
+    monkeypatch.undo()
+    emit_all([make_event(key, cost="0.03") for _ in range(3)])  # traffic went on meanwhile
+    result = stream_module.stream_drain(consumer="w1")  # the database is back; default claim idle (60 s)
+    assert (result.inserted, result.claimed) == (10, 0)
+    assert SpendLog.objects.count() == 10
+    assert window_spent("key", str(key.pk), "all") == Decimal("0.30")
+    assert stream.xpending("gateway:spend", "spend-ingest")["pending"] == 0
+
+
+@needs_redis
+@pytest.mark.integration
 def test_three_consumers_at_once_count_everything_exactly_once(transactional_db, stream, settings):
     import threading
 
