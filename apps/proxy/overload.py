@@ -15,8 +15,11 @@ smooths single pauses (a GC pass, one large body parsed). A request also sees th
 iteration it runs in ("the monitor should have woken N ms ago"), so a burst that lands in one iteration is
 cut inside that iteration rather than one sample later.
 
-Thresholds (``PROXY_SHED_LOOP_LAG_MS`` = T, 0 turns shedding off): priority 0 keys, and keys this worker
-has not authenticated yet (their lookup would need the database), are shed at T; priority p at (p + 1) x T.
+Thresholds (``PROXY_SHED_LOOP_LAG_MS`` = T, 0 turns shedding off): for priority 0 keys, and keys this
+worker has not authenticated yet (their lookup would need the database), shedding starts at a lag of T;
+for priority p at (p + 1) x T. From there the share of new requests shed grows with the lag, all of them
+one T further: a ramp, not a switch, so the worker keeps admitting about what it can serve instead of
+alternating between shedding everything (while the admitted backlog drains) and admitting everything.
 The default priority is 1 (2 x T); a key an operator wants served through any overload gets a high one.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 
 from apps.proxy.context import KeyContext
@@ -109,9 +113,11 @@ class LoadShedder:
         return lag if lag >= self.threshold else None
 
     def admit(self, lag: float, key: KeyContext | None) -> None:
-        """Raise the 503 when ``lag`` reaches the tier of ``key`` (None: not authenticated here yet)."""
+        """Raise the 503 for a share of requests that grows from 0 at the tier of ``key`` (None: not
+        authenticated here yet) to all of them one threshold above it."""
         priority = max(0, key.priority) if key is not None else 0
-        if lag < self.threshold * (priority + 1):
+        over = (lag - self.threshold * (priority + 1)) / self.threshold
+        if over <= 0 or (over < 1 and random.random() >= over):  # noqa: S311 (a share, not a secret)
             return
         label = str(priority) if key is not None else UNKNOWN_PRIORITY
         metrics.SHED.labels(metrics.bounded("priority", label)).inc()

@@ -44,25 +44,33 @@ def _shed_count(label: str) -> float:
     return metrics.SHED.labels(label)._value.get()
 
 
-def test_each_priority_is_shed_at_its_own_multiple_of_the_threshold():
+def shed_share(shedder: LoadShedder, lag: float, key, trials: int = 2000) -> float:
+    shed = 0
+    for _ in range(trials):
+        try:
+            shedder.admit(lag, key)
+        except GatewayError:
+            shed += 1
+    return shed / trials
+
+
+def test_each_priority_is_shed_from_its_own_multiple_of_the_threshold():
     shedder = LoadShedder(threshold_ms=100)
     before = _shed_count("0")
-    shedder.admit(0.099, _key(0))  # below the lowest tier: nobody is shed
     with pytest.raises(GatewayError) as refused:
-        shedder.admit(0.100, _key(0))
+        shedder.admit(0.200, _key(0))  # one threshold past its tier: every new request
     assert _shed_count("0") == before + 1
     error = refused.value
     assert error.status == 503 and error.headers == {"retry-after": "1"}
     body = error.to_body()["error"]
     assert body["type"] == "overloaded_error" and body["code"] == "gateway_overloaded"
-    assert "100 ms behind" in body["message"] and "priority 0" in body["message"]
-
-    shedder.admit(0.150, _key(1))  # the default priority holds until 2 x the threshold
-    with pytest.raises(GatewayError):
-        shedder.admit(0.200, _key(1))
-    shedder.admit(0.999, _key(9))
-    with pytest.raises(GatewayError):
-        shedder.admit(1.0, _key(9))
+    assert "200 ms behind" in body["message"] and "priority 0" in body["message"]
+    # Priority p: none shed up to (p + 1) x the threshold, a growing share up to one threshold more, then all.
+    for priority, start in ((0, 0.1), (1, 0.2), (9, 1.0)):
+        assert shed_share(shedder, start, _key(priority)) == 0
+        assert 0.4 < shed_share(shedder, start + 0.05, _key(priority)) < 0.6
+        assert 0.85 < shed_share(shedder, start + 0.09, _key(priority)) < 0.95
+        assert shed_share(shedder, start + 0.1, _key(priority), trials=50) == 1
 
 
 def test_a_key_not_authenticated_here_yet_is_shed_with_the_lowest_priority():
@@ -70,7 +78,7 @@ def test_a_key_not_authenticated_here_yet_is_shed_with_the_lowest_priority():
     shedder = LoadShedder(threshold_ms=100)
     before = _shed_count(UNKNOWN_PRIORITY)
     with pytest.raises(GatewayError):
-        shedder.admit(0.1, None)
+        shedder.admit(0.2, None)
     assert _shed_count(UNKNOWN_PRIORITY) == before + 1
 
 
