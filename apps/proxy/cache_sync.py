@@ -60,6 +60,10 @@ async def listen_forever(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if _cancel_requested():
+                # redis-py can turn a cancel that lands inside its connect timeout into a TimeoutError;
+                # retrying would swallow the cancel and hang whoever stops this loop.
+                raise asyncio.CancelledError from exc
             logger.warning("%s: pub/sub connection lost (%s); retrying in %.1f s", name, type(exc).__name__, delay)
             if on_lost is not None:
                 on_lost()
@@ -68,6 +72,32 @@ async def listen_forever(
                 await client.aclose()
         await asyncio.sleep(delay)
         delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task], *, timeout: float = 5.0) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again while one is still running.
+
+    A single ``cancel()`` can be lost inside a library's own timeout handling; re-cancelling until the
+    task ends (bounded by ``timeout``) keeps a worker's shutdown from hanging on it.
+    """
+    pending = {task for task in tasks if not task.done()}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            logger.warning("%d background task(s) did not stop within %.1f s", len(pending), timeout)
+            return
+        _done, pending = await asyncio.wait(pending, timeout=min(0.1, remaining))
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: an error on the way out is not worth a "never retrieved" warning
 
 
 class CacheSync:
@@ -90,11 +120,7 @@ class CacheSync:
             self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     def _client(self):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from apps.proxy.cache_sync import listen_forever
+from apps.proxy.cache_sync import cancel_and_wait, listen_forever
 from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
@@ -115,12 +115,7 @@ class CooldownSync:
             )
 
     async def stop(self) -> None:
-        tasks = [*self._pending, *([self._listener] if self._listener else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*self._pending, *([self._listener] if self._listener else [])])
         self._listener = None
         if self._client is not None:
             with contextlib.suppress(Exception):
