@@ -27,6 +27,9 @@ pytestmark = [
 PRODUCTION_DEFAULTS = {
     "RATELIMIT_FAIL_MODE": "open",
     "RATELIMIT_REDIS_TIMEOUT_MS": str(settings.RATELIMIT_REDIS_TIMEOUT_MS),
+    # Overload shedding off: these bursts must keep the event loop as busy as it gets, so that a reply
+    # waiting behind it is what the limiter meets (shedding has its own tests in test_proxy_overload.py).
+    "PROXY_SHED_LOOP_LAG_MS": "0",
 }
 
 

@@ -225,10 +225,11 @@ async def test_customer_session_and_team_budget_refusals_over_http(scoped_tenant
             body_session = small(metadata={"session_id": "run-2"})
             assert [(await post(session, body_session))[0] for _ in range(3)] == [200, 200, 429]
 
+            # More than the team's whole budget in any window: a 400 that says so, not a 429 to retry.
             status, body = await post(session, chat("rl-scoped", max_tokens=5000))
-            assert status == 429
-            assert (body["error"]["limit_type"], body["error"]["scope"]) == ("budget", "team")
-            assert "Scoped" in body["error"]["message"]
+            assert status == 400, body
+            assert body["error"]["code"] == "max_tokens_exceeds_budget"
+            assert "whole budget of team 'Scoped'" in body["error"]["message"]
 
 
 @pytest.fixture
