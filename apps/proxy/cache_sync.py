@@ -149,6 +149,8 @@ class CacheSync:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if _cancel_requested():
+                        raise asyncio.CancelledError from exc  # the same lost cancel as in listen_forever
                     logger.warning("cache sync: generation poll failed (%s)", type(exc).__name__)
                 await asyncio.sleep(POLL_SECONDS)
         finally:
