@@ -22,6 +22,8 @@ import aiohttp
 import orjson
 from django.conf import settings
 
+from apps.common.intervallog import IntervalLog
+from apps.common.logs import request_id_var
 from apps.proxy import endpoints
 from apps.proxy.asgi_io import ClientGone, encode_headers, send_json
 from apps.proxy.auth import AuthCache
@@ -38,8 +40,6 @@ from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
 from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
-from gateway_project.intervallog import IntervalLog
-from gateway_project.logs import request_id_var
 
 logger = logging.getLogger("apps.proxy")
 REGISTRY_RETRY_SECONDS = 1.0

@@ -19,13 +19,13 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from apps.common.intervallog import IntervalLog
 from apps.keys.hashing import keyed_hash
 from apps.proxy.auth_guard import AuthMissGuard, client_address
 from apps.proxy.context import KeyContext, ScopeLimits
 from apps.proxy.errors import GatewayError, unauthorized
 from apps.ratelimit import metrics
 from apps.ratelimit.errors import ProxyRateLimitError
-from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 

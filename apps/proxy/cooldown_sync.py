@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from apps.common.intervallog import IntervalLog
 from apps.proxy.cache_sync import cancel_and_wait, listen_forever
-from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 

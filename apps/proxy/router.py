@@ -19,7 +19,7 @@ deployment, then to the group's fallback models; each attempt is recorded on the
 
 Failures and cooldowns are logged for the operator, but never one line per request: an upstream that
 fails 3,000 times in a minute is one line per (deployment, status class) per interval with the count
-(``gateway_project.intervallog``), and each cooldown this worker starts one line per deployment per
+(``apps.common.intervallog``), and each cooldown this worker starts one line per deployment per
 interval. Cooldowns learned from another worker are that worker's to log (INFO here).
 """
 
@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from apps.common.intervallog import IntervalLog
 from apps.proxy.context import RequestContext
 from apps.proxy.cooldown_sync import CooldownSync
 from apps.proxy.errors import GatewayError, UpstreamError
 from apps.proxy.pricing import price_for
 from apps.proxy.providers import Adapter, StreamReply
 from apps.proxy.registry import Deployment, Group, Registry
-from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 

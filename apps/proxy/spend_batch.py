@@ -19,9 +19,9 @@ import time
 
 import orjson
 
+from apps.common.intervallog import IntervalLog
 from apps.spend.events import SpendEvent
 from apps.spend.live import live_publish
-from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 _log = IntervalLog(logger, interval=10.0)

@@ -15,13 +15,13 @@ import math
 
 from django.conf import settings
 
+from apps.common.intervallog import IntervalLog
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError
 from apps.ratelimit import budget_fit, metrics
 from apps.ratelimit.backends import BackendUnavailable, CounterBackend
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
 from apps.ratelimit.plan import COUNTER, SLOTS, Check, Plan, Refusal, usd_to_nano
-from gateway_project.intervallog import IntervalLog
 
 log = logging.getLogger(__name__)
 

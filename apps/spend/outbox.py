@@ -27,9 +27,9 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.common.intervallog import IntervalLog
 from apps.spend.events import SpendEvent
 from apps.spend.live import live_publish
-from gateway_project.intervallog import IntervalLog
 
 logger = logging.getLogger(__name__)
 

@@ -272,20 +272,20 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-# "json": one JSON object per line with the request id (gateway_project/logs.py), for log pipelines.
+# "json": one JSON object per line with the request id (apps/common/logs.py), for log pipelines.
 LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 # Repeated failures (upstream errors, cooldowns, an unreachable Redis or database) log one line per kind
-# of event per this many seconds, with a count (gateway_project/intervallog.py).
+# of event per this many seconds, with a count (apps/common/intervallog.py).
 LOG_EVENT_INTERVAL_SECONDS = env_float("LOG_EVENT_INTERVAL_SECONDS", 10.0, minimum=0.1)
-LOGGING_CONFIG = "gateway_project.logs.configure"
+LOGGING_CONFIG = "apps.common.logs.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "gateway_project.logs.JsonFormatter"},
+        "json": {"()": "apps.common.logs.JsonFormatter"},
     },
-    "filters": {"without_traceback": {"()": "gateway_project.logs.WithoutTraceback"}},
+    "filters": {"without_traceback": {"()": "apps.common.logs.WithoutTraceback"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
         "console_one_line": {

@@ -38,8 +38,6 @@ LAYERS: dict[str, int] = {
     "apps": 0,
     "apps.common": 0,
     "gateway_project.env": 0,
-    "gateway_project.intervallog": 0,
-    "gateway_project.logs": 0,
     "apps.teams": 1,
     "apps.keys": 2,
     "apps.spend": 3,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway_project.intervallog import IntervalLog
+from apps.common.intervallog import IntervalLog
 
 
 async def test_a_flood_of_one_kind_is_one_line_then_a_count(caplog):

@@ -8,7 +8,7 @@ from the event loop and from threads.
 
 Every line carries ``event_kind`` and ``event_count`` (how many events it stands for; the counts of a
 kind's lines add up to the events) as record attributes, which the JSON log format writes out
-(``gateway_project.logs``). Summaries run outside any request, so they carry no request id.
+(``apps.common.logs``). Summaries run outside any request, so they carry no request id.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ outside a request (interval summaries, background tasks) carry none rather than 
 
 ``LOG_FORMAT=json`` (settings) writes every line as one JSON object: ``time``, ``level``, ``logger``,
 ``message``, ``pid``, ``request_id`` where there is one, ``event_kind``/``event_count`` on the
-once-per-interval lines of ``gateway_project.intervallog``, and ``exc_info`` with the traceback.
+once-per-interval lines of ``apps.common.intervallog``, and ``exc_info`` with the traceback.
 """
 
 from __future__ import annotations
