@@ -1,7 +1,7 @@
 """Shared cooldowns without Redis: the wire format, applying remote cooldowns, and when to announce.
 
 What goes over Redis (two real gateway processes, late joiners, the admin page) is tested in
-tests/integration/proxy_cooldown_sync_test.py.
+tests/integration/test_proxy_cooldown_sync.py.
 """
 
 from __future__ import annotations
