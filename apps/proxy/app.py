@@ -3,7 +3,7 @@
 One ``Gateway`` per process holds what requests share: the pooled aiohttp session, the auth and
 model-registry caches, the router's deployment health, the limiter chain. Per request it does:
 read the bounded body -> authenticate (cached) -> resolve the model -> ``chain.pre_call`` -> router ->
-relay -> ``_finish`` (``chain.post_call`` exactly once, then one spend event), see ``endpoints.py``.
+relay -> ``finish`` (``chain.post_call`` exactly once, then one spend event), see ``endpoints.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from apps.proxy.router import Router
 from apps.proxy.spend_batch import SpendBatcher
 from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
+from apps.spend.events import SpendEvent
 
 logger = logging.getLogger("apps.proxy")
 REGISTRY_RETRY_SECONDS = 1.0
@@ -379,10 +380,13 @@ class Gateway:
         headers += encode_headers(exc.headers)
         await send_json(send, exc.status, exc.to_body(), headers)
 
-    async def _finish(self, ctx: RequestContext, result: CallResult, *, pre_called: bool, event: Any) -> None:
+    async def finish(
+        self, ctx: RequestContext, result: CallResult, *, pre_called: bool, event: SpendEvent | None
+    ) -> None:
         """End of every authenticated request: limiter reconcile/release, then the spend event.
 
-        Other apps extend the end of a request here (metrics). Never raises: the response is gone.
+        Part of the gateway's interface to the /v1 flows (``apps.proxy.calls.ProxyGateway``). Other apps
+        extend the end of a request here (metrics). Never raises: the response is gone.
         """
         if pre_called:
             try:

@@ -8,20 +8,19 @@ the deployment, the owning organization and those counts.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from apps.proxy import listing
 from apps.proxy.asgi_io import encode_headers, parse_json_object, send_json, send_response
+from apps.proxy.calls import ProxyGateway, reply_object, resolve
 from apps.proxy.context import RequestContext
 from apps.proxy.errors import GatewayError, bad_request, model_not_allowed
-from apps.proxy.handles import Handle, unwrap, wrap
+from apps.proxy.handles import Handle, client_handle, wrap, wrap_batch
 from apps.proxy.limited import run_limited
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import price_for, token_cost
 from apps.proxy.providers import Call
-from apps.proxy.providers.base import malformed
+from apps.proxy.registry import Deployment
 from apps.proxy.tokens import (
     estimate_prompt_tokens,
     reject_client_upstream,
@@ -30,18 +29,6 @@ from apps.proxy.tokens import (
 )
 
 PASSTHROUGH_OPS = frozenset({"files_get", "files_content", "batches_get", "batches_cancel"})
-FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
-
-
-def _handle(kind: str, value: str, gw, ctx: RequestContext) -> Handle:
-    """The signed handle behind a client-given id; 404 for anything forged, foreign or malformed.
-
-    Ids are ASCII by construction: anything else is refused here, before the signature comparison
-    (``hmac.compare_digest`` raises on non-ASCII text, which would surface as a gateway error).
-    """
-    if not value.isascii():
-        raise GatewayError(404, f"No such {kind}.", code="not_found", kind="not_found")
-    return unwrap(kind, value, gw.secret, organization_id=ctx.key.organization_id, is_master=ctx.key.is_master)
 
 
 def batch_file_stats(content: bytes, default_max_tokens: int) -> tuple[str, int, int, int]:
@@ -70,19 +57,6 @@ def batch_file_stats(content: bytes, default_max_tokens: int) -> tuple[str, int,
     return model, requests, prompt, output
 
 
-def _reply_object(reply: Any, provider: str) -> dict[str, Any]:
-    """The upstream's answer as a JSON object (a copy); anything else is the upstream's fault (502)."""
-    obj = reply.obj
-    if obj is None:
-        try:
-            obj = orjson.loads(reply.body)
-        except orjson.JSONDecodeError:
-            obj = None
-    if not isinstance(obj, dict):
-        raise malformed(provider)
-    return dict(obj)
-
-
 def batch_file_for(content: bytes, upstream_model: str) -> bytes:
     """The batch file as the upstream gets it: every request names the deployment's own model.
 
@@ -97,9 +71,7 @@ def batch_file_for(content: bytes, upstream_model: str) -> bytes:
     return b"\n".join(out) + (b"\n" if content.endswith(b"\n") else b"")
 
 
-async def _deployment_for(gw, ctx: RequestContext, model: str, op: str):
-    from apps.proxy.endpoints import resolve
-
+async def _deployment_for(gw: ProxyGateway, ctx: RequestContext, model: str, op: str) -> Deployment:
     _registry, group, deployments, _ = await resolve(gw, ctx, op, model)
     dep = gw.router.pick(group, deployments, set()) if deployments else None
     if dep is None:
@@ -107,7 +79,7 @@ async def _deployment_for(gw, ctx: RequestContext, model: str, op: str):
     return dep
 
 
-async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
+async def file_create(gw: ProxyGateway, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
     parts = parse_multipart(headers.get(b"content-type", b""), raw)
     reject_client_upstream_form(part[0] for part in parts)
     fields = form_fields(parts)
@@ -135,41 +107,17 @@ async def file_create(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, 
     reply = await gw.adapters[dep.provider].send(
         gw.session, dep, Call("files_create", {}, form=upload), dep.timeout_seconds or gw.settings_timeout
     )
-    obj = _reply_object(reply, dep.provider)
+    obj = reply_object(reply, dep.provider)
     handle = Handle("file", dep.id, str(obj.get("id")), ctx.key.organization_id, model, requests, prompt, output)
     obj["id"] = wrap(handle, gw.secret)
     await listing.record(gw, "file", handle, obj["id"], obj)
     await send_json(send, 200, obj, gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label))
 
 
-def _wrap_batch(obj: dict[str, Any], handle: Handle, secret: str) -> dict[str, Any]:
-    obj = dict(obj)
-    obj["id"] = wrap(
-        Handle(
-            "batch",
-            handle.deployment_id,
-            str(obj.get("id")),
-            handle.organization_id,
-            handle.model,
-            handle.requests,
-            handle.prompt_tokens,
-            handle.max_tokens,
-        ),
-        secret,
-    )
-    for name in FILE_FIELDS:
-        if obj.get(name):
-            obj[name] = wrap(
-                Handle("file", handle.deployment_id, str(obj[name]), handle.organization_id, handle.model), secret
-            )
-    return obj
-
-
-async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
-
+async def batch_create(gw: ProxyGateway, ctx: RequestContext, raw: bytes, send) -> None:
     body = parse_json_object(raw)
     reject_client_upstream(raw, body)
-    handle = _handle("file", str(body.get("input_file_id", "")), gw, ctx)
+    handle = client_handle("file", str(body.get("input_file_id", "")), gw.secret, ctx)
     if not (ctx.key.allows_model(handle.model)):
         raise model_not_allowed(handle.model)
     if handle.requests < 1:
@@ -189,8 +137,8 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
     async def create() -> None:
         call = Call("batches_create", {**body, "input_file_id": handle.upstream_id})
         reply = await gw.adapters[dep.provider].send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
-        upstream_obj = _reply_object(reply, dep.provider)
-        obj = _wrap_batch(upstream_obj, handle, gw.secret)
+        upstream_obj = reply_object(reply, dep.provider)
+        obj = wrap_batch(upstream_obj, handle, gw.secret)
         batch = Handle("batch", dep.id, str(upstream_obj.get("id")), handle.organization_id)
         await listing.record(gw, "batch", batch, obj["id"], obj)
         headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
@@ -199,9 +147,9 @@ async def batch_create(gw, ctx: RequestContext, raw: bytes, send) -> None:
     await run_limited(gw, ctx, dep, send, create)
 
 
-async def passthrough(gw, ctx: RequestContext, op: str, args: tuple[str, ...], send) -> None:
+async def passthrough(gw: ProxyGateway, ctx: RequestContext, op: str, args: tuple[str, ...], send) -> None:
     kind = "batch" if op.startswith("batches") else "file"
-    handle = _handle(kind, args[0], gw, ctx)
+    handle = client_handle(kind, args[0], gw.secret, ctx)
     registry = await gw.get_registry()
     dep = registry.by_id.get(handle.deployment_id)
     if dep is None:
@@ -213,6 +161,6 @@ async def passthrough(gw, ctx: RequestContext, op: str, args: tuple[str, ...], s
     if op == "files_content":
         await send_response(send, 200, reply.body, headers, reply.content_type)
         return
-    obj = _reply_object(reply, dep.provider)
-    obj = _wrap_batch(obj, handle, gw.secret) if kind == "batch" else {**obj, "id": args[0]}
+    obj = reply_object(reply, dep.provider)
+    obj = wrap_batch(obj, handle, gw.secret) if kind == "batch" else {**obj, "id": args[0]}
     await send_json(send, 200, obj, headers)

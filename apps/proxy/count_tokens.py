@@ -9,6 +9,7 @@ the upstream count passes the key's limiters as one request (no tokens, no cost)
 from __future__ import annotations
 
 from apps.proxy.asgi_io import parse_json_object, send_json
+from apps.proxy.calls import ProxyGateway, requested_model, resolve
 from apps.proxy.context import RequestContext
 from apps.proxy.errors import bad_request
 from apps.proxy.limited import run_limited
@@ -20,9 +21,7 @@ from apps.proxy.tokens import estimate_prompt_tokens, reject_client_upstream
 NATIVE_PROVIDERS = frozenset({"anthropic"})
 
 
-async def count_tokens(gw, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
-    from apps.proxy.endpoints import requested_model, resolve
-
+async def count_tokens(gw: ProxyGateway, ctx: RequestContext, raw: bytes, headers: dict[bytes, bytes], send) -> None:
     body = parse_json_object(raw)
     reject_client_upstream(raw, body)
     model = requested_model(ctx, body.get("model"))

@@ -11,9 +11,10 @@ import orjson
 from apps.proxy import batches, listing
 from apps.proxy.asgi_io import encode_headers, header_map, parse_json_object, read_body, send_json, send_response
 from apps.proxy.auth import bearer_token
+from apps.proxy.calls import ProxyGateway, requested_model, resolve, spend_event
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.count_tokens import count_tokens
-from apps.proxy.errors import GatewayError, bad_request, model_not_allowed, model_not_found
+from apps.proxy.errors import GatewayError, bad_request, model_not_found
 from apps.proxy.limited import send_rate_limited
 from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
@@ -31,9 +32,7 @@ from apps.proxy.tokens import (
 )
 from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
-from apps.spend.events import SpendEvent
 
-MAX_MODEL_NAME = 200  # ModelDeployment.model_name / ModelAlias.alias
 MAX_CUSTOMER_ID = 255  # SpendLog.customer_id
 STREAM_OPS = frozenset({"chat", "completions", "responses", "messages"})
 GENERATIVE_OPS = STREAM_OPS
@@ -79,10 +78,12 @@ REQUIRED = {
 }
 
 
-async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, request_id: str, started: float) -> None:
+async def handle(
+    gw: ProxyGateway, op: str, args: tuple[str, ...], scope, receive, send, *, request_id: str, started: float
+) -> None:
     if op == "openapi":  # public: the description of this surface
         if gw.openapi is None:
-            from apps.proxy.openapi import openapi_json
+            from apps.proxy.openapi import openapi_json  # django-ninja and pydantic: built once, off the hot path
 
             gw.openapi = openapi_json()
         await send_response(send, 200, gw.openapi, gw.common_headers(request_id, started))
@@ -106,7 +107,7 @@ async def handle(gw, op: str, args: tuple[str, ...], scope, receive, send, *, re
     observe.request_unmetered(ctx, CallResult(status=200))
 
 
-async def dispatch(gw, ctx: RequestContext, op: str, args, headers, scope, receive, send) -> None:
+async def dispatch(gw: ProxyGateway, ctx: RequestContext, op: str, args, headers, scope, receive, send) -> None:
     """The flow behind ``op`` for an authenticated request; a ``GatewayError`` is the caller's to answer."""
     if op in ("models", "models_get"):
         await list_models(gw, ctx, send, args)
@@ -131,7 +132,7 @@ async def dispatch(gw, ctx: RequestContext, op: str, args, headers, scope, recei
         await model_call(gw, ctx, op, raw, headers, scope, receive, send)
 
 
-async def list_models(gw, ctx: RequestContext, send, args: tuple[str, ...]) -> None:
+async def list_models(gw: ProxyGateway, ctx: RequestContext, send, args: tuple[str, ...]) -> None:
     registry = await gw.get_registry()
     org, is_master = ctx.key.organization_id, ctx.key.is_master
     data = []
@@ -185,17 +186,6 @@ def parse_request(op: str, raw: bytes, headers: dict[bytes, bytes]) -> tuple[dic
     return body, None
 
 
-def requested_model(ctx: RequestContext, model: object) -> str:
-    """The body's model name, set on ``ctx``: 400 when missing, 404 when longer than any public name."""
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required.", param="model")
-    if len(model) > MAX_MODEL_NAME:  # no public name or alias is longer: nothing to look up, echo or log
-        ctx.model = model[:MAX_MODEL_NAME]
-        raise model_not_found(ctx.model)
-    ctx.model = model
-    return model
-
-
 def fill_context(ctx: RequestContext, op: str, body: dict[str, Any], headers: dict[bytes, bytes]) -> None:
     ctx.body = body
     ctx.stream = bool(body.get("stream") is True and op in STREAM_OPS)
@@ -206,31 +196,6 @@ def fill_context(ctx: RequestContext, op: str, body: dict[str, Any], headers: di
     session = headers.get(b"x-gateway-session-id")
     session_id = session.decode("latin-1") if session else metadata.get("session_id")
     ctx.session_id = str(session_id)[:200] if session_id else None
-
-
-async def resolve(gw, ctx: RequestContext, op: str, model: str):
-    """The group ``model`` means for this key's organization (``Registry.resolve``), else 404.
-
-    A name only another organization can see is unknown here, checked before the allow-list: the
-    same 404 as a name that never existed (a 403 would tell that some tenant has it).
-    """
-    org, is_master = ctx.key.organization_id, ctx.key.is_master
-    registry = await gw.get_registry()
-    group = registry.resolve(model, org, is_master=is_master)
-    if group is None:
-        registry = await gw.get_registry(unknown_model=True)
-        group = registry.resolve(model, org, is_master=is_master)
-    if group is None or not group.visible_to(org, is_master=is_master):
-        raise model_not_found(model)
-    ctx.model_known = True
-    if not (ctx.key.allows_model(model) or ctx.key.allows_model(group.model_name)):
-        raise model_not_allowed(model)
-    ctx.capacity_group = group.model_name if group.shared else None
-    support_op = "chat" if op == "messages" else op
-    deployments = gw.router.candidates(group, ctx, support_op)
-    if not deployments and not group.fallbacks:
-        raise bad_request(f"The model '{model}' does not support {ctx.route}.", param="model", code="unsupported_route")
-    return registry, group, deployments, support_op
 
 
 def estimate(ctx: RequestContext, op: str, body: dict[str, Any], dep) -> None:
@@ -282,7 +247,7 @@ def _stream_error(op: str):
     return render
 
 
-async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scope, receive, send) -> None:
+async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes, headers, scope, receive, send) -> None:
     result = CallResult(status=502, error_type="internal_error")  # what the catch-all answers on a bug
     limit_type: str | None = None
     attempts: list[Attempt] = []
@@ -369,46 +334,4 @@ async def model_call(gw, ctx: RequestContext, op: str, raw: bytes, headers, scop
     finally:
         result.deployment_id, result.llm_provider = ctx.deployment_id, ctx.llm_provider
         result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
-        await gw._finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, attempts, limit_type))
-
-
-def spend_event(
-    ctx: RequestContext, result: CallResult, attempts: list[Attempt], limit_type: str | None = None
-) -> SpendEvent:
-    metadata: dict[str, Any] = {}
-    if len(attempts) > 1:
-        metadata["attempts"] = [
-            {
-                "deployment_id": a.deployment_id,
-                "provider": a.provider,
-                "status": a.status,
-                "error": a.error,
-                "ms": round(a.ms, 1),
-            }
-            for a in attempts
-        ]
-    return SpendEvent(
-        request_id=ctx.request_id,
-        created_at=time.time(),
-        route=ctx.route,
-        status=result.status,
-        model=ctx.model,
-        llm_provider=ctx.llm_provider,
-        deployment_id=ctx.deployment_id,
-        organization_id=ctx.key.organization_id,
-        team_id=ctx.key.team_id,
-        key_id=ctx.key.key_id,
-        key_alias=ctx.key.key_alias,
-        user_id=ctx.key.user_id,
-        customer_id=ctx.customer_id,
-        session_id=ctx.session_id,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        cached_tokens=result.cached_tokens,
-        cost=str(result.cost),
-        latency_ms=round(result.latency_ms, 3),
-        ttft_ms=round(result.ttft_ms, 3) if result.ttft_ms is not None else None,
-        error_type=result.error_type,
-        limit_type=limit_type,
-        metadata=metadata,
-    )
+        await gw.finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, attempts, limit_type))

@@ -12,12 +12,15 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from apps.proxy.context import RequestContext
 from apps.proxy.errors import GatewayError
 
 PREFIXES = {"file": "file-gw", "batch": "batch_gw"}
+FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +76,39 @@ def unwrap(kind: str, value: str, secret: str, *, organization_id: int | None, i
     if not is_master and org_id != organization_id:
         raise not_found
     return Handle(kind, int(dep_id), str(upstream_id), org_id, str(model), int(requests), int(prompt), int(max_tokens))
+
+
+def client_handle(kind: str, value: str, secret: str, ctx: RequestContext) -> Handle:
+    """The signed handle behind a client-given id; 404 for anything forged, foreign or malformed.
+
+    Ids are ASCII by construction: anything else is refused here, before the signature comparison
+    (``hmac.compare_digest`` raises on non-ASCII text, which would surface as a gateway error).
+    """
+    if not value.isascii():
+        raise GatewayError(404, f"No such {kind}.", code="not_found", kind="not_found")
+    return unwrap(kind, value, secret, organization_id=ctx.key.organization_id, is_master=ctx.key.is_master)
+
+
+def wrap_batch(obj: dict[str, Any], handle: Handle, secret: str) -> dict[str, Any]:
+    """An upstream batch object as the client sees it: its id and its files' ids are signed handles
+    that keep the input file's organization, model and counts."""
+    obj = dict(obj)
+    obj["id"] = wrap(
+        Handle(
+            "batch",
+            handle.deployment_id,
+            str(obj.get("id")),
+            handle.organization_id,
+            handle.model,
+            handle.requests,
+            handle.prompt_tokens,
+            handle.max_tokens,
+        ),
+        secret,
+    )
+    for name in FILE_FIELDS:
+        if obj.get(name):
+            obj[name] = wrap(
+                Handle("file", handle.deployment_id, str(obj[name]), handle.organization_id, handle.model), secret
+            )
+    return obj

@@ -7,12 +7,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from apps.proxy.asgi_io import encode_headers, send_json
+from apps.proxy.calls import ProxyGateway, spend_event
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError
+from apps.proxy.registry import Deployment
 from apps.ratelimit.errors import ProxyRateLimitError
 
 
-async def send_rate_limited(gw, ctx: RequestContext, exc: ProxyRateLimitError, send) -> CallResult:
+async def send_rate_limited(gw: ProxyGateway, ctx: RequestContext, exc: ProxyRateLimitError, send) -> CallResult:
     """Answer a limiter's refusal: OpenAI error shape, tagged with the request's provider and model,
     ``retry-after`` and the ``x-ratelimit-*`` headers. Returns what the request ended as."""
     exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
@@ -21,15 +23,15 @@ async def send_rate_limited(gw, ctx: RequestContext, exc: ProxyRateLimitError, s
     return CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}")
 
 
-async def run_limited(gw, ctx: RequestContext, dep, send, call: Callable[[], Awaitable[None]]) -> None:
+async def run_limited(
+    gw: ProxyGateway, ctx: RequestContext, dep: Deployment, send, call: Callable[[], Awaitable[None]]
+) -> None:
     """``call`` (one upstream request that sends its own answer) under the limiter chain.
 
     ``ctx`` carries the model, deployment and estimates the limiters reserve against. A refusal is the
     429 above; a ``GatewayError`` is answered in the error shape; ``post_call`` and the spend event run
     exactly once either way.
     """
-    from apps.proxy.endpoints import spend_event
-
     result = CallResult(status=502, error_type="internal_error")  # what the catch-all answers on a bug
     limit_type = None
     try:
@@ -44,4 +46,4 @@ async def run_limited(gw, ctx: RequestContext, dep, send, call: Callable[[], Awa
     finally:
         result.deployment_id, result.llm_provider = dep.id, dep.provider
         result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
-        await gw._finish(ctx, result, pre_called=True, event=spend_event(ctx, result, [], limit_type))
+        await gw.finish(ctx, result, pre_called=True, event=spend_event(ctx, result, [], limit_type))

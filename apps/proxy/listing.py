@@ -14,9 +14,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from apps.proxy.asgi_io import send_json
+from apps.proxy.calls import ProxyGateway, reply_object
 from apps.proxy.context import RequestContext
 from apps.proxy.errors import GatewayError, bad_request
-from apps.proxy.handles import Handle, unwrap
+from apps.proxy.handles import Handle, client_handle, unwrap, wrap_batch
+from apps.proxy.models import GatewayObject
 from apps.proxy.providers import Call
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ def _scope(queryset, ctx: RequestContext):
 
 
 def record_sync(kind: str, handle: Handle, public_id: str, purpose: str, snapshot: dict[str, Any]) -> None:
-    from apps.proxy.models import GatewayObject
-
     GatewayObject.objects.create(
         kind=kind,
         organization_id=handle.organization_id,
@@ -47,7 +47,7 @@ def record_sync(kind: str, handle: Handle, public_id: str, purpose: str, snapsho
     )
 
 
-async def record(gw, kind: str, handle: Handle, public_id: str, snapshot: dict[str, Any]) -> None:
+async def record(gw: ProxyGateway, kind: str, handle: Handle, public_id: str, snapshot: dict[str, Any]) -> None:
     """Remember a created file/batch for listing; the object exists upstream either way, so never raises."""
     try:
         await gw.run_sync(record_sync, kind, handle, public_id, str(snapshot.get("purpose") or ""), snapshot)
@@ -71,8 +71,6 @@ def _limit(query: dict[str, str]) -> int:
 
 
 def _page_sync(kind: str, ctx: RequestContext, query: dict[str, str], after: Handle | None) -> tuple[list, bool]:
-    from apps.proxy.models import GatewayObject
-
     rows = _scope(GatewayObject.objects.filter(kind=kind), ctx)
     if kind == "file" and query.get("purpose"):
         rows = rows.filter(purpose=query["purpose"])
@@ -92,7 +90,7 @@ def _page_sync(kind: str, ctx: RequestContext, query: dict[str, str], after: Han
     return found[:limit], len(found) > limit
 
 
-async def _page(gw, kind: str, ctx: RequestContext, scope) -> tuple[list, bool]:
+async def _page(gw: ProxyGateway, kind: str, ctx: RequestContext, scope) -> tuple[list, bool]:
     query = _query(scope)
     after = None
     if query.get("after"):
@@ -104,7 +102,7 @@ async def _page(gw, kind: str, ctx: RequestContext, scope) -> tuple[list, bool]:
     return await gw.run_sync(_page_sync, kind, ctx, query, after)
 
 
-async def _send_list(gw, ctx: RequestContext, send, data: list[dict[str, Any]], has_more: bool) -> None:
+async def _send_list(gw: ProxyGateway, ctx: RequestContext, send, data: list[dict[str, Any]], has_more: bool) -> None:
     body = {
         "object": "list",
         "data": data,
@@ -115,14 +113,12 @@ async def _send_list(gw, ctx: RequestContext, send, data: list[dict[str, Any]], 
     await send_json(send, 200, body, gw.common_headers(ctx.request_id, ctx.started_at))
 
 
-async def files_list(gw, ctx: RequestContext, scope, send) -> None:
+async def files_list(gw: ProxyGateway, ctx: RequestContext, scope, send) -> None:
     rows, has_more = await _page(gw, "file", ctx, scope)
     await _send_list(gw, ctx, send, [{**row["snapshot"], "id": row["public_id"]} for row in rows], has_more)
 
 
-async def batches_list(gw, ctx: RequestContext, scope, send) -> None:
-    from apps.proxy.batches import _reply_object, _wrap_batch
-
+async def batches_list(gw: ProxyGateway, ctx: RequestContext, scope, send) -> None:
     rows, has_more = await _page(gw, "batch", ctx, scope)
     registry = await gw.get_registry()
     gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
@@ -138,7 +134,7 @@ async def batches_list(gw, ctx: RequestContext, scope, send) -> None:
             async with gate:
                 call = Call("batches_get", {}, path_args=(handle.upstream_id,))
                 reply = await adapter.send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
-            return _wrap_batch(_reply_object(reply, dep.provider), handle, gw.secret)
+            return wrap_batch(reply_object(reply, dep.provider), handle, gw.secret)
         except GatewayError:
             return recorded  # the upstream is down or forgot it: what the client saw at creation
 
@@ -147,17 +143,13 @@ async def batches_list(gw, ctx: RequestContext, scope, send) -> None:
 
 
 def _forget_sync(handle: Handle) -> None:
-    from apps.proxy.models import GatewayObject
-
     GatewayObject.objects.filter(
         kind="file", deployment_id=handle.deployment_id, upstream_id=handle.upstream_id
     ).delete()
 
 
-async def file_delete(gw, ctx: RequestContext, file_id: str, send) -> None:
-    from apps.proxy.batches import _handle, _reply_object
-
-    handle = _handle("file", file_id, gw, ctx)
+async def file_delete(gw: ProxyGateway, ctx: RequestContext, file_id: str, send) -> None:
+    handle = client_handle("file", file_id, gw.secret, ctx)
     registry = await gw.get_registry()
     dep = registry.by_id.get(handle.deployment_id)
     if dep is None:
@@ -167,7 +159,7 @@ async def file_delete(gw, ctx: RequestContext, file_id: str, send) -> None:
         raise bad_request(f"Files on {dep.provider} deployments cannot be deleted through the gateway.")
     call = Call("files_delete", {}, path_args=(handle.upstream_id,))
     reply = await adapter.send(gw.session, dep, call, dep.timeout_seconds or gw.settings_timeout)
-    obj = _reply_object(reply, dep.provider)
+    obj = reply_object(reply, dep.provider)
     await gw.run_sync(_forget_sync, handle)
     headers = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label)
     await send_json(send, 200, {**obj, "id": file_id, "object": "file"}, headers)

@@ -98,15 +98,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
 KNOWN_CIRCLES: list[frozenset[str]] = [
     frozenset({"apps.teams.models", "apps.teams.scoping"}),
     frozenset(
-        {
-            "apps.proxy.batches",
-            "apps.proxy.count_tokens",
-            "apps.proxy.endpoints",
-            "apps.proxy.limited",
-            "apps.proxy.listing",
-        }
-    ),
-    frozenset(
         {"apps.ratelimit.backends.base", "apps.ratelimit.backends.memory", "apps.ratelimit.backends.redis_backend"}
     ),
     frozenset({"apps.ratelimit.chain", "apps.ratelimit.middleware"}),
@@ -117,12 +108,7 @@ KNOWN_UNEXPLAINED_LOCAL: dict[str, int] = {
     "apps/keys/authentication.py": 1,
     "apps/proxy/app.py": 2,
     "apps/proxy/auth.py": 1,
-    "apps/proxy/batches.py": 1,
-    "apps/proxy/count_tokens.py": 2,
-    "apps/proxy/endpoints.py": 1,
     "apps/proxy/last_used.py": 1,
-    "apps/proxy/limited.py": 1,
-    "apps/proxy/listing.py": 7,
     "apps/proxy/providers/anthropic.py": 1,
     "apps/proxy/registry.py": 6,
     "apps/proxy/self_service.py": 1,
