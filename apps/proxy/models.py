@@ -35,12 +35,18 @@ class ModelDeployment(models.Model):
     TENANT_PATHS = TenantPaths(organization="organization", shared=True)
 
     model_name = models.CharField(max_length=200, db_index=True, help_text="The name clients ask for.")
+    # A config file's handle on this row (gateway_apply finds it again by this name); blank for rows made
+    # in the admin or the API, which export as ``deployment-<id>``.
+    name = models.CharField(max_length=200, blank=True, default="", help_text="Stable name in config files.")
     provider = models.CharField(max_length=32, choices=Provider.choices)
     model = models.CharField(max_length=200, help_text="The upstream's model id.")
     api_base = models.URLField(max_length=500, blank=True)
     api_version = models.CharField(max_length=40, blank=True, help_text="Azure api-version.")
     region = models.CharField(max_length=40, blank=True, help_text="AWS region for Bedrock.")
     credentials_encrypted = models.TextField(blank=True, editable=False)
+    # Where the key came from when a config file set it ("os.environ/OPENAI_API_KEY"): a variable's name,
+    # never its value, so gateway_export writes the same reference back. Blank once a key is typed in.
+    credentials_ref = models.CharField(max_length=200, blank=True, default="", editable=False)
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="deployments"
     )

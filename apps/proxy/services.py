@@ -109,11 +109,15 @@ def _authorize(actor: Actor, organization: Organization | None) -> None:
     raise PermissionDenied("You may not manage these deployments.")
 
 
+# Set by config files (gateway_apply) besides DEPLOYMENT_SETTABLE; not offered by the admin or the REST API.
+CONFIG_SETTABLE = ("name",)
+
+
 def _validate(values: dict) -> None:
-    unknown = set(values) - set(DEPLOYMENT_SETTABLE)
+    unknown = set(values) - {*DEPLOYMENT_SETTABLE, *CONFIG_SETTABLE}
     if unknown:
         raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
-    problems = {name: control_character_problem(values.get(name)) for name in HEADER_SAFE_FIELDS}
+    problems = {name: control_character_problem(values.get(name)) for name in (*HEADER_SAFE_FIELDS, "name")}
     problems["api_base"] = api_base_problem(values.get("api_base") or "")
     problems = {name: problem for name, problem in problems.items() if problem}
     if problems:
@@ -133,14 +137,21 @@ def _changed_on_commit(reason: str) -> None:
 
 
 def deployment_create(
-    *, actor: Actor, organization: Organization | None = None, api_key: str | None = None, **values
+    *,
+    actor: Actor,
+    organization: Organization | None = None,
+    api_key: str | None = None,
+    api_key_ref: str = "",
+    **values,
 ) -> ModelDeployment:
+    """``api_key_ref`` names where ``api_key`` came from (``os.environ/NAME``), kept for export; never a value."""
     _authorize(actor, organization)
     _validate(values)
     with transaction.atomic():
         deployment = ModelDeployment(organization=organization, **values)
         if api_key:
             deployment.set_credentials(api_key)
+            deployment.credentials_ref = api_key_ref
         deployment.full_clean()
         deployment.save()
         audit_record(
@@ -155,9 +166,13 @@ def deployment_create(
 
 
 def deployment_update(
-    *, actor: Actor, deployment: ModelDeployment, api_key: str | None = None, **values
+    *, actor: Actor, deployment: ModelDeployment, api_key: str | None = None, api_key_ref: str = "", **values
 ) -> ModelDeployment:
-    """``api_key`` None keeps the stored credential; "" clears it; anything else replaces it."""
+    """``api_key`` None keeps the stored credential; "" clears it; anything else replaces it.
+
+    A replaced key takes ``api_key_ref`` as its origin: a key typed into the admin has none, so an export
+    no longer claims it comes from the variable an earlier config file named.
+    """
     _authorize(actor, deployment.organization)
     _validate(values)
     with transaction.atomic():
@@ -165,6 +180,7 @@ def deployment_update(
             setattr(deployment, name, value)
         if api_key is not None:
             deployment.set_credentials(api_key)
+            deployment.credentials_ref = api_key_ref if api_key else ""
         deployment.full_clean()
         deployment.save()
         changes = dict(values)

@@ -354,3 +354,25 @@ def membership_update(*, actor: Actor, membership: Membership, role: str) -> Mem
             changes={"role": [old, role]},
         )
     return membership
+
+
+def team_delete(*, actor: Actor, team: Team) -> None:
+    """Remove a team that never had keys. Keys (live or revoked) pin it: their spend history names the team,
+    so such a team is blocked instead (``team_update(blocked=True)``), never deleted."""
+    _require_org_admin(actor, team.organization)
+    if team.keys.exists():
+        raise ValidationError({"team": "the team has keys; block it instead of deleting it."})
+    with transaction.atomic():
+        audit_record(actor=actor, action="team.delete", obj=team, organization=team.organization, team=team)
+        team.delete()
+        _changed_on_commit("team:deleted")
+
+
+def customer_delete(*, actor: Actor, customer: Customer) -> None:
+    """Forget an end user's limits and budget; their spend rows stay (the ledger keeps the id, not a link)."""
+    _require_org_admin(actor, customer.organization)
+    reason = f"customer:{customer.pk}"  # before delete(), which clears the pk
+    with transaction.atomic():
+        audit_record(actor=actor, action="customer.delete", obj=customer, organization=customer.organization)
+        customer.delete()
+        _changed_on_commit(reason)
