@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.provisioning.views import config_schema
 from apps.proxy.self_service import api as key_self_service_api
 from apps.ratelimit.views import metrics_view
 from gateway_project import health
@@ -12,6 +13,8 @@ urlpatterns = [
     # The gateway's own admin pages (live traffic, deployment health) before the admin's catch-all.
     path("admin/gateway/", include("apps.teams.dashboard_urls")),
     path("admin/", admin.site.urls),
+    # The config file format (gateway_apply), for editors: before the REST router, which would 404 it.
+    path("api/v1/config/schema.json", config_schema, name="config-schema"),
     path("api/v1/", include("gateway_project.api_urls")),
     # The key holder's self-service API (django-ninja); asgi.py sends /v1/key/* here, the rest of /v1 to the proxy.
     path("v1/key/", key_self_service_api.urls),

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "apps.proxy",
     "apps.ratelimit",
     "apps.spend",
+    "apps.provisioning",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,183 @@
+"""The JSON Schema of a gateway config file: published at /api/v1/config/schema.json and used by the validator.
+
+One schema for both, so what an editor completes is exactly what ``gateway_apply`` accepts. Field names are
+the admin's and the REST API's (``rpm_limit``, ``max_budget``, ``budget_duration``...). The schema checks
+shapes; what needs the database (a member who does not exist, a limit above the organization's) is checked
+by the services the file is applied through, and reported at the same file position.
+"""
+
+from __future__ import annotations
+
+from apps.proxy.models import Provider, RoutingStrategy
+from apps.teams.limits import BudgetDuration
+from apps.teams.models import Role
+
+SCHEMA_VERSION = 1
+# A secret is always a reference to the environment of the process that applies the file.
+SECRET_REF_PATTERN = r"^os\.environ/[A-Za-z_][A-Za-z0-9_]*$"
+SECRET_FIELDS = ("api_key",)
+
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+_MONEY = {
+    "description": "USD: a number or a decimal string.",
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"},
+        {"type": "null"},
+    ],
+}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+_MODELS = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
+
+LIMITS = {
+    "rpm_limit": {**_COUNT, "description": "Requests per minute."},
+    "tpm_limit": {**_COUNT, "description": "Tokens per minute."},
+    "max_parallel_requests": _COUNT,
+    "max_budget": {**_MONEY, "description": "Hard budget in USD per budget window."},
+    "soft_budget": {**_MONEY, "description": "Alert threshold in USD per budget window."},
+    "budget_duration": {"enum": ["", *BudgetDuration.values]},
+}
+
+_MODEL_LIMITS = {
+    "type": "object",
+    "description": 'Per-model limits for the whole team: {"gpt-4o": {"rpm_limit": 100}}.',
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: LIMITS[name] for name in LIMITS},
+    },
+}
+
+
+def _object(properties: dict, required: tuple[str, ...] = (), description: str = "") -> dict:
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if description:
+        schema["description"] = description
+    return schema
+
+
+MEMBER = _object(
+    {
+        "user": {**_NAME, "description": "A username (listed under users: or already existing)."},
+        "role": {"enum": Role.values},
+    },
+    required=("user", "role"),
+)
+
+DEPLOYMENT = _object(
+    {
+        "name": {**_NAME, "description": "Stable name of this deployment in the file (how apply finds it again)."},
+        "model_name": {**_NAME, "description": "The public name clients ask for; several deployments form a group."},
+        "provider": {"enum": Provider.values},
+        "model": {**_NAME, "description": "The upstream's model id."},
+        "api_base": {"type": "string", "maxLength": 500},
+        "api_key": {
+            "type": "string",
+            "pattern": SECRET_REF_PATTERN,
+            "description": "A reference, os.environ/NAME, resolved when the file is applied. Never the key itself.",
+        },
+        "api_version": {"type": "string", "maxLength": 40},
+        "region": {"type": "string", "maxLength": 40},
+        "input_cost_per_token": _MONEY,
+        "output_cost_per_token": _MONEY,
+        "cached_input_cost_per_token": _MONEY,
+        "cache_creation_input_token_cost": _MONEY,
+        "rpm_limit": _COUNT,
+        "tpm_limit": _COUNT,
+        "max_parallel_requests": _COUNT,
+        "weight": {"type": "integer", "minimum": 0},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 32767},
+        "timeout_seconds": {"type": ["number", "null"], "minimum": 0},
+        "extra": {"type": "object", "description": "Provider-specific options (never credentials)."},
+        "enabled": {"type": "boolean"},
+    },
+    required=("name", "model_name", "provider", "model"),
+)
+
+CUSTOMER = _object(
+    {"external_id": {"type": "string", "minLength": 1, "maxLength": 255}, **LIMITS, "blocked": {"type": "boolean"}},
+    required=("external_id",),
+    description="An end user of the organization's apps, identified by the `user` field clients send.",
+)
+
+TEAM = _object(
+    {
+        "name": _NAME,
+        **LIMITS,
+        "allowed_models": {**_MODELS, "description": "Empty: every model the organization allows."},
+        "model_limits": _MODEL_LIMITS,
+        "session_max_budget": _MONEY,
+        "session_max_iterations": _COUNT,
+        "budget_clamp_max_tokens": {"type": "boolean"},
+        "blocked": {"type": "boolean"},
+        "members": {"type": "array", "items": MEMBER},
+    },
+    required=("name",),
+)
+
+ORGANIZATION = _object(
+    {
+        "name": _NAME,
+        "time_zone": {"type": "string", "description": "IANA zone budget windows align to, e.g. Europe/Berlin."},
+        **LIMITS,
+        "allowed_models": {**_MODELS, "description": "Empty: every model."},
+        "blocked": {"type": "boolean"},
+        "members": {"type": "array", "items": MEMBER, "description": "Organization-wide roles."},
+        "teams": {"type": "array", "items": TEAM},
+        "customers": {"type": "array", "items": CUSTOMER},
+        "deployments": {
+            "type": "array",
+            "items": DEPLOYMENT,
+            "description": "Deployments only this organization uses.",
+        },
+    },
+    required=("name",),
+)
+
+USER = _object(
+    {
+        "username": {"type": "string", "minLength": 1, "maxLength": 150},
+        "email": {"type": "string"},
+        "first_name": {"type": "string", "maxLength": 150},
+        "last_name": {"type": "string", "maxLength": 150},
+        "is_active": {"type": "boolean"},
+        **LIMITS,
+    },
+    required=("username",),
+)
+
+MODEL_GROUP = _object(
+    {
+        "model_name": _NAME,
+        "strategy": {"enum": RoutingStrategy.values},
+        "fallbacks": {**_MODELS, "description": "Model names tried, in order, after this group fails."},
+        "num_retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 32767},
+        "rpm_capacity": _COUNT,
+        "tpm_capacity": _COUNT,
+    },
+    required=("model_name",),
+    description="Routing settings of one public model name.",
+)
+
+CONFIG_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "/api/v1/config/schema.json",
+    "title": "LLM gateway configuration (manage.py gateway_apply)",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version"],
+    "properties": {
+        "version": {"const": SCHEMA_VERSION},
+        "users": {"type": "array", "items": USER, "description": "People; never removed by --prune."},
+        "organizations": {"type": "array", "items": ORGANIZATION},
+        "deployments": {"type": "array", "items": DEPLOYMENT, "description": "Shared by every organization."},
+        "model_groups": {"type": "array", "items": MODEL_GROUP},
+        "aliases": {
+            "type": "object",
+            "additionalProperties": _NAME,
+            "description": "Other public names for a model name: {alias: model_name}.",
+        },
+    },
+}
