@@ -20,7 +20,8 @@ from apps.proxy.multipart import form_fields, parse_multipart
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
 from apps.proxy.providers import Call, StreamReply
 from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, messages_to_chat_request
-from apps.proxy.providers.base import SHAPE_ERRORS, malformed
+from apps.proxy.providers.base import SHAPE_ERRORS, Reply, Usage, malformed
+from apps.proxy.registry import Deployment
 from apps.proxy.relay import ChatEncoder, MessagesEncoder, NativeEncoder, relay_stream
 from apps.proxy.router import Attempt
 from apps.proxy.tokens import (
@@ -247,7 +248,14 @@ def _stream_error(op: str):
     return render
 
 
+def _include_usage(op: str, body: dict[str, Any]) -> bool:
+    """Whether the client asked for the usage chunk of a stream (the gateway asks upstreams for it anyway)."""
+    return bool((body.get("stream_options") or {}).get("include_usage")) if op in ("chat", "completions") else False
+
+
 async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes, headers, scope, receive, send) -> None:
+    """A request that runs on a model: parse, resolve, reserve (``chain.pre_call``), call through the router,
+    answer by the streaming or the whole-body path, then ``gw.finish`` exactly once whatever happened."""
     result = CallResult(status=502, error_type="internal_error")  # what the catch-all answers on a bug
     limit_type: str | None = None
     attempts: list[Attempt] = []
@@ -264,9 +272,7 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         estimate(ctx, op, body, first)
         pre_called = True
         await gw.chain.pre_call(ctx)
-        include_usage = (
-            bool((body.get("stream_options") or {}).get("include_usage")) if op in ("chat", "completions") else False
-        )
+        beta = headers.get(b"anthropic-beta")
         reply, dep, call = await gw.router.call(
             session=gw.session,
             ctx=ctx,
@@ -274,57 +280,20 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
             group=group,
             op=support_op,
             first=first,
-            make_call=_call_factory(op, body, parts, ctx.stream, include_usage, headers.get(b"anthropic-beta")),
+            make_call=_call_factory(op, body, parts, ctx.stream, _include_usage(op, body), beta),
             attempts=attempts,
         )
         upstream_ms = sum(a.ms for a in attempts)
-        price = price_for(dep)
         if isinstance(reply, StreamReply):
-            if op == "messages":
-                encoder = NativeEncoder() if reply.native else MessagesEncoder(model, ctx.estimated_prompt_tokens)
-            else:
-                encoder = NativeEncoder() if reply.native else ChatEncoder()
-            out_headers = gw.common_headers(
-                ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(ctx.estimated_cost)
-            )
-            out_headers += encode_headers(ctx.response_headers)
-            outcome = await relay_stream(send, receive, reply, encoder, out_headers, ctx.started_at, _stream_error(op))
-            usage = reply.usage
-            sent_tokens = (outcome.sent_chars + 3) // 4
-            if not (outcome.status == 200 and usage.reported and usage.completion_tokens):
-                usage.completion_tokens = sent_tokens
-            usage.prompt_tokens = usage.prompt_tokens or ctx.estimated_prompt_tokens
-            result = CallResult(status=outcome.status, error_type=outcome.error_type, ttft_ms=outcome.ttft_ms)
+            result = await _relay_streamed(gw, ctx, op, model, reply, dep, upstream_ms, receive, send)
         else:
-            usage = reply.usage
-            body_out = reply.body
-            if op == "messages" and call.op == "chat":
-                try:
-                    body_out = orjson.dumps(chat_to_messages_response(reply.obj or orjson.loads(reply.body), model))
-                except SHAPE_ERRORS:
-                    raise malformed(dep.provider) from None
-            if not usage.reported and op in GENERATIVE_OPS:
-                usage.prompt_tokens = ctx.estimated_prompt_tokens
-                usage.completion_tokens = estimate_text_tokens(body_out.decode("utf-8", "replace")) // 2
-            result = CallResult(status=reply.status)
-        result.cost = call_cost(
-            price,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            images=usage.images,
-            audio_seconds=usage.audio_seconds,
-            characters=usage.characters,
-        )
-        result.prompt_tokens, result.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        result.cached_tokens = usage.cached_tokens
-        if not isinstance(reply, StreamReply):
-            out_headers = gw.common_headers(
+            # (The result is set before the answer goes out: a client gone mid-send still leaves its cost.)
+            result, body_out = _whole_body(ctx, op, model, reply, dep, call.op)
+            headers_out = gw.common_headers(
                 ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(result.cost)
             )
-            out_headers += encode_headers(ctx.response_headers)
-            await send_response(send, reply.status, body_out, out_headers, reply.content_type)
+            headers_out += encode_headers(ctx.response_headers)
+            await send_response(send, reply.status, body_out, headers_out, reply.content_type)
     except ProxyRateLimitError as exc:
         result, limit_type = await send_rate_limited(gw, ctx, exc, send), exc.limit_type
     except GatewayError as exc:
@@ -335,3 +304,71 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         result.deployment_id, result.llm_provider = ctx.deployment_id, ctx.llm_provider
         result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
         await gw.finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, attempts, limit_type))
+
+
+async def _relay_streamed(
+    gw: ProxyGateway,
+    ctx: RequestContext,
+    op: str,
+    model: str,
+    reply: StreamReply,
+    dep: Deployment,
+    upstream_ms: float,
+    receive,
+    send,
+) -> CallResult:
+    """The streaming path: relay the upstream's events as they come, then charge what it reported, or
+    what was sent when it reported nothing (or the stream broke off). The cost header is the estimate:
+    it goes out before the first token."""
+    if op == "messages":
+        encoder = NativeEncoder() if reply.native else MessagesEncoder(model, ctx.estimated_prompt_tokens)
+    else:
+        encoder = NativeEncoder() if reply.native else ChatEncoder()
+    headers_out = gw.common_headers(
+        ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(ctx.estimated_cost)
+    )
+    headers_out += encode_headers(ctx.response_headers)
+    outcome = await relay_stream(send, receive, reply, encoder, headers_out, ctx.started_at, _stream_error(op))
+    usage = reply.usage
+    sent_tokens = (outcome.sent_chars + 3) // 4
+    if not (outcome.status == 200 and usage.reported and usage.completion_tokens):
+        usage.completion_tokens = sent_tokens
+    usage.prompt_tokens = usage.prompt_tokens or ctx.estimated_prompt_tokens
+    result = CallResult(status=outcome.status, error_type=outcome.error_type, ttft_ms=outcome.ttft_ms)
+    return _charged(result, dep, usage)
+
+
+def _whole_body(
+    ctx: RequestContext, op: str, model: str, reply: Reply, dep: Deployment, call_op: str
+) -> tuple[CallResult, bytes]:
+    """The whole-body path: the answer in the client's shape (a chat answer turned back into a messages
+    one when the upstream only speaks chat), and its charge (estimated when the upstream reported no
+    usage)."""
+    usage = reply.usage
+    body_out = reply.body
+    if op == "messages" and call_op == "chat":
+        try:
+            body_out = orjson.dumps(chat_to_messages_response(reply.obj or orjson.loads(reply.body), model))
+        except SHAPE_ERRORS:
+            raise malformed(dep.provider) from None
+    if not usage.reported and op in GENERATIVE_OPS:
+        usage.prompt_tokens = ctx.estimated_prompt_tokens
+        usage.completion_tokens = estimate_text_tokens(body_out.decode("utf-8", "replace")) // 2
+    return _charged(CallResult(status=reply.status), dep, usage), body_out
+
+
+def _charged(result: CallResult, dep: Deployment, usage: Usage) -> CallResult:
+    """``result`` with the call's tokens and its cost at the deployment's prices."""
+    result.cost = call_cost(
+        price_for(dep),
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        images=usage.images,
+        audio_seconds=usage.audio_seconds,
+        characters=usage.characters,
+    )
+    result.prompt_tokens, result.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    result.cached_tokens = usage.cached_tokens
+    return result
