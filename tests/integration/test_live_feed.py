@@ -22,7 +22,7 @@ from apps.spend.live import LivePublisher, live_row
 from apps.teams import consumers
 from apps.teams.scoping import tenancy_for
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def _event(*, org=None, team=None, user=None, alias="k", status=200, limit_type=None) -> SpendEvent:

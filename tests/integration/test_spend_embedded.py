@@ -20,6 +20,8 @@ from apps.spend.outbox import outbox_flush, spend_emit
 from tests.factories import VirtualKeyFactory
 from tests.integration.spend_processes import ROOT
 
+pytestmark = pytest.mark.integration
+
 
 def events_for(key, count: int) -> list[SpendEvent]:
     return [

@@ -20,6 +20,8 @@ from apps.spend.selectors import key_usage, window_spent
 from apps.spend.windows import window_for
 from tests.factories import CustomerFactory, VirtualKeyFactory
 
+pytestmark = pytest.mark.integration
+
 
 def make_event(
     key, *, cost="0.0012345", model="gpt-4o-mini", at=None, status=200, customer=None, **extra

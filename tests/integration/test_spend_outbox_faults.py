@@ -8,6 +8,7 @@ import threading
 import time
 from decimal import Decimal
 
+import pytest
 from django.db import OperationalError
 from django.db.models import Sum
 
@@ -16,6 +17,8 @@ from apps.spend.models import BudgetWindow, DailySpend, SpendLog
 from apps.spend.outbox import LocalOutbox
 from tests.factories import VirtualKeyFactory
 from tests.integration.test_spend_embedded import events_for
+
+pytestmark = pytest.mark.integration
 
 
 def test_failed_batches_and_concurrent_puts_and_flushes_count_each_event_once(transactional_db, settings, monkeypatch):

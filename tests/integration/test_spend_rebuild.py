@@ -6,11 +6,15 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import BudgetWindow, DailySpend
 from apps.spend.services import spend_totals_rebuild
 from tests.factories import CustomerFactory, UserFactory, VirtualKeyFactory
+
+pytestmark = pytest.mark.integration
 
 
 def totals() -> tuple[list, list]:
