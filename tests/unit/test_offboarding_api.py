@@ -1,6 +1,6 @@
 """Who may offboard whom (``POST /api/v1/users/{id}/offboard/``), and what stays untouched.
 
-The keys stopping on a live gateway is tests/integration/test_offboarding.py; this is the permission side.
+The keys stopping on a live gateway is tests/integration/test_teams_offboarding.py; this is the permission side.
 """
 
 import pytest
