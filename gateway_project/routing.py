@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.teams.consumers import LiveTrafficConsumer
+from apps.console.consumers import LiveTrafficConsumer
 
 websocket_urlpatterns: list = [
     path("ws/admin/live/", LiveTrafficConsumer.as_asgi(), name="ws-admin-live"),

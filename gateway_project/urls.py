@@ -11,7 +11,7 @@ urlpatterns = [
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     # The gateway's own admin pages (live traffic, deployment health) before the admin's catch-all.
-    path("admin/gateway/", include("apps.teams.dashboard_urls")),
+    path("admin/gateway/", include("apps.console.dashboard_urls")),
     path("admin/", admin.site.urls),
     # The config file format (gateway_apply), for editors: before the REST router, which would 404 it.
     path("api/v1/config/schema.json", config_schema, name="config-schema"),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.html import format_html_join
 from django.views.decorators.http import require_POST
 
 from apps.keys import services
@@ -55,11 +58,19 @@ class VirtualKeyAdmin(TenantScopedAdmin):
     )
     info_fields = ("prefix", "status", "organization", "created_by", "created_at", "last_used_at", "revoked_at")
 
+    # Read-only panels shown in the "usage" field, contributed by apps above keys (the console's spend and
+    # limits panel, apps/console/admin.py) so keys never imports them. Each takes the key and returns HTML.
+    usage_panels: ClassVar[list[Callable[[VirtualKey], str]]] = []
+
+    @classmethod
+    def usage_panel_add(cls, panel: Callable[[VirtualKey], str]) -> None:
+        if panel not in cls.usage_panels:
+            cls.usage_panels.append(panel)
+
     @admin.display(description="usage")
     def usage(self, obj):
-        from apps.teams.key_usage import key_usage_panel  # the dashboard's panel (issue 6)
-
-        return key_usage_panel(obj)
+        # format_html_join escapes a plain string and keeps a panel's SafeString as it is.
+        return format_html_join("", "{}", ((panel(obj),) for panel in self.usage_panels))
 
     change_form_template = "keys/admin/virtualkey_change_form.html"
     KEY_VERBS = {"revoke": "Revoke", "rotate": "Rotate", "block": "Block", "unblock": "Unblock"}

@@ -8,7 +8,6 @@ from django.contrib import admin
 from apps.proxy import services
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.teams.admin_base import TenantScopedAdmin
-from apps.teams.deployment_admin import test_connection_action
 from apps.teams.scoping import tenancy_for
 
 
@@ -37,7 +36,9 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
     list_filter = ("provider", "enabled", "model_name", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("model_name", "model", "api_base")
     list_select_related = ("organization",)
-    actions = (test_connection_action,)  # the health pages live at /admin/gateway/deployments/
+    # Filled from above: the console adds its "test connection" action (apps/console/admin.py; the health pages
+    # live at /admin/gateway/deployments/), so the proxy never imports the console.
+    actions: tuple = ()
     fieldsets = (
         (None, {"fields": ("model_name", "provider", "model", "organization", "enabled")}),
         ("Upstream", {"fields": ("api_base", "api_version", "region", "api_key", "clear_api_key", "credentials")}),
@@ -58,6 +59,11 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
         ),
         ("Provider options", {"classes": ("collapse",), "fields": ("extra",)}),
     )
+
+    @classmethod
+    def action_add(cls, action) -> None:
+        if action not in cls.actions:
+            cls.actions = (*cls.actions, action)
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "api_base":

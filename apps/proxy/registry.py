@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from apps.proxy.upstreams import HEADER_SAFE_FIELDS, api_base_problem, control_character_problem
+
 logger = logging.getLogger(__name__)
 
 UNKNOWN_MODEL_RELOAD_SECONDS = 1.0
@@ -146,9 +148,12 @@ class Registry:
 EMPTY_REGISTRY = Registry(groups={}, aliases={}, loaded_at=0.0)
 
 
-def _deployment_from_row(row) -> Deployment | None:
-    from apps.proxy.services import HEADER_SAFE_FIELDS, api_base_problem, control_character_problem
+def deployment_from_row(row) -> Deployment | None:
+    """The snapshot of one ``ModelDeployment`` row the router would call, or None when it must not be served.
 
+    Public because the admin's "test connection" (apps/console/connection_probe.py) probes exactly what
+    traffic would use: the same URL checks, header-safe fields and decrypted credentials.
+    """
     problem = api_base_problem(row.api_base)
     if problem:
         logger.error("deployment %s skipped: api_base %s", row.pk, problem)
@@ -198,7 +203,7 @@ def load_registry() -> Registry:
 
     by_owner: dict[int | None, dict[str, list[Deployment]]] = {}
     for row in ModelDeployment.objects.filter(enabled=True).order_by("model_name", "priority", "id"):
-        deployment = _deployment_from_row(row)
+        deployment = deployment_from_row(row)
         if deployment is not None:
             by_owner.setdefault(deployment.organization_id, {}).setdefault(deployment.model_name, []).append(deployment)
     settings_by_name = {g.model_name: g for g in ModelGroup.objects.all()}

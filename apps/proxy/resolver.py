@@ -15,7 +15,7 @@ import socket
 from aiohttp.resolver import DefaultResolver
 
 from apps.proxy.errors import AddressRefused
-from apps.proxy.services import LINK_LOCAL_NETWORKS
+from apps.proxy.upstreams import LINK_LOCAL_NETWORKS
 
 
 def forbidden_address(host: str, *, allow_private: bool = True) -> bool:
@@ -26,7 +26,7 @@ def forbidden_address(host: str, *, allow_private: bool = True) -> bool:
     address = getattr(address, "ipv4_mapped", None) or address
     if any(address in net for net in LINK_LOCAL_NETWORKS if net.version == address.version):
         return True
-    # The same rule as apps.proxy.services.api_base_problem applies to literal addresses when written.
+    # The same rule as apps.proxy.upstreams.api_base_problem applies to literal addresses when written.
     return not allow_private and (address.is_private or address.is_loopback or address.is_reserved)
 
 

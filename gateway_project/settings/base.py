@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "apps.ratelimit",
     "apps.spend",
     "apps.provisioning",
+    # Above every other app: the dashboard, live feed, deployment health, key usage (apps/console/__init__.py).
+    "apps.console",
 ]
 
 MIDDLEWARE = [

@@ -17,9 +17,9 @@ from asgiref.testing import ApplicationCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
 
+from apps.console import consumers
 from apps.spend.events import SpendEvent
 from apps.spend.live import LivePublisher, live_row
-from apps.teams import consumers
 from apps.teams.scoping import tenancy_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

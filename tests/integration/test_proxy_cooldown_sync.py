@@ -142,7 +142,7 @@ async def test_foreign_and_malformed_messages_on_the_channel_are_ignored(redis_c
 def test_admin_page_shows_the_shared_cooldown_without_local_router_state(
     client, alice, acme, monkeypatch, redis_client
 ):
-    from apps.teams import deployment_health
+    from apps.console import deployment_health
 
     deployment = DeploymentFactory(organization=acme, model_name=f"acme-{uuid.uuid4().hex[:6]}")
     monkeypatch.setattr(deployment_health, "_router_health", lambda: None)  # no proxy traffic in this process

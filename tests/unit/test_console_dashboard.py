@@ -13,10 +13,10 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from apps.console.charts import Point, bar_chart, nice_ceiling
+from apps.console.dashboard import BudgetBar, dashboard_for
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
-from apps.teams.charts import Point, bar_chart, nice_ceiling
-from apps.teams.dashboard import BudgetBar, dashboard_for
 from apps.teams.models import AuditEvent
 from tests.factories import DeploymentFactory, VirtualKeyFactory
 
@@ -212,7 +212,7 @@ def test_team_member_cannot_test_an_org_deployment(client, bob, acme):
 
 @pytest.mark.django_db
 def test_deployment_page_shows_router_cooldown(client, alice, acme, monkeypatch):
-    from apps.teams import deployment_health
+    from apps.console import deployment_health
 
     deployment = DeploymentFactory(organization=acme, model_name="acme-model")
     state = {deployment.pk: {"cooling_down_seconds": 12.0, "in_flight": 3}}
@@ -285,7 +285,7 @@ def upstream():
 
 @pytest.mark.django_db
 def test_probe_calls_the_upstream_through_the_proxy_adapter(acme, upstream):
-    from apps.teams.connection_probe import probe_deployment
+    from apps.console.connection_probe import probe_deployment
 
     base, seen = upstream
     deployment = DeploymentFactory(organization=acme, provider="openai_compatible", model="small", api_base=base)
@@ -298,7 +298,7 @@ def test_probe_calls_the_upstream_through_the_proxy_adapter(acme, upstream):
 
 @pytest.mark.django_db
 def test_probe_failure_reports_status_and_never_the_credential(acme, upstream):
-    from apps.teams.connection_probe import probe_deployment
+    from apps.console.connection_probe import probe_deployment
 
     base, _seen = upstream
     deployment = DeploymentFactory(organization=acme, provider="openai_compatible", model="small", api_base=base)
@@ -311,7 +311,7 @@ def test_probe_failure_reports_status_and_never_the_credential(acme, upstream):
 
 @pytest.mark.django_db
 def test_probe_of_an_unreachable_upstream_says_so(acme):
-    from apps.teams.connection_probe import probe_deployment
+    from apps.console.connection_probe import probe_deployment
 
     deployment = DeploymentFactory(
         organization=acme, provider="openai_compatible", model="m", api_base="http://127.0.0.1:9/v1"
@@ -337,7 +337,7 @@ def test_key_page_shows_usage_budget_left_and_the_binding_limit(client, alice, a
 
 @pytest.mark.django_db
 def test_deployment_health_counts_upstream_failures_not_gateway_refusals(client, alice, acme, alpha_key):
-    from apps.teams.deployment_health import group_health
+    from apps.console.deployment_health import group_health
 
     deployment = DeploymentFactory(organization=acme, model_name="acme-model")
     refused = [_event(alpha_key, deployment=deployment, status=429, limit_type="requests") for _ in range(6)]
@@ -364,7 +364,7 @@ def test_a_member_sees_only_their_own_keys_traffic(client, bob, alpha, alpha_key
 
 @pytest.mark.django_db
 def test_a_deployment_that_always_fails_over_is_degraded(alice, acme, alpha_key):
-    from apps.teams.deployment_health import group_health
+    from apps.console.deployment_health import group_health
 
     broken = DeploymentFactory(organization=acme, model_name="acme-model", priority=0)
     healthy = DeploymentFactory(organization=acme, model_name="acme-model", priority=1)

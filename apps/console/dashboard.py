@@ -17,8 +17,13 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from apps.console.charts import Point, bar_chart, format_money
+from apps.keys.models import VirtualKey
+from apps.spend.models import DailySpend, SpendLog
+from apps.spend.scopes import window_of
+from apps.spend.selectors import window_spent
 from apps.spend.windows import Window
-from apps.teams.charts import Point, bar_chart, format_money
+from apps.teams.models import Organization, Team
 from apps.teams.scoping import tenancy_for
 
 ZERO = Decimal(0)
@@ -96,15 +101,11 @@ class Dashboard:
 
 
 def _spend_logs(user):
-    from apps.spend.models import SpendLog
-
     return SpendLog.objects.restrict(user)
 
 
 def _daily(user):
     """Per-day totals: months of history without scanning the ledger."""
-    from apps.spend.models import DailySpend
-
     return DailySpend.objects.restrict(user)
 
 
@@ -155,9 +156,6 @@ def _admin_url(name: str, *args) -> str:
 
 def _bar(kind: str, obj, label: str, url: str, now: datetime, time_zone: str) -> BudgetBar:
     """The scope's spend in the window being enforced now: the same (scope, id, window id) as the limiters."""
-    from apps.spend.scopes import window_of
-    from apps.spend.selectors import window_spent
-
     window = window_of(obj.budget_duration, now, time_zone)
     spent = window_spent(kind, str(obj.pk), window.id)
     return BudgetBar(kind, label, url, window, spent, obj.soft_budget, obj.max_budget)
@@ -165,9 +163,6 @@ def _bar(kind: str, obj, label: str, url: str, now: datetime, time_zone: str) ->
 
 def budget_bars(user, now: datetime) -> list[BudgetBar]:
     """Every organization, team and key the user sees that has a budget, fullest first."""
-    from apps.keys.models import VirtualKey
-    from apps.teams.models import Organization, Team
-
     budgeted = Q(max_budget__isnull=False) | Q(soft_budget__isnull=False)
     bars: list[BudgetBar] = []
     for org in Organization.objects.restrict(user).filter(budgeted)[:MAX_BUDGET_BARS]:
@@ -223,8 +218,6 @@ def scope_label(user) -> str:
     tenancy = tenancy_for(user)
     if tenancy.is_superuser:
         return "all organizations"
-    from apps.teams.models import Organization, Team
-
     names = [org.name for org in Organization.objects.filter(pk__in=tenancy.org_view)]
     names += [str(team) for team in Team.objects.filter(pk__in=tenancy.team_admin).select_related("organization")]
     if not names and tenancy.team_view:

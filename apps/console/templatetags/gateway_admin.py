@@ -6,8 +6,12 @@ import logging
 from decimal import Decimal
 
 from django import template
+from django.db import DatabaseError
 
-from apps.teams.charts import format_money
+from apps.console.charts import format_money
+from apps.console.dashboard import dashboard_for
+from apps.teams.models import AuditEvent
+from apps.teams.scoping import CHANGE, tenancy_for
 
 register = template.Library()
 logger = logging.getLogger(__name__)
@@ -17,25 +21,18 @@ RECENT_AUDIT_EVENTS = 8
 @register.simple_tag(takes_context=True)
 def gateway_dashboard(context):
     """The viewer's dashboard, or None before the spend ledger exists (fresh install mid-migration)."""
-    from django.db import DatabaseError
-
-    from apps.teams.dashboard import dashboard_for
-
     request = context.get("request")
     if request is None or not request.user.is_authenticated:
         return None
     try:
         return dashboard_for(request.user)
-    except (ImportError, DatabaseError):
+    except DatabaseError:
         logger.exception("dashboard: spend ledger unavailable")
         return None
 
 
 @register.simple_tag(takes_context=True)
 def gateway_recent_audit(context, limit: int = RECENT_AUDIT_EVENTS):
-    from apps.teams.models import AuditEvent
-    from apps.teams.scoping import CHANGE, tenancy_for
-
     request = context.get("request")
     if request is None or not tenancy_for(request.user).is_tenant_admin:
         return []

@@ -1,10 +1,18 @@
-"""Admin glue for deployments from the dashboard side: the "test connection" bulk action."""
+"""What the console adds to the admin pages of the apps below it: the key usage panel and "test connection".
+
+Keys and proxy sit below the console and never import it; their ModelAdmins offer an extension point
+(``VirtualKeyAdmin.usage_panel_add``, ``ModelDeploymentAdmin.action_add``) that this module plugs into.
+Django's admin autodiscovery imports it once at startup, like every app's ``admin.py``.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 
-from apps.teams import deployment_health
+from apps.console import deployment_health
+from apps.console.key_usage import key_usage_panel
+from apps.keys.admin import VirtualKeyAdmin
+from apps.proxy.admin import ModelDeploymentAdmin
 from apps.teams.audit import actor_from_request
 from apps.teams.scoping import CHANGE
 
@@ -24,3 +32,7 @@ def test_connection_action(modeladmin, request, queryset) -> None:
     if skipped > 0:
         note = f"{skipped} not tested (not yours to change, or over the limit)."
         modeladmin.message_user(request, note, messages.WARNING)
+
+
+VirtualKeyAdmin.usage_panel_add(key_usage_panel)
+ModelDeploymentAdmin.action_add(test_connection_action)

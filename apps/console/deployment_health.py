@@ -20,6 +20,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from apps.console.connection_probe import ConnectionResult, probe_deployment
+from apps.proxy.cooldown_sync import shared_cooldowns_left
+from apps.proxy.models import ModelDeployment, ModelGroup
+from apps.spend.models import SpendLog
 from apps.teams.audit import Actor, audit_record
 from apps.teams.scoping import CHANGE, VIEW
 
@@ -70,22 +74,7 @@ class GroupHealth:
     cooldown_shared: bool = False
 
 
-@dataclass(frozen=True)
-class ConnectionResult:
-    ok: bool
-    status: int | None
-    latency_ms: float
-    detail: str
-
-    @property
-    def summary(self) -> str:
-        status = f"HTTP {self.status}, " if self.status is not None else ""
-        return f"{'OK' if self.ok else 'failed'} ({status}{self.latency_ms:.0f} ms): {self.detail}"
-
-
 def _deployments(user, action: str = VIEW):
-    from apps.proxy.models import ModelDeployment
-
     return ModelDeployment.objects.restrict(user, action)
 
 
@@ -103,6 +92,7 @@ def groups_for(user) -> list[dict]:
 def _router_health() -> dict[int, dict] | None:
     """This worker's router state per deployment (cooldown, in-flight), or None if no proxy runs here."""
     try:
+        # Lazy: the /v1 app builds its gateway (metrics, pools) at import; only this page's worker needs it.
         from apps.proxy.app import router_health
     except ImportError:
         return None
@@ -117,8 +107,6 @@ def _shared_cooldowns(deployment_ids: list[int]) -> dict[int, float] | None:
     """Cooldowns any worker announced through Redis (seconds left), or None without Redis or if unreadable."""
     if not settings.REDIS_URL:
         return None
-    from apps.proxy.cooldown_sync import shared_cooldowns_left
-
     try:
         return shared_cooldowns_left(settings.REDIS_URL, deployment_ids)
     except Exception as exc:  # the page still shows traffic and this worker's state
@@ -143,8 +131,6 @@ def _recent_stats(user, deployment_ids: list[int]) -> dict[int, dict]:
 
     Only the traffic ``user`` may see counts: a shared deployment shows each tenant its own requests.
     """
-    from apps.spend.models import SpendLog
-
     since = timezone.now() - timedelta(minutes=RECENT_MINUTES)
     stats: dict[int, dict] = {
         pk: {"requests": 0, "errors": 0, "latencies": [], "last_error": None} for pk in deployment_ids
@@ -173,8 +159,6 @@ def _recent_stats(user, deployment_ids: list[int]) -> dict[int, dict]:
 def _add_failed_over_attempts(user, stats: dict[int, dict], since) -> None:
     """A deployment whose requests all failed over to another one never appears as a row's deployment:
     count its attempts from the rows' ``metadata.attempts`` (the router's record), all but the last."""
-    from apps.spend.models import SpendLog
-
     rows = (
         SpendLog.objects.restrict(user)
         .filter(created_at__gte=since, metadata__has_key="attempts")
@@ -198,8 +182,6 @@ def _add_failed_over_attempts(user, stats: dict[int, dict], since) -> None:
 
 
 def group_health(user, model_name: str) -> GroupHealth | None:
-    from apps.proxy.models import ModelGroup
-
     deployments = list(_deployments(user).filter(model_name=model_name).order_by("priority", "pk"))
     if not deployments:
         return None
@@ -245,8 +227,6 @@ def deployment_for_test(user, pk: int):
 
 def _probe(deployment) -> ConnectionResult:
     """One tiny request through the provider adapter the proxy uses (so the test exercises the real path)."""
-    from apps.teams.connection_probe import probe_deployment
-
     return probe_deployment(deployment)
 
 

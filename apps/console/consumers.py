@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from apps.spend.live import FEED_GROUP
+from apps.teams.models import User
 from apps.teams.scoping import UserTenancy, tenancy_for
 
 CLOSE_FORBIDDEN = 4403
@@ -38,8 +39,6 @@ def _current_tenancy(user, session) -> UserTenancy | None:
     out, or no longer a member of anything)."""
     if not getattr(user, "is_authenticated", False):
         return None
-    from apps.teams.models import User
-
     fresh = User.objects.filter(pk=user.pk, is_active=True, is_staff=True).first()
     if fresh is None:
         return None

@@ -14,9 +14,9 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
-from apps.teams import deployment_health
+from apps.console import deployment_health
+from apps.console.live_selectors import recent_requests
 from apps.teams.audit import actor_from_request
-from apps.teams.live_selectors import recent_requests
 
 LIVE_BACKLOG = 50
 

@@ -11,34 +11,44 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
+import aiohttp
 from asgiref.sync import async_to_sync
 
-from apps.teams.deployment_health import ConnectionResult
+from apps.proxy.errors import GatewayError, scrub_secrets
+from apps.proxy.providers import Call, adapter_for
+from apps.proxy.registry import deployment_from_row
+from apps.proxy.resolver import SafeResolver
 
 PROBE_TIMEOUT_SECONDS = 10.0
 DETAIL_MAX = 200
 
 
-def _scrub(text: str, secret: str) -> str:
-    from apps.proxy.errors import scrub_secrets
+@dataclass(frozen=True)
+class ConnectionResult:
+    ok: bool
+    status: int | None
+    latency_ms: float
+    detail: str
 
+    @property
+    def summary(self) -> str:
+        status = f"HTTP {self.status}, " if self.status is not None else ""
+        return f"{'OK' if self.ok else 'failed'} ({status}{self.latency_ms:.0f} ms): {self.detail}"
+
+
+def _scrub(text: str, secret: str) -> str:
     return scrub_secrets(text, secret, limit=DETAIL_MAX)
 
 
 async def _send(dep, timeout: float):
-    import aiohttp
-
-    from apps.proxy.providers import Call, adapter_for
-
     adapter = adapter_for(dep.provider)
     if adapter is None or not adapter.supports("chat"):
         return None
     call = Call(
         op="chat", body={"model": dep.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     )
-    from apps.proxy.resolver import SafeResolver
-
     # The same guards as the proxy's pool: DNS answers pointing at metadata/link-local (or private, when those
     # are off) addresses are refused at connect time, no cookie is kept, and the adapter follows no redirect.
     connector = aiohttp.TCPConnector(resolver=SafeResolver())
@@ -47,11 +57,8 @@ async def _send(dep, timeout: float):
 
 
 def probe_deployment(deployment) -> ConnectionResult:
-    from apps.proxy.errors import GatewayError
-    from apps.proxy.registry import _deployment_from_row
-
     started = time.perf_counter()
-    dep = _deployment_from_row(deployment)
+    dep = deployment_from_row(deployment)
     if dep is None:
         why = "unusable deployment: unsafe api_base, control characters or undecryptable credentials"
         return ConnectionResult(False, None, 0.0, why)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.spend.models import SpendLog
+
 
 def recent_requests(user, *, limit: int = 50) -> list[dict[str, Any]]:
     """The page's first rows, shaped like the websocket rows (apps/spend/live.py ``live_row``)."""
-    from apps.spend.models import SpendLog
-
     rows = []
     for log in SpendLog.objects.restrict(user).order_by("-created_at")[:limit]:
         rows.append(

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from apps.teams import dashboard_views as views
+from apps.console import dashboard_views as views
 
 urlpatterns = [
     path("live/", admin.site.admin_view(views.live_traffic), name="gateway-live"),

@@ -13,7 +13,9 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from apps.teams.charts import Point, bar_chart, format_money
+from apps.console.charts import Point, bar_chart, format_money
+from apps.spend.models import DailySpend
+from apps.spend.selectors import key_usage
 
 CHART_DAYS = 14
 CHAIN_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget", "soft_budget", "budget_duration")
@@ -32,8 +34,6 @@ def _limit_chain(key) -> list[dict]:
 
 
 def _chart(key) -> SafeString:
-    from apps.spend.models import DailySpend
-
     today = timezone.now().date()
     first = today - timedelta(days=CHART_DAYS - 1)
     rows = DailySpend.objects.filter(key_id=key.pk, day__gte=first).values("day").annotate(c=Sum("cost"))
@@ -49,8 +49,6 @@ def _chart(key) -> SafeString:
 def key_usage_panel(key) -> SafeString:
     if key is None or key.pk is None:
         return SafeString("")
-    from apps.spend.selectors import key_usage
-
     usage = key_usage(key.pk)
     context = {
         "usage": usage,
