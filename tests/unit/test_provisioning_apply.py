@@ -202,7 +202,9 @@ def test_prune_removes_what_the_file_no_longer_names_within_its_organizations(tm
     Organization.objects.get(name="Initech")
     smaller = (
         CONFIG.replace("      - name: billing\n", "")
-        .replace("    customers:\n      - external_id: cust-1\n        max_budget: 2\n        budget_duration: 1d\n", "")
+        .replace(
+            "    customers:\n      - external_id: cust-1\n        max_budget: 2\n        budget_duration: 1d\n", ""
+        )
         .replace("        members:\n          - {user: eve, role: member}\n", "")
         .replace("aliases:\n  gpt-4: gpt-4o\n", "aliases: {}\n")
     )
