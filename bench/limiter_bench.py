@@ -99,7 +99,7 @@ def prime_lookups() -> None:
 async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[list[tuple[float, float]], int]:
     from apps.proxy.context import CallResult
     from apps.ratelimit.chain import build_chain
-    from apps.ratelimit.plan import PLAN_KEY
+    from apps.ratelimit.state import limiter_state
 
     chain = build_chain(backend=backend)
     result = CallResult(status=200, prompt_tokens=20, completion_tokens=50, cost=Decimal("0.00005"))
@@ -117,7 +117,7 @@ async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[l
             await chain.post_call(ctx, result)
             done = time.perf_counter()
             timings.append(((admitted - started) * 1000, (done - started) * 1000))
-            checks = len(ctx.reservations[PLAN_KEY].checks)
+            checks = len(limiter_state(ctx).plan.checks)
 
     for ctx in contexts(200, profile):  # warm up: connections, script cache, imports
         await chain.pre_call(ctx)

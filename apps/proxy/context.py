@@ -89,8 +89,9 @@ class RequestContext:
     # Batch submissions charge many requests at once.
     request_units: int = 1
     started_at: float = field(default_factory=time.perf_counter)
-    # Limiters record what they reserved so post_call can release/reconcile exactly that.
-    reservations: dict[str, Any] = field(default_factory=dict)
+    # The limiter chain's own per-request state (``apps.ratelimit.state.LimiterState``: what it reserved, so
+    # post_call releases and reconciles exactly that). Opaque here: the proxy's core never imports the limiters.
+    limiter_state: object | None = None
     # Response headers limiters want to add (x-ratelimit-*).
     response_headers: dict[str, str] = field(default_factory=dict)
 

@@ -13,17 +13,16 @@ the organization blocked (``CustomerBlockedError``, 403), whichever limiters are
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from apps.proxy.context import CallResult, RequestContext
+from apps.ratelimit.backends import CounterBackend
+from apps.ratelimit.backends.factory import backend_from_settings
+from apps.ratelimit.engine import plan_reserve, plan_settle
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
-from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY
-
-if TYPE_CHECKING:
-    from apps.ratelimit.backends import CounterBackend
+from apps.ratelimit.scopes import customer_scope
+from apps.ratelimit.state import limiter_state
 
 
 class ProxyMiddleware:
@@ -39,21 +38,24 @@ class ProxyMiddleware:
 class MiddlewareChain:
     def __init__(self, middleware: list[ProxyMiddleware], backend: CounterBackend | None = None) -> None:
         self.middleware = middleware
-        # None: the process backend (Redis when REDIS_URL is set, else memory), resolved on first use.
+        # None: the one settings ask for (Redis when REDIS_URL is set, else memory), built on first use
+        # (a chain that never counts anything never connects) and owned by this chain from then on.
         self._backend = backend
 
     @property
     def backend(self) -> CounterBackend:
-        if self._backend is not None:
-            return self._backend
-        from apps.ratelimit.backends import get_backend
+        if self._backend is None:
+            self._backend = backend_from_settings()
+        return self._backend
 
-        return get_backend()
+    async def close(self) -> None:
+        """Close the backend's connections (the gateway's shutdown)."""
+        if self._backend is not None:
+            await self._backend.close()
 
     async def pre_call(self, ctx: RequestContext) -> None:
-        engine, middleware = _hot_modules()
-        passed: list[ProxyMiddleware] = []
-        ctx.reservations["_passed"] = passed
+        state = limiter_state(ctx)
+        passed = state.passed
         try:
             for mw in self.middleware:
                 await mw.pre_call(ctx)
@@ -61,43 +63,30 @@ class MiddlewareChain:
             # Access, not a limit: a blocked end user is refused (403) whichever limiters are configured.
             # After the loop, so every middleware's post_call (metrics) still sees the refusal.
             if ctx.customer_id:
-                await middleware.customer_scope(ctx)
-            plan = ctx.reservations.get(PLAN_KEY)
+                await customer_scope(ctx)
+            plan = state.plan
             if plan is not None:
                 if plan.checks:
-                    await engine.plan_reserve(ctx, plan, self.backend)
+                    await plan_reserve(ctx, plan, self.backend)
                 else:
                     plan.committed = True  # nothing to count (no limit applies): no backend call at all
         except (ProxyRateLimitError, LimiterUnavailableError) as exc:
             exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
-            ctx.reservations[REFUSAL_KEY] = exc
+            state.refusal = exc
             raise
 
     async def post_call(self, ctx: RequestContext, result: CallResult) -> None:
-        passed = ctx.reservations.get("_passed", ())
+        state = limiter_state(ctx)
         try:
-            for mw in reversed(passed):
+            for mw in reversed(state.passed):
                 await mw.post_call(ctx, result)
         finally:
-            plan = ctx.reservations.get(PLAN_KEY)
+            plan = state.plan
             if plan is not None and plan.checks:
-                await _hot_modules()[0].plan_settle(ctx, plan, result, self.backend)
-
-
-_modules: tuple = ()
-
-
-def _hot_modules():
-    """(engine, middleware), imported on first use: both import this module, so not at import time."""
-    global _modules
-    if not _modules:
-        from apps.ratelimit import engine, middleware
-
-        _modules = (engine, middleware)
-    return _modules
+                await plan_settle(ctx, plan, result, self.backend)
 
 
 def build_chain(paths: list[str] | None = None, backend: CounterBackend | None = None) -> MiddlewareChain:
-    """The chain of ``paths`` (default ``settings.PROXY_MIDDLEWARE``) on ``backend`` (default: the process's)."""
+    """The chain of ``paths`` (default ``settings.PROXY_MIDDLEWARE``) on ``backend`` (default: built from settings)."""
     names = settings.PROXY_MIDDLEWARE if paths is None else paths
     return MiddlewareChain([import_string(name)() for name in names], backend=backend)

@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 
 from apps.proxy.context import ScopeLimits
 from apps.ratelimit import metrics
 from apps.ratelimit.errors import CustomerBlockedError, LimiterUnavailableError
+from apps.teams.models import Customer
 
 if TYPE_CHECKING:
     from apps.proxy.registry import Registry as ModelRegistry
@@ -109,10 +111,6 @@ _LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget"
 
 def _load_customers(organization_id: int, time_zone: str) -> CustomerSnapshot:
     """One query: the organization's customers with an enforced limit or a block (usually a handful)."""
-    from django.db.models import Q
-
-    from apps.teams.models import Customer
-
     matters = Q(blocked=True)
     for name in _LIMIT_FIELDS:
         matters |= Q(**{f"{name}__isnull": False})

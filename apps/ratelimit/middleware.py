@@ -20,69 +20,13 @@ from django.conf import settings
 from apps.proxy.context import CallResult, RequestContext, ScopeLimits
 from apps.ratelimit import lookups, observe
 from apps.ratelimit.chain import ProxyMiddleware
-from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, counter_key, plan_for, usd_to_nano
+from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, counter_key, usd_to_nano
+from apps.ratelimit.scopes import model_scopes, scope_label, tenant_scopes, token_estimate
+from apps.ratelimit.state import plan_for
 from apps.spend.windows import DURATIONS, Window, lifetime_window, window_for
 
 BATCH_ROUTE = "/v1/batches"
-CUSTOMER_KEY = "_customer"
-SCOPES_KEY = "_scopes"
 _MAX_BUDGET_RETRY_MS = 30 * 86_400_000
-
-
-def scope_label(ctx: RequestContext, scope: ScopeLimits) -> str:
-    """How a refusal names the scope: by admin-given names, never by secret."""
-    key = ctx.key
-    if scope.scope == "key":
-        return f"key '{key.key_alias}'" if key.key_alias else "this key"
-    if scope.scope == "team":
-        return f"team '{key.team_name}'" if key.team_name else "the team"
-    if scope.scope == "organization":
-        return f"organization '{key.organization_name}'" if key.organization_name else "the organization"
-    if scope.scope == "user":
-        return "the key's user"
-    if scope.scope == "customer":
-        return f"customer '{ctx.customer_id}'"
-    if scope.scope == "model":
-        owner = "key" if scope.id.startswith("key") else "team"
-        return f"model '{scope.model}' on this {owner}"
-    return scope.scope
-
-
-async def customer_scope(ctx: RequestContext) -> ScopeLimits | None:
-    """The end user's limits, looked up once per request (raises ``CustomerBlockedError`` for a blocked one)."""
-    if CUSTOMER_KEY not in ctx.reservations:
-        ctx.reservations[CUSTOMER_KEY] = await lookups.customer_limits(
-            ctx.key.organization_id, ctx.customer_id, ctx.key.time_zone
-        )
-    return ctx.reservations[CUSTOMER_KEY]
-
-
-async def tenant_scopes(ctx: RequestContext) -> list[ScopeLimits]:
-    """Key, user, team, organization and end-user scopes; built once per request (callers must not mutate)."""
-    scopes = ctx.reservations.get(SCOPES_KEY)
-    if scopes is None:
-        scopes = list(ctx.key.scopes)
-        if ctx.customer_id:
-            customer = await customer_scope(ctx)
-            if customer is not None:
-                scopes.append(customer)
-        ctx.reservations[SCOPES_KEY] = scopes
-    return scopes
-
-
-def model_scopes(ctx: RequestContext) -> list[ScopeLimits]:
-    """Model-per-key and model-per-team limits for the model this request asked for."""
-    found = []
-    for per_model in (ctx.key.key_model_limits, ctx.key.team_model_limits):
-        model_scope = per_model.get(ctx.model)
-        if model_scope is not None:
-            found.append(model_scope)
-    return found
-
-
-def token_estimate(ctx: RequestContext) -> int:
-    """TPM reserves the prompt estimate plus the output cap; post_call reconciles to real usage."""
-    return max(0, int(ctx.estimated_prompt_tokens)) + max(0, int(ctx.max_output_tokens))
 
 
 class MetricsMiddleware(ProxyMiddleware):

@@ -2,7 +2,7 @@
 
 Requests that reach the limiter chain are counted by ``MetricsMiddleware.post_call``; the ones answered
 before it (a 401, an unknown model's 404, a 400 or 413 body, a listing) by ``request_unmetered`` or
-``request_unauthenticated``. Each request is counted once: ``METERED`` marks the context when it is.
+``request_unauthenticated``. Each request is counted once: ``LimiterState.metered`` marks it when it is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import time
 
 from apps.proxy.context import FALLBACK_PROVIDER, CallResult, RequestContext
 from apps.ratelimit import metrics as m
-from apps.ratelimit.plan import PLAN_KEY, REFUSAL_KEY, Plan, nano_to_usd
+from apps.ratelimit.plan import Plan, nano_to_usd
+from apps.ratelimit.state import limiter_state
 
 _children: dict[tuple, object] = {}
 
@@ -27,11 +28,8 @@ def child(metric, *labels: str):
     return found
 
 
-METERED = "_metered"
-
-
 def request_started(ctx: RequestContext) -> None:
-    ctx.reservations[METERED] = True
+    limiter_state(ctx).metered = True
     child(m.IN_FLIGHT, m.bounded("route", ctx.route)).inc()
 
 
@@ -62,7 +60,7 @@ _BY_ERROR_TYPE = {
 
 def exception_class(ctx: RequestContext, result: CallResult) -> str:
     """``Openai.ProxyRateLimitError`` for our refusals, ``<Provider>.<OpenAI SDK error name>`` otherwise."""
-    refusal = ctx.reservations.get(REFUSAL_KEY)
+    refusal = limiter_state(ctx).refusal
     if refusal is not None:
         try:
             refusal.tag(llm_provider=ctx.llm_provider, model=ctx.model)
@@ -129,11 +127,12 @@ def request_finished(ctx: RequestContext, result: CallResult) -> None:
         series.completion.inc(result.completion_tokens)
     if result.cost > 0:
         series.spend.inc(float(result.cost))
+    state = limiter_state(ctx)
     deployment_id = result.deployment_id or ctx.deployment_id
-    if deployment_id is not None and REFUSAL_KEY not in ctx.reservations and result.error_type != "client_disconnect":
+    if deployment_id is not None and state.refusal is None and result.error_type != "client_disconnect":
         outcome = "failure" if result.status >= 500 or result.status == 429 else "success"
         child(m.DEPLOYMENT_REQUESTS, m.bounded("deployment_id", str(deployment_id)), provider, model, outcome).inc()
-    plan: Plan | None = ctx.reservations.get(PLAN_KEY)
+    plan = state.plan
     if plan is not None and plan.committed and plan.checks:
         _remaining(plan, team, alias)
 
@@ -158,9 +157,10 @@ def request_unmetered(ctx: RequestContext, result: CallResult) -> None:
     The model label is the requested name only when it resolved for this key; any other name (a client
     can send millions) is ``unknown``, so attacker-chosen names never become label values.
     """
-    if METERED in ctx.reservations:
+    state = limiter_state(ctx)
+    if state.metered:
         return
-    ctx.reservations[METERED] = True
+    state.metered = True
     model = ctx.model if ctx.model_known else (m.UNKNOWN if ctx.model else "")
     result.llm_provider = ctx.llm_provider
     failure = exception_class(ctx, result)

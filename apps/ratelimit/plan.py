@@ -31,8 +31,6 @@ COUNTER = "counter"
 # Budgets are counted in integer nano-USD so Redis INCRBY and Lua doubles stay exact up to ~9 million USD.
 NANO = Decimal(1_000_000_000)
 
-PLAN_KEY = "_plan"
-REFUSAL_KEY = "_refusal"
 KEY_PREFIX = "gw:rl:"
 
 
@@ -111,15 +109,6 @@ class Plan:
             check.limit = 0
         self.checks.append(check)
         return check
-
-
-def plan_for(ctx: Any) -> Plan:
-    """The request's plan, created on first use by whichever limiter runs first."""
-    plan = ctx.reservations.get(PLAN_KEY)
-    if plan is None:
-        plan = Plan()
-        ctx.reservations[PLAN_KEY] = plan
-    return plan
 
 
 def counter_key(*parts: object) -> str:

@@ -138,7 +138,7 @@ async def test_customer_budgets_use_the_organizations_zone_and_the_ledgers_scope
     """A fresh counter is seeded from the BudgetWindow that spend ingestion wrote for this customer."""
     from django.utils import timezone
 
-    from apps.ratelimit.backends.base import _default_seeder
+    from apps.ratelimit.backends.factory import ledger_seeder
     from apps.spend.models import BudgetWindow
     from apps.spend.scopes import ScopeDirectory
     from apps.spend.windows import window_for
@@ -161,9 +161,7 @@ async def test_customer_budgets_use_the_organizations_zone_and_the_ledgers_scope
     )  # fmt: skip
     limits = await lookups.customer_limits(org.pk, "spender", zone)
     assert (limits.id, limits.time_zone) == (str(customer.pk), zone)
-    chain = make_chain(
-        make_backend(backend_kind, seeder=_default_seeder()), ["apps.ratelimit.middleware.BudgetLimiter"]
-    )
+    chain = make_chain(make_backend(backend_kind, seeder=ledger_seeder()), ["apps.ratelimit.middleware.BudgetLimiter"])
     key = key_context(organization_id=org.pk, time_zone=zone)
     with pytest.raises(ProxyRateLimitError) as info:
         await call(chain, request(key, customer_id="spender", estimated_cost=Decimal("0.02")))

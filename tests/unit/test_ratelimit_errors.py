@@ -14,7 +14,7 @@ from apps.ratelimit import lookups
 from apps.ratelimit.chain import ProxyMiddleware, build_chain
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.ratelimit.middleware import MetricsMiddleware
-from apps.ratelimit.plan import REFUSAL_KEY
+from apps.ratelimit.state import limiter_state
 from tests.unit.ratelimit_helpers import key_context, ok, request
 
 
@@ -46,7 +46,7 @@ async def test_an_unresolvable_model_is_tagged_gateway_and_nothing_else_is_raise
     assert error.llm_provider == "gateway" and error.model == ""
     assert error.exception_class == "Gateway.ProxyRateLimitError"
     assert error.to_body()["error"]["llm_provider"] == "gateway"
-    assert ctx.reservations[REFUSAL_KEY] is error
+    assert limiter_state(ctx).refusal is error
 
 
 async def test_the_chain_tags_a_refusal_with_the_requests_provider_and_model():

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from apps.ratelimit.backends import BackendUnavailable
 from apps.ratelimit.backends.redis_backend import RedisBackend
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
-from apps.ratelimit.plan import PLAN_KEY
+from apps.ratelimit.state import limiter_state
 from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope, stub_lookups
 
 
@@ -50,7 +50,7 @@ async def test_fail_open_lets_the_request_through_and_counts_it(settings, where,
     for _ in range(3):  # over the key's limit of 1: nothing is counted while Redis is away
         ctx = _request(key)
         await call(chain, ctx, ok())
-        assert ctx.reservations[PLAN_KEY].skipped
+        assert limiter_state(ctx).plan.skipped
     assert errors("open") == before + 3
     # Every fail-open decision is counted with its reason: the first finds the fault, the breaker then
     # answers the next ones at once.
@@ -86,7 +86,7 @@ async def test_the_timeout_bounds_a_hung_redis(silent_server):
         await mw.pre_call(ctx)
     # Without the bound this would hang forever on the silent server; wait_for only guards the test.
     with pytest.raises(BackendUnavailable):
-        await asyncio.wait_for(backend.reserve(ctx.reservations[PLAN_KEY].checks), timeout=30)
+        await asyncio.wait_for(backend.reserve(limiter_state(ctx).plan.checks), timeout=30)
 
 
 def fail_open_by_reason() -> dict[str, float]:

@@ -127,7 +127,7 @@ async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeyp
     from asgiref.sync import sync_to_async
     from django.utils import timezone
 
-    from apps.ratelimit.backends.base import _default_seeder
+    from apps.ratelimit.backends.factory import ledger_seeder
     from apps.spend.models import BudgetWindow
     from apps.spend.windows import window_for
 
@@ -141,7 +141,7 @@ async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeyp
         scope="key", scope_id=key_scope.id, window_id=window.id, window_start=window.start, window_end=window.end,
         spent=Decimal("0.99"), updated_at=timezone.now(),
     )  # fmt: skip
-    chain = make_chain(MemoryBackend(seeder=_default_seeder()), ["apps.ratelimit.middleware.BudgetLimiter"])
+    chain = make_chain(MemoryBackend(seeder=ledger_seeder()), ["apps.ratelimit.middleware.BudgetLimiter"])
     key = key_context(key_scope)
     with pytest.raises(ProxyRateLimitError) as info:
         await call(chain, request(key, estimated_cost=Decimal("0.02")))
