@@ -14,7 +14,7 @@ from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.audit import Actor, audit_record
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Team
-from apps.teams.scoping import tenancy_for
+from apps.teams.scoping import ACTIONS, CHANGE, require, tenancy_for
 
 KEY_SETTABLE = (
     *LIMIT_FIELDS,
@@ -74,42 +74,31 @@ def _validate_key_values(*, team: Team, user, values: dict) -> None:
         raise ValidationError(errors)
 
 
-def _is_key_admin(actor: Actor, team: Team) -> bool:
-    tenancy = tenancy_for(actor.user)
-    return tenancy.is_superuser or team.organization_id in tenancy.org_admin or team.pk in tenancy.team_admin
-
-
-def _authorize_key_write(*, actor: Actor, team: Team, owner) -> None:
+def _authorize_key_write(*, actor: Actor, key: VirtualKey) -> None:
     """Admins of the team or its organization may manage any key in it; members only their own."""
-    if _is_key_admin(actor, team):
-        return
-    tenancy = tenancy_for(actor.user)
-    if team.pk in tenancy.team_member and owner is not None and owner.pk == tenancy.user_id:
-        return
-    raise PermissionDenied("You may not manage keys for this team.")
+    require(actor.user, CHANGE, key, message=ACTIONS["key.create"].refusal)
 
 
-def _authorize_key_loosening(*, actor: Actor, key: VirtualKey | None, team: Team, values: dict) -> None:
+def _authorize_key_loosening(*, actor: Actor, key: VirtualKey | None, values: dict) -> None:
     """What only admins may do, even to a member's own key.
 
     Priority shares model capacity across every tenant, so only superusers set it. An owner may
     tighten their key (block it, expire it sooner) but not undo what an admin imposed.
     """
-    tenancy = tenancy_for(actor.user)
     current_priority = key.priority if key is not None else DEFAULT_PRIORITY
-    if "priority" in values and values["priority"] != current_priority and not tenancy.is_superuser:
-        raise PermissionDenied("Only a superuser may change a key's priority.")
-    if _is_key_admin(actor, team) or key is None:
+    if "priority" in values and values["priority"] != current_priority:
+        require(actor.user, "key.set_priority")
+    if key is None:
         return
     if values.get("blocked") is False and key.blocked:
-        raise PermissionDenied("Only an admin of the team may unblock this key.")
+        require(actor.user, "key.loosen", key, message="Only an admin of the team may unblock this key.")
     if "expires_at" in values and key.expires_at is not None:
         new = values["expires_at"]
         if new is None or new > key.expires_at:
-            raise PermissionDenied("Only an admin of the team may extend this key's expiry.")
+            require(actor.user, "key.loosen", key, message="Only an admin of the team may extend this key's expiry.")
 
 
-def _refuse_while_blocked(*, actor: Actor, team: Team, owner) -> None:
+def _refuse_while_blocked(*, actor: Actor, key: VirtualKey) -> None:
     """A block on a member's key also stops that member minting a fresh key in the team, until an admin
     lifts it (unblocks or revokes the blocked key). Otherwise a block is undone by creating a new key.
 
@@ -117,12 +106,10 @@ def _refuse_while_blocked(*, actor: Actor, team: Team, owner) -> None:
     decision a block waits for. Any block counts, also one the member set on their own key (only an
     admin may lift that one too); a member retiring a key revokes it instead.
     """
-    if owner is None or _is_key_admin(actor, team):
+    if key.user_id is None:
         return
-    if VirtualKey.objects.filter(team=team, user=owner, blocked=True, revoked_at__isnull=True).exists():
-        raise PermissionDenied(
-            "One of your keys in this team is blocked; an admin of the team must lift the block before you create keys."
-        )
+    if VirtualKey.objects.filter(team=key.team, user=key.user, blocked=True, revoked_at__isnull=True).exists():
+        require(actor.user, "key.create_while_blocked", key)
 
 
 def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None, **values) -> IssuedKey:
@@ -135,9 +122,11 @@ def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None
         user = actor.user  # a member's key is always their own
     if user is not None and not user.memberships.filter(team=team).exists() and not user.is_superuser:
         raise ValidationError({"user": "the user is not a member of this team."})
-    _authorize_key_write(actor=actor, team=team, owner=user)
-    _refuse_while_blocked(actor=actor, team=team, owner=user)
-    _authorize_key_loosening(actor=actor, key=None, team=team, values=values)
+    # Asked about the key as it would be: the same rule as changing it once it exists.
+    prospective = VirtualKey(team=team, organization_id=team.organization_id, user=user)
+    require(actor.user, "key.create", prospective)
+    _refuse_while_blocked(actor=actor, key=prospective)
+    _authorize_key_loosening(actor=actor, key=None, values=values)
     _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
     secret = secret or generate_secret()
@@ -163,8 +152,8 @@ def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
     unknown = set(values) - set(KEY_SETTABLE) - {"blocked"}
     if unknown:
         raise ValidationError({name: "this field cannot be changed." for name in sorted(unknown)})
-    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
-    _authorize_key_loosening(actor=actor, key=key, team=key.team, values=values)
+    _authorize_key_write(actor=actor, key=key)
+    _authorize_key_loosening(actor=actor, key=key, values=values)
     _validate_shapes(values)
     merged = {name: values.get(name, getattr(key, name)) for name in (*LIMIT_FIELDS, *SESSION_CAPS, "allowed_models")}
     _validate_key_values(team=key.team, user=key.user, values=merged)
@@ -181,8 +170,8 @@ def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
 
 
 def key_set_blocked(*, actor: Actor, key: VirtualKey, blocked: bool) -> VirtualKey:
-    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
-    _authorize_key_loosening(actor=actor, key=key, team=key.team, values={"blocked": blocked})
+    _authorize_key_write(actor=actor, key=key)
+    _authorize_key_loosening(actor=actor, key=key, values={"blocked": blocked})
     with transaction.atomic():
         key.blocked = blocked
         key.save(update_fields=["blocked", "updated_at"])
@@ -213,8 +202,7 @@ def keys_suspend_for_departure(*, actor: Actor, user, organization, team: Team |
     suspended = 0
     with transaction.atomic():
         for key in keys.select_related("team", "organization"):
-            if not _is_key_admin(actor, key.team):
-                raise PermissionDenied("You are not an admin of every team this person has keys in.")
+            require(actor.user, "key.suspend", key)
             key.blocked = True
             key.save(update_fields=["blocked", "updated_at"])
             audit_record(
@@ -232,7 +220,7 @@ def keys_suspend_for_departure(*, actor: Actor, user, organization, team: Team |
 
 
 def key_revoke(*, actor: Actor, key: VirtualKey) -> VirtualKey:
-    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    _authorize_key_write(actor=actor, key=key)
     with transaction.atomic():
         if key.revoked_at is None:
             key.revoked_at = timezone.now()
@@ -246,7 +234,7 @@ def key_rotate(*, actor: Actor, key: VirtualKey) -> IssuedKey:
     """Issue a new secret for the same key (same id, limits and spend history); the old secret stops working."""
     if key.revoked_at is not None:
         raise ValidationError({"key": "a revoked key cannot be rotated."})
-    _authorize_key_write(actor=actor, team=key.team, owner=key.user)
+    _authorize_key_write(actor=actor, key=key)
     secret = generate_secret()
     with transaction.atomic():
         key.key_hash = keyed_hash(secret)
@@ -260,8 +248,7 @@ def key_rotate(*, actor: Actor, key: VirtualKey) -> IssuedKey:
 def api_token_create(*, actor: Actor, user, name: str, expires_at=None) -> tuple[ApiToken, str]:
     if not actor.user_row and not tenancy_for(actor.user).is_superuser:
         raise PermissionDenied("Only a user or the master key can create API tokens.")
-    if not tenancy_for(actor.user).is_superuser and actor.user.pk != user.pk:
-        raise PermissionDenied("You may only create tokens for yourself.")
+    require(actor.user, "api_token.create", user)
     secret = generate_secret(TOKEN_PREFIX)
     with transaction.atomic():
         token = ApiToken.objects.create(
@@ -273,9 +260,7 @@ def api_token_create(*, actor: Actor, user, name: str, expires_at=None) -> tuple
 
 def api_token_delete(*, actor: Actor, token: ApiToken) -> None:
     """Tokens are revoked by deleting them; only their owner or a superuser may."""
-    tenancy = tenancy_for(actor.user)
-    if not tenancy.is_superuser and tenancy.user_id != token.user_id:
-        raise PermissionDenied("You may only delete your own tokens.")
+    require(actor.user, "api_token.delete", token)
     with transaction.atomic():
         audit_record(actor=actor, action="api_token.delete", obj=token)
         token.delete()

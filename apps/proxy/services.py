@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.keys.invalidation import publish_invalidation
@@ -16,7 +16,7 @@ from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.proxy.upstreams import HEADER_SAFE_FIELDS, api_base_problem, control_character_problem
 from apps.teams.audit import Actor, audit_record
 from apps.teams.models import Organization
-from apps.teams.scoping import tenancy_for
+from apps.teams.scoping import CHANGE, DELETE, require
 
 DEPLOYMENT_SETTABLE = (
     "model_name",
@@ -43,14 +43,9 @@ DEPLOYMENT_SETTABLE = (
 SECRET_WORDS = frozenset({"key", "apikey", "secret", "password", "passwd", "token", "credential", "credentials"})
 
 
-def _authorize(actor: Actor, organization: Organization | None) -> None:
-    """Shared deployments (no organization) belong to superusers; an org's own ones to its admins."""
-    tenancy = tenancy_for(actor.user)
-    if tenancy.is_superuser:
-        return
-    if organization is not None and organization.pk in tenancy.org_admin:
-        return
-    raise PermissionDenied("You may not manage these deployments.")
+# Shared deployments (no organization) belong to superusers; an org's own ones to its admins.
+DEPLOYMENT_REFUSAL = "You may not manage these deployments."
+ROUTING_REFUSAL = "Only a superuser may change model routing."
 
 
 # Set by config files (gateway_apply) besides DEPLOYMENT_SETTABLE; not offered by the admin or the REST API.
@@ -89,7 +84,7 @@ def deployment_create(
     **values,
 ) -> ModelDeployment:
     """``api_key_ref`` names where ``api_key`` came from (``os.environ/NAME``), kept for export; never a value."""
-    _authorize(actor, organization)
+    require(actor.user, "deployment.create", ModelDeployment(organization=organization))
     _validate(values)
     with transaction.atomic():
         deployment = ModelDeployment(organization=organization, **values)
@@ -117,7 +112,7 @@ def deployment_update(
     A replaced key takes ``api_key_ref`` as its origin: a key typed into the admin has none, so an export
     no longer claims it comes from the variable an earlier config file named.
     """
-    _authorize(actor, deployment.organization)
+    require(actor.user, CHANGE, deployment, message=DEPLOYMENT_REFUSAL)
     _validate(values)
     with transaction.atomic():
         for name, value in values.items():
@@ -142,7 +137,7 @@ def deployment_update(
 
 
 def deployment_delete(*, actor: Actor, deployment: ModelDeployment) -> None:
-    _authorize(actor, deployment.organization)
+    require(actor.user, DELETE, deployment, message=DEPLOYMENT_REFUSAL)
     with transaction.atomic():
         audit_record(actor=actor, action="deployment.delete", obj=deployment, organization=deployment.organization)
         deployment.delete()
@@ -151,8 +146,7 @@ def deployment_delete(*, actor: Actor, deployment: ModelDeployment) -> None:
 
 def routing_save(*, actor: Actor, obj: ModelGroup | ModelAlias) -> ModelGroup | ModelAlias:
     """Model groups and aliases are shared by every tenant: superusers only."""
-    if not tenancy_for(actor.user).is_superuser:
-        raise PermissionDenied("Only a superuser may change model routing.")
+    require(actor.user, CHANGE, obj, message=ROUTING_REFUSAL)
     with transaction.atomic():
         created = obj.pk is None
         obj.full_clean()
@@ -164,8 +158,7 @@ def routing_save(*, actor: Actor, obj: ModelGroup | ModelAlias) -> ModelGroup | 
 
 
 def routing_delete(*, actor: Actor, obj: ModelGroup | ModelAlias) -> None:
-    if not tenancy_for(actor.user).is_superuser:
-        raise PermissionDenied("Only a superuser may change model routing.")
+    require(actor.user, DELETE, obj, message=ROUTING_REFUSAL)
     with transaction.atomic():
         audit_record(actor=actor, action=f"{obj._meta.model_name}.delete", obj=obj)
         obj.delete()

@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from apps.spend.budgets import Budget, budgets_for
 from apps.spend.ingest import totals_add
-from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, SpendLog
+from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, SpendLog
+from apps.teams.audit import audit_record
+from apps.teams.scoping import CHANGE, require
 
 logger = logging.getLogger(__name__)
 
@@ -204,12 +206,8 @@ def report_save(*, actor, report=None, **values):
 
     A team admin's report must name their team: the organization-wide view is the org admins'.
     """
-    from django.core.exceptions import PermissionDenied, ValidationError
+    from django.core.exceptions import ValidationError
     from django.core.validators import validate_email
-
-    from apps.spend.models import Report
-    from apps.teams.audit import audit_record
-    from apps.teams.scoping import tenancy_for
 
     unknown = set(values) - set(REPORT_FIELDS)
     if unknown:
@@ -219,14 +217,7 @@ def report_save(*, actor, report=None, **values):
         setattr(report, name, value)
     if report.team_id and report.team.organization_id != report.organization_id:
         raise ValidationError({"team": "The team belongs to another organization."})
-    tenancy = tenancy_for(actor.user)
-    allowed = (
-        tenancy.is_superuser
-        or report.organization_id in tenancy.org_admin
-        or (report.team_id is not None and report.team_id in tenancy.team_admin)
-    )
-    if not allowed:
-        raise PermissionDenied("Only admins of this organization or team may set up its reports.")
+    require(actor.user, CHANGE, report, message="Only admins of this organization or team may set up its reports.")
     for address in report.recipient_list():
         try:
             validate_email(address)

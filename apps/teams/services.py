@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.keys.invalidation import publish_invalidation
@@ -13,7 +13,7 @@ from apps.keys.services import keys_suspend_for_departure
 from apps.teams.audit import Actor, audit_record
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
-from apps.teams.scoping import tenancy_for
+from apps.teams.scoping import CHANGE, DELETE, require, tenancy_for
 
 ORG_SETTABLE = (*LIMIT_FIELDS, "budget_duration", "name", "time_zone", "allowed_models", "blocked")
 TEAM_SETTABLE = (
@@ -40,21 +40,10 @@ def _changed_on_commit(reason: str) -> None:
     transaction.on_commit(lambda: publish_invalidation(reason))
 
 
-def _require_superuser(actor: Actor) -> None:
-    if not tenancy_for(actor.user).is_superuser:
-        raise PermissionDenied("Only a superuser may do this.")
-
-
-def _require_org_admin(actor: Actor, organization: Organization) -> None:
-    tenancy = tenancy_for(actor.user)
-    if not (tenancy.is_superuser or organization.pk in tenancy.org_admin):
-        raise PermissionDenied("You are not an admin of this organization.")
-
-
-def _require_team_admin(actor: Actor, team: Team) -> None:
-    tenancy = tenancy_for(actor.user)
-    if not (tenancy.is_superuser or team.organization_id in tenancy.org_admin or team.pk in tenancy.team_admin):
-        raise PermissionDenied("You are not an admin of this team.")
+def _require_membership_change(actor: Actor, membership: Membership) -> None:
+    """Admins of the membership's team (or, for an organization-wide role, of the organization) may."""
+    where = "team" if membership.team_id else "organization"
+    require(actor.user, "membership.change", membership, message=f"You are not an admin of this {where}.")
 
 
 def _validate_time_zone(values: dict) -> None:
@@ -68,7 +57,7 @@ def _validate_time_zone(values: dict) -> None:
 
 
 def organization_create(*, actor: Actor, name: str, **values) -> Organization:
-    _require_superuser(actor)
+    require(actor.user, "organization.create")
     _reject_unknown(values, ORG_SETTABLE)
     _validate_time_zone(values)
     with transaction.atomic():
@@ -80,11 +69,11 @@ def organization_create(*, actor: Actor, name: str, **values) -> Organization:
 
 
 def organization_update(*, actor: Actor, organization: Organization, **values) -> Organization:
-    _require_org_admin(actor, organization)
+    require(actor.user, CHANGE, organization, message="You are not an admin of this organization.")
     _reject_unknown(values, ORG_SETTABLE)
     _validate_time_zone(values)
     if set(values) & {*LIMIT_FIELDS, "budget_duration", "allowed_models", "blocked"}:
-        _require_superuser(actor)  # an org admin can't raise their own ceiling
+        require(actor.user, "organization.set_ceiling", organization)
     with transaction.atomic():
         for name, value in values.items():
             setattr(organization, name, value)
@@ -105,7 +94,7 @@ def _validate_team_shapes(values: dict) -> None:
 
 
 def team_create(*, actor: Actor, organization: Organization, name: str, **values) -> Team:
-    _require_org_admin(actor, organization)
+    require(actor.user, "team.create", organization)
     _reject_unknown(values, TEAM_SETTABLE)
     _validate_team_shapes(values)
     errors = check_within(values, organization, parent_label="organization")
@@ -123,9 +112,9 @@ def team_update(*, actor: Actor, team: Team, **values) -> Team:
     _reject_unknown(values, TEAM_SETTABLE)
     ceiling_fields = {*LIMIT_FIELDS, *SESSION_CAPS, "budget_duration", "allowed_models", "model_limits", "blocked"}
     if set(values) & ceiling_fields:
-        _require_org_admin(actor, team.organization)  # a team admin can't raise their own team's ceiling
+        require(actor.user, "team.set_ceiling", team)
     else:
-        _require_team_admin(actor, team)
+        require(actor.user, CHANGE, team, message="You are not an admin of this team.")
     _validate_team_shapes(values)
     merged = {name: values.get(name, getattr(team, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
     errors = check_within(merged, team.organization, parent_label="organization")
@@ -144,12 +133,10 @@ def team_update(*, actor: Actor, team: Team, **values) -> Team:
 
 
 def user_create(*, actor: Actor, username: str, password: str | None = None, **values) -> User:
-    tenancy = tenancy_for(actor.user)
-    if not tenancy.is_tenant_admin:
-        raise PermissionDenied("Only admins may create users.")
+    require(actor.user, "user.create")
     _reject_unknown(values, USER_SETTABLE)
-    if set(values) & set(LIMIT_FIELDS) and not tenancy.is_superuser:
-        raise PermissionDenied("Only a superuser may set user-level limits.")
+    if set(values) & set(LIMIT_FIELDS):
+        require(actor.user, "user.set_limits")
     with transaction.atomic():
         user = User(username=username, is_staff=True, **values)
         if password:
@@ -195,12 +182,11 @@ def membership_create(
     if team is not None:
         if team.organization_id != organization.pk:
             raise ValidationError({"team": "the team belongs to another organization."})
-        _require_team_admin(actor, team)
+        require(actor.user, "membership.create", team)
     else:
-        _require_org_admin(actor, organization)
-    tenancy = tenancy_for(actor.user)
-    if role == Role.OWNER and not (tenancy.is_superuser or organization.pk in tenancy.org_admin):
-        raise PermissionDenied("Only organization admins may appoint owners.")
+        require(actor.user, "membership.create", organization, message="You are not an admin of this organization.")
+    if role == Role.OWNER:
+        require(actor.user, "membership.owner", organization, message="Only organization admins may appoint owners.")
     with transaction.atomic():
         membership = Membership(user=user, organization=organization, team=team, role=role)
         membership.full_clean()
@@ -220,13 +206,14 @@ def membership_create(
 
 
 def membership_delete(*, actor: Actor, membership: Membership) -> None:
-    if membership.team_id:
-        _require_team_admin(actor, membership.team)
-    else:
-        _require_org_admin(actor, membership.organization)
-    tenancy = tenancy_for(actor.user)
-    if membership.role == Role.OWNER and not (tenancy.is_superuser or membership.organization_id in tenancy.org_admin):
-        raise PermissionDenied("Only organization admins may remove owners.")
+    _require_membership_change(actor, membership)
+    if membership.role == Role.OWNER:
+        require(
+            actor.user,
+            "membership.owner",
+            membership.organization,
+            message="Only organization admins may remove owners.",
+        )
     with transaction.atomic():
         audit_record(
             actor=actor,
@@ -263,7 +250,7 @@ def user_offboard(*, actor: Actor, user: User, organization: Organization) -> Of
     keys left over from memberships removed earlier. The person's account stays: they may belong to
     other organizations.
     """
-    _require_org_admin(actor, organization)
+    require(actor.user, "user.offboard", organization)
     if tenancy_for(actor.user).user_id == user.pk:
         raise ValidationError({"user": "you cannot offboard yourself; ask another admin of the organization."})
     with transaction.atomic():
@@ -297,7 +284,7 @@ def user_offboard(*, actor: Actor, user: User, organization: Organization) -> Of
 
 
 def customer_upsert(*, actor: Actor, organization: Organization, external_id: str, **values) -> Customer:
-    _require_org_admin(actor, organization)
+    require(actor.user, "customer.upsert", organization)
     _reject_unknown(values, (*LIMIT_FIELDS, "budget_duration", "blocked"))
     with transaction.atomic():
         customer, _ = Customer.objects.get_or_create(organization=organization, external_id=external_id)
@@ -314,12 +301,9 @@ def user_update(*, actor: Actor, user: User, **values) -> User:
     """Superusers change anyone; a person changes their own name and email. Tenant admins don't edit people:
     one person can belong to several tenants, and a change made by one tenant would reach the others."""
     _reject_unknown(values, USER_SETTABLE)
-    tenancy = tenancy_for(actor.user)
-    if not tenancy.is_superuser:
-        if tenancy.user_id != user.pk:
-            raise PermissionDenied("Only a superuser may change other people.")
-        if set(values) - {"email", "first_name", "last_name"}:
-            raise PermissionDenied("Only a superuser may change limits or deactivate a user.")
+    require(actor.user, "user.update", user)
+    if set(values) - {"email", "first_name", "last_name"}:
+        require(actor.user, "user.set_limits", message="Only a superuser may change limits or deactivate a user.")
     with transaction.atomic():
         for name, value in values.items():
             setattr(user, name, value)
@@ -331,15 +315,9 @@ def user_update(*, actor: Actor, user: User, **values) -> User:
 
 
 def membership_update(*, actor: Actor, membership: Membership, role: str) -> Membership:
-    if membership.team_id:
-        _require_team_admin(actor, membership.team)
-    else:
-        _require_org_admin(actor, membership.organization)
-    tenancy = tenancy_for(actor.user)
-    if Role.OWNER in (role, membership.role) and not (
-        tenancy.is_superuser or membership.organization_id in tenancy.org_admin
-    ):
-        raise PermissionDenied("Only organization admins may appoint or demote owners.")
+    _require_membership_change(actor, membership)
+    if Role.OWNER in (role, membership.role):
+        require(actor.user, "membership.owner", membership.organization)
     with transaction.atomic():
         old = membership.role
         membership.role = role
@@ -359,7 +337,7 @@ def membership_update(*, actor: Actor, membership: Membership, role: str) -> Mem
 def team_delete(*, actor: Actor, team: Team) -> None:
     """Remove a team that never had keys. Keys (live or revoked) pin it: their spend history names the team,
     so such a team is blocked instead (``team_update(blocked=True)``), never deleted."""
-    _require_org_admin(actor, team.organization)
+    require(actor.user, "team.delete", team)
     if team.keys.exists():
         raise ValidationError({"team": "the team has keys; block it instead of deleting it."})
     with transaction.atomic():
@@ -370,7 +348,7 @@ def team_delete(*, actor: Actor, team: Team) -> None:
 
 def customer_delete(*, actor: Actor, customer: Customer) -> None:
     """Forget an end user's limits and budget; their spend rows stay (the ledger keeps the id, not a link)."""
-    _require_org_admin(actor, customer.organization)
+    require(actor.user, DELETE, customer, message="You are not an admin of this organization.")
     reason = f"customer:{customer.pk}"  # before delete(), which clears the pk
     with transaction.atomic():
         audit_record(actor=actor, action="customer.delete", obj=customer, organization=customer.organization)
