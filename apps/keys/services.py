@@ -8,8 +8,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.common.invalidation import publish_invalidation
 from apps.keys.hashing import TOKEN_PREFIX, display_prefix, generate_secret, keyed_hash
-from apps.keys.invalidation import publish_invalidation
 from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.audit import Actor, audit_record
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem

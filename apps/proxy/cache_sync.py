@@ -1,6 +1,6 @@
 """Keeps this worker's auth and registry caches in step with the database.
 
-Writers call ``apps.keys.invalidation.publish_invalidation`` after commit: it bumps a local counter
+Writers call ``apps.common.invalidation.publish_invalidation`` after commit: it bumps a local counter
 (same process) and, with Redis, increments ``gateway:auth-generation`` and publishes on
 ``gateway:invalidate``. Here a background task listens on the channel (immediate) and polls the
 generation every second (safety net for a missed message or a reconnect), so a revoked key stops
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from apps.keys import invalidation
+from apps.common import invalidation
 
 logger = logging.getLogger(__name__)
 

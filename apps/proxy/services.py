@@ -11,7 +11,7 @@ import re
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from apps.keys.invalidation import publish_invalidation
+from apps.common.invalidation import publish_invalidation
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.proxy.upstreams import HEADER_SAFE_FIELDS, api_base_problem, control_character_problem
 from apps.teams.audit import Actor, audit_record

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from apps.keys.invalidation import publish_invalidation
-from apps.keys.services import keys_suspend_for_departure
+from apps.common.invalidation import publish_invalidation
 from apps.teams.audit import Actor, audit_record
+from apps.teams.departures import Departure, departure_consequences
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
 from apps.teams.scoping import CHANGE, DELETE, require, tenancy_for
@@ -224,13 +224,15 @@ def membership_delete(*, actor: Actor, membership: Membership) -> None:
         )
         membership.delete()
         if membership.team_id:
-            # Keys belong to a person *in a team*: out of the team, their keys there stop too.
-            keys_suspend_for_departure(
-                actor=actor,
-                user=membership.user,
-                organization=membership.organization,
-                team=membership.team,
-                reason="owner removed from the team",
+            # Keys belong to a person *in a team*: out of the team, their keys there stop too (the keys app's hook).
+            departure_consequences(
+                Departure(
+                    actor=actor,
+                    user=membership.user,
+                    organization=membership.organization,
+                    team=membership.team,
+                    reason="owner removed from the team",
+                )
             )
 
 
@@ -268,9 +270,9 @@ def user_offboard(*, actor: Actor, user: User, organization: Organization) -> Of
                 team=membership.team,
             )
             membership.delete()
-        suspended = keys_suspend_for_departure(
-            actor=actor, user=user, organization=organization, reason="owner offboarded from the organization"
-        )
+        reason = "owner offboarded from the organization"
+        departure = Departure(actor=actor, user=user, organization=organization, team=None, reason=reason)
+        suspended = departure_consequences(departure).get("keys_suspended", 0)
         audit_record(
             actor=actor,
             action="user.offboard",

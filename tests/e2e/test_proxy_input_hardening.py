@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import orjson
 import pytest
 
-from apps.keys.invalidation import publish_invalidation
+from apps.common.invalidation import publish_invalidation
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import deploy, http, spend_event, unique_name
 from tests.support.hostile_upstream import *  # noqa: F403

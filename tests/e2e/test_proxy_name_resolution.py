@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from apps.keys.invalidation import publish_invalidation
+from apps.common.invalidation import publish_invalidation
 from apps.proxy.models import ModelAlias, ModelGroup
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import deploy, http, unique_name

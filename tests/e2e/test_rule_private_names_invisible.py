@@ -17,7 +17,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from apps.keys.invalidation import publish_invalidation
+from apps.common.invalidation import publish_invalidation
 from apps.proxy.app import MODEL_INPUT, PATH_ROUTES, ROUTES
 from apps.proxy.models import ModelDeployment
 from tests.support.gateway import *  # noqa: F403

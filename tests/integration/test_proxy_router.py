@@ -93,7 +93,7 @@ def test_fallback_model_when_the_whole_group_fails(gateway, upstream, tenant):
         {"model_name": backup, "provider": "openai", "model": "backup-up", "api_base": upstream.url},
     )
     ModelGroup.objects.create(model_name=primary, fallbacks=[backup], num_retries=0)
-    from apps.keys.invalidation import publish_invalidation
+    from apps.common.invalidation import publish_invalidation
 
     publish_invalidation("group")
     time.sleep(1.2)
@@ -162,7 +162,7 @@ def test_a_fallback_model_the_key_may_not_use_is_never_tried(gateway, upstream, 
     )
     ModelGroup.objects.create(model_name=primary, fallbacks=[backup], num_retries=0)
     limited = make_key(tenant.alpha, tenant.alice, allowed_models=[primary])
-    from apps.keys.invalidation import publish_invalidation
+    from apps.common.invalidation import publish_invalidation
 
     publish_invalidation("group")
     time.sleep(1.2)
@@ -211,7 +211,7 @@ def test_lowest_cost_strategy_picks_the_cheaper_deployment(gateway, upstream, te
         },
     )
     ModelGroup.objects.create(model_name=name, strategy="lowest-cost")
-    from apps.keys.invalidation import publish_invalidation
+    from apps.common.invalidation import publish_invalidation
 
     publish_invalidation("group")
     time.sleep(1.2)

@@ -22,7 +22,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from apps.keys.invalidation import publish_invalidation
+from apps.common.invalidation import publish_invalidation
 from apps.proxy.models import ModelDeployment
 from tests.factories import MembershipFactory, OrganizationFactory, TeamFactory, UserFactory, VirtualKeyFactory
 from tests.support.mock_upstream import MockUpstream

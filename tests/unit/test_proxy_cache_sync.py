@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def test_same_process_changes_clear_the_caches_without_redis(settings):
     """Embedded default: the admin runs in the proxy's process; its writes bump a local generation."""
-    from apps.keys.invalidation import publish_invalidation
+    from apps.common.invalidation import publish_invalidation
     from apps.proxy.cache_sync import CacheSync
 
     settings.REDIS_URL = ""

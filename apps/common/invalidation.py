@@ -1,7 +1,8 @@
-"""Tell every worker that cached key contexts are stale.
+"""Tell every worker that cached key contexts are stale: "tenant configuration changed".
 
-Services call ``publish_invalidation()`` after commit whenever a key, team, organization, user,
-customer or deployment changes. Workers hold an in-process cache of immutable key contexts
+Generic, so it lives on the ground floor: any app's services (teams, keys, proxy, provisioning) call it
+without importing each other. Services call ``publish_invalidation()`` after commit whenever a key,
+team, organization, user, customer or deployment changes. Workers hold an in-process cache of immutable key contexts
 (``apps.proxy.auth``); they listen on the Redis channel and also compare a Redis generation number,
 so a missed pub/sub message costs at most one TTL. Without Redis (embedded mode, one process) a local
 generation counter does the same job.
