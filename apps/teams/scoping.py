@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import reduce
 from operator import and_, or_
 
+from django.apps import apps as django_apps
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Q
@@ -91,7 +92,9 @@ def tenancy_for(user) -> UserTenancy:
     cached = getattr(user, "_tenancy_cache", None)
     if cached is not None:
         return cached
-    from apps.teams.models import Membership
+    # Through the app registry, not an import: the models import this module (TenantQuerySet, TenantPaths),
+    # so scoping stays below them and there is no models <-> scoping circle.
+    Membership = django_apps.get_model("teams", "Membership")
 
     org_admin, org_view, team_admin, team_view, team_member, team_orgs = set(), set(), set(), set(), set(), set()
     team_admin_orgs: set[int] = set()
