@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from apps.proxy.errors import GatewayError, bad_request
 
@@ -53,8 +54,6 @@ async def read_body(receive, headers: dict[bytes, bytes], limit: int, idle_timeo
         if not message.get("more_body", False):
             break
         if idle_timeout is None:
-            from django.conf import settings
-
             idle_timeout = settings.PROXY_BODY_IDLE_TIMEOUT_SECONDS
         try:
             async with asyncio.timeout(idle_timeout):

@@ -21,6 +21,7 @@ from django.db import DatabaseError
 
 from apps.common.intervallog import IntervalLog
 from apps.keys.hashing import keyed_hash
+from apps.keys.models import VirtualKey
 from apps.proxy.auth_guard import AuthMissGuard, client_address
 from apps.proxy.context import KeyContext, ScopeLimits
 from apps.proxy.errors import GatewayError, unauthorized
@@ -99,8 +100,6 @@ def _effective_models(*lists: list | None) -> frozenset[str] | None:
 
 def load_key_context(key_hash: str) -> KeyContext | None:
     """Build the context for an active key, or None (unknown, revoked, blocked, expired). Synchronous."""
-    from apps.keys.models import VirtualKey
-
     key = (
         VirtualKey.objects.select_related("team", "organization", "user")
         .filter(key_hash=key_hash, revoked_at__isnull=True)

@@ -43,7 +43,7 @@ async def listen_forever(
     once connected). ``on_connect(client)`` runs after each subscribe, so nothing published meanwhile
     is missed (the cooldown sync reads the cooldowns still stored); ``on_lost()`` after each loss.
     """
-    import redis.asyncio as aioredis
+    import redis.asyncio as aioredis  # only with REDIS_URL: an embedded gateway never loads the client
 
     delay = RECONNECT_FIRST_SECONDS
     while True:
@@ -124,7 +124,7 @@ class CacheSync:
         self._tasks = []
 
     def _client(self):
-        import redis.asyncio as aioredis
+        import redis.asyncio as aioredis  # only with REDIS_URL: an embedded gateway never loads the client
 
         return aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=30)
 

@@ -144,7 +144,7 @@ class CooldownSync:
     async def _publish(self, message: CooldownMessage) -> None:
         try:
             if self._script is None:
-                import redis.asyncio as aioredis
+                import redis.asyncio as aioredis  # only with REDIS_URL, on the first cooldown announced
 
                 self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
                 self._script = self._client.register_script(ANNOUNCE_SCRIPT)
@@ -198,7 +198,7 @@ def shared_cooldowns_left(redis_url: str, deployment_ids: list[int]) -> dict[int
 
     For the admin's health page, which may be served by a process whose router saw no traffic.
     """
-    import redis
+    import redis  # only with REDIS_URL: an embedded gateway never loads the client
 
     if not deployment_ids:
         return {}

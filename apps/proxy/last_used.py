@@ -13,16 +13,16 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from django.utils import timezone
+
+from apps.keys.models import VirtualKey
+
 logger = logging.getLogger(__name__)
 
 GRANULARITY_SECONDS = 60.0
 
 
 def _write(key_ids: list[int]) -> None:
-    from django.utils import timezone
-
-    from apps.keys.models import VirtualKey
-
     now = timezone.now()
     stale_before = now - timedelta(seconds=GRANULARITY_SECONDS)
     VirtualKey.objects.filter(pk__in=key_ids).exclude(last_used_at__gte=stale_before).update(last_used_at=now)

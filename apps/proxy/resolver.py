@@ -13,6 +13,7 @@ import ipaddress
 import socket
 
 from aiohttp.resolver import DefaultResolver
+from django.conf import settings
 
 from apps.proxy.errors import AddressRefused
 from apps.proxy.upstreams import LINK_LOCAL_NETWORKS
@@ -34,8 +35,6 @@ class SafeResolver(DefaultResolver):
     def __init__(self, *, allow_private: bool | None = None) -> None:
         super().__init__()
         if allow_private is None:
-            from django.conf import settings
-
             allow_private = settings.PROXY_ALLOW_PRIVATE_UPSTREAMS
         self.allow_private = allow_private
 

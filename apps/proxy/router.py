@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from apps.common.intervallog import IntervalLog
 from apps.proxy.context import RequestContext
 from apps.proxy.cooldown_sync import CooldownSync
@@ -96,8 +98,6 @@ class Router:
         self.health: dict[int, Health] = {}
         self.events = IntervalLog(logger, interval=log_interval)
         if redis_url is None:
-            from django.conf import settings
-
             redis_url = settings.REDIS_URL
         self.cooldown_sync = CooldownSync(redis_url=redis_url, apply=self.apply_shared_cooldown) if redis_url else None
         if self.cooldown_sync is not None:

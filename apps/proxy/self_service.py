@@ -18,6 +18,7 @@ from ninja.security import APIKeyHeader, HttpBearer
 
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import VirtualKey
+from apps.spend.selectors import key_usage
 from apps.teams.limits import LIMIT_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ def _models(key: VirtualKey) -> list[str] | None:
 def key_info(request):
     key: VirtualKey = request.auth
     try:
-        from apps.spend.selectors import key_usage
-
         usage = key_usage(key.pk)
     except Exception:  # the ledger may be unavailable; the key's own facts still answer
         logger.exception("key usage unavailable for key %s", key.pk)

@@ -76,11 +76,7 @@ KNOWN_CIRCLES: list[frozenset[str]] = []
 KNOWN_UNEXPLAINED_LOCAL: dict[str, int] = {
     "apps/keys/authentication.py": 1,
     "apps/proxy/app.py": 2,
-    "apps/proxy/auth.py": 1,
-    "apps/proxy/last_used.py": 1,
-    "apps/proxy/providers/anthropic.py": 1,
     "apps/proxy/registry.py": 3,
-    "apps/proxy/self_service.py": 1,
     "apps/proxy/spend_batch.py": 5,
     "apps/ratelimit/lookups.py": 1,
     "apps/spend/admin.py": 1,

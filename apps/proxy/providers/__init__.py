@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from apps.proxy.providers.anthropic import AnthropicAdapter
 from apps.proxy.providers.base import Adapter, Call, Chunk, Reply, StreamReply, Usage
 from apps.proxy.providers.bedrock import BedrockAdapter
@@ -22,8 +24,6 @@ def build_adapters() -> dict[str, Adapter]:
         BedrockAdapter(),
         MockAdapter(),
     ]
-    from django.conf import settings
-
     limit = getattr(settings, "PROXY_MAX_RESPONSE_BYTES", None)
     for adapter in adapters:
         if limit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from apps.proxy.errors import UpstreamError
 from apps.proxy.providers.anthropic_format import (
     MessagesToChatStream,
     cache_write_tokens,
@@ -77,8 +78,6 @@ class AnthropicAdapter(Adapter):
             elif kind == "message_delta" and (obj.get("usage") or {}).get("output_tokens") is not None:
                 usage.completion_tokens = int(obj["usage"]["output_tokens"])
             elif kind == "error":
-                from apps.proxy.errors import UpstreamError
-
                 message = str((obj.get("error") or {}).get("message", "upstream stream error"))
                 raise UpstreamError(502, message, llm_provider=self.name, kind="upstream_error")
             if translator is None:

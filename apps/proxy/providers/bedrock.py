@@ -141,6 +141,7 @@ class BedrockAdapter(Adapter):
     ops = frozenset({"chat"})
 
     def prepare(self, dep: Deployment, call: Call) -> HttpRequest:
+        # botocore is heavy (0.1-0.5 s to import here): loaded by the first Bedrock call, not by every worker.
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
@@ -191,7 +192,7 @@ class BedrockAdapter(Adapter):
         return Reply(body=orjson.dumps(out), usage=usage, obj=out)
 
     async def stream_chunks(self, dep: Deployment, call: Call, response: aiohttp.ClientResponse, usage: Usage):
-        from botocore.eventstream import EventStreamBuffer, ParserError
+        from botocore.eventstream import EventStreamBuffer, ParserError  # heavy: see prepare()
 
         base = {
             "id": "chatcmpl-" + uuid.uuid4().hex,
