@@ -16,6 +16,8 @@ urlpatterns = [
     # The config file format (gateway_apply), for editors: before the REST router, which would 404 it.
     path("api/v1/config/schema.json", config_schema, name="config-schema"),
     path("api/v1/", include("gateway_project.api_urls")),
+    # LiteLLM's management routes (/key/generate, /team/new...), translated onto the same services.
+    path("", include("apps.provisioning.litellm_urls")),
     # The key holder's self-service API (django-ninja); asgi.py sends /v1/key/* here, the rest of /v1 to the proxy.
     path("v1/key/", key_self_service_api.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,0 +1,183 @@
+"""LiteLLM's management routes on the gateway: LiteLLM's field names, the gateway's services and tenant rules.
+
+A provisioning script written for LiteLLM (``POST /key/generate`` with ``key_alias``, ``models``,
+``max_budget``...) runs unchanged against the gateway, with the master key or an API token, and sees
+exactly what ``/api/v1/`` would let it see.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.keys.hashing import keyed_hash
+from apps.keys.models import VirtualKey
+from apps.teams.models import AuditEvent, Customer, Membership, Team
+from tests.factories import VirtualKeyFactory
+from tests.support.api import client_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_key_generate_takes_litellms_fields_and_returns_the_secret_once(master, alpha):
+    response = master.post(
+        "/key/generate",
+        {
+            "team_id": str(alpha.pk),
+            "key_alias": "ci-pipeline",
+            "models": ["gpt-4o"],
+            "max_budget": 10.5,
+            "budget_duration": "30d",
+            "tpm_limit": 1000,
+            "rpm_limit": 60,
+            "max_parallel_requests": 4,
+            "metadata": {"owner": "ci"},
+            "duration": "7d",
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["key"].startswith("sk-") and body["key_alias"] == "ci-pipeline"
+    assert (body["models"], body["max_budget"], body["budget_duration"]) == (["gpt-4o"], 10.5, "30d")
+    assert (body["tpm_limit"], body["rpm_limit"], body["max_parallel_requests"]) == (1000, 60, 4)
+    assert body["team_id"] == str(alpha.pk) and body["metadata"] == {"owner": "ci"} and body["expires"]
+    key = VirtualKey.objects.get(pk=int(body["token"]))
+    assert key.key_hash == keyed_hash(body["key"]) and key.max_budget == Decimal("10.5")
+    assert AuditEvent.objects.filter(action="key.create", object_id=str(key.pk)).exists()
+    info = master.get("/key/info", {"key": body["key"]}).json()
+    assert info["key"] == body["token"] and "key" not in info["info"]  # the secret never comes back
+
+
+def test_key_update_regenerate_and_delete_by_secret_or_token(master, alpha):
+    created = master.post("/key/generate", {"team_id": alpha.pk, "key_alias": "k"}, format="json").json()
+
+    updated = master.post("/key/update", {"key": created["key"], "rpm_limit": 5}, format="json")
+    assert updated.status_code == 200 and updated.json()["rpm_limit"] == 5
+
+    regenerated = master.post("/key/regenerate", {"key": created["token"]}, format="json").json()
+    assert regenerated["key"] != created["key"] and regenerated["token"] == created["token"]
+    assert master.get("/key/info", {"key": created["key"]}).status_code == 404  # the old secret is gone
+
+    deleted = master.post("/key/delete", {"keys": [regenerated["key"]]}, format="json")
+    assert deleted.status_code == 200 and deleted.json() == {"deleted_keys": [regenerated["key"]]}
+    assert VirtualKey.objects.get(pk=int(created["token"])).status == "revoked"
+    assert master.get("/key/list").json()["keys"] == []
+
+
+def test_fields_the_gateway_has_no_place_for_are_refused_by_name(master, alpha):
+    response = master.post("/key/generate", {"team_id": alpha.pk, "permissions": {"x": 1}}, format="json")
+    assert response.status_code == 400 and "permissions" in response.json()
+
+    response = master.post("/key/generate", {"key_alias": "no team"}, format="json")
+    assert response.status_code == 400 and "team_id" in response.json()
+
+
+def test_the_same_tenant_rules_as_the_rest_api(alpha, omega, alice, charlie):
+    """charlie (Omega's admin) can neither see nor use Acme's team or keys through these routes."""
+    alice_key = VirtualKeyFactory(team=alpha, user=alice)
+    as_charlie = client_for(charlie)
+
+    assert as_charlie.post("/key/generate", {"team_id": alpha.pk}, format="json").status_code == 404
+    assert as_charlie.get("/key/info", {"key": alice_key.secret}).status_code == 404
+    assert as_charlie.post("/key/delete", {"keys": [str(alice_key.pk)]}, format="json").status_code == 404
+    assert [t["team_alias"] for t in as_charlie.get("/team/list").json()] == ["Omega"]
+    assert as_charlie.get("/key/list").json()["total_count"] == 0
+    assert VirtualKey.objects.get(pk=alice_key.pk).status == "active"
+
+    as_alice = client_for(alice)
+    assert as_alice.post("/key/generate", {"team_id": alpha.pk, "key_alias": "mine"}, format="json").status_code == 200
+    # A team admin can't raise their own team's ceiling: the service says 403, as on /api/v1/.
+    assert as_alice.post("/team/update", {"team_id": alpha.pk, "max_budget": 1000}, format="json").status_code == 403
+
+
+def test_unauthenticated_calls_are_refused(client, alpha):
+    assert client.post("/key/generate", {"team_id": alpha.pk}, content_type="application/json").status_code in (
+        401,
+        403,
+    )
+    assert client.get("/team/list").status_code in (401, 403)
+
+
+def test_teams_members_users_and_customers(master, acme, globex, olga):
+    team = master.post(
+        "/team/new",
+        {"team_alias": "ml", "organization_id": str(acme.pk), "max_budget": 50, "models": ["gpt-4o"]},
+        format="json",
+    )
+    assert team.status_code == 200, team.content
+    team_id = team.json()["team_id"]
+    assert Team.objects.get(pk=int(team_id)).organization == acme
+
+    user = master.post("/user/new", {"user_email": "dev@example.com", "team_id": team_id}, format="json").json()
+    assert user["user_email"] == "dev@example.com" and user["key"].startswith("sk-")
+    added = master.post(
+        "/team/member_add", {"team_id": team_id, "member": {"user_id": "olga", "role": "admin"}}, format="json"
+    )
+    assert added.status_code == 200
+    roles = {m["user_id"]: m["role"] for m in added.json()["members_with_roles"]}
+    assert roles == {user["user_id"]: "user", str(olga.pk): "admin"}
+    assert Membership.objects.get(user=olga, team_id=int(team_id)).role == "admin"
+
+    info = master.get("/user/info", {"user_id": user["user_id"]}).json()
+    assert [t["team_alias"] for t in info["teams"]] == ["ml"] and len(info["keys"]) == 1
+    assert master.get("/team/info", {"team_id": team_id}).json()["team_info"]["max_budget"] == 50
+
+    # Two organizations exist: a team or customer without organization_id is ambiguous, and said so.
+    assert "organization_id" in master.post("/team/new", {"team_alias": "x"}, format="json").json()
+    customer = master.post(
+        "/customer/new", {"user_id": "end-user-7", "organization_id": acme.pk, "max_budget": 3}, format="json"
+    )
+    assert customer.status_code == 200
+    assert Customer.objects.get(external_id="end-user-7").max_budget == Decimal(3)
+
+    master.post("/user/info", {}, format="json")  # wrong method: not a 500
+    deleted = master.post("/team/delete", {"team_ids": [team_id]}, format="json")
+    assert deleted.status_code == 400  # the team has a key: block it instead, as the service says
+
+
+def test_health_routes_answer_like_litellms(client):
+    assert client.get("/health/liveliness").status_code == 200
+    ready = client.get("/health/readiness")
+    assert ready.status_code == 200 and ready.json()["status"] == "healthy"
+
+
+WORST = ["", "x" * 5000, -1, 10**30, "١٢", "NaN", "Infinity", "1e999", {"a": 1}, [1, "x"], None, True, "\x00"]
+POST_FIELDS = {
+    "/key/generate": ["team_id", "user_id", "key_alias", "models", "max_budget", "tpm_limit", "metadata", "duration"],
+    "/key/update": ["key", "max_budget", "budget_duration", "models", "duration"],
+    "/key/delete": ["keys"],
+    "/key/regenerate": ["key"],
+    "/team/new": ["team_alias", "organization_id", "models", "max_budget", "members_with_roles", "metadata"],
+    "/team/update": ["team_id", "rpm_limit", "blocked"],
+    "/team/delete": ["team_ids"],
+    "/team/member_add": ["team_id", "member"],
+    "/user/new": ["user_id", "user_email", "user_role", "team_id", "max_budget"],
+    "/customer/new": ["user_id", "organization_id", "max_budget", "blocked"],
+}
+GET_PARAMS = {
+    "/key/info": ["key"],
+    "/key/list": ["team_id", "user_id", "page", "size"],
+    "/team/info": ["team_id"],
+    "/user/info": ["user_id"],
+    "/spend/logs": ["api_key", "user_id", "request_id"],
+}
+
+
+def test_malformed_values_are_never_a_server_error(master, alpha):
+    valid = {"team_id": alpha.pk, "key": "1", "keys": ["1"], "team_ids": [alpha.pk], "user_id": "u1"}
+    for path, fields in POST_FIELDS.items():
+        for name in fields:
+            for value in WORST:
+                body = {k: v for k, v in valid.items() if k in fields} | {name: value}
+                response = master.post(path, body, format="json")
+                assert response.status_code < 500, (path, name, value, response.content[:300])
+        assert master.post(path, "[1, 2]", content_type="application/json").status_code == 400
+    for path, params in GET_PARAMS.items():
+        for name in params:
+            for value in WORST:
+                if isinstance(value, str):
+                    response = master.get(path, {name: value})
+                    assert response.status_code < 500, (path, name, value, response.content[:300])
