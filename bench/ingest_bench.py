@@ -4,7 +4,7 @@
     .venv/bin/python bench/ingest_bench.py --embedded [--events 20000] [--batch 500]
 
 Without DATABASE_URL/REDIS_URL it starts throwaway Postgres + Redis with scripts/services.sh and a
-fresh database. Emits the events with spend_emit's stream format (pipelined XADDs, not timed), then
+fresh database. Emits the events with the outbox's stream format (pipelined XADDs, not timed), then
 times ``stream_drain`` in one process: one consumer, one transaction per batch, XACK after commit.
 
 ``--embedded`` measures the embedded default's writer instead: a throwaway SQLite file (local

@@ -18,7 +18,6 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from apps.proxy.app import proxy_app  # noqa: E402
-from apps.spend.outbox import outbox_shutdown  # noqa: E402
 from gateway_project.routing import websocket_urlpatterns  # noqa: E402
 
 DJANGO_V1_PREFIXES = ("/v1/key/",)
@@ -32,20 +31,11 @@ async def http_dispatch(scope, receive, send):
         await django_asgi_app(scope, receive, send)
 
 
-async def lifespan(scope, receive, send):
-    async def send_after_spend_flush(message):
-        if message["type"] == "lifespan.shutdown.complete":
-            await outbox_shutdown()  # no spend event may die with the process
-        await send(message)
-
-    await proxy_app(scope, receive, send_after_spend_flush)
-
-
 _router = ProtocolTypeRouter(
     {
         "http": http_dispatch,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        "lifespan": lifespan,
+        "lifespan": proxy_app,  # its startup builds, its shutdown flushes the spend outbox
     }
 )
 

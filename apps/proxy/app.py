@@ -37,10 +37,10 @@ from apps.proxy.providers import build_adapters
 from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Registry, load_registry
 from apps.proxy.resolver import SafeResolver
 from apps.proxy.router import Router
-from apps.proxy.spend_batch import SpendBatcher
 from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.spend.events import SpendEvent
+from apps.spend.outbox import SpendOutbox, spend_outbox_create
 
 logger = logging.getLogger("apps.proxy")
 REGISTRY_RETRY_SECONDS = 1.0
@@ -168,7 +168,7 @@ class Gateway:
             self.chain = build_chain()
             self.shedder = LoadShedder(threshold_ms=settings.PROXY_SHED_LOOP_LAG_MS)
             self.last_used = LastUsedRecorder(run_sync=self.run_sync)
-            self.spend = SpendBatcher(redis_url=settings.REDIS_URL)
+            self.spend: SpendOutbox = spend_outbox_create()  # closed (flushed) in shutdown()
             self.cache_sync = CacheSync(redis_url=settings.REDIS_URL, on_change=self.invalidate)
             self.cache_sync.start()
             self.session = aiohttp.ClientSession(
@@ -203,7 +203,7 @@ class Gateway:
         await self.cache_sync.stop()
         await self.router.close()  # its shared-cooldown listener (apps/proxy/cooldown_sync.py)
         await self.last_used.flush()
-        await self.spend.close()
+        await self.spend.close()  # no spend event may die with the process
         if self.session is not None:
             await self.session.close()
         await self.shedder.stop()

@@ -11,38 +11,18 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.db import connection
+
+from apps.spend.reports import reports_run_due
+from apps.spend.services import budget_alerts_send, budget_windows_roll, spend_logs_purge
+
 logger = logging.getLogger(__name__)
 
-
-def _roll() -> None:
-    from apps.spend.services import budget_windows_roll
-
-    budget_windows_roll()
-
-
-def _alerts() -> None:
-    from apps.spend.services import budget_alerts_send
-
-    budget_alerts_send()
-
-
-def _retention() -> None:
-    from apps.spend.services import spend_logs_purge
-
-    spend_logs_purge()
-
-
-def _reports() -> None:
-    from apps.spend.reports import reports_run_due
-
-    reports_run_due()
-
-
-JOBS: list[tuple[str, float, Callable[[], None]]] = [
-    ("roll budget windows", 60.0, _roll),
-    ("budget alerts", 60.0, _alerts),
-    ("scheduled reports", 3600.0, _reports),
-    ("retention", 86400.0, _retention),
+JOBS: list[tuple[str, float, Callable[[], object]]] = [
+    ("roll budget windows", 60.0, budget_windows_roll),
+    ("budget alerts", 60.0, budget_alerts_send),
+    ("scheduled reports", 3600.0, reports_run_due),
+    ("retention", 86400.0, spend_logs_purge),
 ]
 
 
@@ -63,7 +43,5 @@ class EmbeddedBeat:
                 ran.append(name)
             except Exception:
                 logger.exception("embedded beat: %s failed", name)
-                from django.db import connection
-
                 connection.close()  # the next job starts from a fresh connection
         return ran

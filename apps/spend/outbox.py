@@ -1,17 +1,24 @@
 """The spend outbox: where the proxy drops one ``SpendEvent`` per finished /v1 request.
 
-``await spend_emit(event)`` never touches the database, so the request path never waits on Postgres:
+One ``SpendOutbox`` per gateway (built by ``spend_outbox_create()``, the one factory; the proxy's ASGI
+lifespan creates it at startup and closes it at shutdown). ``await outbox.emit(event)`` never touches
+the database and never waits on Redis, so the request path waits on neither:
 
-- with Redis (``settings.REDIS_URL``): one ``XADD`` to the stream ``STREAM_KEY``, capped (approximately)
-  at ``settings.SPEND_STREAM_MAXLEN`` entries as a safety net only; the ingestion task trims entries
-  once they are acknowledged, so the cap is never reached while workers run. Celery workers read it
-  with a consumer group (``apps.spend.ingest``).
-- without Redis (embedded default), or when Redis does not answer: an in-process queue drained by one
-  background thread into the same ingestion service. ``outbox_flush()`` runs at interpreter exit, so a
-  clean shutdown loses nothing. The ledger's UNIQUE request id makes any replay harmless.
+- with Redis (``settings.REDIS_URL``): the events of requests that finish in the same event-loop tick
+  are coalesced and written with one pipelined ``XADD`` per event to the stream ``STREAM_KEY``, off the
+  request path, capped (approximately) at ``settings.SPEND_STREAM_MAXLEN`` entries as a safety net only
+  (the ingestion task trims entries once acknowledged). Celery workers read the stream with a consumer
+  group (``apps.spend.stream``); what the database rejects there goes to ``DEAD_LETTER_KEY``.
+- without Redis (embedded default), or when a batch's ``XADD`` fails: the outbox's ``LocalOutbox``, an
+  in-process queue drained by one background thread into the same ingestion service. After a failed
+  batch the next ones go there too for ``REDIS_RETRY_SECONDS`` instead of piling up connections on a
+  Redis that does not answer; one log line per interval says how many took that way (a 3 s outage once
+  logged 2,647 tracebacks). The ledger's UNIQUE request id makes it harmless when a timed-out XADD was
+  applied after all.
 
-A caller that already has a Redis pipeline for its post-call work (the limiter's reconcile step) can
-put the event on it with ``outbox_pipeline_add(pipe, event)`` instead: same stream, same fields.
+``close()`` writes what is queued (lifespan shutdown: uvicorn re-raises SIGTERM after its graceful
+shutdown, which ends the process without atexit handlers); an outbox that was never closed still
+drains its local queue at interpreter exit.
 """
 
 from __future__ import annotations
@@ -21,77 +28,121 @@ import atexit
 import logging
 import threading
 import time
-import weakref
 from collections import deque
-from typing import Any
 
+import orjson
+import redis.asyncio as aioredis
 from django.conf import settings
+from django.db import connection
 
 from apps.common.intervallog import IntervalLog
+from apps.spend.embedded import EmbeddedBeat
 from apps.spend.events import SpendEvent
+from apps.spend.ingest import spend_ingest_isolating
 from apps.spend.live import live_publish
 
 logger = logging.getLogger(__name__)
 
+# The stream's names: the producer here and the consumers in apps/spend/stream.py share them.
 STREAM_KEY = "gateway:spend"
 STREAM_FIELD = b"e"
-DEFAULT_STREAM_MAXLEN = 1_000_000
-
-# One async Redis client per event loop (a redis.asyncio client must not cross loops).
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-
-
-def _stream_maxlen() -> int:
-    return int(getattr(settings, "SPEND_STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN))
+DEAD_LETTER_KEY = "gateway:spend:dead"
+REDIS_RETRY_SECONDS = 1.0
+LOG_INTERVAL_SECONDS = 10.0  # the outbox's failure lines fold per 10 s whatever LOG_EVENT_INTERVAL_SECONDS says
 
 
-def _redis_for_loop() -> Any:
-    import redis.asyncio as aioredis
+class SpendOutbox:
+    """Batches spend events to the Redis stream, or keeps them in process (``LocalOutbox``): nothing is lost."""
 
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        # Bounded: a burst of finishing requests waits briefly for a connection instead of opening thousands.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=64, timeout=5.0, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
-        client = aioredis.Redis(connection_pool=pool)
-        _clients[loop] = client
-    return client
+    def __init__(self, *, redis_url: str, stream_maxlen: int, local: LocalOutbox) -> None:
+        self.redis_url = redis_url
+        self.stream_maxlen = stream_maxlen
+        self.local = local
+        self._pending: list[SpendEvent] = []
+        self._scheduled = False
+        self._flushing: set[asyncio.Task] = set()
+        self._client: aioredis.Redis | None = None
+        self._redis_retry_at = 0.0  # after a failed flush, Redis is tried again from this time
+        self._log = IntervalLog(logger, interval=LOG_INTERVAL_SECONDS)
 
+    async def __aenter__(self) -> SpendOutbox:
+        return self
 
-def outbox_pipeline_add(pipe: Any, event: SpendEvent) -> None:
-    """Queue the XADD for ``event`` on an existing redis pipeline (sync or async): no extra round trip."""
-    live_publish(event)
-    pipe.xadd(STREAM_KEY, {STREAM_FIELD: event.to_json()}, maxlen=_stream_maxlen(), approximate=True)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
-
-async def spend_emit(event: SpendEvent) -> None:
-    """Append ``event`` to the durable outbox and the live feed. Never raises, never waits on the database."""
-    live_publish(event)  # the admin's live page (apps/spend/live.py): an in-memory append, batched off-path
-    await spend_emit_durable(event)
-
-
-async def spend_emit_durable(event: SpendEvent) -> None:
-    """The durable half of ``spend_emit``, for callers that fed the live page already (batch fallbacks)."""
-    if settings.REDIS_URL:
-        try:
-            await _redis_for_loop().xadd(
-                STREAM_KEY, {STREAM_FIELD: event.to_json()}, maxlen=_stream_maxlen(), approximate=True
-            )
+    async def emit(self, event: SpendEvent) -> None:
+        """Append ``event`` to the outbox and the live feed. Never raises, never waits on Redis or the database."""
+        live_publish(event)  # the admin's live page: an in-memory append, sent in batches off the request path
+        if not self.redis_url:
+            self.local.put(event)
             return
+        self._pending.append(event)
+        if not self._scheduled:
+            self._scheduled = True
+            task = asyncio.ensure_future(self._flush())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:  # created on the loop that uses it (a redis.asyncio client must not cross loops)
+            self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return self._client
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the requests finishing in this tick join the batch
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if time.monotonic() < self._redis_retry_at:
+            self._keep_in_process(batch, "Redis failed the last batch")
+            return
+        try:
+            pipe = self._redis().pipeline(transaction=False)
+            for event in batch:
+                # orjson serializes the dataclass directly, several times faster than to_json's asdict() walk.
+                pipe.xadd(STREAM_KEY, {STREAM_FIELD: orjson.dumps(event)}, maxlen=self.stream_maxlen, approximate=True)
+            await pipe.execute()
         except Exception as exc:
-            # Losing spend is worse than a slower path: keep the event in process and write it directly.
-            _log_fallback(event, exc)
-    local_outbox().put(event)
+            self._redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+            self._keep_in_process(batch, f"XADD failed: {exc.__class__.__name__}: {exc}")
 
+    def _keep_in_process(self, batch: list[SpendEvent], why: str) -> None:
+        """The ledger still gets every event: the local queue writes them (already on the live page)."""
+        for event in batch:
+            self.local.put(event)
+        self._log.event(
+            "in_process",
+            f"spend stream unavailable ({why}); batches go to the ledger from this process (this one: {len(batch)})",
+        )
 
-_fallback_log = IntervalLog(logger, interval=10.0)
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until the local queue is in the ledger (True when nothing is left). Stream events are the workers'."""
+        return self.local.flush(timeout)
 
+    @property
+    def pending(self) -> int:
+        """Events not yet in the stream or the ledger."""
+        return len(self._pending) + self.local.pending
 
-def _log_fallback(event: SpendEvent, exc: Exception) -> None:
-    """One line per 10 s with a count while Redis is down (each request would log otherwise)."""
-    _fallback_log.event("xadd", f"spend outbox: XADD failed ({exc.__class__.__name__}: {exc}); using the local queue")
+    async def close(self, timeout: float = 30.0) -> bool:
+        """Write what is queued: the batch of this tick, batches in flight, then the local queue."""
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            await self._flush()
+        while self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                await client.aclose()
+            except Exception as exc:  # a Redis that is down fails the close too: the events are safe already
+                self._log.event("close", f"spend outbox: closing the Redis client failed ({exc.__class__.__name__})")
+        written = await asyncio.to_thread(self.local.close, timeout)
+        if not written:
+            logger.error("spend outbox: %d events not written at shutdown", self.local.pending)
+        return written
 
 
 class LocalOutbox:
@@ -100,41 +151,49 @@ class LocalOutbox:
     Cheap for the event loop that feeds it: ``put`` appends under a lock and wakes the thread only when
     the queue goes from empty to non-empty or fills a batch, so a busy worker wakes its writer a few
     times a second, not once per request (every wake-up is a GIL hand-off in the middle of serving).
-    The thread lingers ``SPEND_LOCAL_OUTBOX_LINGER_SECONDS`` to gather a batch; ``flush()`` cuts the
-    linger short. Batches are retried (with backoff) until the database accepts them; ``flush()`` (run
-    at exit and at ASGI shutdown) drains whatever is left, so a clean shutdown is lossless.
+    The thread lingers ``linger_seconds`` to gather a batch; ``flush()`` cuts the linger short. Batches
+    are retried (with backoff) until the database accepts them; ``close()`` (ASGI shutdown) and the exit
+    hook registered while the thread runs drain whatever is left, so a clean shutdown is lossless.
+    Without Redis there is no beat process: with ``embedded_beat`` the thread runs the periodic jobs.
     """
 
     batch_size = 500
 
-    def __init__(self) -> None:
+    def __init__(self, *, linger_seconds: float, embedded_beat: bool) -> None:
+        self.linger_seconds = linger_seconds
+        self.embedded_beat = embedded_beat
         self._events: deque[SpendEvent] = deque()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # the writer waits here for events
         self._idle = threading.Condition(self._lock)  # flush() waits here for the writer
         self._in_flight = 0
         self._hurry = False
+        self._stopping = False
         self._thread: threading.Thread | None = None
+        self._exit_hook = False
 
     def put(self, event: SpendEvent) -> None:
         with self._lock:
             self._in_flight += 1
             self._events.append(event)
+            self._stopping = False
             if len(self._events) == 1 or len(self._events) >= self.batch_size:
                 self._ready.notify()
             if self._thread is None or not self._thread.is_alive():
+                if not self._exit_hook:
+                    atexit.register(self._flush_at_exit)
+                    self._exit_hook = True
                 self._thread = threading.Thread(target=self._run, name="spend-outbox", daemon=True)
                 self._thread.start()
 
     def _take_batch(self, block: bool) -> list[SpendEvent]:
         with self._lock:
-            if block and not self._events:
+            if block and not self._events and not self._stopping:
                 self._ready.wait(timeout=1.0)  # (wakes at least once a second for the embedded beat)
             if not self._events:
                 return []
-            linger = settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS
-            if block and linger > 0:
-                deadline = time.monotonic() + linger
+            if block and self.linger_seconds > 0:
+                deadline = time.monotonic() + self.linger_seconds
                 while len(self._events) < self.batch_size and not self._hurry:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -145,10 +204,6 @@ class LocalOutbox:
             return [self._events.popleft() for _ in range(take)]
 
     def _write(self, batch: list[SpendEvent]) -> None:
-        from django.db import connection
-
-        from apps.spend.ingest import spend_ingest_isolating
-
         delay = 0.1
         while True:
             try:
@@ -169,11 +224,7 @@ class LocalOutbox:
                 self._idle.notify_all()
 
     def _run(self) -> None:
-        from apps.spend.embedded import EmbeddedBeat
-
-        beat = EmbeddedBeat() if settings.SPEND_EMBEDDED_BEAT and not settings.REDIS_URL else None
-        from django.db import connection
-
+        beat = EmbeddedBeat() if self.embedded_beat else None
         while True:
             batch = self._take_batch(block=True)
             if batch:
@@ -182,6 +233,10 @@ class LocalOutbox:
                 beat.tick()
             if not batch:
                 connection.close()  # a second without events: hold no database connection (this thread's own)
+                with self._lock:
+                    if self._stopping and not self._events:  # closed: the thread ends (put starts another)
+                        self._thread = None
+                        return
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event is in the ledger; True when nothing is left."""
@@ -204,34 +259,37 @@ class LocalOutbox:
                 self._idle.wait(timeout=min(left, 0.05))
         return True
 
+    def close(self, timeout: float = 30.0) -> bool:
+        """Flush, then let the writer thread end and drop the exit hook (nothing left for it to do)."""
+        written = self.flush(timeout)
+        with self._lock:
+            self._stopping = True
+            self._ready.notify()
+            if written and self._exit_hook:
+                atexit.unregister(self._flush_at_exit)
+                self._exit_hook = False
+        return written
+
     @property
     def pending(self) -> int:
         return self._in_flight
 
-
-_local = LocalOutbox()
-
-
-def local_outbox() -> LocalOutbox:
-    return _local
+    def _flush_at_exit(self) -> None:
+        if self._in_flight and not self.flush(timeout=30.0):
+            logger.error("spend outbox: %d events not written at exit", self._in_flight)
 
 
-def outbox_flush(timeout: float = 30.0) -> bool:
-    """Block until the in-process queue is empty (tests, shutdown). Redis-stream events are the workers' job."""
-    return _local.flush(timeout)
+def spend_outbox_create() -> SpendOutbox:
+    """The one factory: an outbox configured from settings (read here, once). The caller closes it.
 
-
-async def outbox_shutdown(timeout: float = 30.0) -> None:
-    """For the ASGI lifespan shutdown: write what the in-process queue holds before the server exits.
-
-    atexit alone is not enough: uvicorn re-raises SIGTERM after its graceful shutdown, which ends the
-    process without running atexit handlers.
+    The proxy's lifespan owns one per worker process; other code that appends events (a task, a
+    command, a test) opens its own: ``async with spend_outbox_create() as outbox: await outbox.emit(e)``.
     """
-    if _local.pending and not await asyncio.to_thread(_local.flush, timeout):
-        logger.error("spend outbox: %d events not written at shutdown", _local.pending)
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    if _local.pending and not _local.flush(timeout=30.0):
-        logger.error("spend outbox: %d events not written at exit", _local.pending)
+    return SpendOutbox(
+        redis_url=settings.REDIS_URL,
+        stream_maxlen=settings.SPEND_STREAM_MAXLEN,
+        local=LocalOutbox(
+            linger_seconds=settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS,
+            embedded_beat=settings.SPEND_EMBEDDED_BEAT and not settings.REDIS_URL,
+        ),
+    )

@@ -21,12 +21,11 @@ from django.conf import settings
 
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_isolating
-from apps.spend.outbox import STREAM_FIELD, STREAM_KEY
+from apps.spend.outbox import DEAD_LETTER_KEY, STREAM_FIELD, STREAM_KEY
 
 logger = logging.getLogger(__name__)
 
 GROUP = "spend-ingest"
-DEAD_LETTER_KEY = "gateway:spend:dead"
 
 
 @dataclass(slots=True)

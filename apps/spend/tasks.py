@@ -6,60 +6,51 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from apps.spend.models import Report
+from apps.spend.reports import report_run, reports_run_due
+from apps.spend.services import budget_alerts_send, budget_windows_roll, spend_logs_purge
+from apps.spend.stream import stream_drain, stream_forget_idle_consumers
+
 
 @shared_task(name="spend.ingest", ignore_result=True)
 def spend_ingest() -> dict:
-    """Drain the spend stream (Redis) into the ledger; with no Redis, flush the in-process outbox."""
+    """Drain the spend stream (Redis) into the ledger.
+
+    Without Redis there is no stream and nothing shared to drain: each gateway process writes its own
+    events (its outbox's thread, flushed when the process shuts down).
+    """
     if not settings.REDIS_URL:
-        from apps.spend.outbox import outbox_flush
-
-        outbox_flush()
         return {}
-    from apps.spend.stream import stream_drain
-
     result = stream_drain()
     return {"batches": result.batches, "received": result.received, "inserted": result.inserted}
 
 
 @shared_task(name="spend.roll_windows", ignore_result=True)
 def spend_roll_windows() -> int:
-    from apps.spend.services import budget_windows_roll
-
     closed = budget_windows_roll()
     if settings.REDIS_URL:
-        from apps.spend.stream import stream_forget_idle_consumers
-
         stream_forget_idle_consumers()
     return closed
 
 
 @shared_task(name="spend.budget_alerts", ignore_result=True)
 def spend_budget_alerts() -> int:
-    from apps.spend.services import budget_alerts_send
-
     return len(budget_alerts_send())
 
 
 @shared_task(name="spend.retention", ignore_result=True)
 def spend_retention() -> int:
-    from apps.spend.services import spend_logs_purge
-
     return spend_logs_purge()
 
 
 @shared_task(name="spend.reports", ignore_result=True)
 def spend_reports() -> int:
-    from apps.spend.reports import reports_run_due
-
     return len(reports_run_due())
 
 
 @shared_task(name="spend.report_run", ignore_result=True)
 def spend_report_run(report_id: int, force: bool = True) -> int | None:
     """Run one report now (the admin's "run now" action)."""
-    from apps.spend.models import Report
-    from apps.spend.reports import report_run
-
     report = Report.objects.filter(pk=report_id).first()
     if report is None:
         return None

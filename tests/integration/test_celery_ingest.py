@@ -14,7 +14,7 @@ from django.db.models import Sum
 
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
-from apps.spend.outbox import STREAM_KEY, spend_emit
+from apps.spend.outbox import STREAM_KEY, spend_outbox_create
 from apps.spend.schedules import schedules_setup
 from apps.spend.stream import GROUP
 from tests.factories import OrganizationFactory, TeamFactory, VirtualKeyFactory
@@ -68,8 +68,9 @@ def emit(key, count: int, *, cost_of=lambda i: f"0.000{i % 89:02d}3") -> Decimal
     ]
 
     async def go():
-        for start in range(0, len(events), 100):  # like 100 concurrent requests finishing
-            await asyncio.gather(*(spend_emit(e) for e in events[start : start + 100]))
+        async with spend_outbox_create() as outbox:
+            for start in range(0, len(events), 100):  # like 100 concurrent requests finishing
+                await asyncio.gather(*(outbox.emit(e) for e in events[start : start + 100]))
 
     asyncio.run(go())
     return sum((Decimal(e.cost) for e in events), Decimal(0))

@@ -1,4 +1,4 @@
-"""Embedded default (no Redis): the same spend_emit path records every request exactly, also across exit."""
+"""Embedded default (no Redis): the same outbox path records every request exactly, also across exit."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.db.models import Sum
 
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, SpendLog
-from apps.spend.outbox import outbox_flush, spend_emit
+from apps.spend.outbox import LocalOutbox, spend_outbox_create
 from tests.factories import VirtualKeyFactory
 from tests.integration.spend_processes import ROOT
 
@@ -40,8 +40,9 @@ def events_for(key, count: int) -> list[SpendEvent]:
     ]
 
 
-async def emit(events) -> None:
-    await asyncio.gather(*(spend_emit(e) for e in events))
+async def emit(outbox, events) -> None:
+    await asyncio.gather(*(outbox.emit(e) for e in events))
+    await outbox.close()
 
 
 @pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:1/0"], ids=["no-redis", "redis-down"])
@@ -50,8 +51,9 @@ def test_without_a_working_redis_every_event_lands_through_the_local_queue(trans
     settings.SPEND_EMBEDDED_BEAT = False  # the thread outlives this test: no jobs against other tests' data
     key = VirtualKeyFactory()
     events = events_for(key, 300)
-    asyncio.run(emit(events))
-    assert outbox_flush(timeout=60)
+    outbox = spend_outbox_create()
+    asyncio.run(emit(outbox, events))
+    assert outbox.flush(timeout=60)
     assert SpendLog.objects.count() == 300
     total = sum(Decimal(e.cost) for e in events)
     assert SpendLog.objects.aggregate(s=Sum("cost"))["s"] == total
@@ -61,13 +63,11 @@ def test_without_a_working_redis_every_event_lands_through_the_local_queue(trans
 def test_a_long_linger_never_delays_a_flush_and_big_bursts_split_into_batches(transactional_db, settings):
     """The writer gathers events for SPEND_LOCAL_OUTBOX_LINGER_SECONDS; flush() cuts that short, and a
     burst larger than one batch is written in several transactions, each event exactly once."""
-    from apps.spend.outbox import LocalOutbox
-
     settings.REDIS_URL = ""
     settings.SPEND_EMBEDDED_BEAT = False
     settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS = 30.0  # far longer than the flush below may take
     key = VirtualKeyFactory()
-    outbox = LocalOutbox()
+    outbox = spend_outbox_create().local
     for event in events_for(key, 3):
         outbox.put(event)
     assert outbox.flush(timeout=20)  # True: written, not left lingering for 30 s
@@ -89,16 +89,17 @@ SCRIPT = textwrap.dedent(
     django.setup()
     from django.core.management import call_command
     from apps.spend.events import SpendEvent
-    from apps.spend.outbox import spend_emit
+    from apps.spend.outbox import spend_outbox_create
     call_command("migrate", verbosity=0)
+    outbox = spend_outbox_create()
     async def main():
         await asyncio.gather(*(
-            spend_emit(SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/x", status=200,
+            outbox.emit(SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/x", status=200,
                                   model="mock", cost="0.001"))
             for _ in range(int(sys.argv[1]))
         ))
     asyncio.run(main())
-    # no flush here: the exit itself must not lose anything
+    # no flush, no close here: the exit itself must not lose anything
     """
 )
 

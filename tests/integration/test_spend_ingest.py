@@ -160,11 +160,12 @@ def stream(settings):
 def emit_all(events) -> None:
     import asyncio
 
-    from apps.spend.outbox import spend_emit
+    from apps.spend.outbox import spend_outbox_create
 
     async def go():
-        for event in events:
-            await spend_emit(event)
+        async with spend_outbox_create() as outbox:
+            for event in events:
+                await outbox.emit(event)
 
     asyncio.run(go())
 

@@ -14,7 +14,7 @@ from django.db.models import Sum
 
 import apps.spend.ingest as ingest
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
-from apps.spend.outbox import LocalOutbox
+from apps.spend.outbox import spend_outbox_create
 from tests.factories import VirtualKeyFactory
 from tests.integration.test_spend_embedded import events_for
 
@@ -36,7 +36,7 @@ def test_failed_batches_and_concurrent_puts_and_flushes_count_each_event_once(tr
             raise OperationalError("injected after the batch's writes")
 
     monkeypatch.setattr(ingest, "totals_add", failing_after_the_work)
-    outbox = LocalOutbox()
+    outbox = spend_outbox_create().local
     events = events_for(key, 2400)
 
     def producer(part) -> None:
