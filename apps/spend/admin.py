@@ -13,8 +13,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
+from apps.spend.reports import report_run
 from apps.spend.services import report_save
 from apps.teams.admin_base import TenantScopedAdmin
+from apps.teams.models import Organization
 from apps.teams.scoping import CHANGE, VIEW
 
 
@@ -121,8 +123,6 @@ class ReportAdmin(TenantScopedAdmin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "organization":
             # A team admin picks their team's organization (seen, not administered); report_save checks the pair.
-            from apps.teams.models import Organization
-
             kwargs["queryset"] = Organization.objects.restrict(request.user, VIEW)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -131,8 +131,6 @@ class ReportAdmin(TenantScopedAdmin):
 
     @admin.action(description="Run the selected reports now (last complete period)")
     def run_now(self, request, queryset) -> None:
-        from apps.spend.reports import report_run
-
         def run(report: Report) -> None:
             if not Report.objects.restrict(request.user, CHANGE).filter(pk=report.pk).exists():
                 raise PermissionDenied

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.pagination import CursorPagination
@@ -77,8 +78,6 @@ class SpendFilterSerializer(serializers.Serializer):
     end = serializers.CharField(required=False, help_text="ISO date (inclusive) or datetime (exclusive).")
 
     def _parse(self, value: str, *, end: bool) -> datetime:
-        from django.utils.dateparse import parse_date, parse_datetime
-
         try:
             day = parse_date(value) if len(value) == 10 else None
             if day is not None:

@@ -9,6 +9,6 @@ class SpendConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from apps.spend.schedules import setup_after_migrate
+        from apps.spend.schedules import setup_after_migrate  # ready(): models may load only now
 
         post_migrate.connect(setup_after_migrate, sender=self, dispatch_uid="spend-setup-schedules")

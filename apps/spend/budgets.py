@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from apps.keys.models import VirtualKey
+from apps.teams.models import Customer, Organization, Team, User
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:
@@ -34,9 +37,6 @@ def _decimal(value) -> Decimal | None:
 
 def budgets_for(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], Budget]:
     """``{(scope, scope_id): Budget}`` for the pairs that exist; a few queries whatever their number."""
-    from apps.keys.models import VirtualKey
-    from apps.teams.models import Customer, Organization, Team, User
-
     wanted: dict[str, set[str]] = {}
     for scope, scope_id in pairs:
         wanted.setdefault(scope, set()).add(scope_id)

@@ -18,6 +18,9 @@ import time
 from collections import deque
 from typing import Any
 
+import channels.layers
+from asgiref.sync import async_to_sync
+
 from apps.spend.events import SpendEvent
 
 logger = logging.getLogger(__name__)
@@ -97,9 +100,7 @@ class LivePublisher:
 
     async def flush(self) -> int:
         """Send what is buffered; returns the number of messages sent."""
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
+        layer = channels.layers.get_channel_layer()  # looked up per flush: settings and tests swap the layer
         rows = self._drain()
         if layer is None or not rows:
             return 0
@@ -117,8 +118,6 @@ class LivePublisher:
         return sent
 
     def _flush_sync(self) -> None:
-        from asgiref.sync import async_to_sync
-
         async_to_sync(self.flush)()
 
 
@@ -126,5 +125,5 @@ live_publisher = LivePublisher()
 
 
 def live_publish(event: SpendEvent) -> None:
-    """Hook for apps/spend/outbox.spend_emit: cheap, synchronous, never raises."""
+    """Hook for apps/spend/outbox.SpendOutbox.emit: cheap, synchronous, never raises."""
     live_publisher.publish(event)

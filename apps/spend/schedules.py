@@ -6,6 +6,10 @@ it creates missing entries and never overwrites what an admin changed.
 
 from __future__ import annotations
 
+from django.db import connection
+from django.db.models import Max
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
 SCHEDULES = [
     # name, task, every (seconds) or crontab fields, expires (seconds)
     ("spend: ingest outbox", "spend.ingest", {"every": 2}, 10),
@@ -18,8 +22,6 @@ SCHEDULES = [
 
 def schedules_setup() -> int:
     """Create the missing periodic tasks; returns how many were created."""
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-
     created = 0
     for name, task, when, expires in SCHEDULES:
         if PeriodicTask.objects.filter(name=name).exists():
@@ -40,8 +42,6 @@ def schedules_setup() -> int:
 
 def setup_after_migrate(sender, **kwargs) -> None:
     """post_migrate hook: only once the beat tables exist (apps migrate in any order)."""
-    from django.db import connection
-
     using = kwargs.get("using", "default")
     if using != "default":
         return
@@ -56,7 +56,4 @@ def beat_last_dispatch():
     django-celery-beat's DatabaseScheduler writes ``last_run_at`` back at least every 3 minutes while it
     runs, and the ingest schedule fires every 2 s, so a beat that stopped dispatching shows as an old value.
     """
-    from django.db.models import Max
-    from django_celery_beat.models import PeriodicTask
-
     return PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from apps.keys.models import VirtualKey
 from apps.spend.windows import DURATIONS, Window, lifetime_window, window_for
+from apps.teams.models import Customer, Organization, Team, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +57,6 @@ class ScopeDirectory:
     """Budget durations, time zones and per-model limits of the tenants a batch touches (a few queries)."""
 
     def __init__(self, rows: Iterable) -> None:
-        from apps.keys.models import VirtualKey
-        from apps.teams.models import Customer, Organization, Team, User
-
         rows = list(rows)
         org_ids = {r.organization_id for r in rows if r.organization_id}
         team_ids = {r.team_id for r in rows if r.team_id}

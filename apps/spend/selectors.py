@@ -16,7 +16,9 @@ from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.keys.models import VirtualKey
 from apps.spend.models import BudgetWindow, DailySpend
+from apps.spend.scopes import window_of
 
 ZERO = Decimal(0)
 _PLACES = Decimal(1).scaleb(-DailySpend._meta.get_field("cost").decimal_places)
@@ -63,9 +65,6 @@ async def awindow_spent(scope: str, scope_id: str, window_id: str) -> Decimal:
 
 def key_usage(key_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     """What a key holder may see about their own key: spend, requests, tokens, budget left."""
-    from apps.keys.models import VirtualKey
-    from apps.spend.scopes import window_of
-
     key = VirtualKey.objects.select_related("organization").filter(pk=key_id).first()
     if key is None:
         return {}

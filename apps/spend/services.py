@@ -9,7 +9,9 @@ import urllib.request
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -17,6 +19,7 @@ from apps.spend.budgets import Budget, budgets_for
 from apps.spend.ingest import totals_add
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, SpendLog
 from apps.teams.audit import audit_record
+from apps.teams.models import Membership, User
 from apps.teams.scoping import CHANGE, require
 
 logger = logging.getLogger(__name__)
@@ -32,8 +35,6 @@ def budget_windows_roll(*, now=None) -> int:
 
 
 def _admin_emails(*, organization_id: int | None, team_id: int | None) -> set[str]:
-    from apps.teams.models import Membership
-
     emails: set[str] = set()
     if organization_id:
         emails.update(
@@ -51,8 +52,6 @@ def _admin_emails(*, organization_id: int | None, team_id: int | None) -> set[st
 
 
 def _alert_recipients(budget: Budget) -> list[str]:
-    from apps.teams.models import User
-
     emails = _admin_emails(organization_id=budget.organization_id, team_id=budget.team_id)
     if budget.user_id:
         email = User.objects.filter(pk=budget.user_id).values_list("email", flat=True).first()
@@ -206,9 +205,6 @@ def report_save(*, actor, report=None, **values):
 
     A team admin's report must name their team: the organization-wide view is the org admins'.
     """
-    from django.core.exceptions import ValidationError
-    from django.core.validators import validate_email
-
     unknown = set(values) - set(REPORT_FIELDS)
     if unknown:
         raise ValidationError({name: "unknown field" for name in unknown})

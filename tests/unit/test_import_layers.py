@@ -78,12 +78,6 @@ KNOWN_UNEXPLAINED_LOCAL: dict[str, int] = {
     "apps/proxy/app.py": 2,
     "apps/proxy/registry.py": 3,
     "apps/ratelimit/lookups.py": 1,
-    "apps/spend/admin.py": 1,
-    "apps/spend/apps.py": 1,
-    "apps/spend/budgets.py": 5,
-    "apps/spend/scopes.py": 5,
-    "apps/spend/selectors.py": 2,
-    "apps/spend/services.py": 2,
     "gateway_project/health.py": 1,
 }
 
