@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import factory
 
 from apps.keys.hashing import display_prefix, generate_secret, keyed_hash
 from apps.keys.models import VirtualKey
 from apps.proxy.models import ModelDeployment
+from apps.spend.events import SpendEvent
 from apps.teams.models import Customer, Membership, Organization, Team, User
 
 
@@ -83,3 +87,32 @@ class DeploymentFactory(factory.django.DjangoModelFactory):
     model = "mock-gpt"
     input_cost_per_token = "0.00000015"
     output_cost_per_token = "0.0000006"
+
+
+def _from_key(attribute: str, default=None):
+    return factory.LazyAttribute(lambda o: getattr(o.key, attribute) if o.key is not None else default)
+
+
+class SpendEventFactory(factory.Factory):
+    """One finished request's spend event, as the proxy emits it (a dataclass, not a row: ingest it).
+
+    ``key=<VirtualKey>`` fills the tenant ids, the alias and the user from the key row, as the proxy
+    fills them from the key's context; any field can still be given (``user_id=None``, ``model=""``).
+    """
+
+    class Meta:
+        model = SpendEvent
+
+    class Params:
+        key = None
+
+    request_id = factory.LazyFunction(lambda: uuid.uuid4().hex)
+    created_at = factory.LazyFunction(time.time)
+    route = "/v1/chat/completions"
+    status = 200
+    model = "gpt-4o-mini"
+    organization_id = _from_key("organization_id")
+    team_id = _from_key("team_id")
+    key_id = _from_key("pk")
+    key_alias = _from_key("alias", "")
+    user_id = _from_key("user_id")

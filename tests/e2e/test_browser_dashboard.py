@@ -20,7 +20,6 @@ import re
 import time
 import urllib.error
 import urllib.request
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -29,7 +28,7 @@ import pytest
 
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
-from tests.factories import DeploymentFactory, MembershipFactory, UserFactory, VirtualKeyFactory
+from tests.factories import DeploymentFactory, MembershipFactory, SpendEventFactory, UserFactory, VirtualKeyFactory
 from tests.support.processes import ServerProcess, free_port, uvicorn_command
 
 pytestmark = [pytest.mark.e2e]
@@ -167,12 +166,8 @@ def cast(transactional_db):
 
 
 def _event(team, *, alias: str, cost: str, at: float, key_id=None) -> SpendEvent:
-    return SpendEvent(
-        request_id=uuid.uuid4().hex,
+    return SpendEventFactory(
         created_at=at,
-        route="/v1/chat/completions",
-        status=200,
-        model="gpt-4o-mini",
         llm_provider="mock",
         organization_id=team.organization_id,
         team_id=team.pk,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -12,12 +11,11 @@ import redis
 from django.conf import settings
 from django.db.models import Sum
 
-from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
 from apps.spend.outbox import STREAM_KEY, spend_outbox_create
 from apps.spend.schedules import schedules_setup
 from apps.spend.stream import GROUP
-from tests.factories import OrganizationFactory, TeamFactory, VirtualKeyFactory
+from tests.factories import OrganizationFactory, SpendEventFactory, TeamFactory, VirtualKeyFactory
 from tests.integration.spend_processes import CeleryWorker, wait_until
 
 pytestmark = [
@@ -50,20 +48,7 @@ def key(transactional_db):
 
 def emit(key, count: int, *, cost_of=lambda i: f"0.000{i % 89:02d}3") -> Decimal:
     events = [
-        SpendEvent(
-            request_id=uuid.uuid4().hex,
-            created_at=time.time(),
-            route="/v1/chat/completions",
-            status=200,
-            model="gpt-4o-mini",
-            llm_provider="openai",
-            organization_id=key.organization_id,
-            team_id=key.team_id,
-            key_id=key.pk,
-            prompt_tokens=7,
-            completion_tokens=3,
-            cost=cost_of(i),
-        )
+        SpendEventFactory(key=key, llm_provider="openai", prompt_tokens=7, completion_tokens=3, cost=cost_of(i))
         for i in range(count)
     ]
 
@@ -122,11 +107,11 @@ def test_alert_report_and_retention_jobs_run_in_the_real_worker(worker, key):
     key.save()
     old = datetime.now(UTC) - timedelta(days=400)
     events = [
-        SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/x", status=200,
-                   organization_id=key.organization_id, team_id=key.team_id, key_id=key.pk, cost="0.75"),
-        SpendEvent(request_id="ancient", created_at=old.timestamp(), route="/v1/x", status=200,
-                   organization_id=key.organization_id, team_id=key.team_id, key_id=key.pk, cost="0.01"),
-    ]  # fmt: skip
+        SpendEventFactory(key=key, route="/v1/x", model="", cost="0.75"),
+        SpendEventFactory(
+            key=key, request_id="ancient", created_at=old.timestamp(), route="/v1/x", model="", cost="0.01"
+        ),
+    ]
     spend_ingest_events(events)
     Report.objects.create(name="Daily", organization_id=key.organization_id, period="daily", format="html")
     worker.start()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -21,17 +19,14 @@ from apps.console import consumers
 from apps.spend.events import SpendEvent
 from apps.spend.live import LivePublisher, live_row
 from apps.teams.scoping import tenancy_for
+from tests.factories import SpendEventFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def _event(*, org=None, team=None, user=None, alias="k", status=200, limit_type=None) -> SpendEvent:
-    return SpendEvent(
-        request_id=uuid.uuid4().hex,
-        created_at=time.time(),
-        route="/v1/chat/completions",
+    return SpendEventFactory(
         status=status,
-        model="gpt-4o-mini",
         organization_id=org,
         team_id=team,
         key_id=1,

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -17,27 +16,14 @@ from django.db.models import Sum
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, SpendLog
 from apps.spend.outbox import LocalOutbox, spend_outbox_create
-from tests.factories import VirtualKeyFactory
+from tests.factories import SpendEventFactory, VirtualKeyFactory
 from tests.integration.spend_processes import ROOT
 
 pytestmark = pytest.mark.integration
 
 
 def events_for(key, count: int) -> list[SpendEvent]:
-    return [
-        SpendEvent(
-            request_id=uuid.uuid4().hex,
-            created_at=time.time(),
-            route="/v1/chat/completions",
-            status=200,
-            model="mock",
-            organization_id=key.organization_id,
-            team_id=key.team_id,
-            key_id=key.pk,
-            cost=f"0.0000{i % 10}1",
-        )
-        for i in range(count)
-    ]
+    return [SpendEventFactory(key=key, model="mock", cost=f"0.0000{i % 10}1") for i in range(count)]
 
 
 async def emit(outbox, events) -> None:
@@ -84,18 +70,17 @@ def test_a_long_linger_never_delays_a_flush_and_big_bursts_split_into_batches(tr
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys, time, uuid
+    import asyncio, sys
     import django
     django.setup()
     from django.core.management import call_command
-    from apps.spend.events import SpendEvent
     from apps.spend.outbox import spend_outbox_create
+    from tests.factories import SpendEventFactory
     call_command("migrate", verbosity=0)
     outbox = spend_outbox_create()
     async def main():
         await asyncio.gather(*(
-            outbox.emit(SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/x", status=200,
-                                  model="mock", cost="0.001"))
+            outbox.emit(SpendEventFactory(route="/v1/x", model="mock", cost="0.001"))
             for _ in range(int(sys.argv[1]))
         ))
     asyncio.run(main())

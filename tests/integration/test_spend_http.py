@@ -17,7 +17,7 @@ from django.db.models import Sum
 
 from apps.spend.models import BudgetWindow, SpendLog
 from apps.spend.schedules import schedules_setup
-from tests.factories import DeploymentFactory, TeamFactory, VirtualKeyFactory
+from tests.factories import DeploymentFactory, SpendEventFactory, TeamFactory, VirtualKeyFactory
 from tests.integration.spend_processes import CeleryWorker, Gateway, OpenAIUpstream, wait_until
 
 pytestmark = [
@@ -167,18 +167,13 @@ def test_a_team_budget_shared_by_two_keys_holds_and_the_refusal_names_the_team(s
 
 def test_a_lost_redis_budget_counter_is_seeded_from_the_ledger(stack):
     """Redis forgot the window's spend (new counter, flushed, evicted): the ledger's total still counts."""
-    import time
-    import uuid
 
-    from apps.spend.events import SpendEvent
     from apps.spend.ingest import spend_ingest_events
 
     gateway, _ = stack
     team = TeamFactory(name="Seeded")
     key = VirtualKeyFactory(team=team, alias="seeded", max_budget=Decimal("1"), budget_duration="1d")
-    earlier = SpendEvent(request_id=uuid.uuid4().hex, created_at=time.time(), route="/v1/chat/completions",
-                         status=200, organization_id=key.organization_id, team_id=key.team_id, key_id=key.pk,
-                         cost="0.99")  # fmt: skip
+    earlier = SpendEventFactory(key=key, model="", cost="0.99")
     spend_ingest_events([earlier])  # spent earlier today; Redis holds no counter for this window
     [answer] = asyncio.run(fire(gateway, key.secret, 1))
     assert answer["status"] == 429, answer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -18,7 +17,7 @@ from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
 from apps.spend.selectors import key_usage, window_spent
 from apps.spend.windows import window_for
-from tests.factories import CustomerFactory, VirtualKeyFactory
+from tests.factories import CustomerFactory, SpendEventFactory, VirtualKeyFactory
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +25,13 @@ pytestmark = pytest.mark.integration
 def make_event(
     key, *, cost="0.0012345", model="gpt-4o-mini", at=None, status=200, customer=None, **extra
 ) -> SpendEvent:
-    return SpendEvent(
-        request_id=extra.pop("request_id", uuid.uuid4().hex),
-        created_at=at if at is not None else time.time(),
-        route="/v1/chat/completions",
+    if at is not None:
+        extra["created_at"] = at
+    return SpendEventFactory(
+        key=key,
         status=status,
         model=model,
         llm_provider="openai",
-        organization_id=key.organization_id,
-        team_id=key.team_id,
-        key_id=key.pk,
-        key_alias=key.alias,
-        user_id=key.user_id,
         customer_id=customer,
         prompt_tokens=10,
         completion_tokens=5,

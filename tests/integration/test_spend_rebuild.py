@@ -4,15 +4,13 @@ ingestion feeds with plain ``LedgerRow`` values: both must produce the same dail
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
-from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import BudgetWindow, DailySpend
 from apps.spend.services import spend_totals_rebuild
-from tests.factories import CustomerFactory, UserFactory, VirtualKeyFactory
+from tests.factories import CustomerFactory, SpendEventFactory, UserFactory, VirtualKeyFactory
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +34,12 @@ def test_a_rebuild_from_the_ledger_gives_the_totals_ingestion_recorded(transacti
     CustomerFactory(organization=org, external_id="cust", budget_duration="1d")
     start = time.time() - 5 * 3600
     events = [
-        SpendEvent(
-            request_id=uuid.uuid4().hex,
+        SpendEventFactory(
+            key=key,
             created_at=start + i * 41.3,  # rows across many 15-minute slots and window edges
-            route="/v1/chat/completions",
             status=200 if i % 7 else 429,
             model=["m1", "m2", "x" * 300][i % 3],
             organization_id=org.pk,
-            team_id=key.team_id,
-            key_id=key.pk,
             user_id=user.pk if i % 2 else None,
             customer_id=["cust", "", None, "other"][i % 4],
             prompt_tokens=i,

@@ -19,18 +19,17 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
-import json, time
-from decimal import Decimal
-from apps.spend.events import SpendEvent
+import json
 from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import DailySpend, SpendLog
 from django.db.models import Sum
+from tests.factories import SpendEventFactory
 
 def event(i):
-    return SpendEvent(
-        request_id=f"req-{i}", created_at=time.time(), route="/v1/chat/completions", status=200 if i % 7 else 502,
-        model="gpt-4o-mini", llm_provider="mock", organization_id=1, team_id=1, key_id=1 + i % 3, key_alias="k",
-        prompt_tokens=10, completion_tokens=20, cost="0.0000012345", metadata={"attempts": [{"status": 200}]},
+    return SpendEventFactory(
+        request_id=f"req-{i}", status=200 if i % 7 else 502, llm_provider="mock", organization_id=1, team_id=1,
+        key_id=1 + i % 3, key_alias="k", prompt_tokens=10, completion_tokens=20, cost="0.0000012345",
+        metadata={"attempts": [{"status": 200}]},
     )
 
 events = [event(i) for i in range(350)]

@@ -6,8 +6,6 @@ at the soft budget and red at the hard one; every page escapes what tenants type
 
 from __future__ import annotations
 
-import time
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -15,26 +13,18 @@ from django.urls import reverse
 
 from apps.console.charts import Point, bar_chart, nice_ceiling
 from apps.console.dashboard import BudgetBar, dashboard_for
-from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from apps.teams.models import AuditEvent
-from tests.factories import DeploymentFactory, VirtualKeyFactory
+from tests.factories import DeploymentFactory, SpendEventFactory, VirtualKeyFactory
 
 
 def _event(key, *, cost="0.25", status=200, model="gpt-4o-mini", limit_type=None, deployment=None, latency=12.5):
-    return SpendEvent(
-        request_id=uuid.uuid4().hex,
-        created_at=time.time(),
-        route="/v1/chat/completions",
+    return SpendEventFactory(
+        key=key,
         status=status,
         model=model,
         llm_provider="mock",
         deployment_id=deployment.pk if deployment else None,
-        organization_id=key.organization_id,
-        team_id=key.team_id,
-        key_id=key.pk,
-        key_alias=key.alias,
-        user_id=key.user_id,
         prompt_tokens=10,
         completion_tokens=5,
         cost=cost,

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from django.core import mail
 from django.test import Client
 
-from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import Report, ReportRun
-from tests.factories import VirtualKeyFactory
+from tests.factories import SpendEventFactory, VirtualKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,23 +22,7 @@ def login(user) -> Client:
 
 
 def spend(key, cost: str) -> None:
-    spend_ingest_events(
-        [
-            SpendEvent(
-                request_id=f"req-{key.alias}-{uuid.uuid4().hex[:8]}",
-                created_at=time.time(),
-                route="/v1/chat/completions",
-                status=200,
-                model="gpt-4o-mini",
-                organization_id=key.organization_id,
-                team_id=key.team_id,
-                key_id=key.pk,
-                key_alias=key.alias,
-                user_id=key.user_id,
-                cost=cost,
-            )
-        ]
-    )
+    spend_ingest_events([SpendEventFactory(key=key, request_id=f"req-{key.alias}-{uuid.uuid4().hex[:8]}", cost=cost)])
 
 
 def test_the_ledger_pages_show_each_tenant_its_own_rows(alpha, omega, alice, charlie):

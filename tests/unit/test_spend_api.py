@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,24 +11,17 @@ from rest_framework.test import APIClient
 
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
-from tests.factories import VirtualKeyFactory
+from tests.factories import SpendEventFactory, VirtualKeyFactory
 from tests.support.api import client_for
 
 pytestmark = pytest.mark.django_db
 
 
 def event(key, *, cost: str, model: str = "gpt-4o-mini", at: float | None = None, customer=None) -> SpendEvent:
-    return SpendEvent(
-        request_id=uuid.uuid4().hex,
+    return SpendEventFactory(
+        key=key,
         created_at=at or time.time(),
-        route="/v1/chat/completions",
-        status=200,
         model=model,
-        organization_id=key.organization_id,
-        team_id=key.team_id,
-        key_id=key.pk,
-        key_alias=key.alias,
-        user_id=key.user_id,
         customer_id=customer,
         prompt_tokens=3,
         completion_tokens=2,

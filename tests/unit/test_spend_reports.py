@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +18,7 @@ from apps.spend.models import BudgetAlert, BudgetWindow, Report, ReportRun, Spen
 from apps.spend.reports import report_run, reports_run_due
 from apps.spend.services import budget_alerts_send, budget_windows_roll, report_save, spend_logs_purge
 from apps.teams.audit import Actor
-from tests.factories import VirtualKeyFactory
+from tests.factories import SpendEventFactory, VirtualKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -27,17 +26,10 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
 def event(key, *, cost: str, at: datetime, model: str = "gpt-4o-mini") -> SpendEvent:
-    return SpendEvent(
-        request_id=uuid.uuid4().hex,
+    return SpendEventFactory(
+        key=key,
         created_at=at.timestamp(),
-        route="/v1/chat/completions",
-        status=200,
         model=model,
-        organization_id=key.organization_id,
-        team_id=key.team_id,
-        key_id=key.pk,
-        key_alias=key.alias,
-        user_id=key.user_id,
         prompt_tokens=100,
         completion_tokens=50,
         cost=cost,
