@@ -90,6 +90,8 @@ class _Converter:
     def __init__(self, document: Document, environ: Mapping[str, str]) -> None:
         self.doc, self.environ = document, environ
         self.report: list[str] = []
+        # What was left out (as opposed to notes on how something was carried over): (path, reason).
+        self.dropped: list[tuple[tuple, str]] = []
         self.deployments: list[dict] = []
         self.groups: dict[str, dict] = {}
         self.aliases: dict[str, str] = {}
@@ -99,6 +101,7 @@ class _Converter:
         self.report.append(f"{self.doc.filename}:{self.doc.line(path)}: {path_label(path)}: {message}")
 
     def unmapped(self, path: tuple, why: str = "no equivalent in the gateway; not imported.") -> None:
+        self.dropped.append((path, why))
         self.note(path, why)
 
     # -- model_list --------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class _Converter:
             for key in ("vertex_project", "vertex_location", "vertex_credentials"):
                 if key in params:
                     params.pop(key)
-                    self.note((*params_path, key), "Vertex AI auth has no equivalent.")
+                    self.unmapped((*params_path, key), "Vertex AI auth has no equivalent; not imported.")
             var = _env_name(f"{out['name']}_api_key")
             out["api_key"] = f"os.environ/{var}"
             self.note(
@@ -348,6 +351,21 @@ class _Converter:
                 self.unmapped(path, "not copied: the gateway's database is DATABASE_URL (environment).")
             else:
                 self.unmapped(path, "a LiteLLM server setting with no equivalent; not imported.")
+
+
+def litellm_model_entry(entry: dict) -> tuple[dict | None, list[tuple[tuple, str]]]:
+    """One model_list entry (LiteLLM's ``/model/new`` body) as a deployment, and what could not be carried over.
+
+    Secrets are the caller's business here: ``litellm_params.api_key`` is taken out before the conversion
+    (the API stores it encrypted), so the converter never turns it into an environment reference.
+    """
+    converter = _Converter(Document(filename="request", data={"model_list": [entry]}), environ={})
+    deployment = (
+        converter.deployment(("model_list", 0), entry) if isinstance(entry.get("litellm_params"), dict) else None
+    )
+    if deployment is None and not converter.dropped:
+        converter.unmapped(("litellm_params",), "required, with model.")
+    return deployment, [(path[2:] if path[:2] == ("model_list", 0) else path, why) for path, why in converter.dropped]
 
 
 def litellm_convert(text: str, *, filename: str, environ: Mapping[str, str]) -> LitellmImport:

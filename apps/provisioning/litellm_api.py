@@ -28,6 +28,11 @@ from rest_framework.response import Response
 from apps.keys import services as key_services
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import VirtualKey
+from apps.provisioning.document import path_label
+from apps.provisioning.fields import DECIMAL_FIELDS
+from apps.provisioning.litellm import litellm_model_entry
+from apps.proxy import services as proxy_services
+from apps.proxy.models import ModelDeployment
 from apps.spend.models import SpendLog
 from apps.teams import services as team_services
 from apps.teams.audit import actor_from_request
@@ -57,6 +62,9 @@ SHAPES = {
     "blocked": bool,
     "member": (dict, list),
     "members_with_roles": list,
+    "model_name": str,
+    "litellm_params": dict,
+    "model_info": dict,
 }
 DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 ROLES_IN = {"admin": "admin", "user": "member", "member": "member", "viewer": "viewer", "owner": "owner"}
@@ -546,6 +554,102 @@ def customer_new(request):
             "rpm_limit": customer.rpm_limit,
         }
     )
+
+
+# -- models ---------------------------------------------------------------------------------------------
+
+LITELLM_PREFIX = {"openai_compatible": "openai"}
+
+
+@_documented
+@api_view(["POST"])
+def model_new(request):
+    """A deployment from LiteLLM's model_list entry shape; what has no equivalent is a 400 naming it."""
+    body = dict(_body(request))
+    _refuse_unknown(body, {"model_name", "litellm_params", "model_info"})
+    params = dict(body.get("litellm_params") or {}) if isinstance(body.get("litellm_params"), dict) else None
+    if params is None:
+        raise exceptions.ValidationError({"litellm_params": ["required: an object with model."]})
+    api_key = params.pop("api_key", None)
+    aws = [params.pop(name, None) for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")]
+    if api_key is None and aws[0] and aws[1]:
+        api_key = ":".join(str(part) for part in aws if part)  # Bedrock's one credential: ID:SECRET[:TOKEN]
+    if api_key is not None and not isinstance(api_key, str):
+        raise exceptions.ValidationError({"litellm_params.api_key": ["must be text."]})
+    info = body.get("model_info") if isinstance(body.get("model_info"), dict) else {}
+    organization = None
+    if info.get("organization_id") is not None:
+        info = {k: v for k, v in info.items() if k != "organization_id"}
+        orgs = Organization.objects.restrict(request.user, CHANGE)
+        organization = orgs.filter(pk=_id(body["model_info"]["organization_id"], "organization_id")).first()
+        if organization is None:
+            raise exceptions.NotFound("organization not found.")
+    deployment, dropped = litellm_model_entry({**body, "litellm_params": params, "model_info": info})
+    if dropped or deployment is None:
+        raise exceptions.ValidationError({path_label(path): [why] for path, why in dropped})
+    values = {k: v for k, v in deployment.items() if k not in ("api_key", "name")}
+    for price in DECIMAL_FIELDS & set(values):
+        values[price] = _price(price, values[price])
+    for name in {"rpm_limit", "tpm_limit", "max_parallel_requests", "weight", "priority"} & set(values):
+        number = values[name]
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 0):
+            raise exceptions.ValidationError({name: ["must be a whole number, 0 or more."]})
+    timeout = values.get("timeout_seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0):
+        raise exceptions.ValidationError({"timeout_seconds": ["must be a number of seconds."]})
+    for name in ("model_name", "model", "api_base", "api_version", "region"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            raise exceptions.ValidationError({name: ["must be text."]})
+    name = deployment["name"] if info.get("id") else ""
+    created = proxy_services.deployment_create(
+        actor=_actor(request), organization=organization, api_key=api_key or None, name=name, **values
+    )
+    return Response(_model_out(created))
+
+
+def _price(name: str, value) -> Decimal | None:
+    """A JSON number as the decimal it reads as (0.000001, not the float's 0.00000099999...)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise exceptions.ValidationError({name: ["must be a number."]})
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        raise exceptions.ValidationError({name: ["must be a number."]}) from None
+    if not number.is_finite() or number < 0:
+        raise exceptions.ValidationError({name: ["must be a non-negative number."]})
+    return number
+
+
+def _model_out(deployment) -> dict:
+    prefix = LITELLM_PREFIX.get(deployment.provider, deployment.provider)
+    return {
+        "model_name": deployment.model_name,
+        "litellm_params": {
+            "model": f"{prefix}/{deployment.model}",
+            "api_base": deployment.api_base or None,
+            "api_version": deployment.api_version or None,
+            "aws_region_name": deployment.region or None,
+            "rpm": deployment.rpm_limit,
+            "tpm": deployment.tpm_limit,
+        },
+        "model_info": {
+            "id": str(deployment.pk),
+            "input_cost_per_token": _num(deployment.input_cost_per_token),
+            "output_cost_per_token": _num(deployment.output_cost_per_token),
+            "organization_id": str(deployment.organization_id) if deployment.organization_id else None,
+            "db_model": True,
+        },
+    }
+
+
+@_documented
+@api_view(["GET"])
+def model_info(request):
+    """The deployments the caller may see (never their keys), in LiteLLM's shape."""
+    deployments = ModelDeployment.objects.restrict(request.user, VIEW).order_by("model_name", "id")
+    return Response({"data": [_model_out(d) for d in deployments]})
 
 
 # -- spend and health ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import VirtualKey
+from apps.proxy.models import ModelDeployment
 from apps.teams.models import AuditEvent, Customer, Membership, Team
 from tests.factories import VirtualKeyFactory
 from tests.support.api import client_for
@@ -156,6 +157,7 @@ POST_FIELDS = {
     "/team/member_add": ["team_id", "member"],
     "/user/new": ["user_id", "user_email", "user_role", "team_id", "max_budget"],
     "/customer/new": ["user_id", "organization_id", "max_budget", "blocked"],
+    "/model/new": ["model_name", "litellm_params", "model_info"],
 }
 GET_PARAMS = {
     "/key/info": ["key"],
@@ -181,3 +183,68 @@ def test_malformed_values_are_never_a_server_error(master, alpha):
                 if isinstance(value, str):
                     response = master.get(path, {name: value})
                     assert response.status_code < 500, (path, name, value, response.content[:300])
+
+
+def test_model_new_and_model_info_speak_litellms_model_list_shape(master, acme):
+    created = master.post(
+        "/model/new",
+        {
+            "model_name": "claude-fast",
+            "litellm_params": {"model": "anthropic/claude-3-5-haiku", "api_key": "sk-ant-secret", "rpm": 50},
+            "model_info": {"id": "claude-fast-1", "input_cost_per_token": 0.000001},
+        },
+        format="json",
+    )
+    assert created.status_code == 200, created.content
+    deployment = ModelDeployment.objects.get(name="claude-fast-1")
+    assert (deployment.provider, deployment.model, deployment.rpm_limit) == ("anthropic", "claude-3-5-haiku", 50)
+    assert deployment.get_credentials() == "sk-ant-secret" and deployment.organization is None
+
+    bedrock = master.post(
+        "/model/new",
+        {
+            "model_name": "titan",
+            "litellm_params": {
+                "model": "bedrock/amazon.titan-text-express-v1",
+                "aws_region_name": "us-east-1",
+                "aws_access_key_id": "AKIDEXAMPLE",
+                "aws_secret_access_key": "wJalrXUtnFEMI",
+            },
+            "model_info": {"organization_id": acme.pk},
+        },
+        format="json",
+    )
+    assert bedrock.status_code == 200, bedrock.content
+    titan = ModelDeployment.objects.get(model_name="titan")
+    assert (titan.region, titan.organization, titan.get_credentials()) == (
+        "us-east-1",
+        acme,
+        "AKIDEXAMPLE:wJalrXUtnFEMI",
+    )
+
+    refused = master.post(
+        "/model/new",
+        {"model_name": "x", "litellm_params": {"model": "openai/gpt-4o", "temperature": 0.1, "api_key": "k"}},
+        format="json",
+    )
+    assert refused.status_code == 400 and "litellm_params.temperature" in refused.json()
+    assert not ModelDeployment.objects.filter(model_name="x").exists()
+
+    listed = master.get("/model/info").json()["data"]
+    entry = next(m for m in listed if m["model_name"] == "claude-fast")
+    assert entry["litellm_params"]["model"] == "anthropic/claude-3-5-haiku" and entry["litellm_params"]["rpm"] == 50
+    assert entry["model_info"]["id"] == str(deployment.pk)
+    assert "sk-ant-secret" not in str(listed) and "wJalrXUtnFEMI" not in str(listed)
+
+
+def test_malformed_litellm_params_are_never_a_server_error(master):
+    for name in ("model", "rpm", "tpm", "timeout", "order", "weight", "api_base", "api_version", "api_key"):
+        for value in WORST:
+            params = {"model": "openai/gpt-4o", name: value}
+            response = master.post("/model/new", {"model_name": "m", "litellm_params": params}, format="json")
+            assert response.status_code < 500, (name, value, response.content[:300])
+    for name in ("input_cost_per_token", "id"):
+        for value in WORST:
+            body = {"model_name": "m", "litellm_params": {"model": "openai/x"}, "model_info": {name: value}}
+            response = master.post("/model/new", body, format="json")
+            assert response.status_code < 500, (name, value, response.content[:300])
