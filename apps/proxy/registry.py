@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.proxy.upstreams import HEADER_SAFE_FIELDS, api_base_problem, control_character_problem
 
 logger = logging.getLogger(__name__)
@@ -199,8 +200,6 @@ def load_registry() -> Registry:
     name on their own. A ``ModelGroup`` row (superuser-managed, by name) sets the routing of every group
     of that name; its fallbacks are names, resolved within the requesting key's organization.
     """
-    from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
-
     by_owner: dict[int | None, dict[str, list[Deployment]]] = {}
     for row in ModelDeployment.objects.filter(enabled=True).order_by("model_name", "priority", "id"):
         deployment = deployment_from_row(row)
