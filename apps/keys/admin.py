@@ -20,7 +20,7 @@ from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.admin_base import ModelListField, TenantScopedAdmin
 from apps.teams.limits import LIMIT_FIELDS
 from apps.teams.models import User
-from apps.teams.scoping import CHANGE, tenancy_for
+from apps.teams.scoping import CHANGE, may
 from apps.teams.selectors import teams_for_new_keys
 
 
@@ -246,7 +246,7 @@ class ApiTokenAdmin(TenantScopedAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         if obj is None:
             return self.has_add_permission(request)
-        return tenancy_for(request.user).is_superuser or obj.user_id == request.user.pk
+        return may(request.user, "api_token.delete", obj)
 
     def service_save(self, request, form, change):
         token, secret = services.api_token_create(

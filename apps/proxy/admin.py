@@ -8,7 +8,7 @@ from django.contrib import admin
 from apps.proxy import services
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.teams.admin_base import TenantScopedAdmin
-from apps.teams.scoping import tenancy_for
+from apps.teams.scoping import DELETE
 
 
 class DeploymentForm(forms.ModelForm):
@@ -32,6 +32,7 @@ class DeploymentForm(forms.ModelForm):
 @admin.register(ModelDeployment)
 class ModelDeploymentAdmin(TenantScopedAdmin):
     form = DeploymentForm
+    delete_action = DELETE  # org admins their organization's deployments, superusers the shared ones
     list_display = ("model_name", "provider", "model", "api_base", "organization", "credentials", "enabled", "priority")
     list_filter = ("provider", "enabled", "model_name", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("model_name", "model", "api_base")
@@ -77,13 +78,6 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ("credentials", "organization") if obj is not None else ("credentials",)
 
-    def has_add_permission(self, request) -> bool:
-        tenancy = tenancy_for(request.user)
-        return request.user.is_staff and (tenancy.is_superuser or bool(tenancy.org_admin))
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return self.has_change_permission(request, obj)
-
     def service_save(self, request, form, change):
         data = form.cleaned_data
         api_key = "" if data.get("clear_api_key") else (data.get("api_key") or None)
@@ -104,8 +98,7 @@ class ModelDeploymentAdmin(TenantScopedAdmin):
 class RoutingAdmin(TenantScopedAdmin):
     """Groups and aliases are shared by all tenants: superusers only (``.restrict`` gives others nothing)."""
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return tenancy_for(request.user).is_superuser
+    delete_action = DELETE
 
     def service_save(self, request, form, change):
         return services.routing_save(actor=self.actor(request), obj=form.instance)

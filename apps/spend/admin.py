@@ -7,7 +7,6 @@ download view on the run's admin page, after the same tenant check, never by a p
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -17,7 +16,7 @@ from apps.spend.reports import report_run
 from apps.spend.services import report_save
 from apps.teams.admin_base import TenantScopedAdmin
 from apps.teams.models import Organization
-from apps.teams.scoping import CHANGE, VIEW
+from apps.teams.scoping import CHANGE, DELETE, VIEW, may, require
 
 
 class ReadOnlyTenantAdmin(TenantScopedAdmin):
@@ -85,7 +84,7 @@ class ReportRunInline(admin.TabularInline):
 
     def has_view_permission(self, request, obj=None) -> bool:
         # Shown on a report's page, which the user may already see; runs belong to that report.
-        return obj is None or Report.objects.restrict(request.user, VIEW).filter(pk=obj.pk).exists()
+        return obj is None or may(request.user, VIEW, obj)
 
     @admin.display(description="file")
     def download(self, run: ReportRun) -> str:
@@ -108,12 +107,10 @@ class ReportAdmin(TenantScopedAdmin):
     inlines = [ReportRunInline]
     actions = ["run_now"]
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return self.has_change_permission(request, obj)
+    delete_action = DELETE
 
     def service_delete(self, request, obj) -> None:
-        if not Report.objects.restrict(request.user, CHANGE).filter(pk=obj.pk).exists():
-            raise PermissionDenied("You may not delete this report.")
+        require(request.user, DELETE, obj, message="You may not delete this report.")
         obj.delete()
 
     def service_save(self, request, form, change: bool):
@@ -132,8 +129,7 @@ class ReportAdmin(TenantScopedAdmin):
     @admin.action(description="Run the selected reports now (last complete period)")
     def run_now(self, request, queryset) -> None:
         def run(report: Report) -> None:
-            if not Report.objects.restrict(request.user, CHANGE).filter(pk=report.pk).exists():
-                raise PermissionDenied
+            require(request.user, CHANGE, report)
             report_run(report, force=True)
 
         self.run_per_object(request, queryset, "Run report", run)

@@ -7,10 +7,10 @@ from django.contrib import admin
 from django.contrib.auth.password_validation import validate_password
 
 from apps.teams import services
-from apps.teams.admin_base import ModelListField, TenantScopedAdmin
+from apps.teams.admin_base import ModelListField, TenantScopedAdmin, reaches_any
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS
 from apps.teams.models import Customer, Membership, Organization, Role, Team, User
-from apps.teams.scoping import tenancy_for
+from apps.teams.scoping import may, tenancy_for
 from apps.teams.selectors import teams_administered_by
 
 LIMITS_FIELDSET = ("Limits and budget", {"fields": (*LIMIT_FIELDS, "budget_duration")})
@@ -29,10 +29,10 @@ class OrganizationAdmin(TenantScopedAdmin):
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def has_add_permission(self, request) -> bool:
-        return tenancy_for(request.user).is_superuser
+        return may(request.user, "organization.create")
 
     def get_readonly_fields(self, request, obj=None):
-        if tenancy_for(request.user).is_superuser:
+        if obj is None or may(request.user, "organization.set_ceiling", obj):
             return ()
         return ("allowed_models", "blocked", *LIMIT_FIELDS, "budget_duration")  # an org admin can't raise its ceiling
 
@@ -68,14 +68,12 @@ class TeamAdmin(TenantScopedAdmin):
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def has_add_permission(self, request) -> bool:
-        tenancy = tenancy_for(request.user)
-        return request.user.is_staff and (tenancy.is_superuser or bool(tenancy.org_admin))
+        return reaches_any(Organization, request.user, "team.create")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        tenancy = tenancy_for(request.user)
-        if tenancy.is_superuser or obj.organization_id in tenancy.org_admin:
+        if may(request.user, "team.set_ceiling", obj):
             return ("organization",)
         return ("organization", *self.CEILING)  # a team admin renames; the org sets the ceiling
 
@@ -125,6 +123,9 @@ class MembershipAdmin(TenantScopedAdmin):
     search_fields = ("user__username", "user__email", "team__name")
     list_select_related = ("user", "organization", "team")
     actions = ("offboard_people",)
+    # A member sees their own membership; only admins of its team (or organization) change or remove it.
+    change_action = "membership.change"
+    delete_action = "membership.change"
 
     @admin.action(description="Offboard: remove these people from the whole organization (their keys are blocked)")
     def offboard_people(self, request, queryset):
@@ -148,10 +149,7 @@ class MembershipAdmin(TenantScopedAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_add_permission(self, request) -> bool:
-        return request.user.is_staff and tenancy_for(request.user).is_tenant_admin
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return self.has_change_permission(request, obj)
+        return reaches_any(Team, request.user, "membership.create")
 
     def service_save(self, request, form, change):
         if change:
@@ -201,6 +199,8 @@ class UserAdmin(TenantScopedAdmin):
     list_filter = ("is_active", "is_superuser")
     search_fields = ("username", "email", "first_name", "last_name")
     ordering = ("username",)
+    # Tenant admins see the people in their teams but don't edit them (one person, several tenants).
+    change_action = "user.update"
     fieldsets = (
         (None, {"fields": ("username", "email", "first_name", "last_name", "is_active")}),
         LIMITS_FIELDSET,
@@ -228,21 +228,21 @@ class UserAdmin(TenantScopedAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        if tenancy_for(request.user).is_superuser:
+        if may(request.user, "user.set_limits"):
             return ("is_staff", "is_superuser", "last_login", "date_joined", "username")
         readonly = ["username", "is_active", *LIMIT_FIELDS, "budget_duration", "is_staff", "is_superuser"]
         readonly += ["last_login", "date_joined"]
-        if obj.pk != request.user.pk:
+        if not may(request.user, "user.update", obj):
             readonly += ["email", "first_name", "last_name"]
         return readonly
 
     def has_add_permission(self, request) -> bool:
-        return request.user.is_staff and tenancy_for(request.user).is_tenant_admin
+        return request.user.is_staff and may(request.user, "user.create")
 
     def has_change_permission(self, request, obj=None) -> bool:
         if obj is None:
-            return request.user.is_staff and request.user.is_active
-        return tenancy_for(request.user).is_superuser or obj.pk == request.user.pk
+            return request.user.is_staff and request.user.is_active  # everyone may edit themself
+        return super().has_change_permission(request, obj)
 
     def service_save(self, request, form, change):
         actor = self.actor(request)

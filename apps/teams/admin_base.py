@@ -17,7 +17,7 @@ from django.core.exceptions import FieldDoesNotExist, PermissionDenied, Validati
 from django.db.models import Q
 
 from apps.teams.audit import Actor, actor_from_request
-from apps.teams.scoping import CHANGE, VIEW, tenancy_for, tenant_q
+from apps.teams.scoping import CHANGE, VIEW, may, tenancy_for, tenant_q
 
 NOTHING = Q(pk__in=[])
 
@@ -47,7 +47,7 @@ class ModelListField(forms.CharField):
         return self.to_python(initial or []) != self.to_python(data)
 
 
-def _reaches_any(model, user, action: str) -> bool:
+def reaches_any(model, user, action: str) -> bool:
     """Whether ``user`` may ``action`` at least some rows of ``model`` (no query: decided from memberships)."""
     if not getattr(user, "is_active", False) or not getattr(user, "is_staff", False):
         return False
@@ -78,6 +78,11 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     # Which action the user needs on a related model to pick it in a foreign-key dropdown.
     fk_choice_action = CHANGE
+    # What the change and delete pages ask ``may`` (apps/teams/scoping.py): the same rule the services
+    # decide by, so the admin never offers a form or a delete the service would refuse. No delete_action:
+    # nothing is deleted here.
+    change_action: str = CHANGE
+    delete_action: str | None = None
     # Service field names that differ from the form's (e.g. the service says "models", the form "allowed_models").
     service_error_aliases: dict[str, str] = {}
     save_as = False
@@ -94,19 +99,23 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None) -> bool:
         if obj is None:
-            return _reaches_any(self.model, request.user, VIEW)
-        return self.get_queryset(request).filter(pk=obj.pk).exists()
+            return reaches_any(self.model, request.user, VIEW)
+        return may(request.user, VIEW, obj)
 
     def has_change_permission(self, request, obj=None) -> bool:
         if obj is None:
-            return _reaches_any(self.model, request.user, CHANGE)
-        return self.model._default_manager.restrict(request.user, CHANGE).filter(pk=obj.pk).exists()
+            return reaches_any(self.model, request.user, self.change_action)
+        return may(request.user, self.change_action, obj)
 
     def has_add_permission(self, request) -> bool:
-        return _reaches_any(self.model, request.user, CHANGE)
+        return reaches_any(self.model, request.user, CHANGE)
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # deleting tenant data is a service decision; admins that allow it override this
+        if self.delete_action is None:
+            return False
+        if obj is None:
+            return reaches_any(self.model, request.user, self.delete_action)
+        return may(request.user, self.delete_action, obj)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         related = db_field.related_model
@@ -167,7 +176,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         self.service_delete(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
-        for obj in queryset.restrict(request.user, CHANGE):
+        for obj in queryset.restrict(request.user, self.delete_action or CHANGE):
             self.service_delete(request, obj)
 
     def original(self, form):
