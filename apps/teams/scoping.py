@@ -42,11 +42,13 @@ DELETE = "delete"
 
 # Role rules of named actions: who, relative to the object's tenant paths, may do it. Superusers may
 # do everything. ORG_ADMIN: an admin of the object's organization; ADMIN: that, or an admin of the
-# object's team; OWNER: the object's owner (for a person, themself); SUPERUSER: nobody else;
+# object's team; MEMBER: that, or a member (not a viewer) of the object's team; OWNER: the object's
+# owner (for a person, themself); SUPERUSER: nobody else;
 # TENANT_ADMIN: an admin of any tenant (an action on no object, e.g. creating a person).
 SUPERUSER = "superuser"
 ORG_ADMIN = "org_admin"
 ADMIN = "admin"
+MEMBER = "member"
 OWNER = "owner"
 TENANT_ADMIN = "tenant_admin"
 
@@ -195,10 +197,12 @@ def _visibility_clauses(paths: TenantPaths, tenancy: UserTenancy, action: str) -
 def _role_clauses(paths: TenantPaths, tenancy: UserTenancy, rule: str) -> Clauses:
     """The rows a named action's role rule reaches (superusers were answered before)."""
     clauses: list[tuple[_Cond, ...]] = []
-    if rule in (ORG_ADMIN, ADMIN) and paths.organization is not None and tenancy.org_admin:
+    if rule in (ORG_ADMIN, ADMIN, MEMBER) and paths.organization is not None and tenancy.org_admin:
         clauses.append((_Cond(paths.organization, "in", tenancy.org_admin),))
-    if rule == ADMIN and paths.team is not None and tenancy.team_admin:
+    if rule in (ADMIN, MEMBER) and paths.team is not None and tenancy.team_admin:
         clauses.append((_Cond(paths.team, "in", tenancy.team_admin),))
+    if rule == MEMBER and paths.team is not None and tenancy.team_member:
+        clauses.append((_Cond(paths.team, "in", tenancy.team_member),))
     if rule == OWNER and paths.owner is not None and tenancy.user_id is not None:
         clauses.append((_Cond(paths.owner, "is", tenancy.user_id),))
     return clauses
@@ -265,6 +269,8 @@ ACTIONS: dict[str, Action] = {
     ),
     # Members create their own keys, admins anyone's: asked about the key about to be created.
     "key.create": Action(CHANGE, ("keys.virtualkey",), "You may not manage keys for this team."),
+    # The teams offered for a new key: where "key.create" allows the person at least a key of their own.
+    "team.create_keys": Action(MEMBER, ("teams.team",), "You may not manage keys for this team."),
     # Unblocking or extending a key: only an admin of its team undoes what an admin imposed.
     "key.loosen": Action(ADMIN, ("keys.virtualkey",), "Only an admin of the team may do this."),
     # A member with a blocked key in the team can't mint a fresh one; an admin of the team still can.

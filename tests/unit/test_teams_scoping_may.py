@@ -130,6 +130,18 @@ def test_an_unsaved_object_is_judged_by_the_rows_it_would_have(world, alpha, ome
     assert may(world["olga"], "deployment.create", ModelDeployment(organization=alpha.organization))
 
 
+@pytest.mark.parametrize("who", CAST)
+def test_the_teams_offered_for_new_keys_are_where_a_key_of_ones_own_may_be_created(world, who):
+    user = world[who]
+    offered = set(Team.objects.restrict(user, "team.create_keys"))
+    own_key_allowed = {
+        team
+        for team in Team.objects.all()
+        if may(user, "key.create", VirtualKey(team=team, organization_id=team.organization_id, user=user))
+    }
+    assert offered == own_key_allowed
+
+
 def test_actions_on_no_object(world):
     admins = {who for who in CAST if may(world[who], "user.create")}
     assert admins == {"alice", "olga", "charlie", "root"}
