@@ -62,6 +62,7 @@ def setup_django(redis_url: str) -> None:
 def contexts(n: int, profile: str):
     """``full``: every limiter and scope at once. ``typical``: a key and its team with RPM, TPM and a budget."""
     from apps.proxy.context import KeyContext, RequestContext, ScopeLimits
+    from apps.proxy.registry import Deployment, Group
 
     big = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_parallel_requests": 10**6, "max_budget": Decimal(10**6)}
     if profile == "typical":
@@ -72,6 +73,10 @@ def contexts(n: int, profile: str):
     scopes = tuple(ScopeLimits(scope=s, id=f"bench-{s}", budget_duration="1d", **big) for s in names)
     per_model = ScopeLimits(scope="model", id="key:bench:gpt-4o-mini", model="gpt-4o-mini", rpm_limit=10**9)
     full = profile == "full"
+    # The deployment and group the proxy would have routed to (ctx.deployment / ctx.group).
+    dep = Deployment(1, "gpt-4o-mini", "openai", "gpt-4o-mini", rpm_limit=10**9, tpm_limit=10**12,
+                     max_parallel_requests=10**6)  # fmt: skip
+    grp = Group("gpt-4o-mini", (dep,), rpm_capacity=10**9, tpm_capacity=10**12)
     key = KeyContext(
         key_id=1, key_alias="bench", team_id=1, team_name="Bench", organization_id=1, organization_name="Bench",
         user_id=1, allowed_models=None, scopes=scopes, key_model_limits={"gpt-4o-mini": per_model} if full else {},
@@ -80,20 +85,10 @@ def contexts(n: int, profile: str):
     for _ in range(n):
         yield RequestContext(
             request_id=uuid.uuid4().hex, key=key, route="/v1/chat/completions", model="gpt-4o-mini",
-            llm_provider="openai", deployment_id=1 if full else None, estimated_prompt_tokens=20,
+            llm_provider="openai", deployment_id=1 if full else None, deployment=dep if full else None,
+            group=grp if full else None, estimated_prompt_tokens=20,
             max_output_tokens=100, estimated_cost=Decimal("0.0001"), session_id="bench-session",
         )  # fmt: skip
-
-
-def prime_lookups() -> None:
-    """Deployment and group capacity as the registry cache would hold them (no database in the bench)."""
-    from apps.ratelimit import lookups
-
-    registry = lookups.Registry(
-        deployments={1: lookups.DeploymentCapacity(1, "gpt-4o-mini", 10**9, 10**12, 10**6)},
-        groups={"gpt-4o-mini": lookups.GroupCapacity("gpt-4o-mini", 10**9, 10**12)},
-    )
-    lookups._registry.entries["registry"] = (time.monotonic() + 10**9, registry)
 
 
 async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[list[tuple[float, float]], int]:
@@ -191,7 +186,6 @@ def main() -> None:
         redis_url, process, workdir = start_redis()
     try:
         setup_django(redis_url)
-        prime_lookups()
         from apps.ratelimit.backends.memory import MemoryBackend
 
         try:

@@ -38,6 +38,7 @@ from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Re
 from apps.proxy.resolver import SafeResolver
 from apps.proxy.router import Router
 from apps.ratelimit import observe
+from apps.ratelimit.chain import build_chain
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.spend.events import SpendEvent
 from apps.spend.outbox import SpendOutbox, spend_outbox_create
@@ -131,8 +132,6 @@ class Gateway:
         async with self._init_lock:
             if self.ready:
                 return
-            from apps.ratelimit.chain import build_chain
-
             # Request ids: a random per-process prefix (drawn here, after any fork) plus a counter. As unique
             # as uuid4 for the ledger, without a getrandom() syscall per request (it drops and re-takes the GIL).
             self._id_prefix = os.urandom(8).hex()
@@ -204,6 +203,7 @@ class Gateway:
         await self.router.close()  # its shared-cooldown listener (apps/proxy/cooldown_sync.py)
         await self.last_used.flush()
         await self.spend.close()  # no spend event may die with the process
+        await self.chain.close()  # the limiters' counter backend (its Redis connection)
         if self.session is not None:
             await self.session.close()
         await self.shedder.stop()
@@ -225,11 +225,9 @@ class Gateway:
         return await asyncio.get_running_loop().run_in_executor(self.db, call)
 
     def invalidate(self, reason: str) -> None:
-        from apps.ratelimit.lookups import lookups_expire
-
         self.auth.clear()
-        self._registry_stale = True
-        lookups_expire()  # customer limits, deployment and group capacity of the limiters
+        self._registry_stale = True  # deployments and groups, whose capacities the limiters read from the context
+        self.chain.invalidate()  # the limiters' customer snapshots
 
     async def get_registry(self, *, unknown_model: bool = False) -> Registry:
         """The current snapshot; reloaded (once, whoever asks) when invalidated or asked for an unknown model.

@@ -128,6 +128,7 @@ async def batch_create(gw: ProxyGateway, ctx: RequestContext, raw: bytes, send) 
     if dep is None:
         raise GatewayError(404, "The deployment holding this file no longer exists.", kind="not_found")
     ctx.model, ctx.llm_provider, ctx.deployment_id, ctx.body = handle.model, dep.provider, dep.id, body
+    ctx.deployment, ctx.group = dep, registry.group_of(dep)  # the capacities the limiters charge
     ctx.request_units = max(1, handle.requests)
     ctx.estimated_prompt_tokens, ctx.max_output_tokens = handle.prompt_tokens, handle.max_tokens
     ctx.estimated_cost = token_cost(

@@ -111,7 +111,7 @@ async def resolve(
     ctx.model_known = True
     if not (ctx.key.allows_model(model) or ctx.key.allows_model(group.model_name)):
         raise model_not_allowed(model)
-    ctx.capacity_group = group.model_name if group.shared else None
+    ctx.group = group  # whose capacity the priority limiter guards (when it is a shared group)
     support_op = "chat" if op == "messages" else op
     deployments = gw.router.candidates(group, ctx, support_op)
     if not deployments and not group.fallbacks:

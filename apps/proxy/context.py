@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from apps.proxy.registry import Deployment, Group
+
 FALLBACK_PROVIDER = "gateway"
 
 
@@ -72,10 +74,12 @@ class RequestContext:
     model: str = ""  # what the client asked for
     model_known: bool = False  # ``model`` resolved to a group this key's organization sees
     llm_provider: str = FALLBACK_PROVIDER  # provider of the deployment that would serve it
-    deployment_id: int | None = None
-    # The shared model group the name resolved to in the key's organization (Registry.resolve): whose
-    # capacity the priority limiter guards. None: not resolved, or an organization's private group.
-    capacity_group: str | None = None
+    deployment_id: int | None = None  # the deployment that serves (or would serve) it: the last attempt's
+    # Set before the limiter chain runs: the group the name resolved to in the key's organization
+    # (Registry.resolve) and the deployment the router picked first, from the proxy's own registry. The
+    # capacity limiters read them (the deployment's RPM/TPM/parallel limits, a shared group's capacity).
+    group: Group | None = None
+    deployment: Deployment | None = None
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     estimated_prompt_tokens: int = 0

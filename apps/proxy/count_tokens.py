@@ -32,7 +32,7 @@ async def count_tokens(gw: ProxyGateway, ctx: RequestContext, raw: bytes, header
     if dep is not None and dep.provider in NATIVE_PROVIDERS:
         # A call on the shared upstream's quota: it passes the key's limiters like any request (counted
         # as one request, no tokens, no cost) and lands in the ledger at cost 0.
-        ctx.llm_provider, ctx.deployment_id = dep.provider, dep.id
+        ctx.deployment, ctx.llm_provider, ctx.deployment_id = dep, dep.provider, dep.id
         beta = headers.get(b"anthropic-beta")
         call = Call(
             "messages_count_tokens",

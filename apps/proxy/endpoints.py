@@ -268,7 +268,8 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         registry, group, deployments, support_op = await resolve(gw, ctx, op, model)
         first = gw.router.pick(group, deployments, set()) if deployments else None
         if first is not None:
-            ctx.llm_provider, ctx.deployment_id = first.provider, first.id
+            # What the limiters charge: this deployment's own capacity (the router may fail over later).
+            ctx.deployment, ctx.llm_provider, ctx.deployment_id = first, first.provider, first.id
         estimate(ctx, op, body, first)
         pre_called = True
         await gw.chain.pre_call(ctx)

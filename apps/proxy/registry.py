@@ -58,6 +58,8 @@ class Group:
     strategy: str = "simple-shuffle"
     fallbacks: tuple[str, ...] = ()
     num_retries: int | None = None
+    # What the priority limiter shares out (``group_capacity``): the ModelGroup row's capacity, else the sum
+    # over the group's deployments when every one of them declares a limit (None: unknown, not tiered).
     rpm_capacity: int | None = None
     tpm_capacity: int | None = None
     # Shared (deployments without an organization) or one organization's private group.
@@ -130,6 +132,12 @@ class Registry:
                     return group
         return self.groups.get(name)
 
+    def group_of(self, deployment: Deployment) -> Group | None:
+        """The group ``deployment`` is served in: the shared one of its name, or its organization's own."""
+        if deployment.organization_id is None:
+            return self.groups.get(deployment.model_name)
+        return self.private.get(deployment.organization_id, {}).get(deployment.model_name)
+
     def public_names(self, organization_id: int | None = None, *, is_master: bool = False) -> tuple[str, ...]:
         """Every name that resolves for this organization (sorted), computed once per snapshot and organization."""
         memo_key = (organization_id, is_master)
@@ -144,6 +152,17 @@ class Registry:
             if len(self.memo) < 10_000:
                 self.memo[memo_key] = found
         return found
+
+
+def group_capacity(configured: int | None, limits: list[int | None]) -> int | None:
+    """A group's capacity: the ModelGroup row's when set, else the sum of its deployments' limits when every
+    deployment declares one. A shared group holds only shared deployments, so an organization's private
+    deployment neither adds to nor (without a limit) switches off the capacity every tenant shares."""
+    if configured:
+        return configured
+    if not limits or any(limit is None for limit in limits):
+        return None
+    return sum(limits) or None  # type: ignore[arg-type]  # no None left
 
 
 EMPTY_REGISTRY = Registry(groups={}, aliases={}, loaded_at=0.0)
@@ -215,8 +234,8 @@ def load_registry() -> Registry:
             strategy=cfg.strategy if cfg else "simple-shuffle",
             fallbacks=tuple(str(f) for f in (cfg.fallbacks or [])) if cfg else (),
             num_retries=cfg.num_retries if cfg else None,
-            rpm_capacity=cfg.rpm_capacity if cfg else None,
-            tpm_capacity=cfg.tpm_capacity if cfg else None,
+            rpm_capacity=group_capacity(cfg.rpm_capacity if cfg else None, [d.rpm_limit for d in deployments]),
+            tpm_capacity=group_capacity(cfg.tpm_capacity if cfg else None, [d.tpm_limit for d in deployments]),
             shared=shared,
         )
 

@@ -21,6 +21,7 @@ from apps.ratelimit.backends import CounterBackend
 from apps.ratelimit.backends.factory import backend_from_settings
 from apps.ratelimit.engine import plan_reserve, plan_settle
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
+from apps.ratelimit.lookups import CustomerLimits
 from apps.ratelimit.scopes import customer_scope
 from apps.ratelimit.state import limiter_state
 
@@ -36,8 +37,17 @@ class ProxyMiddleware:
 
 
 class MiddlewareChain:
-    def __init__(self, middleware: list[ProxyMiddleware], backend: CounterBackend | None = None) -> None:
+    """Owns what the limiters share for its lifetime (the gateway's): the counter backend and the
+    end-user lookups. Nothing of it lives in module globals."""
+
+    def __init__(
+        self,
+        middleware: list[ProxyMiddleware],
+        backend: CounterBackend | None = None,
+        customers: CustomerLimits | None = None,
+    ) -> None:
         self.middleware = middleware
+        self.customers = CustomerLimits() if customers is None else customers
         # None: the one settings ask for (Redis when REDIS_URL is set, else memory), built on first use
         # (a chain that never counts anything never connects) and owned by this chain from then on.
         self._backend = backend
@@ -48,6 +58,13 @@ class MiddlewareChain:
             self._backend = backend_from_settings()
         return self._backend
 
+    def invalidate(self) -> None:
+        """Something changed in the admin (the proxy's cache invalidation): reload customers before their next use.
+
+        Deployment and group capacity need nothing here: they arrive with the proxy's reloaded registry.
+        """
+        self.customers.expire()
+
     async def close(self) -> None:
         """Close the backend's connections (the gateway's shutdown)."""
         if self._backend is not None:
@@ -55,6 +72,7 @@ class MiddlewareChain:
 
     async def pre_call(self, ctx: RequestContext) -> None:
         state = limiter_state(ctx)
+        state.customers = self.customers
         passed = state.passed
         try:
             for mw in self.middleware:
@@ -86,7 +104,10 @@ class MiddlewareChain:
                 await plan_settle(ctx, plan, result, self.backend)
 
 
-def build_chain(paths: list[str] | None = None, backend: CounterBackend | None = None) -> MiddlewareChain:
-    """The chain of ``paths`` (default ``settings.PROXY_MIDDLEWARE``) on ``backend`` (default: built from settings)."""
+def build_chain(
+    paths: list[str] | None = None, backend: CounterBackend | None = None, customers: CustomerLimits | None = None
+) -> MiddlewareChain:
+    """The chain of ``paths`` (default ``settings.PROXY_MIDDLEWARE``, import strings like Django's MIDDLEWARE)
+    on ``backend`` (default: built from settings on first use) with ``customers`` (default: its own lookups)."""
     names = settings.PROXY_MIDDLEWARE if paths is None else paths
-    return MiddlewareChain([import_string(name)() for name in names], backend=backend)
+    return MiddlewareChain([import_string(name)() for name in names], backend=backend, customers=customers)

@@ -1,19 +1,20 @@
-"""Limits the key context does not carry: customers (end users), deployment capacity, model-group capacity.
+"""The limits the key context does not carry: customers (end users), per organization.
 
-All of it is a per-worker snapshot, loaded from the database once and then served from memory:
+Deployment and model-group capacity are not looked up here: the proxy puts the deployment it picked and
+the group the name resolved to on the request context (``RequestContext.deployment`` / ``.group``, from
+its own registry), and the capacity limiters read them there.
 
-* the deployment registry (capacities of every deployment the proxy serves, shared group capacities), one
-  for the process, built by the proxy's own loader (``apps.proxy.registry.load_registry``) so the limiters
-  and the router agree on what a deployment and a group are;
-* per organization, the few customers that matter to the proxy: those with a limit and those that are
-  blocked. Every other ``user`` value a client sends is unlimited, with no query, however many distinct
-  values arrive (the ``user`` field is client-chosen: it must never decide how much database work we do).
+Per organization, the proxy needs only the few customers that matter: those with a limit and those that
+are blocked. Every other ``user`` value a client sends is unlimited, with no query, however many distinct
+values arrive (the ``user`` field is client-chosen: it must never decide how much database work we do).
+``CustomerLimits`` holds these snapshots for its owner, the limiter chain (one per gateway), loaded from
+the database once and then served from memory.
 
 A snapshot older than ``settings.AUTH_CACHE_TTL_SECONDS`` is served once more while one background
-refresh runs. An admin change (the proxy's cache invalidation, ``lookups_expire``) marks every snapshot
-stale: the next request that needs one waits for a single reload, so a block or a new limit applies from
-the first request after the proxy heard of the change. Only such reloads and cold misses wait for the
-database (in a thread: the proxy is async end to end).
+refresh runs. An admin change (the proxy's cache invalidation, ``MiddlewareChain.invalidate``) marks every
+snapshot stale: the next request that needs one waits for a single reload, so a block or a new limit
+applies from the first request after the proxy heard of the change. Only such reloads and cold misses wait
+for the database (in a thread: the proxy is async end to end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -35,34 +36,7 @@ from apps.ratelimit import metrics
 from apps.ratelimit.errors import CustomerBlockedError, LimiterUnavailableError
 from apps.teams.models import Customer
 
-if TYPE_CHECKING:
-    from apps.proxy.registry import Registry as ModelRegistry
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentCapacity:
-    deployment_id: int
-    model_name: str  # the model group this deployment belongs to
-    rpm_limit: int | None
-    tpm_limit: int | None
-    max_parallel_requests: int | None
-    # Shared by every tenant (no organization). Only shared deployments make up a group's capacity.
-    shared: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class GroupCapacity:
-    model_name: str
-    rpm_capacity: int | None
-    tpm_capacity: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Registry:
-    deployments: dict[int, DeploymentCapacity]
-    groups: dict[str, GroupCapacity]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,39 +45,6 @@ class CustomerSnapshot:
 
     limits: dict[str, ScopeLimits]  # external id -> limits
     blocked: frozenset[str]  # external ids
-
-
-def capacities_of(models: ModelRegistry) -> Registry:
-    """The limiters' view of the proxy's model registry: built from the same snapshot type, so they agree.
-
-    Only deployments the proxy serves have a capacity (rows it skips, e.g. undecryptable credentials, add
-    nothing to a group), and a group's capacity is that of the *shared* group of that name, the one
-    ``Registry.resolve`` hands every organization without a private deployment of its own.
-    """
-    deployments = {
-        d.id: DeploymentCapacity(
-            d.id, d.model_name, d.rpm_limit, d.tpm_limit, d.max_parallel_requests, d.organization_id is None
-        )
-        for d in models.by_id.values()
-    }
-    groups: dict[str, GroupCapacity] = {}
-    for name, group in models.groups.items():
-        # An organization's private deployment is its own business: it neither adds to nor (without a
-        # declared limit) switches off the capacity every tenant shares. A group's capacity is the sum of
-        # its deployments' only when every deployment declares one; a ModelGroup row's capacity wins.
-        rpm: int | None = 0
-        tpm: int | None = 0
-        for d in group.deployments:
-            rpm = None if rpm is None or d.rpm_limit is None else rpm + d.rpm_limit
-            tpm = None if tpm is None or d.tpm_limit is None else tpm + d.tpm_limit
-        groups[name] = GroupCapacity(name, group.rpm_capacity or rpm or None, group.tpm_capacity or tpm or None)
-    return Registry(deployments, groups)
-
-
-def _load_registry() -> Registry:
-    from apps.proxy.registry import load_registry
-
-    return capacities_of(load_registry())
 
 
 _LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget")
@@ -209,72 +150,36 @@ class _Cached:
             self.stale.add(key)
         return True, value
 
-    def refresh_soon(self, key: Any, min_age: float = 1.0) -> None:
-        """Expire ``key`` now if it was loaded over ``min_age`` ago: the next read refreshes it in the background."""
-        entry = self.entries.get(key)
-        if entry is not None:
-            loaded_at = entry[0] - settings.AUTH_CACHE_TTL_SECONDS
-            if time.monotonic() - loaded_at > min_age:
-                self.entries[key] = (time.monotonic(), entry[1])
-
     def expire(self) -> None:
         """An admin change: every snapshot is reloaded before its next use (loads in flight do not count)."""
         self.generation += 1
         self.stale.update(self.entries)
         self.loads.clear()
 
-    def clear(self) -> None:
-        self.entries.clear()
-        self.stale.clear()
-        self.loads.clear()
-        self.generation += 1
 
+class CustomerLimits:
+    """The end users' limits and blocks, per organization; one per limiter chain (its owner's lifetime)."""
 
-_registry = _Cached(unknown=Registry({}, {}))
-_customers = _Cached(unknown=CustomerSnapshot({}, frozenset()))
+    def __init__(self) -> None:
+        self._snapshots = _Cached(unknown=CustomerSnapshot({}, frozenset()))
 
+    async def limits(
+        self, organization_id: int | None, external_id: str | None, time_zone: str = "UTC"
+    ) -> ScopeLimits | None:
+        """The end user's limits (``Customer`` row of the key's organization), or None when unlimited/unknown.
 
-async def deployment_capacity(deployment_id: int | None) -> DeploymentCapacity | None:
-    if deployment_id is None:
-        return None
-    registry: Registry = await _registry.get("registry", _load_registry)
-    found = registry.deployments.get(deployment_id)
-    if found is None:
-        # A deployment added since the last load: pick it up within a second, not a whole TTL.
-        _registry.refresh_soon("registry")
-    return found
+        Raises ``CustomerBlockedError`` (403) when the organization blocked this end user. Budget windows of a
+        customer follow the organization's time zone (``KeyContext.time_zone``), like every other scope.
+        """
+        if not organization_id or not external_id:
+            return None
+        snapshot: CustomerSnapshot = await self._snapshots.get(
+            (organization_id, time_zone), _load_customers, organization_id, time_zone
+        )
+        if external_id in snapshot.blocked:
+            raise CustomerBlockedError(external_id)
+        return snapshot.limits.get(external_id)
 
-
-async def group_capacity(model_name: str) -> GroupCapacity | None:
-    registry: Registry = await _registry.get("registry", _load_registry)
-    return registry.groups.get(model_name)
-
-
-async def customer_limits(
-    organization_id: int | None, external_id: str | None, time_zone: str = "UTC"
-) -> ScopeLimits | None:
-    """The end user's limits (``Customer`` row of the key's organization), or None when unlimited/unknown.
-
-    Raises ``CustomerBlockedError`` (403) when the organization blocked this end user. Budget windows of a
-    customer follow the organization's time zone (``KeyContext.time_zone``), like every other scope.
-    """
-    if not organization_id or not external_id:
-        return None
-    snapshot: CustomerSnapshot = await _customers.get(
-        (organization_id, time_zone), _load_customers, organization_id, time_zone
-    )
-    if external_id in snapshot.blocked:
-        raise CustomerBlockedError(external_id)
-    return snapshot.limits.get(external_id)
-
-
-def lookups_expire() -> None:
-    """Something changed in the admin (the proxy's cache invalidation): reload every snapshot before its next use."""
-    _registry.expire()
-    _customers.expire()
-
-
-def lookups_clear() -> None:
-    """Forget cached limits (tests; an admin change is otherwise picked up within the TTL)."""
-    _registry.clear()
-    _customers.clear()
+    def expire(self) -> None:
+        """Something changed in the admin: reload every snapshot before its next use."""
+        self._snapshots.expire()

@@ -6,7 +6,8 @@ reserves the whole plan in one atomic backend call once every limiter has spoken
 yet a request costs one Redis round trip before the call and one after.
 
 Limits come from the key context (key, user, team, organization, per-model), the Customer table
-(end user) and the deployment / model group rows, all edited in the admin.
+(end user, ``lookups.py``) and the deployment and model group the proxy routed to (``ctx.deployment``,
+``ctx.group``, from its registry), all edited in the admin.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from functools import lru_cache
 from django.conf import settings
 
 from apps.proxy.context import CallResult, RequestContext, ScopeLimits
-from apps.ratelimit import lookups, observe
+from apps.ratelimit import observe
 from apps.ratelimit.chain import ProxyMiddleware
 from apps.ratelimit.plan import COUNTER, SLOTS, WINDOW, Check, counter_key, usd_to_nano
 from apps.ratelimit.scopes import model_scopes, scope_label, tenant_scopes, token_estimate
@@ -89,25 +90,28 @@ class RateLimiter(ProxyMiddleware):
 
 
 class DeploymentCapacityLimiter(ProxyMiddleware):
-    """The deployment's own RPM/TPM/parallel capacity (its provider's quota), shared by every tenant."""
+    """The deployment's own RPM/TPM/parallel capacity (its provider's quota), shared by every tenant.
+
+    The deployment is the one the proxy picked for this request (``ctx.deployment``, from its registry).
+    """
 
     async def pre_call(self, ctx: RequestContext) -> None:
-        capacity = await lookups.deployment_capacity(ctx.deployment_id)
-        if capacity is None:
+        dep = ctx.deployment
+        if dep is None:
             return
         plan = plan_for(ctx)
         label = f"deployment capacity of model '{ctx.model}'"
-        base = f"dep:{capacity.deployment_id}"
-        if capacity.rpm_limit is not None:
-            plan.add(Check(WINDOW, _raw_key("rpm", base), capacity.rpm_limit, plan.units, "requests", "model", label))
-        if capacity.tpm_limit is not None:
+        base = f"dep:{dep.id}"
+        if dep.rpm_limit is not None:
+            plan.add(Check(WINDOW, _raw_key("rpm", base), dep.rpm_limit, plan.units, "requests", "model", label))
+        if dep.tpm_limit is not None:
             plan.add(
-                Check(WINDOW, _raw_key("tpm", base), capacity.tpm_limit, token_estimate(ctx), "tokens", "model", label,
+                Check(WINDOW, _raw_key("tpm", base), dep.tpm_limit, token_estimate(ctx), "tokens", "model", label,
                       reconcile="tokens")
             )  # fmt: skip
-        if capacity.max_parallel_requests is not None:
+        if dep.max_parallel_requests is not None:
             plan.add(
-                Check(SLOTS, _raw_key("par", base), capacity.max_parallel_requests, 1, "concurrent_requests", "model",
+                Check(SLOTS, _raw_key("par", base), dep.max_parallel_requests, 1, "concurrent_requests", "model",
                       label, ttl_ms=int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000), member=ctx.request_id,
                       reconcile="slot")
             )  # fmt: skip
@@ -131,20 +135,20 @@ class PriorityLimiter(ProxyMiddleware):
     Every admitted request to the group is counted in the group's RPM/TPM windows; a request is admitted
     only while the group's use, with it, stays within its priority's tier of the capacity. Refused
     requests charge nothing, so low-priority traffic backs off without eating the headroom.
-    The capacity is the shared one (``ModelGroup`` capacity, else the sum over deployments without an
-    organization); traffic to an organization's private deployment is neither counted nor tiered here.
+    The capacity is the shared group's (``Group.rpm_capacity``/``tpm_capacity``: the ``ModelGroup`` row's, else
+    the sum over its deployments), read from the group the proxy resolved (``ctx.group``); traffic to an
+    organization's private deployment or group is neither counted nor tiered here.
     """
 
     async def pre_call(self, ctx: RequestContext) -> None:
-        capacity = await lookups.deployment_capacity(ctx.deployment_id)
-        if capacity is not None and not capacity.shared:
+        dep = ctx.deployment
+        if dep is not None and dep.organization_id is not None:
             return  # an organization's private deployment does not draw on the capacity tenants share
-        # Without a deployment yet (all cooling down, or served by a fallback) the group is the one the
+        # Without a deployment yet (all cooling down, or served by a fallback) the group is still the one the
         # proxy resolved for this organization, never the raw name asked for (an alias, or a name that
         # another organization's private deployment also carries).
-        name = capacity.model_name if capacity else ctx.capacity_group
-        group = await lookups.group_capacity(name) if name else None
-        if group is None or (group.rpm_capacity is None and group.tpm_capacity is None):
+        group = ctx.group
+        if group is None or not group.shared or (group.rpm_capacity is None and group.tpm_capacity is None):
             return
         plan = plan_for(ctx)
         tier = priority_tier(ctx.key.priority, settings.PRIORITY_SATURATION_THRESHOLD)

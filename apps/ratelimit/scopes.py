@@ -7,7 +7,6 @@ limiters are configured); computed once per request and kept in its ``LimiterSta
 from __future__ import annotations
 
 from apps.proxy.context import RequestContext, ScopeLimits
-from apps.ratelimit import lookups
 from apps.ratelimit.state import limiter_state
 
 
@@ -34,7 +33,10 @@ async def customer_scope(ctx: RequestContext) -> ScopeLimits | None:
     """The end user's limits, looked up once per request (raises ``CustomerBlockedError`` for a blocked one)."""
     state = limiter_state(ctx)
     if not state.customer_known:
-        state.customer = await lookups.customer_limits(ctx.key.organization_id, ctx.customer_id, ctx.key.time_zone)
+        customers = state.customers
+        if customers is None:
+            raise RuntimeError("customer limits are read inside MiddlewareChain.pre_call")
+        state.customer = await customers.limits(ctx.key.organization_id, ctx.customer_id, ctx.key.time_zone)
         state.customer_known = True
     return state.customer
 

@@ -11,11 +11,14 @@ from typing import Any
 
 from apps.proxy.context import RequestContext, ScopeLimits
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
+from apps.ratelimit.lookups import CustomerLimits
 from apps.ratelimit.plan import Plan
 
 
 @dataclass(slots=True)
 class LimiterState:
+    # The chain's end-user lookups, for the limiters that need a customer's limits (None outside the chain).
+    customers: CustomerLimits | None = None
     # The middleware whose pre_call passed: only they get a post_call, in reverse order.
     passed: list[Any] = field(default_factory=list)
     # What every limiter asked to check, reserved in one step (created by the first limiter that adds a check).

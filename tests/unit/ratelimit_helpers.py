@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 
 from apps.proxy.context import CallResult, KeyContext, RequestContext, ScopeLimits
+from apps.proxy.registry import Deployment, Group
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.backends.redis_backend import RedisBackend
 from apps.ratelimit.chain import build_chain
@@ -46,8 +47,31 @@ def make_backend(kind: str, **kwargs):
     return RedisBackend(settings.REDIS_URL, timeout_ms=kwargs.pop("timeout_ms", 3000), **kwargs)
 
 
-def make_chain(backend, paths: list[str] | None = None):
-    return build_chain(ALL if paths is None else paths, backend=backend)
+def make_chain(backend, paths: list[str] | None = None, customers=None):
+    return build_chain(ALL if paths is None else paths, backend=backend, customers=customers)
+
+
+class StubCustomers:
+    """The chain's customer lookups without a database: ``{external_id: ScopeLimits}``, everyone else unlimited."""
+
+    def __init__(self, limits: dict[str, ScopeLimits] | None = None) -> None:
+        self.table = limits or {}
+
+    async def limits(self, organization_id, external_id, time_zone: str = "UTC") -> ScopeLimits | None:
+        return self.table.get(external_id)
+
+    def expire(self) -> None:
+        return None
+
+
+def deployment(dep_id: int, model_name: str = "gpt-4o-mini", **fields) -> Deployment:
+    """A deployment as the proxy's registry holds it (limits: rpm_limit, tpm_limit, max_parallel_requests)."""
+    return Deployment(id=dep_id, model_name=model_name, provider="openai", model=model_name, **fields)
+
+
+def group(model_name: str, *deployments: Deployment, **fields) -> Group:
+    """A model group as the registry holds it (rpm_capacity, tpm_capacity, shared)."""
+    return Group(model_name=model_name, deployments=deployments, **fields)
 
 
 def scope(kind: str, scope_id: str | None = None, **limits) -> ScopeLimits:
@@ -101,16 +125,3 @@ async def call(chain, ctx: RequestContext, result: CallResult | None = None) -> 
         await chain.pre_call(ctx)
     finally:
         await chain.post_call(ctx, result or ok())
-
-
-def stub_lookups(monkeypatch) -> None:
-    """No customer, deployment or model-group rows unless a test provides them."""
-
-    async def none(*args, **kwargs):
-        return None
-
-    from apps.ratelimit import lookups
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
-    monkeypatch.setattr(lookups, "deployment_capacity", none)
-    monkeypatch.setattr(lookups, "group_capacity", none)

@@ -22,7 +22,6 @@ from tests.unit.ratelimit_helpers import (
     ok,
     request,
     scope,
-    stub_lookups,
 )
 
 pytestmark = pytest.mark.parametrize("backend_kind", BACKENDS)
@@ -30,11 +29,6 @@ pytestmark = pytest.mark.parametrize("backend_kind", BACKENDS)
 OUT = Decimal("0.000002")  # USD per output token
 IN = Decimal("0.000001")
 CHAIN = ["apps.ratelimit.middleware.RateLimiter", "apps.ratelimit.middleware.BudgetLimiter"]
-
-
-@pytest.fixture(autouse=True)
-def no_lookups(monkeypatch):
-    stub_lookups(monkeypatch)
 
 
 def chat(key, max_tokens: int, prompt_tokens: int = 100, **fields):

@@ -1,6 +1,6 @@
 """End users (the request's ``user`` field) against the Customer table: blocks, limits, budget windows.
 
-Real database rows and the real lookups (no monkeypatched customer_limits), on the memory backend and
+Real database rows and the real lookups (``CustomerLimits``, nothing monkeypatched), on the memory backend and
 on the real Redis of the test run.
 """
 
@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from apps.proxy.errors import GatewayError
 from apps.ratelimit import lookups
 from apps.ratelimit.errors import ProxyRateLimitError
+from apps.ratelimit.lookups import CustomerLimits
 from apps.teams.models import Customer
 from tests.factories import CustomerFactory, OrganizationFactory
 from tests.unit.ratelimit_helpers import ALL, BACKENDS, call, key_context, make_backend, make_chain, request, scope
@@ -23,11 +24,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def fresh_caches(settings):
+def long_ttl(settings):
     settings.AUTH_CACHE_TTL_SECONDS = 3600  # only an invalidation may refresh a snapshot in these tests
-    lookups.lookups_clear()
-    yield
-    lookups.lookups_clear()
 
 
 async def blocked(chain, ctx) -> GatewayError:
@@ -67,11 +65,11 @@ async def test_a_block_applies_from_the_first_request_after_the_invalidation():
     key = key_context(organization_id=org.pk)
     await call(chain, request(key, customer_id="soon-banned"))
     await sync_to_async(Customer.objects.filter(pk=customer.pk).update)(blocked=True)
-    lookups.lookups_expire()  # what Gateway.invalidate does when it hears of the admin change
+    chain.invalidate()  # what Gateway.invalidate does when it hears of the admin change
     error = await blocked(chain, request(key, customer_id="soon-banned"))
     assert (error.status, error.code) == (403, "customer_blocked")
     await sync_to_async(Customer.objects.filter(pk=customer.pk).update)(blocked=False)
-    lookups.lookups_expire()
+    chain.invalidate()
     await call(chain, request(key, customer_id="soon-banned"))
 
 
@@ -101,9 +99,9 @@ async def test_new_end_user_ids_cost_no_database_query(customer_queries):
     customer_queries.clear()  # the rows written above
     await call(chain, request(key, customer_id="vip"))
     for n in range(300):  # client-chosen ids, every one new
-        assert await lookups.customer_limits(org.pk, f"random-{n}", "UTC") is None
+        assert await chain.customers.limits(org.pk, f"random-{n}", "UTC") is None
         await call(chain, request(key, customer_id=f"random-{n}"))
-    assert await lookups.customer_limits(org.pk, "plain", "UTC") is None
+    assert await chain.customers.limits(org.pk, "plain", "UTC") is None
     assert len(customer_queries) == 1, customer_queries  # the organization's snapshot, once
     with pytest.raises(ProxyRateLimitError) as info:
         await call(chain, request(key, customer_id="vip"))
@@ -121,7 +119,7 @@ async def test_a_newly_limited_customer_is_enforced_after_the_invalidation():
     key = key_context(organization_id=org.pk)
     await call(chain, request(key, customer_id="new-user"))  # the snapshot knows nobody
     await sync_to_async(customer_upsert)(actor=Actor(root), organization=org, external_id="new-user", rpm_limit=1)
-    lookups.lookups_expire()
+    chain.invalidate()
     await call(chain, request(key, customer_id="new-user"))
     with pytest.raises(ProxyRateLimitError) as info:
         await call(chain, request(key, customer_id="new-user"))
@@ -159,7 +157,7 @@ async def test_customer_budgets_use_the_organizations_zone_and_the_ledgers_scope
         scope="customer", scope_id=ledger.scope_id, window_id=ledger.window.id, window_start=ledger.window.start,
         window_end=ledger.window.end, spent=Decimal("0.99"), updated_at=timezone.now(),
     )  # fmt: skip
-    limits = await lookups.customer_limits(org.pk, "spender", zone)
+    limits = await CustomerLimits().limits(org.pk, "spender", zone)
     assert (limits.id, limits.time_zone) == (str(customer.pk), zone)
     chain = make_chain(make_backend(backend_kind, seeder=ledger_seeder()), ["apps.ratelimit.middleware.BudgetLimiter"])
     key = key_context(organization_id=org.pk, time_zone=zone)
@@ -176,18 +174,19 @@ async def test_a_failed_reload_keeps_the_last_snapshot_so_a_block_holds(settings
     org = await sync_to_async(OrganizationFactory)()
     await sync_to_async(CustomerFactory)(organization=org, external_id="banned", blocked=True)
     await sync_to_async(CustomerFactory)(organization=org, external_id="capped", rpm_limit=3)
+    customers = CustomerLimits()
     with pytest.raises(GatewayError):
-        await lookups.customer_limits(org.pk, "banned", "UTC")
+        await customers.limits(org.pk, "banned", "UTC")
 
     def broken(*args):
         raise RuntimeError("database is down")
 
     monkeypatch.setattr(lookups, "_load_customers", broken)
-    lookups.lookups_expire()
+    customers.expire()
     with pytest.raises(GatewayError) as info:
-        await lookups.customer_limits(org.pk, "banned", "UTC")
+        await customers.limits(org.pk, "banned", "UTC")
     assert info.value.code == "customer_blocked"
-    assert (await lookups.customer_limits(org.pk, "capped", "UTC")).rpm_limit == 3
+    assert (await customers.limits(org.pk, "capped", "UTC")).rpm_limit == 3
 
 
 async def test_waiting_requests_share_one_reload_and_an_older_load_never_counts_as_fresh(monkeypatch):
@@ -197,6 +196,7 @@ async def test_waiting_requests_share_one_reload_and_an_older_load_never_counts_
     org = await sync_to_async(OrganizationFactory)()
     loads: list[int] = []
     release = threading.Event()
+    customers = CustomerLimits()
     original = lookups._load_customers
 
     def slow(*args):
@@ -207,10 +207,10 @@ async def test_waiting_requests_share_one_reload_and_an_older_load_never_counts_
 
     monkeypatch.setattr(lookups, "_load_customers", slow)
     release.set()
-    assert await lookups.customer_limits(org.pk, "late", "UTC") is None
+    assert await customers.limits(org.pk, "late", "UTC") is None
     release.clear()
-    lookups.lookups_expire()
-    waiting = [asyncio.ensure_future(lookups.customer_limits(org.pk, "late", "UTC")) for _ in range(20)]
+    customers.expire()
+    waiting = [asyncio.ensure_future(customers.limits(org.pk, "late", "UTC")) for _ in range(20)]
     for _ in range(500):  # until the reload has queried and is parked (holding the ORM thread)
         if len(loads) == 2:
             break
@@ -227,10 +227,10 @@ async def test_waiting_requests_share_one_reload_and_an_older_load_never_counts_
             connection.close()
 
     await sync_to_async(block_late, thread_sensitive=False)()
-    lookups.lookups_expire()
+    customers.expire()
     release.set()
     assert await asyncio.gather(*waiting) == [None] * 20  # they asked before the change: one shared load
     assert len(loads) == 2
     with pytest.raises(GatewayError):  # the next request reloads and sees the block
-        await lookups.customer_limits(org.pk, "late", "UTC")
+        await customers.limits(org.pk, "late", "UTC")
     assert len(loads) == 3

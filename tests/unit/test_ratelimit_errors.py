@@ -10,7 +10,6 @@ import pytest
 from aiohttp import web
 
 from apps.proxy.context import FALLBACK_PROVIDER
-from apps.ratelimit import lookups
 from apps.ratelimit.chain import ProxyMiddleware, build_chain
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.ratelimit.middleware import MetricsMiddleware
@@ -26,14 +25,6 @@ class UntaggedLimiter(ProxyMiddleware):
 
 
 PATH = "tests.unit.test_ratelimit_errors.UntaggedLimiter"
-
-
-@pytest.fixture(autouse=True)
-def no_lookups(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
 
 
 async def test_an_unresolvable_model_is_tagged_gateway_and_nothing_else_is_raised():

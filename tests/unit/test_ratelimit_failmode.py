@@ -12,12 +12,7 @@ from apps.ratelimit.backends import BackendUnavailable
 from apps.ratelimit.backends.redis_backend import RedisBackend
 from apps.ratelimit.errors import LimiterUnavailableError, ProxyRateLimitError
 from apps.ratelimit.state import limiter_state
-from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope, stub_lookups
-
-
-@pytest.fixture(autouse=True)
-def no_lookups(monkeypatch):
-    stub_lookups(monkeypatch)
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
 
 
 def closed_port() -> int:

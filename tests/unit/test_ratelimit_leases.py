@@ -21,13 +21,6 @@ pytestmark = pytest.mark.parametrize("backend_kind", BACKENDS)
 PARALLEL = ["apps.ratelimit.middleware.ParallelRequestLimiter"]
 
 
-@pytest.fixture(autouse=True)
-def no_lookups(monkeypatch):
-    from tests.unit.ratelimit_helpers import stub_lookups
-
-    stub_lookups(monkeypatch)
-
-
 def worker(backend_kind: str, shared: MemoryBackend | None = None, renew_seconds: float = 0.1):
     """One worker's backend. Memory: the one process's backend (``shared``); Redis: its own connection."""
     backend = shared if shared is not None else make_backend(backend_kind)

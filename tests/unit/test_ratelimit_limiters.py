@@ -6,29 +6,24 @@ from decimal import Decimal
 
 import pytest
 
-from apps.ratelimit import lookups
 from apps.ratelimit.errors import ProxyRateLimitError
-from apps.ratelimit.lookups import DeploymentCapacity, GroupCapacity
 from apps.ratelimit.middleware import priority_tier
 from tests.unit.ratelimit_helpers import (
     BACKENDS,
+    StubCustomers,
     admit,
     call,
+    deployment,
+    group,
     key_context,
     make_backend,
     make_chain,
     ok,
     request,
     scope,
-    stub_lookups,
 )
 
 pytestmark = pytest.mark.parametrize("backend_kind", BACKENDS)
-
-
-@pytest.fixture
-def no_lookups(monkeypatch):
-    stub_lookups(monkeypatch)
 
 
 async def refusal_of(chain, ctx) -> ProxyRateLimitError:
@@ -37,7 +32,7 @@ async def refusal_of(chain, ctx) -> ProxyRateLimitError:
     return info.value
 
 
-async def test_rpm_per_key_refuses_the_fourth_request_and_tags_it(backend_kind, no_lookups):
+async def test_rpm_per_key_refuses_the_fourth_request_and_tags_it(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.RateLimiter"])
     key = key_context(scope("key", rpm_limit=3), key_alias="billing-bot")
     for _ in range(3):
@@ -60,7 +55,7 @@ async def test_rpm_per_key_refuses_the_fourth_request_and_tags_it(backend_kind, 
     assert error.exception_class == "Openai.ProxyRateLimitError"
 
 
-async def test_a_refused_request_consumes_nothing_in_any_scope(backend_kind, no_lookups):
+async def test_a_refused_request_consumes_nothing_in_any_scope(backend_kind):
     """Key allows 10, team allows 2: the third request is refused by the team, the key keeps its 8 left."""
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.RateLimiter"])
     team = scope("team", rpm_limit=2)
@@ -76,7 +71,7 @@ async def test_a_refused_request_consumes_nothing_in_any_scope(backend_kind, no_
     assert ctx.response_headers["x-ratelimit-remaining-requests"] == "7"
 
 
-async def test_tpm_reserves_the_estimate_and_reconciles_to_real_usage(backend_kind, no_lookups):
+async def test_tpm_reserves_the_estimate_and_reconciles_to_real_usage(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.RateLimiter"])
     key = key_context(scope("key", tpm_limit=100))
     first = request(key, estimated_prompt_tokens=20, max_output_tokens=40)
@@ -91,7 +86,7 @@ async def test_tpm_reserves_the_estimate_and_reconciles_to_real_usage(backend_ki
     assert second.response_headers["x-ratelimit-remaining-tokens"] == "25"
 
 
-async def test_parallel_slots_are_released_on_every_outcome(backend_kind, no_lookups):
+async def test_parallel_slots_are_released_on_every_outcome(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.ParallelRequestLimiter"])
     key = key_context(scope("key", max_parallel_requests=2), scope("team", max_parallel_requests=5))
     outcomes = [
@@ -111,7 +106,7 @@ async def test_parallel_slots_are_released_on_every_outcome(backend_kind, no_loo
     await admit(chain, request(key))
 
 
-async def test_model_per_key_and_per_team_limits(backend_kind, no_lookups):
+async def test_model_per_key_and_per_team_limits(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.RateLimiter"])
     key_id = scope("key").id
     per_key = scope("model", f"key:{key_id}:gpt-4o", model="gpt-4o", rpm_limit=1)
@@ -126,14 +121,10 @@ async def test_model_per_key_and_per_team_limits(backend_kind, no_lookups):
     await call(chain, request(key, model="gpt-4o-mini"))  # no per-model limit for this one
 
 
-async def test_customer_limits_come_from_the_customer_table(backend_kind, no_lookups, monkeypatch):
+async def test_customer_limits_come_from_the_customer_table(backend_kind):
     limits = scope("customer", "1:end-user-7", rpm_limit=1)
-
-    async def customer(org_id, external_id, time_zone="UTC"):
-        return limits if external_id == "end-user-7" else None
-
-    monkeypatch.setattr(lookups, "customer_limits", customer)
-    chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.RateLimiter"])
+    customers = StubCustomers({"end-user-7": limits})
+    chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.RateLimiter"], customers=customers)
     key = key_context(scope("key", rpm_limit=100))
     await call(chain, request(key, customer_id="end-user-7"))
     error = await refusal_of(chain, request(key, customer_id="end-user-7"))
@@ -141,51 +132,36 @@ async def test_customer_limits_come_from_the_customer_table(backend_kind, no_loo
     await call(chain, request(key, customer_id="someone-else"))
 
 
-async def test_deployment_capacity_is_shared_by_every_tenant(backend_kind, monkeypatch, no_lookups):
-    dep_id = int(scope("x").id[:6], 16) + 10_000_000
-
-    async def capacity(deployment_id):
-        return DeploymentCapacity(dep_id, "gpt-4o-mini", 2, None, None) if deployment_id == dep_id else None
-
-    monkeypatch.setattr(lookups, "deployment_capacity", capacity)
+async def test_deployment_capacity_is_shared_by_every_tenant(backend_kind):
+    # The deployment the proxy picked, as its registry holds it (ctx.deployment).
+    dep = deployment(int(scope("x").id[:6], 16) + 10_000_000, "gpt-4o-mini", rpm_limit=2)
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.DeploymentCapacityLimiter"])
-    await call(chain, request(key_context(), deployment_id=dep_id))
-    await call(chain, request(key_context(), deployment_id=dep_id))
-    error = await refusal_of(chain, request(key_context(), deployment_id=dep_id))
+    await call(chain, request(key_context(), deployment_id=dep.id, deployment=dep))
+    await call(chain, request(key_context(), deployment_id=dep.id, deployment=dep))
+    error = await refusal_of(chain, request(key_context(), deployment_id=dep.id, deployment=dep))
     assert error.scope == "model" and error.limit == 2
 
 
-async def test_priority_refuses_low_priority_first_when_the_group_saturates(backend_kind, monkeypatch, settings):
+async def test_priority_refuses_low_priority_first_when_the_group_saturates(backend_kind, settings):
     settings.PRIORITY_SATURATION_THRESHOLD = 0.5
-    group = f"grp-{scope('x').id}"
-
-    async def capacity(deployment_id):
-        return DeploymentCapacity(1, group, None, None, None)
-
-    async def group_capacity(name):
-        return GroupCapacity(group, 10, None) if name == group else None
-
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "deployment_capacity", capacity)
-    monkeypatch.setattr(lookups, "group_capacity", group_capacity)
-    monkeypatch.setattr(lookups, "customer_limits", none)
+    # The shared group the proxy resolved (ctx.group) and the deployment it picked in it (ctx.deployment).
+    dep = deployment(1, f"grp-{scope('x').id}")
+    routed = {"deployment_id": 1, "deployment": dep, "group": group(dep.model_name, dep, rpm_capacity=10)}
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.PriorityLimiter"])
     low, normal, high = key_context(priority=0), key_context(priority=1), key_context(priority=3)
     for _ in range(5):  # up to the threshold (50 % of 10) everybody is served
-        await call(chain, request(low, deployment_id=1))
-    error = await refusal_of(chain, request(low, deployment_id=1))
+        await call(chain, request(low, **routed))
+    error = await refusal_of(chain, request(low, **routed))
     assert error.scope == "model" and "priority 0" in error.message
-    await call(chain, request(normal, deployment_id=1))  # tier 0.75 -> 7 of 10
-    await call(chain, request(normal, deployment_id=1))
-    await refusal_of(chain, request(normal, deployment_id=1))
-    await call(chain, request(high, deployment_id=1))  # tier 0.875 -> 8 of 10
-    await refusal_of(chain, request(high, deployment_id=1))
+    await call(chain, request(normal, **routed))  # tier 0.75 -> 7 of 10
+    await call(chain, request(normal, **routed))
+    await refusal_of(chain, request(normal, **routed))
+    await call(chain, request(high, **routed))  # tier 0.875 -> 8 of 10
+    await refusal_of(chain, request(high, **routed))
     assert priority_tier(0, 0.8) == pytest.approx(0.8) and priority_tier(1, 0.8) == pytest.approx(0.9)
 
 
-async def test_batch_charges_its_request_count(backend_kind, no_lookups):
+async def test_batch_charges_its_request_count(backend_kind):
     chain = make_chain(
         make_backend(backend_kind),
         ["apps.ratelimit.middleware.BatchLimiter", "apps.ratelimit.middleware.RateLimiter"],
@@ -209,7 +185,7 @@ async def test_batch_charges_its_request_count(backend_kind, no_lookups):
     assert chat.response_headers["x-ratelimit-remaining-requests"] == "16"
 
 
-async def test_budget_reserves_the_estimate_and_names_the_refusing_scope(backend_kind, no_lookups):
+async def test_budget_reserves_the_estimate_and_names_the_refusing_scope(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.BudgetLimiter"])
     team = scope("team", max_budget="0.05", budget_duration="1d")
     key = key_context(scope("key", max_budget="1.00", budget_duration="1mo"), team)
@@ -230,7 +206,7 @@ async def test_budget_reserves_the_estimate_and_names_the_refusing_scope(backend
     await refusal_of(chain, request(key, estimated_cost=Decimal("0.02")))
 
 
-async def test_an_exhausted_budget_refuses_even_free_calls(backend_kind, no_lookups):
+async def test_an_exhausted_budget_refuses_even_free_calls(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.BudgetLimiter"])
     key = key_context(scope("key", max_budget="0.01"))
     await call(chain, request(key, estimated_cost=Decimal("0.01")), ok(cost=Decimal("0.01")))
@@ -238,7 +214,7 @@ async def test_an_exhausted_budget_refuses_even_free_calls(backend_kind, no_look
     assert error.scope == "key" and error.limit_type == "budget"
 
 
-async def test_a_missing_budget_counter_is_seeded_from_the_ledger(backend_kind, no_lookups):
+async def test_a_missing_budget_counter_is_seeded_from_the_ledger(backend_kind):
     seen = []
 
     async def seeder(scope_name, scope_id, window_id):
@@ -254,7 +230,7 @@ async def test_a_missing_budget_counter_is_seeded_from_the_ledger(backend_kind, 
     assert len(seen) == 1  # seeded once, then Redis/memory holds the total
 
 
-async def test_session_iteration_cap_and_session_budget(backend_kind, no_lookups):
+async def test_session_iteration_cap_and_session_budget(backend_kind):
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.SessionLimiter"])
     key = key_context(session_max_iterations=2, session_max_budget=Decimal("0.03"))
     for _ in range(2):
@@ -267,7 +243,7 @@ async def test_session_iteration_cap_and_session_budget(backend_kind, no_lookups
     await call(chain, request(key))  # no session id: no session caps
 
 
-async def test_the_full_chain_reserves_everything_or_nothing(backend_kind, no_lookups):
+async def test_the_full_chain_reserves_everything_or_nothing(backend_kind):
     """Budget refuses: the request, token and slot counters it would have charged stay untouched."""
     chain = make_chain(make_backend(backend_kind))
     key = key_context(scope("key", rpm_limit=5, tpm_limit=1000, max_parallel_requests=1, max_budget="0.01"))
@@ -281,33 +257,19 @@ async def test_the_full_chain_reserves_everything_or_nothing(backend_kind, no_lo
     await chain.post_call(ctx, ok())
 
 
-async def test_priority_also_reads_token_saturation(backend_kind, monkeypatch, settings):
+async def test_priority_also_reads_token_saturation(backend_kind, settings):
     settings.PRIORITY_SATURATION_THRESHOLD = 0.5
-    group = f"tok-{scope('x').id}"
-
-    async def capacity(deployment_id):
-        return DeploymentCapacity(1, group, None, None, None)
-
-    async def group_capacity(name):
-        return GroupCapacity(group, None, 1000) if name == group else None
-
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "deployment_capacity", capacity)
-    monkeypatch.setattr(lookups, "group_capacity", group_capacity)
-    monkeypatch.setattr(lookups, "customer_limits", none)
+    dep = deployment(1, f"tok-{scope('x').id}")
+    routed = {"deployment_id": 1, "deployment": dep, "group": group(dep.model_name, dep, tpm_capacity=1000)}
     chain = make_chain(make_backend(backend_kind), ["apps.ratelimit.middleware.PriorityLimiter"])
     low, high = key_context(priority=0), key_context(priority=1)
-    big = {"deployment_id": 1, "estimated_prompt_tokens": 200, "max_output_tokens": 200}
+    big = {**routed, "estimated_prompt_tokens": 200, "max_output_tokens": 200}
     await call(chain, request(low, **big), ok(prompt_tokens=200, completion_tokens=200))  # 400 of 1000
     error = await refusal_of(chain, request(low, **big))  # 800 > 500: low priority waits
     assert error.limit_type == "tokens" and error.scope == "model"
-    medium = {"deployment_id": 1, "estimated_prompt_tokens": 200, "max_output_tokens": 100}
+    medium = {**routed, "estimated_prompt_tokens": 200, "max_output_tokens": 100}
     await call(chain, request(high, **medium), ok(prompt_tokens=150, completion_tokens=50))  # 700 <= 750, used 200
     # Real usage below the estimate gave 100 tokens back to the group: 600 + 150 fits the 750 tier exactly.
-    await call(
-        chain, request(high, estimated_prompt_tokens=150, max_output_tokens=0, deployment_id=1), ok(prompt_tokens=150)
-    )
-    error = await refusal_of(chain, request(high, estimated_prompt_tokens=10, max_output_tokens=0, deployment_id=1))
+    await call(chain, request(high, estimated_prompt_tokens=150, max_output_tokens=0, **routed), ok(prompt_tokens=150))
+    error = await refusal_of(chain, request(high, estimated_prompt_tokens=10, max_output_tokens=0, **routed))
     assert error.limit_type == "tokens" and "priority 1" in error.message

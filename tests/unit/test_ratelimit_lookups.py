@@ -1,26 +1,22 @@
-"""Limits the key context does not carry, read from the database once and cached; exact window arithmetic."""
+"""Limits the key context does not carry: customers (read from the database once and cached), deployment and
+group capacity (from the proxy's own registry, handed to the limiters on the request context); exact window
+arithmetic."""
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import pytest
 
 from apps.proxy.models import ModelGroup
+from apps.proxy.registry import load_registry
 from apps.ratelimit import lookups
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.errors import ProxyRateLimitError
+from apps.ratelimit.lookups import CustomerLimits
 from apps.teams.models import Customer
 from tests.factories import CustomerFactory, DeploymentFactory, OrganizationFactory
-from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    lookups.lookups_clear()
-    yield
-    lookups.lookups_clear()
+from tests.unit.ratelimit_helpers import call, group, key_context, make_chain, ok, request, scope
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,15 +28,16 @@ async def test_customer_limits_are_read_from_the_customer_row():
         organization=org, external_id="end-user-1", rpm_limit=7, max_budget=Decimal("2.5"), budget_duration="1d"
     )
     await sync_to_async(CustomerFactory)(organization=org, external_id="no-limits")
-    limits = await lookups.customer_limits(org.pk, "end-user-1", "Europe/Berlin")
+    customers = CustomerLimits()
+    limits = await customers.limits(org.pk, "end-user-1", "Europe/Berlin")
     customer = await sync_to_async(Customer.objects.get)(organization=org, external_id="end-user-1")
     assert limits.scope == "customer" and limits.id == str(customer.pk)  # the ledger's customer scope id
     assert limits.rpm_limit == 7 and limits.max_budget == Decimal("2.5") and limits.budget_duration == "1d"
     assert limits.time_zone == "Europe/Berlin"
-    assert await lookups.customer_limits(org.pk, "no-limits") is None
-    assert await lookups.customer_limits(org.pk, "unknown") is None
-    assert await lookups.customer_limits(org.pk + 1000, "end-user-1") is None  # another organization's end user
-    assert await lookups.customer_limits(org.pk, None) is None
+    assert await customers.limits(org.pk, "no-limits") is None
+    assert await customers.limits(org.pk, "unknown") is None
+    assert await customers.limits(org.pk + 1000, "end-user-1") is None  # another organization's end user
+    assert await customers.limits(org.pk, None) is None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -51,15 +48,15 @@ async def test_deployment_and_group_capacity_come_from_the_rows():
     await sync_to_async(DeploymentFactory)(model_name="cap-model", rpm_limit=40, tpm_limit=None)
     await sync_to_async(DeploymentFactory)(model_name="override", rpm_limit=5)
     await sync_to_async(ModelGroup.objects.create)(model_name="override", rpm_capacity=500, tpm_capacity=9000)
-    capacity = await lookups.deployment_capacity(first.pk)
+    registry = await sync_to_async(load_registry)()
+    capacity = registry.by_id[first.pk]
     assert (capacity.model_name, capacity.rpm_limit, capacity.tpm_limit) == ("cap-model", 60, 1000)
-    group = await lookups.group_capacity("cap-model")
+    group = registry.resolve("cap-model")
     # RPM sums over the deployments; TPM is unknown because one deployment declares none.
     assert (group.rpm_capacity, group.tpm_capacity) == (100, None)
-    override = await lookups.group_capacity("override")
+    override = registry.resolve("override")
     assert (override.rpm_capacity, override.tpm_capacity) == (500, 9000)
-    assert await lookups.deployment_capacity(None) is None
-    assert await lookups.group_capacity("nobody") is None
+    assert registry.resolve("nobody") is None
 
 
 class Clock:
@@ -70,11 +67,7 @@ class Clock:
         return self.now
 
 
-async def test_retry_after_is_the_time_until_the_oldest_request_leaves_the_window(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
+async def test_retry_after_is_the_time_until_the_oldest_request_leaves_the_window():
     clock = Clock(1_000_000.0)
     chain = make_chain(MemoryBackend(clock=clock), ["apps.ratelimit.middleware.RateLimiter"])
     key = key_context(scope("key", rpm_limit=3))
@@ -108,19 +101,16 @@ async def test_a_failing_lookup_follows_the_fail_mode_instead_of_a_500(settings,
         raise RuntimeError("database is down")
 
     monkeypatch.setattr(lookups, "_load_customers", broken)
-    monkeypatch.setattr(lookups, "_load_registry", broken)
+    customers = CustomerLimits()
     if mode == "open":
-        assert await lookups.customer_limits(1, "end-user-1") is None
-        assert await lookups.deployment_capacity(1) is None
+        assert await customers.limits(1, "end-user-1") is None
     else:
         with pytest.raises(LimiterUnavailableError):
-            await lookups.customer_limits(1, "end-user-1")
-        with pytest.raises(LimiterUnavailableError):
-            await lookups.group_capacity("gpt-4o")
+            await customers.limits(1, "end-user-1")
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeypatch):
+async def test_a_new_budget_counter_starts_from_the_ledgers_window_total():
     """Redis lost its counters (or a new worker): the budget is seeded from BudgetWindow, not from zero."""
     from datetime import UTC, datetime
 
@@ -131,10 +121,6 @@ async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeyp
     from apps.spend.models import BudgetWindow
     from apps.spend.windows import window_for
 
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
     key_scope = scope("key", max_budget="1.00", budget_duration="1d")
     window = window_for("1d", datetime.now(UTC), "UTC")
     await sync_to_async(BudgetWindow.objects.create)(
@@ -149,11 +135,7 @@ async def test_a_new_budget_counter_starts_from_the_ledgers_window_total(monkeyp
     await call(chain, request(key, estimated_cost=Decimal("0.005")))
 
 
-async def test_the_memory_backend_forgets_what_no_window_can_see_any_more(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
+async def test_the_memory_backend_forgets_what_no_window_can_see_any_more():
     clock = Clock(2_000_000.0)
     backend = MemoryBackend(clock=clock)
     chain = make_chain(
@@ -169,29 +151,7 @@ async def test_the_memory_backend_forgets_what_no_window_can_see_any_more(monkey
     assert not backend.slots
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_new_deployment_is_picked_up_without_waiting_for_the_ttl(settings):
-    from asgiref.sync import sync_to_async
-
-    settings.AUTH_CACHE_TTL_SECONDS = 3600
-    first = await sync_to_async(DeploymentFactory)(model_name="old", rpm_limit=1)
-    assert (await lookups.deployment_capacity(first.pk)).rpm_limit == 1
-    new = await sync_to_async(DeploymentFactory)(model_name="new", rpm_limit=9)
-    entry = lookups._registry.entries["registry"]
-    lookups._registry.entries["registry"] = (entry[0] - 2, entry[1])  # loaded two seconds ago
-    assert await lookups.deployment_capacity(new.pk) is None  # unknown yet: a refresh starts in the background
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if await lookups.deployment_capacity(new.pk) is not None:
-            break
-    assert (await lookups.deployment_capacity(new.pk)).rpm_limit == 9
-
-
-async def test_token_reconciliation_lands_in_the_reserving_bucket_and_never_resurrects_one(monkeypatch):
-    async def none(*args, **kwargs):
-        return None
-
-    monkeypatch.setattr(lookups, "customer_limits", none)
+async def test_token_reconciliation_lands_in_the_reserving_bucket_and_never_resurrects_one():
     clock = Clock(3_000_000.0)
     backend = MemoryBackend(clock=clock)
     chain = make_chain(backend, ["apps.ratelimit.middleware.RateLimiter"])
@@ -210,25 +170,6 @@ async def test_token_reconciliation_lands_in_the_reserving_bucket_and_never_resu
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_an_admin_change_is_picked_up_after_the_proxys_invalidation(settings):
-    from asgiref.sync import sync_to_async
-
-    from apps.proxy.models import ModelDeployment
-
-    settings.AUTH_CACHE_TTL_SECONDS = 3600
-    deployment = await sync_to_async(DeploymentFactory)(model_name="edit-me", rpm_limit=10)
-    assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 10
-    await sync_to_async(ModelDeployment.objects.filter(pk=deployment.pk).update)(rpm_limit=3)
-    assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 10  # cached for the TTL ...
-    lookups.lookups_expire()  # ... until the proxy hears of the change (apps/proxy/app.py invalidate)
-    for _ in range(100):
-        if (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 3:
-            break
-        await asyncio.sleep(0.05)
-    assert (await lookups.deployment_capacity(deployment.pk)).rpm_limit == 3
-
-
-@pytest.mark.django_db(transaction=True)
 async def test_group_capacity_is_the_shared_deployments_only():
     """An organization's private deployment (here without a limit) neither switches off nor adds to it."""
     from asgiref.sync import sync_to_async
@@ -239,10 +180,11 @@ async def test_group_capacity_is_the_shared_deployments_only():
     private = await sync_to_async(DeploymentFactory)(model_name="shared-model", organization=org, rpm_limit=None)
     await sync_to_async(DeploymentFactory)(model_name="shared-model", organization=other, rpm_limit=10_000)
     await sync_to_async(DeploymentFactory)(model_name="only-private", organization=org, rpm_limit=7)
-    group = await lookups.group_capacity("shared-model")
+    registry = await sync_to_async(load_registry)()
+    group = registry.resolve("shared-model")  # the shared group, as every organization without its own sees it
     assert (group.rpm_capacity, group.tpm_capacity) == (150, 6000)
-    assert await lookups.group_capacity("only-private") is None
-    assert (await lookups.deployment_capacity(private.pk)).shared is False
+    assert registry.resolve("only-private") is None
+    assert registry.by_id[private.pk].organization_id is not None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -253,13 +195,17 @@ async def test_priority_tiers_guard_the_shared_capacity_not_private_deployments(
     org = await sync_to_async(OrganizationFactory)()
     shared = await sync_to_async(DeploymentFactory)(model_name="tiered", rpm_limit=2)
     private = await sync_to_async(DeploymentFactory)(model_name="tiered", organization=org)
+    registry = await sync_to_async(load_registry)()
+    # What the proxy puts on the context: the deployment it picked and the group that deployment serves in.
+    own = {"deployment": registry.by_id[private.pk], "group": registry.group_of(registry.by_id[private.pk])}
+    common = {"deployment": registry.by_id[shared.pk], "group": registry.group_of(registry.by_id[shared.pk])}
     chain = make_chain(MemoryBackend(), ["apps.ratelimit.middleware.PriorityLimiter"])
     low = key_context(priority=0, organization_id=org.pk)  # may fill half of the shared 2 RPM
     for _ in range(5):  # the organization's own deployment: not counted, not tiered
-        await call(chain, request(low, model="tiered", deployment_id=private.pk))
-    await call(chain, request(low, model="tiered", deployment_id=shared.pk))
+        await call(chain, request(low, model="tiered", deployment_id=private.pk, **own))
+    await call(chain, request(low, model="tiered", deployment_id=shared.pk, **common))
     with pytest.raises(ProxyRateLimitError) as info:
-        await call(chain, request(low, model="tiered", deployment_id=shared.pk))
+        await call(chain, request(low, model="tiered", deployment_id=shared.pk, **common))
     assert "saturated" in info.value.message
 
 
@@ -269,37 +215,27 @@ async def test_group_capacity_counts_only_deployments_the_proxy_serves():
     from asgiref.sync import sync_to_async
 
     from apps.proxy.models import ModelDeployment
-    from apps.proxy.registry import load_registry
 
     served = await sync_to_async(DeploymentFactory)(model_name="agreed", rpm_limit=10)
     broken = await sync_to_async(DeploymentFactory)(model_name="agreed", rpm_limit=1000)
     await sync_to_async(ModelDeployment.objects.filter(pk=broken.pk).update)(credentials_encrypted="gAAAA-not-a-token")
     registry = await sync_to_async(load_registry)()
     assert [d.id for d in registry.resolve("agreed").deployments] == [served.pk]
-    assert (await lookups.group_capacity("agreed")).rpm_capacity == 10
-    assert await lookups.deployment_capacity(broken.pk) is None
+    assert registry.resolve("agreed").rpm_capacity == 10
+    assert registry.by_id.get(broken.pk) is None
 
 
-async def test_without_a_deployment_the_priority_limiter_guards_the_group_the_proxy_resolved(monkeypatch, settings):
+async def test_without_a_deployment_the_priority_limiter_guards_the_group_the_proxy_resolved(settings):
     """All deployments cooling down: the request is tiered against the resolved group, not the name asked for."""
-    from apps.ratelimit.lookups import GroupCapacity
-
     settings.PRIORITY_SATURATION_THRESHOLD = 0.5
-
-    async def no_deployment(deployment_id):
-        return None
-
-    async def group_capacity(name):
-        return GroupCapacity("mock-shared", 2, None) if name == "mock-shared" else None
-
-    monkeypatch.setattr(lookups, "deployment_capacity", no_deployment)
-    monkeypatch.setattr(lookups, "group_capacity", group_capacity)
     chain = make_chain(MemoryBackend(), ["apps.ratelimit.middleware.PriorityLimiter"])
     low = key_context(priority=0)
     # Asked for by its alias "gpt-4"; the proxy resolved the shared group "mock-shared" (capacity 2 RPM).
-    await call(chain, request(low, model="gpt-4", capacity_group="mock-shared"))
+    resolved = group("mock-shared", rpm_capacity=2)
+    await call(chain, request(low, model="gpt-4", group=resolved))
     with pytest.raises(ProxyRateLimitError):
-        await call(chain, request(low, model="gpt-4", capacity_group="mock-shared"))
+        await call(chain, request(low, model="gpt-4", group=resolved))
     # An organization's private group (no shared group resolved) is not tiered, whatever its name.
+    private = group("mock-shared", rpm_capacity=2, shared=False)
     for _ in range(3):
-        await call(chain, request(low, model="mock-shared", capacity_group=None))
+        await call(chain, request(low, model="mock-shared", group=private))

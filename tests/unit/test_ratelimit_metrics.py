@@ -11,14 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.ratelimit import metrics
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.errors import ProxyRateLimitError
-from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope, stub_lookups
+from tests.unit.ratelimit_helpers import call, key_context, make_chain, ok, request, scope
 
 FAILURE_LABELS = {"exception_class", "exception_status", "provider", "model", "team", "key_alias", "route"}
-
-
-@pytest.fixture(autouse=True)
-def no_lookups(monkeypatch):
-    stub_lookups(monkeypatch)
 
 
 def scrape(client, **headers) -> dict[str, list]:

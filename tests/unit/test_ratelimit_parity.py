@@ -9,17 +9,12 @@ import pytest
 from django.conf import settings
 
 from apps.ratelimit.errors import ProxyRateLimitError
-from tests.unit.ratelimit_helpers import key_context, make_backend, make_chain, ok, request, scope, stub_lookups
+from tests.unit.ratelimit_helpers import key_context, make_backend, make_chain, ok, request, scope
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not settings.REDIS_URL, reason="needs the Redis started by scripts/test.sh"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def no_lookups(monkeypatch):
-    stub_lookups(monkeypatch)
 
 
 async def replay(backend_kind: str, seed: int, budget: str) -> list[tuple]:
