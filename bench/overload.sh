@@ -3,7 +3,10 @@
 # with overload shedding on (PROXY_SHED_LOOP_LAG_MS=$SHED_MS) and off (0).
 #
 #   bench/overload.sh        # env: GW_CPUS (0) LOAD_CPUS (1) FACTOR (2) DURATION (20) SHED_MS (50) CAPACITY (measure)
+#                            #      VARIANTS ("$SHED_MS,$SHED_HTTP 0,$SHED_HTTP"): runs of "shed_ms,uvicorn --http"
 #
+# The gateway runs with the shed-first HTTP protocol (apps/proxy/shed_protocol.py) as the scripts and the image
+# do; VARIANTS="50,httptools 50,$SHED_HTTP" compares it with shedding through the ASGI app (uvicorn's own).
 # Capacity is wrk's closed-loop req/s at c=32 (10 s) with shedding on; then bench/openloop.py sends
 # FACTOR x that many arrivals per second for DURATION s over 2,000 keep-alive connections (a load balancer's
 # pool) against each gateway in turn (fresh process each) and prints goodput (200/s, and within 1 s),
@@ -19,6 +22,8 @@ LOAD_CPUS="${LOAD_CPUS:-1}"
 FACTOR="${FACTOR:-2}"
 DURATION="${DURATION:-20}"
 SHED_MS="${SHED_MS:-50}"
+SHED_HTTP="apps.proxy.shed_protocol:ShedFirstHttpProtocol"
+VARIANTS="${VARIANTS:-$SHED_MS,$SHED_HTTP 0,$SHED_HTTP}"
 MOCK="${MOCK_UPSTREAM:-$ROOT/../shared/bench/mock_upstream.py}"
 [ -f "$MOCK" ] || { echo "mock upstream not found at $MOCK (set MOCK_UPSTREAM)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 2; }
@@ -52,12 +57,12 @@ mkdir -p "$GATEWAY_RUN_DIR"
 "$PY" manage.py bootstrap_demo --api-base "$MOCK_URL" >/dev/null
 KEY="$(cat "$GATEWAY_RUN_DIR/demo_key")"
 
-# start_gateway SHED_MS -> GW_URL, GW_PID (one uvicorn worker pinned to $GW_CPUS)
+# start_gateway SHED_MS HTTP -> GW_URL, GW_PID (one uvicorn worker pinned to $GW_CPUS)
 start_gateway() {
   local port
   port="$(free_port)"
   PROXY_SHED_LOOP_LAG_MS="$1" setsid taskset -c "$GW_CPUS" "$VENV/bin/uvicorn" gateway_project.asgi:application \
-    --host 127.0.0.1 --port "$port" --workers 1 --loop uvloop --http httptools --no-access-log --no-server-header \
+    --host 127.0.0.1 --port "$port" --workers 1 --loop uvloop --http "$2" --no-access-log --no-server-header \
     --no-proxy-headers --log-level warning --backlog 8192 >"$WORK/gw-$1.log" 2>&1 < /dev/null &
   GW_PID=$!
   PIDS+=("$GW_PID")
@@ -66,27 +71,54 @@ start_gateway() {
   curl -sf -o /dev/null -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"warm up"}]}' "$GW_URL/chat/completions"
 }
+# CPU seconds (user + system) the gateway process has used: on a shared machine the wall-clock rates above
+# depend on what else runs, the CPU each kind of answer costs does not (much).
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$GW_PID/stat"; }
 stop_gateway() { kill -TERM -- "-$GW_PID" 2>/dev/null || true; sleep 2; kill -KILL -- "-$GW_PID" 2>/dev/null || true; }
 
 if [ -z "${CAPACITY:-}" ]; then
-  start_gateway "$SHED_MS"
+  start_gateway "$SHED_MS" "$SHED_HTTP"
   cat > "$WORK/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 LUA
-  CAPACITY="$(taskset -c "$LOAD_CPUS" wrk -t1 -c32 -d10s -s "$WORK/post.lua" "$GW_URL/chat/completions" \
-    | awk '/Requests\/sec/ {printf "%d", $2}')"
+  cpu0="$(cpu_seconds)"
+  taskset -c "$LOAD_CPUS" wrk -t1 -c32 -d10s -s "$WORK/post.lua" "$GW_URL/chat/completions" >"$WORK/wrk.txt"
+  CAPACITY="$(awk '/Requests\/sec/ {printf "%d", $2}' "$WORK/wrk.txt")"
+  # CPU per served request (closed loop, nothing shed), in microseconds.
+  SERVED_CPU_US="$(awk -v c0="$cpu0" -v c1="$(cpu_seconds)" '/requests in/ {printf "%.0f", (c1 - c0) * 1e6 / $1}' \
+    "$WORK/wrk.txt")"
   stop_gateway
 fi
+SERVED_CPU_US="${SERVED_CPU_US:-0}"
 RATE=$(( CAPACITY * FACTOR ))
-echo "capacity (wrk c=32, closed loop): $CAPACITY req/s; offering $RATE req/s open loop for $DURATION s" >&2
+echo "capacity (wrk c=32, closed loop): $CAPACITY req/s ($SERVED_CPU_US us of CPU per request);" \
+  "offering $RATE req/s open loop for $DURATION s" >&2
 
-for shed in "$SHED_MS" 0; do
-  start_gateway "$shed"
+for variant in $VARIANTS; do
+  shed="${variant%%,*}" http="${variant#*,}"
+  start_gateway "$shed" "$http"
+  cpu0="$(cpu_seconds)"
   result="$(taskset -c "$LOAD_CPUS" "$PY" bench/openloop.py --url "$GW_URL/chat/completions" --key "$KEY" \
     --rate "$RATE" --duration "$DURATION")"
-  echo "{\"shed_ms\": $shed, \"capacity_rps\": $CAPACITY, \"result\": $result}"
+  cpu="$(awk -v c0="$cpu0" -v c1="$(cpu_seconds)" 'BEGIN {printf "%.2f", c1 - c0}')"
+  # shed_cpu_us: the CPU left after the served requests (at the closed-loop cost each) per 503.
+  # goodput_model_rps: what the worker would serve at this offered rate on a core of its own
+  # (served x served cost + shed x shed cost = 1 s per s), i.e. without the machine's other load.
+  RESULT="$result" CPU="$cpu" SERVED_US="$SERVED_CPU_US" "$PY" - "$shed" "$http" "$CAPACITY" <<'PY'
+import json, os, sys
+r, cpu, served_us = json.loads(os.environ["RESULT"]), float(os.environ["CPU"]), float(os.environ["SERVED_US"])
+ok = sum(n for s, n in r["statuses"].items() if s.startswith("2"))
+shed = r["statuses"].get("503", 0)
+out = {"shed_ms": int(sys.argv[1]), "http": sys.argv[2], "capacity_rps": int(sys.argv[3]), "gateway_cpu_s": cpu}
+if served_us and shed:
+    shed_us = max(0.0, (cpu * 1e6 - ok * served_us) / shed)
+    rate = r["offered_rps"]
+    out["served_cpu_us"], out["shed_cpu_us"] = served_us, round(shed_us, 1)
+    out["goodput_model_rps"] = round(min(rate, 1e6 / served_us, (1e6 - rate * shed_us) / (served_us - shed_us)))
+print(json.dumps({**out, "result": r}))
+PY
   stop_gateway
 done
