@@ -10,6 +10,7 @@ logged once per interval with a count, never once per request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 
@@ -26,7 +27,12 @@ from apps.ratelimit.plan import COUNTER, SLOTS, Check, Plan, Refusal, usd_to_nan
 log = logging.getLogger(__name__)
 
 _UNITS = {"requests": "requests per minute", "tokens": "tokens per minute", "concurrent_requests": "parallel requests"}
-_log = IntervalLog(log, interval=10.0)
+
+
+@functools.cache
+def _events() -> IntervalLog:
+    """Built on first use, not at import: its interval is a setting (``LOG_EVENT_INTERVAL_SECONDS``)."""
+    return IntervalLog(log, interval=settings.LOG_EVENT_INTERVAL_SECONDS)
 
 
 def _backend_failed(where: str, exc: BaseException) -> None:
@@ -37,7 +43,7 @@ def _backend_failed(where: str, exc: BaseException) -> None:
     metrics.backend_error(mode, where)
     if where == "reserve":
         metrics.fail_mode_applied(mode, reason)
-    _log.event("backend", f"rate-limit backend unavailable during {where} ({reason}); fail mode {mode}")
+    _events().event("backend", f"rate-limit backend unavailable during {where} ({reason}); fail mode {mode}")
 
 
 async def plan_reserve(ctx: RequestContext, plan: Plan, backend: CounterBackend) -> None:

@@ -48,13 +48,12 @@ STREAM_KEY = "gateway:spend"
 STREAM_FIELD = b"e"
 DEAD_LETTER_KEY = "gateway:spend:dead"
 REDIS_RETRY_SECONDS = 1.0
-LOG_INTERVAL_SECONDS = 10.0  # the outbox's failure lines fold per 10 s whatever LOG_EVENT_INTERVAL_SECONDS says
 
 
 class SpendOutbox:
     """Batches spend events to the Redis stream, or keeps them in process (``LocalOutbox``): nothing is lost."""
 
-    def __init__(self, *, redis_url: str, stream_maxlen: int, local: LocalOutbox) -> None:
+    def __init__(self, *, redis_url: str, stream_maxlen: int, local: LocalOutbox, log_interval: float = 10.0) -> None:
         self.redis_url = redis_url
         self.stream_maxlen = stream_maxlen
         self.local = local
@@ -63,7 +62,7 @@ class SpendOutbox:
         self._flushing: set[asyncio.Task] = set()
         self._client: aioredis.Redis | None = None
         self._redis_retry_at = 0.0  # after a failed flush, Redis is tried again from this time
-        self._log = IntervalLog(logger, interval=LOG_INTERVAL_SECONDS)
+        self._log = IntervalLog(logger, interval=log_interval)
 
     async def __aenter__(self) -> SpendOutbox:
         return self
@@ -292,4 +291,5 @@ def spend_outbox_create() -> SpendOutbox:
             linger_seconds=settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS,
             embedded_beat=settings.SPEND_EMBEDDED_BEAT and not settings.REDIS_URL,
         ),
+        log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
     )
