@@ -25,13 +25,8 @@ import time
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from apps.proxy import endpoints
-from apps.proxy.asgi_io import encode_headers
-from apps.proxy.auth import bearer_token
-from apps.proxy.errors import GatewayError
-from apps.proxy.overload import SHED_DECIDED
-from apps.ratelimit import observe
-
+# No project import at module level: uvicorn imports this class (``--http``) before it loads the app, i.e.
+# before Django is set up, and the proxy's modules import models. They are bound once the app is loaded.
 PROXY_PREFIX = b"/v1/"
 DJANGO_PREFIX = b"/v1/key/"  # the key holder's self-service routes are Django's (gateway_project/asgi.py)
 
@@ -93,6 +88,13 @@ class ShedFirstHttpProtocol(HttpToolsProtocol):
         op, _args = gw.route(parser.get_method().decode("ascii", "replace"), path)
         if op is None or op == "openapi":  # a 404/405, or the public description: never shed
             return False
+        # Not at module level (see the top); only reached while the worker is behind.
+        from apps.proxy import endpoints  # (after Django's setup, see the top)
+        from apps.proxy.auth import bearer_token  # (after Django's setup)
+        from apps.proxy.errors import GatewayError  # (after Django's setup)
+        from apps.proxy.overload import SHED_DECIDED  # (after Django's setup)
+        from apps.ratelimit import observe  # (after Django's setup)
+
         started = time.perf_counter()
         try:
             gw.shedder.admit(lag, gw.auth.known(bearer_token(dict(self.headers))))
@@ -105,7 +107,10 @@ class ShedFirstHttpProtocol(HttpToolsProtocol):
         self.scope[SHED_DECIDED] = True  # type: ignore[literal-required]
         return False
 
-    def _response(self, gw, exc: GatewayError, started: float, keep_alive: bool) -> bytes:
+    def _response(self, gw, exc, started: float, keep_alive: bool) -> bytes:
+        # Not at module level (see the top); only reached for a shed request.
+        from apps.proxy.asgi_io import encode_headers
+
         body = orjson.dumps(exc.to_body())
         headers = [
             *self.server_state.default_headers,

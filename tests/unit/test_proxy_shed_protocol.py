@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -170,3 +174,18 @@ async def test_an_http_1_0_client_gets_the_503_and_a_closed_connection(server):
     assert status == 503 and headers["connection"] == "close"
     assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
     writer.close()
+
+
+def test_uvicorn_can_import_the_class_before_django_is_set_up():
+    """uvicorn imports an ``--http`` class before it loads the app: the module must not need Django's apps
+    (importing the proxy's modules at its top made every worker fail to start)."""
+    code = (
+        "from uvicorn.importer import import_from_string\n"
+        "import_from_string('apps.proxy.shed_protocol:ShedFirstHttpProtocol')\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway_project.settings.test"}
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
