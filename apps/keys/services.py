@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -11,7 +12,7 @@ from django.utils import timezone
 from apps.common.invalidation import publish_invalidation
 from apps.keys.hashing import TOKEN_PREFIX, display_prefix, generate_secret, keyed_hash
 from apps.keys.models import ApiToken, VirtualKey
-from apps.teams.audit import Actor, audit_record
+from apps.teams.audit import SYSTEM, Actor, audit_record
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Team
 from apps.teams.scoping import ACTIONS, CHANGE, require, tenancy_for
@@ -264,3 +265,62 @@ def api_token_delete(*, actor: Actor, token: ApiToken) -> None:
     with transaction.atomic():
         audit_record(actor=actor, action="api_token.delete", obj=token)
         token.delete()
+
+
+# The stored key_hash of an imported key: the keyed hash of a string no presented secret can be, so it never
+# matches until the first use upgrades it (the column is unique and required).
+LEGACY_PLACEHOLDER = "litellm-legacy:"
+
+
+def key_import_legacy(*, actor: Actor, team: Team, user=None, digest: str, display: str = "", **values) -> VirtualKey:
+    """A key moved from LiteLLM, which stores only ``sha256(secret).hexdigest()``: the same secret keeps working.
+
+    The key is checked like any new key (team, owner, limits within the team's); ``display`` is LiteLLM's
+    ``key_name`` (``sk-...abcd``), shown instead of the secret.
+    """
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ValidationError({"token": "not a SHA-256 hex digest."})
+    unknown = set(values) - set(KEY_SETTABLE)
+    if unknown:
+        raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
+    if user is not None and not user.memberships.filter(team=team).exists() and not user.is_superuser:
+        raise ValidationError({"user": "the user is not a member of this team."})
+    prospective = VirtualKey(team=team, organization_id=team.organization_id, user=user)
+    require(actor.user, "key.create", prospective)  # the same rule as key_create
+    _authorize_key_loosening(actor=actor, key=None, values=values)
+    _validate_shapes(values)
+    _validate_key_values(team=team, user=user, values=values)
+    with transaction.atomic():
+        key = VirtualKey(
+            key_hash=keyed_hash(LEGACY_PLACEHOLDER + digest),
+            legacy_sha256=digest,
+            prefix=(display or "sk-...(LiteLLM)")[:32],
+            team=team,
+            organization_id=team.organization_id,
+            user=user,
+            created_by=actor.user_row,
+            **values,
+        )
+        key.full_clean()
+        key.save()
+        audit_record(
+            actor=actor, action="key.import", obj=key, organization=team.organization, team=team, changes=values
+        )
+    return key
+
+
+def key_legacy_upgrade(*, secret: str) -> bool:
+    """Move an imported key to the keyed hash when its secret is first presented; False when none matches.
+
+    Runs on an auth cache miss for a secret that is not one of ours (not ``sk-gw-``): one indexed lookup.
+    """
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    with transaction.atomic():
+        key = VirtualKey.objects.select_for_update().filter(legacy_sha256=digest).first()
+        if key is None:
+            return False
+        key.key_hash = keyed_hash(secret)
+        key.legacy_sha256 = None
+        key.save(update_fields=["key_hash", "legacy_sha256", "updated_at"])
+        audit_record(actor=SYSTEM, action="key.upgrade_hash", obj=key, organization=key.organization, team=key.team)
+    return True

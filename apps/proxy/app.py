@@ -24,6 +24,7 @@ from django.conf import settings
 
 from apps.common.intervallog import IntervalLog
 from apps.common.logs import request_id_var
+from apps.keys.services import key_legacy_upgrade
 from apps.proxy import endpoints
 from apps.proxy.asgi_io import ClientGone, encode_headers, send_json
 from apps.proxy.auth import AuthCache
@@ -163,6 +164,7 @@ class Gateway:
                 log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
                 guard=guard,
                 trusted_proxies=settings.GATEWAY_TRUSTED_PROXY_COUNT,
+                legacy_upgrade=key_legacy_upgrade,
             )
             self.chain = build_chain()
             self.shedder = LoadShedder(threshold_ms=settings.PROXY_SHED_LOOP_LAG_MS)

@@ -15,12 +15,13 @@ import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.db import DatabaseError
 
 from apps.common.intervallog import IntervalLog
-from apps.keys.hashing import keyed_hash
+from apps.keys.hashing import KEY_PREFIX, keyed_hash
 from apps.keys.models import VirtualKey
 from apps.proxy.auth_guard import AuthMissGuard, client_address
 from apps.proxy.context import KeyContext, ScopeLimits
@@ -158,6 +159,7 @@ class AuthCache:
         log_interval: float = 10.0,
         guard: AuthMissGuard | None = None,
         trusted_proxies: int = 0,
+        legacy_upgrade: Callable | None = None,
     ):
         self.ttl = ttl
         # A database outage fails every uncached key's lookup: one line (with the first traceback) per
@@ -166,6 +168,9 @@ class AuthCache:
         self.master_key = master_key
         self._run_sync = run_sync
         self._loader = loader
+        # Keys imported from LiteLLM (keys.services.key_legacy_upgrade): tried once for a foreign-looking
+        # secret the loader does not know, then the loader again. None: no legacy verifiers.
+        self._legacy_upgrade = legacy_upgrade
         # Per-source limits on lookups of keys the cache does not hold (apps/proxy/auth_guard.py).
         self.guard = guard
         self.trusted_proxies = trusted_proxies
@@ -273,6 +278,9 @@ class AuthCache:
         try:
             try:
                 ctx = await self._run_sync(self._loader, keyed_hash(token))
+                if ctx is None and self._legacy_upgrade is not None and not token.startswith(KEY_PREFIX):
+                    upgraded = await self._run_sync(partial(self._legacy_upgrade, secret=token))
+                    ctx = await self._run_sync(self._loader, keyed_hash(token)) if upgraded else None
             except DatabaseError as exc:
                 self._failures.event(
                     f"lookup:{type(exc).__name__}",

@@ -7,6 +7,7 @@ import logging
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -232,3 +233,38 @@ def report_save(*, actor, report=None, **values):
             changes={k: v for k, v in values.items() if k not in ("organization", "team")},
         )
     return report
+
+
+def spend_opening_balance_record(
+    *,
+    request_id: str,
+    amount: Decimal,
+    organization_id: int,
+    team_id: int,
+    key_id: int | None = None,
+    user_id: int | None = None,
+    key_alias: str = "",
+    route: str = "import",
+) -> SpendLog:
+    """Spend made before the gateway (e.g. in LiteLLM), as one ledger row counted in today's totals and windows.
+
+    Idempotent by ``request_id``: importing twice counts the money once, like a replayed outbox.
+    """
+    with transaction.atomic():
+        existing = SpendLog.objects.filter(request_id=request_id).first()
+        if existing is not None:
+            return existing
+        row = SpendLog.objects.create(
+            request_id=request_id,
+            created_at=timezone.now(),
+            route=route,
+            status=200,
+            organization_id=organization_id,
+            team_id=team_id,
+            key_id=key_id,
+            user_id=user_id,
+            key_alias=key_alias[:200],
+            cost=amount,
+        )
+        totals_add([row])
+    return row
