@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psycopg
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from apps.provisioning.document import ConfigError, document_load
 from apps.provisioning.litellm import litellm_convert
+from apps.provisioning.litellm_db import litellm_database_import, litellm_tables_read
 from apps.provisioning.management.commands._actor import actor_for
 from apps.provisioning.services import config_apply
 
@@ -25,7 +29,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--config", help="LiteLLM's proxy config.yaml.")
-        parser.add_argument("--database-url", help="LiteLLM's database (not supported yet).")
+        parser.add_argument(
+            "--database-url", help="LiteLLM's Postgres (postgres://...): tenants, people, keys (same secrets), spend."
+        )
         parser.add_argument("--output", "-o", help="Write the gateway config here (default: standard output).")
         parser.add_argument("--report", help="Write the report here (default: standard error).")
         parser.add_argument("--apply", action="store_true", help="Apply the imported config (like gateway_apply).")
@@ -34,9 +40,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         if options["database_url"]:
-            raise CommandError("--database-url: importing LiteLLM's database is not supported yet; use --config.")
+            self.import_database(options)
+            return
         if not options["config"]:
-            raise CommandError("--config FILE is required.")
+            raise CommandError("--config FILE or --database-url URL is required.")
         source = Path(options["config"])
         try:
             text = source.read_text(encoding="utf-8")
@@ -67,3 +74,25 @@ class Command(BaseCommand):
             except ConfigError as error:
                 raise CommandError("\n" + "\n".join(error.lines())) from None
             self.stdout.write(result.report())
+
+    def import_database(self, options) -> None:
+        """LiteLLM's tables, read only, into the gateway in one transaction (rolled back with --dry-run)."""
+        try:
+            tables = litellm_tables_read(options["database_url"])
+        except psycopg.Error as error:
+            # The URL may carry a password: name the failure, not the address.
+            raise CommandError(f"--database-url: cannot read LiteLLM's database ({type(error).__name__}).") from None
+        try:
+            with transaction.atomic():
+                result = litellm_database_import(actor=actor_for(options["actor"]), tables=tables)
+                if options["dry_run"]:
+                    transaction.set_rollback(True)
+        except (ValidationError, PermissionDenied) as error:
+            raise CommandError(f"LiteLLM's data does not fit the gateway's rules, nothing imported: {error}") from None
+        report = [f"{len(result.report)} note(s) on the import:", *result.report]
+        if options["report"]:
+            Path(options["report"]).write_text("\n".join(report) + "\n", encoding="utf-8")
+        else:
+            self.stderr.write("\n".join(report))
+        prefix = "dry run, nothing written: would have " if options["dry_run"] else ""
+        self.stdout.write(prefix + result.summary())
