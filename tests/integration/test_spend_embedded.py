@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from decimal import Decimal
 
@@ -44,6 +45,31 @@ def test_without_a_working_redis_every_event_lands_through_the_local_queue(trans
     total = sum(Decimal(e.cost) for e in events)
     assert SpendLog.objects.aggregate(s=Sum("cost"))["s"] == total
     assert BudgetWindow.objects.get(scope="key").spent == total
+
+
+def writer_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "spend-outbox")
+
+
+def test_a_closed_outbox_leaves_no_writer_behind_and_the_next_one_records_on_its_own(transactional_db, settings):
+    """The gateway's lifespan owns its outbox (no module-level queue): closing it writes everything and
+    ends its writer thread; the outbox of a restarted gateway starts its own and loses nothing either."""
+    settings.REDIS_URL = ""
+    settings.SPEND_EMBEDDED_BEAT = False
+    key = VirtualKeyFactory()
+    before = writer_threads()
+    first = spend_outbox_create()
+    asyncio.run(emit(first, events_for(key, 5)))  # emit() closes the outbox at the end
+    assert SpendLog.objects.count() == 5
+    deadline = time.monotonic() + 30
+    while writer_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer_threads() == before
+
+    second = spend_outbox_create()
+    asyncio.run(emit(second, events_for(key, 3)))
+    assert SpendLog.objects.count() == 8
+    assert first.pending == second.pending == 0
 
 
 def test_a_long_linger_never_delays_a_flush_and_big_bursts_split_into_batches(transactional_db, settings):
