@@ -3,10 +3,10 @@
 # with overload shedding on (PROXY_SHED_LOOP_LAG_MS=$SHED_MS) and off (0).
 #
 #   bench/overload.sh        # env: GW_CPUS (0) LOAD_CPUS (1) FACTOR (2) DURATION (20) SHED_MS (50) CAPACITY (measure)
-#                            #      VARIANTS ("$SHED_MS,$SHED_HTTP 0,$SHED_HTTP"): runs of "shed_ms,uvicorn --http"
+#                            #      VARIANTS ("$SHED_MS,httptools 0,httptools"): runs of "shed_ms,uvicorn --http"
 #
-# The gateway runs with the shed-first HTTP protocol (apps/proxy/shed_protocol.py) as the scripts and the image
-# do; VARIANTS="50,httptools 50,$SHED_HTTP" compares it with shedding through the ASGI app (uvicorn's own).
+# Each run also reports the gateway's CPU per 503 (the CPU left after the served requests, at the closed-loop
+# cost each) and a model of the goodput on a core of its own: steadier than wall-clock rates on a shared machine.
 # Capacity is wrk's closed-loop req/s at c=32 (10 s) with shedding on; then bench/openloop.py sends
 # FACTOR x that many arrivals per second for DURATION s over 2,000 keep-alive connections (a load balancer's
 # pool) against each gateway in turn (fresh process each) and prints goodput (200/s, and within 1 s),
@@ -22,8 +22,7 @@ LOAD_CPUS="${LOAD_CPUS:-1}"
 FACTOR="${FACTOR:-2}"
 DURATION="${DURATION:-20}"
 SHED_MS="${SHED_MS:-50}"
-SHED_HTTP="apps.proxy.shed_protocol:ShedFirstHttpProtocol"
-VARIANTS="${VARIANTS:-$SHED_MS,$SHED_HTTP 0,$SHED_HTTP}"
+VARIANTS="${VARIANTS:-$SHED_MS,httptools 0,httptools}"
 MOCK="${MOCK_UPSTREAM:-$ROOT/../shared/bench/mock_upstream.py}"
 [ -f "$MOCK" ] || { echo "mock upstream not found at $MOCK (set MOCK_UPSTREAM)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 2; }
@@ -77,7 +76,7 @@ cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz
 stop_gateway() { kill -TERM -- "-$GW_PID" 2>/dev/null || true; sleep 2; kill -KILL -- "-$GW_PID" 2>/dev/null || true; }
 
 if [ -z "${CAPACITY:-}" ]; then
-  start_gateway "$SHED_MS" "$SHED_HTTP"
+  start_gateway "$SHED_MS" httptools
   cat > "$WORK/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'

@@ -57,7 +57,7 @@ gateway() {
   "$PY" manage.py bootstrap_demo --api-base "$MOCK_URL" >/dev/null
   port="$(free_port)"
   setsid taskset -c "$GW_CPUS" "$VENV/bin/uvicorn" gateway_project.asgi:application --host 127.0.0.1 --port "$port" \
-    --workers 1 --loop uvloop --http apps.proxy.shed_protocol:ShedFirstHttpProtocol --no-access-log --no-server-header --no-proxy-headers --log-level warning \
+    --workers 1 --loop uvloop --http httptools --no-access-log --no-server-header --no-proxy-headers --log-level warning \
     >"$WORK/$name.log" 2>&1 < /dev/null &
   GW_PID=$!
   echo "$GW_PID" >> "$WORK/pids"

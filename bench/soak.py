@@ -109,8 +109,8 @@ class Stack:
         self.redis_url = redis_url
         self.uvicorn = self._spawn("web", [
             PY, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(self.workers), "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
-            "--http", "apps.proxy.shed_protocol:ShedFirstHttpProtocol",
+            "--workers", str(self.workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning",
         ])  # fmt: skip
         self.celery_start()
         wait_http(self.url + "/health/live")

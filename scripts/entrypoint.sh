@@ -8,8 +8,7 @@ case "${1:-web}" in
     # uvicorn's supervisor would then exit 0; this way there is one message and a failing status.
     python -c 'from django.conf import settings; settings.INSTALLED_APPS'
     exec uvicorn gateway_project.asgi:application --host 0.0.0.0 --port "${PORT:-4000}" \
-      --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http apps.proxy.shed_protocol:ShedFirstHttpProtocol \
-      --no-access-log --no-server-header --proxy-headers ;;
+      --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --no-access-log --no-server-header --proxy-headers ;;
   worker)
     exec celery -A gateway_project worker --loglevel "${LOG_LEVEL:-INFO}" --concurrency "${CELERY_CONCURRENCY:-2}" ;;
   beat)

@@ -33,5 +33,4 @@ step "starting the server on $URL"
 # $$ stays this process's id across the exec below: the watcher reports "ready" only for our server.
 ( WAIT_READY_TIMEOUT=120 scripts/wait-ready.sh --pid $$ "$URL" 2>/dev/null && step "ready at $URL/" ) &
 exec "$VENV/bin/uvicorn" gateway_project.asgi:application --host 127.0.0.1 --port "$PORT" \
-  --workers "${WEB_CONCURRENCY:-1}" --loop uvloop --http apps.proxy.shed_protocol:ShedFirstHttpProtocol \
-  --no-access-log --no-server-header --no-proxy-headers
+  --workers "${WEB_CONCURRENCY:-1}" --loop uvloop --http httptools --no-access-log --no-server-header --no-proxy-headers

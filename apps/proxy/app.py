@@ -311,7 +311,7 @@ class Gateway:
         if not self.ready:
             await self.startup()
         started = time.perf_counter()
-        request_id = self.new_request_id()
+        request_id = f"req_{self._id_prefix}{next(self._id_counter):010x}"
         # Every line logged while this request runs carries its id (each request is its own task, so the
         # value never leaks into the next one).
         request_id_var.set(request_id)
@@ -351,9 +351,6 @@ class Gateway:
             )
             with contextlib.suppress(Exception):
                 await self.send_error(send, error, request_id, started)
-
-    def new_request_id(self) -> str:
-        return f"req_{self._id_prefix}{next(self._id_counter):010x}"
 
     # --- responses and the end of a request ----------------------------------------------------
     def common_headers(

@@ -17,7 +17,6 @@ from apps.proxy.count_tokens import count_tokens
 from apps.proxy.errors import GatewayError, bad_request, model_not_found
 from apps.proxy.limited import send_rate_limited
 from apps.proxy.multipart import form_fields, parse_multipart
-from apps.proxy.overload import SHED_DECIDED
 from apps.proxy.pricing import call_cost, format_cost, price_for, token_cost
 from apps.proxy.providers import Call, StreamReply
 from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, messages_to_chat_request
@@ -95,9 +94,7 @@ async def handle(
     gw.cache_sync.check_local()
     token = bearer_token(headers)
     lag = gw.shedder.lag_past_threshold()
-    # Overloaded: shed by the key's priority before any lookup, body read or upstream work (unless the HTTP
-    # protocol already decided, apps/proxy/shed_protocol.py: a second draw would shed more than the ramp says).
-    if lag is not None and SHED_DECIDED not in scope:
+    if lag is not None:  # overloaded: shed by the key's priority before any lookup, body read or upstream work
         gw.shedder.admit(lag, gw.auth.known(token))
     key = await gw.auth.authenticate(token, scope.get("client"), headers.get(b"x-forwarded-for"))
     ctx = RequestContext(request_id=request_id, key=key, route=ROUTE_OF.get(op, UNKNOWN_ROUTE), started_at=started)

@@ -40,8 +40,6 @@ SAMPLE_SECONDS = 0.05
 # followed within ~5 samples (250 ms).
 SMOOTHING = 0.3
 UNKNOWN_PRIORITY = "uncached"
-# Scope key of a request the HTTP protocol already admitted (apps/proxy/shed_protocol.py): decided once.
-SHED_DECIDED = "gateway.shed_decided"
 
 
 class LoopLagMonitor:

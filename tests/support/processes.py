@@ -61,7 +61,6 @@ def uvicorn_command(port: int, workers: int = 1, *, access_log: bool = False) ->
     """``uvicorn gateway_project.asgi:application`` on 127.0.0.1:port, quiet unless something goes wrong."""
     command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    command += ["--http", "apps.proxy.shed_protocol:ShedFirstHttpProtocol"]  # as scripts/entrypoint.sh runs it
     return command if access_log else [*command, "--no-access-log"]
 
 
