@@ -15,6 +15,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from apps.ratelimit.views import metrics_view
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,8 +65,6 @@ def _metrics(request: HttpRequest) -> HttpResponse | None:
     # scrape then; without it (the embedded default, loopback) the host check stays, against DNS rebinding.
     if not settings.METRICS_TOKEN:
         return None
-    from apps.ratelimit.views import metrics_view
-
     return metrics_view(request)
 
 

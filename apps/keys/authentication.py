@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from apps.keys.hashing import keyed_hash
+from apps.keys.models import ApiToken
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
@@ -57,8 +58,6 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         token = _bearer(request)
         if not token:
             return None
-        from apps.keys.models import ApiToken
-
         row = ApiToken.objects.select_related("user").filter(token_hash=keyed_hash(token)).first()
         now = timezone.now()
         # One message for unknown, wrong, expired and inactive: nothing to learn by probing.

@@ -73,10 +73,7 @@ KNOWN_UPWARD: set[tuple[str, str]] = set()
 # Module circles present when the ratchet was set (each a strongly connected set of modules).
 KNOWN_CIRCLES: list[frozenset[str]] = []
 # Function-local imports of project modules without a reason comment, per file.
-KNOWN_UNEXPLAINED_LOCAL: dict[str, int] = {
-    "apps/keys/authentication.py": 1,
-    "gateway_project/health.py": 1,
-}
+KNOWN_UNEXPLAINED_LOCAL: dict[str, int] = {}
 
 
 def module_name(path: Path) -> str:
