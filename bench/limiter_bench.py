@@ -8,6 +8,10 @@ deployment's capacity, the model group's priority counters and a session cap: 18
 before the call and one after. Prints p50/p90/p99/mean per request for Redis and for the memory backend.
 ``--clients resp,redis-py`` also runs the Redis backend over redis-py's asyncio client (hiredis parser,
 a connection pool) instead of the limiter's own pipelined client, for comparison (issue 13).
+``--clients cluster,cluster-redis-py`` runs the cluster backend on a throwaway three-master Redis Cluster
+on loopback, over the limiter's own per-master clients and over redis-py's asyncio ``RedisCluster``
+(issue 17: which client the cluster backend keeps). In ``full`` the counters lie in four slots
+(organization, user, deployment, model group): four scripts in parallel, reserve-then-roll-back.
 """
 
 from __future__ import annotations
@@ -151,6 +155,38 @@ class RedisPyClient:
         return None
 
 
+class RedisPyCluster:
+    """The ``RespCluster`` surface (execute_on, evalsha, close) over redis-py's asyncio ``RedisCluster``."""
+
+    def __init__(self, nodes: list[tuple[str, int]]) -> None:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        self.redis = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes], max_connections=256)
+        self.scripts: dict[str, object] = {}
+
+    async def execute_on(self, key: str, *args):
+        return await self.redis.execute_command(*args)
+
+    async def evalsha(self, script: str, keys: list[str], args: list):
+        registered = self.scripts.get(script)
+        if registered is None:
+            registered = self.scripts[script] = self.redis.register_script(script)
+        return await registered(keys=keys, args=args)
+
+    def close(self) -> None:
+        return None
+
+
+def cluster_backend(client: str, nodes: list[tuple[str, int]]):
+    from apps.ratelimit.backends.cluster_backend import ClusterBackend
+
+    backend = ClusterBackend(nodes, timeout_ms=1000)
+    if client == "cluster-redis-py":
+        backend.name = "cluster-redis-py"
+        backend._redis = lambda: backend.__dict__.setdefault("_pyclient", RedisPyCluster(nodes))
+    return backend
+
+
 def redis_backend(client: str, redis_url: str):
     from apps.ratelimit.backends.redis_backend import RedisBackend
 
@@ -177,13 +213,21 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--profiles", default="typical,full", help="comma-separated: typical, full")
-    parser.add_argument("--clients", default="resp", help="comma-separated: resp (the limiter's own), redis-py")
+    parser.add_argument(
+        "--clients", default="resp", help="comma-separated: resp (the limiter's own), redis-py, cluster[-redis-py]"
+    )
     args = parser.parse_args()
 
     redis_url = os.environ.get("REDIS_URL", "")
-    process = workdir = None
+    process = workdir = cluster = None
     if not redis_url:
         redis_url, process, workdir = start_redis()
+    clients = args.clients.split(",")
+    if any(client.startswith("cluster") for client in clients):
+        from tests.support.redis_cluster import RedisCluster
+
+        cluster = RedisCluster(masters=3)
+        cluster.start()
     try:
         setup_django(redis_url)
         from apps.ratelimit.backends.memory import MemoryBackend
@@ -195,13 +239,18 @@ def main() -> None:
         except ImportError:
             pass
         for profile in args.profiles.split(","):
-            for client in args.clients.split(","):
-                backend = redis_backend(client, redis_url)
+            for client in clients:
+                if client.startswith("cluster"):
+                    backend = cluster_backend(client, [("127.0.0.1", port) for port in cluster.ports])
+                else:
+                    backend = redis_backend(client, redis_url)
                 timings, checks = asyncio.run(run(backend, args.requests, args.concurrency, profile))
                 report(f"{backend.name}/{profile}", timings, checks, args.concurrency)
             timings, checks = asyncio.run(run(MemoryBackend(), args.requests, args.concurrency, profile))
             report(f"memory/{profile}", timings, checks, args.concurrency)
     finally:
+        if cluster is not None:
+            cluster.stop()
         if _RUN_DIR:
             shutil.rmtree(_RUN_DIR, ignore_errors=True)
         if process is not None:

@@ -64,8 +64,8 @@ class ParallelRequestLimiter(ProxyMiddleware):
                 continue
             ttl_ms = int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000)
             plan.add(
-                Check(SLOTS, _key("par", scope), scope.max_parallel_requests, 1, "concurrent_requests", scope.scope,
-                      scope_label(ctx, scope), ttl_ms=ttl_ms, member=ctx.request_id, reconcile="slot")
+                Check(SLOTS, _key(ctx, "par", scope), scope.max_parallel_requests, 1, "concurrent_requests",
+                      scope.scope, scope_label(ctx, scope), ttl_ms=ttl_ms, member=ctx.request_id, reconcile="slot")
             )  # fmt: skip
 
 
@@ -81,10 +81,12 @@ class RateLimiter(ProxyMiddleware):
                 continue
             label = scope_label(ctx, scope)
             if scope.rpm_limit is not None:
-                plan.add(Check(WINDOW, _key("rpm", scope), scope.rpm_limit, plan.units, "requests", scope.scope, label))
+                plan.add(
+                    Check(WINDOW, _key(ctx, "rpm", scope), scope.rpm_limit, plan.units, "requests", scope.scope, label)
+                )
             if scope.tpm_limit is not None:
                 plan.add(
-                    Check(WINDOW, _key("tpm", scope), scope.tpm_limit, tokens, "tokens", scope.scope, label,
+                    Check(WINDOW, _key(ctx, "tpm", scope), scope.tpm_limit, tokens, "tokens", scope.scope, label,
                           reconcile="tokens")
                 )  # fmt: skip
 
@@ -102,16 +104,18 @@ class DeploymentCapacityLimiter(ProxyMiddleware):
         plan = plan_for(ctx)
         label = f"deployment capacity of model '{ctx.model}'"
         base = f"dep:{dep.id}"
+        # A private deployment serves one organization: its capacity joins that organization's slot.
+        tag = f"o:{dep.organization_id}" if dep.organization_id is not None else f"d:{dep.id}"
         if dep.rpm_limit is not None:
-            plan.add(Check(WINDOW, _raw_key("rpm", base), dep.rpm_limit, plan.units, "requests", "model", label))
+            plan.add(Check(WINDOW, _raw_key(tag, "rpm", base), dep.rpm_limit, plan.units, "requests", "model", label))
         if dep.tpm_limit is not None:
             plan.add(
-                Check(WINDOW, _raw_key("tpm", base), dep.tpm_limit, token_estimate(ctx), "tokens", "model", label,
+                Check(WINDOW, _raw_key(tag, "tpm", base), dep.tpm_limit, token_estimate(ctx), "tokens", "model", label,
                       reconcile="tokens")
             )  # fmt: skip
         if dep.max_parallel_requests is not None:
             plan.add(
-                Check(SLOTS, _raw_key("par", base), dep.max_parallel_requests, 1, "concurrent_requests", "model",
+                Check(SLOTS, _raw_key(tag, "par", base), dep.max_parallel_requests, 1, "concurrent_requests", "model",
                       label, ttl_ms=int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000), member=ctx.request_id,
                       reconcile="slot")
             )  # fmt: skip
@@ -157,7 +161,8 @@ class PriorityLimiter(ProxyMiddleware):
         for kind, cap, amount in (("rpm", group.rpm_capacity, plan.units), ("tpm", group.tpm_capacity, tokens)):
             if cap is None:
                 continue
-            key = _raw_key(kind, f"grp:{_digest(group.model_name)}")
+            digest = _digest(group.model_name)
+            key = _raw_key(f"g:{digest}", kind, f"grp:{digest}")
             limit_type = "requests" if kind == "rpm" else "tokens"
             # One counter per group: checked against this priority's tier, charged when admitted.
             plan.add(
@@ -185,7 +190,7 @@ class BudgetLimiter(ProxyMiddleware):
             else:
                 left_ms, ttl_ms = _MAX_BUDGET_RETRY_MS, 0
             plan.add(
-                Check(COUNTER, _key("budget", scope, window.id), usd_to_nano(scope.max_budget), amount, "budget",
+                Check(COUNTER, _key(ctx, "budget", scope, window.id), usd_to_nano(scope.max_budget), amount, "budget",
                       scope.scope, scope_label(ctx, scope), ttl_ms=ttl_ms, retry_ms=min(left_ms, _MAX_BUDGET_RETRY_MS),
                       reconcile="cost", seed=(scope.scope, str(scope.id), window.id), unit="nano_usd")
             )  # fmt: skip
@@ -224,15 +229,16 @@ class SessionLimiter(ProxyMiddleware):
         plan = plan_for(ctx)
         ttl_ms = int(settings.RATELIMIT_SESSION_TTL_SECONDS * 1000)
         base = f"sess:{key.key_id or 'master'}:{_digest(ctx.session_id)}"
+        tag = _org_tag(ctx)
         label = "this session"
         if key.session_max_iterations is not None:
             plan.add(
-                Check(COUNTER, _raw_key("iter", base), key.session_max_iterations, 1, "max_iterations", "session",
+                Check(COUNTER, _raw_key(tag, "iter", base), key.session_max_iterations, 1, "max_iterations", "session",
                       label, ttl_ms=ttl_ms)
             )  # fmt: skip
         if key.session_max_budget is not None:
             plan.add(
-                Check(COUNTER, _raw_key("cost", base), usd_to_nano(key.session_max_budget),
+                Check(COUNTER, _raw_key(tag, "cost", base), usd_to_nano(key.session_max_budget),
                       max(1, usd_to_nano(ctx.estimated_cost)), "budget", "session", label, ttl_ms=ttl_ms,
                       reconcile="cost")
             )  # fmt: skip
@@ -243,19 +249,26 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _key(kind: str, scope: ScopeLimits, *suffix: str) -> str:
-    return _scope_key(kind, scope.scope, scope.id, *suffix)
+def _org_tag(ctx: RequestContext) -> str:
+    return f"o:{ctx.key.organization_id or '-'}"
+
+
+def _key(ctx: RequestContext, kind: str, scope: ScopeLimits, *suffix: str) -> str:
+    """A tenant scope's counter, in its organization's cluster slot; a user's in its own (a user may
+    belong to several organizations, and its limit spans all of them)."""
+    tag = f"u:{scope.id}" if scope.scope == "user" else _org_tag(ctx)
+    return _scope_key(tag, kind, scope.scope, scope.id, *suffix)
 
 
 @lru_cache(maxsize=65_536)
-def _scope_key(kind: str, scope: str, scope_id: str, *suffix: str) -> str:
+def _scope_key(tag: str, kind: str, scope: str, scope_id: str, *suffix: str) -> str:
     """Counter names repeat for every request of a tenant: built once."""
     # Model and customer ids contain client-chosen names: hashed so counter keys stay short and clean.
     if scope in ("model", "customer"):
         scope_id = _digest(scope_id)
-    return counter_key(kind, scope, scope_id, *suffix)
+    return counter_key(tag, kind, scope, scope_id, *suffix)
 
 
 @lru_cache(maxsize=65_536)
-def _raw_key(kind: str, base: str) -> str:
-    return counter_key(kind, base)
+def _raw_key(tag: str, kind: str, base: str) -> str:
+    return counter_key(tag, kind, base)

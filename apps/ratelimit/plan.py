@@ -111,6 +111,11 @@ class Plan:
         return check
 
 
-def counter_key(*parts: object) -> str:
-    """Counter names carry ids only (never a raw key or a client string longer than the hash)."""
-    return KEY_PREFIX + ":".join(str(p) for p in parts)
+def counter_key(tag: str, *parts: object) -> str:
+    """Counter names carry ids only (never a raw key or a client string longer than the hash).
+
+    ``tag`` is the Redis Cluster hash tag (``{o:12}``: organization 12): counters that one script must
+    reserve together share it, so they share a slot (``apps/ratelimit/backends/cluster_backend.py``).
+    A single Redis ignores it.
+    """
+    return f"{KEY_PREFIX}{{{tag}}}:" + ":".join(str(p) for p in parts)

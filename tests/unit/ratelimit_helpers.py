@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import uuid
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from apps.proxy.registry import Deployment, Group
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.backends.redis_backend import RedisBackend
 from apps.ratelimit.chain import build_chain
+from apps.ratelimit.errors import ProxyRateLimitError
 
 _ids = itertools.count(1)
 ALL = [
@@ -125,3 +127,48 @@ async def call(chain, ctx: RequestContext, result: CallResult | None = None) -> 
         await chain.pre_call(ctx)
     finally:
         await chain.post_call(ctx, result or ok())
+
+
+async def replay_on(
+    backend, seed: int, budget: str, *, extra_scopes: tuple[ScopeLimits, ...] = (), dep: Deployment | None = None
+) -> list[tuple]:
+    """Admit and finish requests in a seeded random order on ``backend``; record every decision.
+
+    The same seed gives the same workload on every backend, so their decisions must be equal.
+    """
+    rng = random.Random(seed)
+    chain = make_chain(backend)
+    key = key_context(
+        scope("key", rpm_limit=70, tpm_limit=9000, max_parallel_requests=3, max_budget=budget),
+        scope("team", rpm_limit=100, max_parallel_requests=5),
+        *extra_scopes,
+        session_max_iterations=15,
+    )
+    in_flight = []
+    decisions: list[tuple] = []
+    for _ in range(250):
+        if in_flight and rng.random() < 0.45:
+            ctx = in_flight.pop(rng.randrange(len(in_flight)))
+            status = rng.choice([200, 200, 200, 502, 499])
+            tokens = rng.randrange(0, 150)
+            cost = Decimal(rng.randrange(0, 800)) / Decimal(1_000_000)
+            await chain.post_call(ctx, ok(status, prompt_tokens=tokens // 2, completion_tokens=tokens // 2, cost=cost))
+            continue
+        ctx = request(
+            key,
+            estimated_prompt_tokens=rng.randrange(0, 100),
+            max_output_tokens=rng.randrange(0, 200),
+            estimated_cost=Decimal(rng.randrange(0, 1000)) / Decimal(1_000_000),
+            session_id=rng.choice(["s1", "s2", None]),
+            deployment=dep,
+        )
+        try:
+            await chain.pre_call(ctx)
+        except ProxyRateLimitError as refusal:
+            decisions.append(("refused", refusal.limit_type, refusal.scope))
+            await chain.post_call(ctx, ok(429))
+        else:
+            decisions.append(("admitted", ctx.response_headers.get("x-ratelimit-remaining-requests")))
+            in_flight.append(ctx)
+    await backend.close()
+    return decisions

@@ -147,7 +147,7 @@ async def test_the_memory_backend_forgets_what_no_window_can_see_any_more():
     clock.now += 120
     for _ in range(1100):  # the sweep runs every 1024 operations
         await call(chain, request(key_context(scope("key", "steady", rpm_limit=10**6))))
-    assert set(backend.windows) == {"gw:rl:rpm:key:steady"}
+    assert set(backend.windows) == {"gw:rl:{o:1}:rpm:key:steady"}
     assert not backend.slots
 
 
@@ -160,13 +160,13 @@ async def test_token_reconciliation_lands_in_the_reserving_bucket_and_never_resu
     await chain.pre_call(slow)
     clock.now += 5  # the call ends five seconds later, having used 100 tokens
     await chain.post_call(slow, ok(prompt_tokens=50, completion_tokens=50))
-    assert sum(backend.windows["gw:rl:tpm:key:tpm-key"].values()) == 100
+    assert sum(backend.windows["gw:rl:{o:1}:tpm:key:tpm-key"].values()) == 100
     stale = request(key, estimated_prompt_tokens=500, max_output_tokens=0)
     await chain.pre_call(stale)
     clock.now += 120  # a stream that outlived the window: its bucket is gone, nothing comes back
     await call(chain, request(key, estimated_prompt_tokens=0, max_output_tokens=0))
     await chain.post_call(stale, ok(prompt_tokens=10))
-    assert sum(backend.windows["gw:rl:tpm:key:tpm-key"].values()) == 0
+    assert sum(backend.windows["gw:rl:{o:1}:tpm:key:tpm-key"].values()) == 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -50,13 +50,16 @@ class RedisBackend(CounterBackend):
         self._client: RespClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _new_client(self) -> RespClient:
+        return RespClient(self.url, stall_seconds=self.timeout)
+
     def _redis(self) -> RespClient:
         # A connection belongs to the event loop it was opened on (tests run one loop per test).
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             if self._client is not None and self._loop is not None and not self._loop.is_closed():
                 self._client.close()
-            self._client = RespClient(self.url, stall_seconds=self.timeout)
+            self._client = self._new_client()
             self._loop = loop
         return self._client
 
@@ -73,11 +76,19 @@ class RedisBackend(CounterBackend):
         except OSError as exc:
             raise BackendUnavailable(f"{exc.__class__.__name__}: {exc}", reason="connect_error") from exc
 
-    async def _reserve_once(self, checks: list[Check], allow_missing: bool = False) -> Refusal | None:
+    async def _eval(self, script: str, keys: list[str], argv: list[str]) -> bytes:
+        """One script call; the cluster backend routes it to the master of the keys' slot."""
         client = self._redis()
+        return await self._call(lambda: client.evalsha(script, keys, argv))
+
+    async def _execute(self, key: str, *args: object) -> object:
+        client = self._redis()
+        return await self._call(lambda: client.execute(*args))
+
+    async def _reserve_once(self, checks: list[Check], allow_missing: bool = False) -> Refusal | None:
         keys = [check.key for check in checks]
         argv = ["1" if allow_missing else "0", "|".join(_fields(check) for check in checks)]
-        reply = (await self._call(lambda: client.evalsha(RESERVE, keys, argv))).split(b"|")
+        reply = (await self._eval(RESERVE, keys, argv)).split(b"|")
         status = int(reply[0])
         if status == -1:
             raise SeedNeeded([int(i) - 1 for i in reply[1:]])
@@ -94,27 +105,23 @@ class RedisBackend(CounterBackend):
         return None
 
     async def _settle(self, ops: list[tuple[Check, int]]) -> None:
-        client = self._redis()
         keys: list[str] = []
         fields: list[str] = []
         for check, delta in ops:
             kind = _KIND.get(check.kind, "c")
             keys.append(check.key)
             fields.append(f"{kind}|{int(delta)}|{_member(check) if kind == 's' else check.bucket or 0}")
-        packed = "|".join(fields)
-        await self._call(lambda: client.evalsha(SETTLE, keys, [packed]))
+        await self._eval(SETTLE, keys, ["|".join(fields)])
 
     async def _renew(self, leases: list[tuple[tuple[str, str], int]]) -> list[int]:
-        client = self._redis()
         keys = [key for (key, _member), _ttl in leases]
         packed = "|".join(f"{ttl}|{member.replace('|', '_') or '-'}" for (_key, member), ttl in leases)
-        reply = await self._call(lambda: client.evalsha(RENEW, keys, [packed]))
+        reply = await self._eval(RENEW, keys, [packed])
         return [int(i) - 1 for i in reply.split(b"|")[1:]]
 
     async def _seed(self, check: Check, value: int) -> None:
-        client = self._redis()
         expiry = ("PX", check.ttl_ms) if check.ttl_ms > 0 else ()
-        await self._call(lambda: client.execute("SET", check.key, value, "NX", *expiry))
+        await self._execute(check.key, "SET", check.key, value, "NX", *expiry)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -273,6 +273,12 @@ class RespClient:
         protocol = await self._connection()
         return await protocol.send(args)
 
+    async def execute_asking(self, *args: Any) -> Any:
+        """``ASKING`` then the command, back to back on the connection (a cluster's ASK redirect)."""
+        protocol = await self._connection()
+        _ok, reply = await asyncio.gather(protocol.send(("ASKING",)), protocol.send(args))
+        return reply
+
     async def evalsha(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script when Redis does not know it (first use, or Redis restarted)."""
         sha = self._shas.get(script)
