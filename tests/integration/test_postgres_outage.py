@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 
 from tests.integration.fault_support import Traffic, ledger_counts, provision, wait_for_ledger
-from tests.integration.spend_processes import CeleryWorker, Gateway, OpenAIUpstream
+from tests.integration.spend_processes import CeleryWorker, Gateway, OpenAIUpstream, wait_until
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import ROOT, child_env
 from tests.support.production import redis_url_with_db
@@ -92,6 +92,14 @@ async def test_postgres_stopped_ten_seconds_under_traffic(own_postgres, stack_re
 
             async def scenario() -> None:
                 await asyncio.sleep(4)  # every worker has the key and the model registry cached
+                # The worker and its embedded beat (which reads its schedule from this database) are up
+                # and ingesting before the outage: on a loaded machine booting can outlast the 4 s, and a
+                # beat started during the outage exits (production's orchestrator restarts a lone beat;
+                # the embedded one here would not come back), which is not the fault under test.
+                await asyncio.to_thread(
+                    wait_until, lambda: bool(ledger_counts(database)), timeout=120,
+                    message="nothing ingested before the outage", worker=worker,
+                )  # fmt: skip
                 outage["start"] = time.monotonic()
                 await asyncio.to_thread(own_postgres.stop)
                 outage["stopped"] = time.monotonic()
