@@ -36,12 +36,12 @@ def _check_database() -> str | None:
 
 
 def _check_redis() -> str | None:
-    if not settings.REDIS_URL:
+    if settings.REDIS_TARGET is None:
         return None
     import redis
 
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        client = settings.REDIS_TARGET.client(socket_timeout=1, socket_connect_timeout=1)
         client.ping()
         client.close()
     except redis.RedisError as exc:
@@ -51,7 +51,7 @@ def _check_redis() -> str | None:
 
 
 def ready(request):
-    checks = {"database": _check_database(), "redis": _check_redis() if settings.REDIS_URL else "skipped"}
+    checks = {"database": _check_database(), "redis": _check_redis() if settings.REDIS_TARGET else "skipped"}
     failed = {name: err for name, err in checks.items() if err not in (None, "skipped")}
     body = {
         "status": "unavailable" if failed else "ok",

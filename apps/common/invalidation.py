@@ -29,12 +29,12 @@ def local_generation() -> int:
 def publish_invalidation(reason: str = "") -> None:
     global _local_generation
     _local_generation += 1
-    if not settings.REDIS_URL:
+    if settings.REDIS_TARGET is None:
         return
     import redis
 
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        client = settings.REDIS_TARGET.client(socket_timeout=2, socket_connect_timeout=2)
         with client.pipeline() as pipe:
             pipe.incr(GENERATION_KEY)
             pipe.publish(CHANNEL, reason or "change")

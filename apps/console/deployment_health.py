@@ -105,10 +105,10 @@ def _router_health() -> dict[int, dict] | None:
 
 def _shared_cooldowns(deployment_ids: list[int]) -> dict[int, float] | None:
     """Cooldowns any worker announced through Redis (seconds left), or None without Redis or if unreadable."""
-    if not settings.REDIS_URL:
+    if settings.REDIS_TARGET is None:
         return None
     try:
-        return shared_cooldowns_left(settings.REDIS_URL, deployment_ids)
+        return shared_cooldowns_left(settings.REDIS_TARGET, deployment_ids)
     except Exception as exc:  # the page still shows traffic and this worker's state
         logger.warning("deployment health: reading shared cooldowns failed (%s)", type(exc).__name__)
         return None

@@ -170,7 +170,7 @@ class Gateway:
             self.shedder = LoadShedder(threshold_ms=settings.PROXY_SHED_LOOP_LAG_MS)
             self.last_used = LastUsedRecorder(run_sync=self.run_sync)
             self.spend: SpendOutbox = spend_outbox_create()  # closed (flushed) in shutdown()
-            self.cache_sync = CacheSync(redis_url=settings.REDIS_URL, on_change=self.invalidate)
+            self.cache_sync = CacheSync(redis=settings.REDIS_TARGET, on_change=self.invalidate)
             self.cache_sync.start()
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(

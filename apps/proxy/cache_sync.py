@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apps.common import invalidation
+from apps.common.redis_target import RedisTarget, redis_target
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ RECONNECT_MAX_SECONDS = 30.0
 
 async def listen_forever(
     *,
-    redis_url: str,
+    redis: RedisTarget,
     channels: tuple[str, ...],
     on_message: Callable[[Any], None],
     on_connect: Callable[[Any], Awaitable[None]] | None = None,
@@ -43,11 +44,10 @@ async def listen_forever(
     once connected). ``on_connect(client)`` runs after each subscribe, so nothing published meanwhile
     is missed (the cooldown sync reads the cooldowns still stored); ``on_lost()`` after each loss.
     """
-    import redis.asyncio as aioredis  # only with REDIS_URL: an embedded gateway never loads the client
-
     delay = RECONNECT_FIRST_SECONDS
     while True:
-        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
+        # A new client per connection: with Sentinel it asks who the master is now (a failover moves it).
+        client = redis.async_client(socket_connect_timeout=2, health_check_interval=30)
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(*channels)
@@ -101,8 +101,8 @@ async def cancel_and_wait(tasks: list[asyncio.Task], *, timeout: float = 5.0) ->
 
 
 class CacheSync:
-    def __init__(self, *, redis_url: str, on_change: Callable[[str], None]) -> None:
-        self.redis_url = redis_url
+    def __init__(self, *, redis: RedisTarget | str | None, on_change: Callable[[str], None]) -> None:
+        self.redis = redis_target(redis)
         self.on_change = on_change
         self._local_seen = invalidation.local_generation()
         self._remote_seen: bytes | None = None
@@ -116,7 +116,7 @@ class CacheSync:
             self.on_change("local")
 
     def start(self) -> None:
-        if self.redis_url and not self._tasks:
+        if self.redis is not None and not self._tasks:
             self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
 
     async def stop(self) -> None:
@@ -124,13 +124,11 @@ class CacheSync:
         self._tasks = []
 
     def _client(self):
-        import redis.asyncio as aioredis  # only with REDIS_URL: an embedded gateway never loads the client
-
-        return aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=30)
+        return self.redis.async_client(socket_connect_timeout=2, health_check_interval=30)
 
     async def _listen(self) -> None:
         await listen_forever(
-            redis_url=self.redis_url,
+            redis=self.redis,
             channels=(invalidation.CHANNEL,),
             on_message=lambda _data: self.on_change("pubsub"),
             on_lost=lambda: self.on_change("pubsub-reconnect"),

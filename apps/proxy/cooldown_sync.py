@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import orjson
 
 from apps.common.intervallog import IntervalLog
+from apps.common.redis_target import RedisTarget, redis_target
 from apps.proxy.cache_sync import cancel_and_wait, listen_forever
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ ApplyCooldown = Callable[[int, float, str], float]
 class CooldownSync:
     """One per router: announces this worker's cooldowns and applies the other workers' ones."""
 
-    def __init__(self, *, redis_url: str, apply: ApplyCooldown) -> None:
-        self.redis_url = redis_url
+    def __init__(self, *, redis: RedisTarget | str | None, apply: ApplyCooldown) -> None:
+        self.redis = redis_target(redis)
         self.apply = apply
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._announced: dict[int, float] = {}  # deployment id -> monotonic end last announced or applied
@@ -103,10 +104,10 @@ class CooldownSync:
 
     def start(self) -> None:
         """Start listening (on the running loop); a no-op without Redis or when already listening."""
-        if self.redis_url and self._listener is None:
+        if self.redis is not None and self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(
                 listen_forever(
-                    redis_url=self.redis_url,
+                    redis=self.redis,
                     channels=(CHANNEL,),
                     on_message=self.receive,
                     on_connect=self.load_active,
@@ -129,7 +130,7 @@ class CooldownSync:
         announced = self._announced.get(deployment_id, 0.0)
         if announced > now and until <= announced + MIN_EXTENSION_SECONDS:
             return  # already told everyone about (nearly) this cooldown
-        if not self.redis_url or len(self._pending) >= MAX_PENDING_PUBLISHES:
+        if self.redis is None or len(self._pending) >= MAX_PENDING_PUBLISHES:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -144,9 +145,7 @@ class CooldownSync:
     async def _publish(self, message: CooldownMessage) -> None:
         try:
             if self._script is None:
-                import redis.asyncio as aioredis  # only with REDIS_URL, on the first cooldown announced
-
-                self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+                self._client = self.redis.async_client(socket_timeout=1.0, socket_connect_timeout=1.0)
                 self._script = self._client.register_script(ANNOUNCE_SCRIPT)
             ttl_ms = max(1, int(message.seconds * 1000))
             await self._script(keys=[cooldown_key(message.deployment_id)], args=[message.encode(), ttl_ms, CHANNEL])
@@ -193,16 +192,14 @@ class CooldownSync:
         self._announced[deployment_id] = max(self._announced.get(deployment_id, 0.0), until)
 
 
-def shared_cooldowns_left(redis_url: str, deployment_ids: list[int]) -> dict[int, float]:
+def shared_cooldowns_left(redis: RedisTarget | str, deployment_ids: list[int]) -> dict[int, float]:
     """Seconds left of each deployment's shared cooldown (only those cooling), read synchronously.
 
     For the admin's health page, which may be served by a process whose router saw no traffic.
     """
-    import redis  # only with REDIS_URL: an embedded gateway never loads the client
-
     if not deployment_ids:
         return {}
-    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redis_target(redis).client(socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
         with client.pipeline(transaction=False) as pipe:
             for deployment_id in deployment_ids:

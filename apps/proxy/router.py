@@ -36,6 +36,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.common.intervallog import IntervalLog
+from apps.common.redis_target import RedisTarget, redis_target
 from apps.proxy.context import RequestContext
 from apps.proxy.cooldown_sync import CooldownSync
 from apps.proxy.errors import GatewayError, UpstreamError
@@ -83,10 +84,10 @@ class Router:
         timeout_seconds: float,
         cooldown_failures: int = 3,
         cooldown_seconds: float = 5.0,
-        redis_url: str | None = None,
+        redis: RedisTarget | str | None = None,
         log_interval: float = 10.0,
     ) -> None:
-        """``redis_url`` shares cooldowns between workers: None reads ``settings.REDIS_URL``, "" keeps them local.
+        """``redis`` shares cooldowns between workers: None reads ``settings.REDIS_TARGET``, "" keeps them local.
 
         Built on the running loop (the gateway's startup), the cooldown listener starts here too.
         """
@@ -97,9 +98,8 @@ class Router:
         self.cooldown_seconds = cooldown_seconds
         self.health: dict[int, Health] = {}
         self.events = IntervalLog(logger, interval=log_interval)
-        if redis_url is None:
-            redis_url = settings.REDIS_URL
-        self.cooldown_sync = CooldownSync(redis_url=redis_url, apply=self.apply_shared_cooldown) if redis_url else None
+        target = settings.REDIS_TARGET if redis is None else redis_target(redis)
+        self.cooldown_sync = CooldownSync(redis=target, apply=self.apply_shared_cooldown) if target else None
         if self.cooldown_sync is not None:
             try:
                 asyncio.get_running_loop()

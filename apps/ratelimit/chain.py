@@ -48,7 +48,7 @@ class MiddlewareChain:
     ) -> None:
         self.middleware = middleware
         self.customers = CustomerLimits() if customers is None else customers
-        # None: the one settings ask for (Redis when REDIS_URL is set, else memory), built on first use
+        # None: the one settings ask for (Redis when REDIS_TARGET is set, else memory), built on first use
         # (a chain that never counts anything never connects) and owned by this chain from then on.
         self._backend = backend
 

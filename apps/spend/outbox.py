@@ -4,7 +4,7 @@ One ``SpendOutbox`` per gateway (built by ``spend_outbox_create()``, the one fac
 lifespan creates it at startup and closes it at shutdown). ``await outbox.emit(event)`` never touches
 the database and never waits on Redis, so the request path waits on neither:
 
-- with Redis (``settings.REDIS_URL``): the events of requests that finish in the same event-loop tick
+- with Redis (``settings.REDIS_TARGET``): the events of requests that finish in the same event-loop tick
   are coalesced and written with one pipelined ``XADD`` per event to the stream ``STREAM_KEY``, off the
   request path, capped (approximately) at ``settings.SPEND_STREAM_MAXLEN`` entries as a safety net only
   (the ingestion task trims entries once acknowledged). Celery workers read the stream with a consumer
@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connection
 
 from apps.common.intervallog import IntervalLog
+from apps.common.redis_target import RedisTarget, redis_target
 from apps.spend.embedded import EmbeddedBeat
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_isolating
@@ -53,8 +54,10 @@ REDIS_RETRY_SECONDS = 1.0
 class SpendOutbox:
     """Batches spend events to the Redis stream, or keeps them in process (``LocalOutbox``): nothing is lost."""
 
-    def __init__(self, *, redis_url: str, stream_maxlen: int, local: LocalOutbox, log_interval: float = 10.0) -> None:
-        self.redis_url = redis_url
+    def __init__(
+        self, *, redis: RedisTarget | str | None, stream_maxlen: int, local: LocalOutbox, log_interval: float = 10.0
+    ) -> None:
+        self.redis = redis_target(redis)
         self.stream_maxlen = stream_maxlen
         self.local = local
         self._pending: list[SpendEvent] = []
@@ -73,7 +76,7 @@ class SpendOutbox:
     async def emit(self, event: SpendEvent) -> None:
         """Append ``event`` to the outbox and the live feed. Never raises, never waits on Redis or the database."""
         live_publish(event)  # the admin's live page: an in-memory append, sent in batches off the request path
-        if not self.redis_url:
+        if self.redis is None:
             self.local.put(event)
             return
         self._pending.append(event)
@@ -85,7 +88,7 @@ class SpendOutbox:
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:  # created on the loop that uses it (a redis.asyncio client must not cross loops)
-            self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            self._client = self.redis.async_client(socket_timeout=2.0, socket_connect_timeout=2.0)
         return self._client
 
     async def _flush(self) -> None:
@@ -285,11 +288,11 @@ def spend_outbox_create() -> SpendOutbox:
     command, a test) opens its own: ``async with spend_outbox_create() as outbox: await outbox.emit(e)``.
     """
     return SpendOutbox(
-        redis_url=settings.REDIS_URL,
+        redis=settings.REDIS_TARGET,
         stream_maxlen=settings.SPEND_STREAM_MAXLEN,
         local=LocalOutbox(
             linger_seconds=settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS,
-            embedded_beat=settings.SPEND_EMBEDDED_BEAT and not settings.REDIS_URL,
+            embedded_beat=settings.SPEND_EMBEDDED_BEAT and settings.REDIS_TARGET is None,
         ),
         log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
     )

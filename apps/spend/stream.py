@@ -42,7 +42,7 @@ def consumer_name() -> str:
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10.0, socket_connect_timeout=5.0)
+    return settings.REDIS_TARGET.client(socket_timeout=10.0, socket_connect_timeout=5.0)
 
 
 def ensure_group(client: redis.Redis) -> None:

@@ -19,7 +19,7 @@ def spend_ingest() -> dict:
     Without Redis there is no stream and nothing shared to drain: each gateway process writes its own
     events (its outbox's thread, flushed when the process shuts down).
     """
-    if not settings.REDIS_URL:
+    if settings.REDIS_TARGET is None:
         return {}
     result = stream_drain()
     return {"batches": result.batches, "received": result.received, "inserted": result.inserted}
@@ -28,7 +28,7 @@ def spend_ingest() -> dict:
 @shared_task(name="spend.roll_windows", ignore_result=True)
 def spend_roll_windows() -> int:
     closed = budget_windows_roll()
-    if settings.REDIS_URL:
+    if settings.REDIS_TARGET is not None:
         stream_forget_idle_consumers()
     return closed
 

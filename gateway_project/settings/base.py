@@ -7,6 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.common.redis_target import redis_target_from_env
 from gateway_project.env import (
     env_bool,
     env_choice,
@@ -139,11 +140,15 @@ MEDIA_ROOT = Path(env_str("GATEWAY_MEDIA_ROOT") or RUN_DIR / "media")
 MEDIA_URL = "media/"
 
 # --- Redis, Celery, channels -------------------------------------------------------------------
+# Where Redis is (apps/common/redis_target.py): REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER. Every
+# Redis client of the gateway is built from REDIS_TARGET; None = no Redis (the embedded default). REDIS_URL
+# stays the raw variable ("" with sentinels).
+REDIS_TARGET = redis_target_from_env()
 REDIS_URL = env_str("REDIS_URL", "") or ""
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_TARGET.celery_broker() if REDIS_TARGET else ("memory://", {})
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = REDIS_TARGET is None
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -152,8 +157,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
-if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+if REDIS_TARGET:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_TARGET.channel_layer_host()]},
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

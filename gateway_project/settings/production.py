@@ -10,7 +10,7 @@ into ``.run/``.
 
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_project.env import POSTGRES_SCHEMES, REDIS_SCHEMES, EnvProblems, env_bool, env_int
+from gateway_project.env import POSTGRES_SCHEMES, REDIS_SCHEMES, EnvProblems, env_bool, env_int, env_list
 
 _SETTINGS_MODULE = "gateway_project.settings.production"
 _env = EnvProblems()
@@ -20,7 +20,13 @@ _env.url(
     example="postgres://gateway:PASSWORD@db:5432/gateway",
     why=" (production has no SQLite fallback)",
 )
-_redis_url = _env.url("REDIS_URL", schemes=REDIS_SCHEMES, example="redis://redis:6379/0")
+# Redis: one server (REDIS_URL) or a Sentinel-monitored master (REDIS_SENTINELS + REDIS_SENTINEL_MASTER).
+if env_list("REDIS_SENTINELS"):
+    _env.required("REDIS_SENTINEL_MASTER", example="mymaster")
+else:
+    _env.url(
+        "REDIS_URL", schemes=REDIS_SCHEMES, example="redis://redis:6379/0 (or REDIS_SENTINELS + REDIS_SENTINEL_MASTER)"
+    )
 # Django's own deploy check (security.W009) wants 50 characters for the Django secret.
 _django_secret = _env.secret("DJANGO_SECRET_KEY", min_length=50)
 _gateway_secret = _env.secret("GATEWAY_SECRET_KEY")
@@ -43,7 +49,6 @@ DEBUG = False
 SECRET_KEY = _django_secret
 GATEWAY_SECRET_KEY = _gateway_secret
 GATEWAY_MASTER_KEY = _master_key
-REDIS_URL = _redis_url
 ALLOWED_HOSTS = _allowed_hosts
 METRICS_TOKEN = _metrics_token
 
@@ -62,7 +67,6 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-CELERY_BROKER_URL = REDIS_URL
+# base.py built the broker and the channel layer from REDIS_TARGET (set: checked above).
 CELERY_TASK_ALWAYS_EAGER = False
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {"default": {"BACKEND": "apps.common.redis_cache.TargetRedisCache"}}

@@ -38,10 +38,10 @@ async def _stop_soon_after_start(make, passes: int) -> None:
 @pytest.mark.parametrize("passes", range(0, 12))
 async def test_the_cache_sync_stops_whenever_it_is_stopped(passes):
     for _ in range(3):
-        await _stop_soon_after_start(lambda: CacheSync(redis_url=settings.REDIS_URL, on_change=lambda _r: None), passes)
+        await _stop_soon_after_start(lambda: CacheSync(redis=settings.REDIS_URL, on_change=lambda _r: None), passes)
 
 
 @pytest.mark.parametrize("passes", range(0, 12))
 async def test_the_cooldown_sync_stops_whenever_it_is_stopped(passes):
     for _ in range(3):
-        await _stop_soon_after_start(lambda: CooldownSync(redis_url=settings.REDIS_URL, apply=lambda *_a: None), passes)
+        await _stop_soon_after_start(lambda: CooldownSync(redis=settings.REDIS_URL, apply=lambda *_a: None), passes)

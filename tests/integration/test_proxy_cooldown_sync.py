@@ -61,7 +61,7 @@ async def wait_until(condition, timeout: float = 5.0) -> None:
 
 async def listening_router(redis_url: str | None = None) -> Router:
     """A router built on the loop (as the gateway's startup does), once its listener has connected."""
-    router = Router(adapters=build_adapters(), num_retries=1, timeout_seconds=5, redis_url=redis_url)
+    router = Router(adapters=build_adapters(), num_retries=1, timeout_seconds=5, redis=redis_url)
     await wait_until(lambda: router.cooldown_sync.connects >= 1)
     return router
 
@@ -108,7 +108,7 @@ async def test_a_cooldown_reaches_other_workers_is_stored_and_read_by_late_joine
 
 async def test_redis_down_never_fails_the_request_path():
     closed_port = f"redis://127.0.0.1:{_closed_port()}/0"
-    router = Router(adapters=build_adapters(), num_retries=1, timeout_seconds=5, redis_url=closed_port)
+    router = Router(adapters=build_adapters(), num_retries=1, timeout_seconds=5, redis=closed_port)
     try:
         router._failed(dep(7), UpstreamError(429, "slow", retryable=True, retry_after=30))  # no raise, no wait
         assert cooling(router, 7) > 25  # the local cooldown works as before

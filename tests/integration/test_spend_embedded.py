@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from django.db.models import Sum
 
+from apps.common.redis_target import redis_target
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, SpendLog
 from apps.spend.outbox import LocalOutbox, spend_outbox_create
@@ -34,7 +35,7 @@ async def emit(outbox, events) -> None:
 
 @pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:1/0"], ids=["no-redis", "redis-down"])
 def test_without_a_working_redis_every_event_lands_through_the_local_queue(transactional_db, settings, redis_url):
-    settings.REDIS_URL = redis_url
+    settings.REDIS_TARGET = redis_target(redis_url)
     settings.SPEND_EMBEDDED_BEAT = False  # the thread outlives this test: no jobs against other tests' data
     key = VirtualKeyFactory()
     events = events_for(key, 300)
@@ -54,7 +55,7 @@ def writer_threads() -> int:
 def test_a_closed_outbox_leaves_no_writer_behind_and_the_next_one_records_on_its_own(transactional_db, settings):
     """The gateway's lifespan owns its outbox (no module-level queue): closing it writes everything and
     ends its writer thread; the outbox of a restarted gateway starts its own and loses nothing either."""
-    settings.REDIS_URL = ""
+    settings.REDIS_TARGET = None
     settings.SPEND_EMBEDDED_BEAT = False
     key = VirtualKeyFactory()
     before = writer_threads()
@@ -75,7 +76,7 @@ def test_a_closed_outbox_leaves_no_writer_behind_and_the_next_one_records_on_its
 def test_a_long_linger_never_delays_a_flush_and_big_bursts_split_into_batches(transactional_db, settings):
     """The writer gathers events for SPEND_LOCAL_OUTBOX_LINGER_SECONDS; flush() cuts that short, and a
     burst larger than one batch is written in several transactions, each event exactly once."""
-    settings.REDIS_URL = ""
+    settings.REDIS_TARGET = None
     settings.SPEND_EMBEDDED_BEAT = False
     settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS = 30.0  # far longer than the flush below may take
     key = VirtualKeyFactory()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_failed_batches_and_concurrent_puts_and_flushes_count_each_event_once(transactional_db, settings, monkeypatch):
-    settings.REDIS_URL = ""
+    settings.REDIS_TARGET = None
     settings.SPEND_EMBEDDED_BEAT = False
     settings.SPEND_LOCAL_OUTBOX_LINGER_SECONDS = 0.05
     key = VirtualKeyFactory()

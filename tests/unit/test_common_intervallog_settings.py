@@ -14,6 +14,7 @@ import time
 
 from django.test import override_settings
 
+from apps.common.redis_target import RedisTarget
 from apps.ratelimit import engine
 from apps.ratelimit.backends import BackendUnavailable
 from apps.spend.outbox import spend_outbox_create
@@ -64,7 +65,9 @@ async def test_the_spend_outbox_failure_lines_fold_per_configured_interval(caplo
     with socket.socket() as probe:  # a port nobody listens on: every XADD is refused at once
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    with override_settings(LOG_EVENT_INTERVAL_SECONDS=INTERVAL, REDIS_URL=f"redis://127.0.0.1:{closed}/0"):
+    with override_settings(
+        LOG_EVENT_INTERVAL_SECONDS=INTERVAL, REDIS_TARGET=RedisTarget.from_url(f"redis://127.0.0.1:{closed}/0")
+    ):
         outbox = spend_outbox_create()
     outbox.local = Collected()
     for _ in range(EVENTS):

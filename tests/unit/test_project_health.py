@@ -1,5 +1,7 @@
 import pytest
 
+from apps.common.redis_target import RedisTarget
+
 
 @pytest.mark.django_db
 def test_live_and_ready_answer_when_dependencies_are_up(client, settings):
@@ -13,7 +15,7 @@ def test_live_and_ready_answer_when_dependencies_are_up(client, settings):
 
 @pytest.mark.django_db
 def test_ready_is_503_when_redis_is_down(client, settings):
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.REDIS_TARGET = RedisTarget.from_url("redis://127.0.0.1:1/0")
     ready = client.get("/health/ready")
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"] != "ok"

@@ -8,9 +8,9 @@ def test_same_process_changes_clear_the_caches_without_redis(settings):
     from apps.common.invalidation import publish_invalidation
     from apps.proxy.cache_sync import CacheSync
 
-    settings.REDIS_URL = ""
+    settings.REDIS_TARGET = None
     changes: list[str] = []
-    sync = CacheSync(redis_url="", on_change=changes.append)
+    sync = CacheSync(redis="", on_change=changes.append)
     sync.check_local()
     assert changes == []
     publish_invalidation("key:1")

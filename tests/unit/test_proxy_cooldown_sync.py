@@ -28,8 +28,8 @@ def dep(id: int, **kw) -> Deployment:
 def shared_router(**kw) -> Router:
     """A router with a cooldown sync that never listens (and whose publishing the async tests fake)."""
     options = {"num_retries": 2, "timeout_seconds": 5, "cooldown_failures": 2, "cooldown_seconds": 10, **kw}
-    router = Router(adapters=build_adapters(), redis_url="", **options)
-    router.cooldown_sync = CooldownSync(redis_url="redis://127.0.0.1:1/0", apply=router.apply_shared_cooldown)
+    router = Router(adapters=build_adapters(), redis="", **options)
+    router.cooldown_sync = CooldownSync(redis="redis://127.0.0.1:1/0", apply=router.apply_shared_cooldown)
     return router
 
 
@@ -69,7 +69,7 @@ def test_a_long_reason_is_cut():
 
 
 def test_without_redis_the_router_has_no_sync():
-    router = Router(adapters=build_adapters(), num_retries=1, timeout_seconds=5, redis_url="")
+    router = Router(adapters=build_adapters(), num_retries=1, timeout_seconds=5, redis="")
     assert router.cooldown_sync is None
     router._failed(dep(1), UpstreamError(429, "slow", retryable=True, retry_after=30))
     assert left(router, 1) > 25  # cooling locally exactly as before

@@ -2,7 +2,7 @@
 
 Both implement the same semantics, described in ``apps/ratelimit/plan.py``; the test suite runs every
 limiter against both. ``factory.backend_from_settings()`` builds the one settings ask for (Redis when
-``settings.REDIS_URL`` is set); its owner (the limiter chain) keeps it.
+``settings.REDIS_TARGET`` is set); its owner (the limiter chain) keeps it.
 """
 
 from __future__ import annotations

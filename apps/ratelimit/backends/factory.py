@@ -1,4 +1,4 @@
-"""The one place a counter backend is built from settings: Redis when ``settings.REDIS_URL`` is set, else memory.
+"""The one place a counter backend is built from settings: Redis when ``settings.REDIS_TARGET`` is set, else memory.
 
 Whoever owns a backend calls ``backend_from_settings()`` once and keeps it: the limiter chain the gateway
 builds at startup (``apps.ratelimit.chain.build_chain``), or a management command or Celery task that needs
@@ -31,7 +31,9 @@ def ledger_seeder() -> Seeder:
 
 
 def backend_from_settings() -> CounterBackend:
-    """A new backend (it holds its own connection pool), chosen by ``settings.REDIS_URL``."""
-    if settings.REDIS_URL:
-        return RedisBackend(settings.REDIS_URL, timeout_ms=settings.RATELIMIT_REDIS_TIMEOUT_MS, seeder=ledger_seeder())
+    """A new backend (it holds its own connection pool), chosen by ``settings.REDIS_TARGET``."""
+    if settings.REDIS_TARGET is not None:
+        return RedisBackend(
+            settings.REDIS_TARGET, timeout_ms=settings.RATELIMIT_REDIS_TIMEOUT_MS, seeder=ledger_seeder()
+        )
     return MemoryBackend(seeder=ledger_seeder())

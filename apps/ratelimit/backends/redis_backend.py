@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from apps.common.redis_target import RedisTarget
 from apps.ratelimit.backends.base import BackendUnavailable, CounterBackend, Seeder, SeedNeeded
 from apps.ratelimit.backends.lua import RENEW, RESERVE, SETTLE
 from apps.ratelimit.backends.resp import RespClient, RespError, RespUnavailable
@@ -42,16 +43,18 @@ def _fields(check: Check) -> str:
 class RedisBackend(CounterBackend):
     name = "redis"
 
-    def __init__(self, url: str, *, timeout_ms: int = 500, seeder: Seeder | None = None) -> None:
+    def __init__(
+        self, target: RedisTarget | str | None, *, timeout_ms: int = 500, seeder: Seeder | None = None
+    ) -> None:
         super().__init__(seeder)
-        self.url = url
+        self.target = target  # None/"": a subclass builds its own client (ClusterBackend)
         self.timeout = timeout_ms / 1000.0
         self.deadline = max(self.timeout * DEADLINE_FACTOR, MIN_DEADLINE_SECONDS)
         self._client: RespClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _new_client(self) -> RespClient:
-        return RespClient(self.url, stall_seconds=self.timeout)
+        return RespClient(self.target, stall_seconds=self.timeout)
 
     def _redis(self) -> RespClient:
         # A connection belongs to the event loop it was opened on (tests run one loop per test).

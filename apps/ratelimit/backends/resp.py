@@ -19,6 +19,13 @@ busy event loop, so it fired on a healthy Redis exactly when traffic peaked. Ins
 - a connection that breaks (reset, EOF, Redis restarted) fails only the commands it had pending; the
   next command reconnects at once, so limits resume as soon as Redis accepts connections.
 
+With Redis Sentinel (a ``RedisTarget`` with sentinels) every connect, reconnect and probe first asks the
+sentinels for the master's address (``SENTINEL get-master-addr-by-name``, the last one that answered
+first) and then checks ``ROLE`` on the connection: a server that is not the master (a sentinel's stale
+view during a failover) is a ``connect_error``, so the breaker's probe keeps asking until the new master
+answers. A ``-READONLY`` reply (the master was demoted under an open connection) drops the connection,
+so the next command reconnects to whoever the master is now.
+
 Every failure is a ``RespUnavailable`` carrying a bounded ``reason`` for the metrics. Replies arrive
 strictly in command order, so a caller that gave up leaves its future in the queue and the late reply
 is dropped.
@@ -36,6 +43,8 @@ from typing import Any
 
 import hiredis
 from redis.connection import SSLConnection, parse_url
+
+from apps.common.redis_target import RedisTarget, redis_target
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +104,10 @@ class _Protocol(asyncio.Protocol):
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 future.set_exception(RespError(str(reply)))
+                if "READONLY" in str(reply):  # a demoted master: reconnect (and re-resolve) on the next command
+                    self.closed = True
+                    if self.transport is not None:
+                        self.transport.abort()
             else:
                 future.set_result(reply)
 
@@ -165,12 +178,23 @@ class _Protocol(asyncio.Protocol):
 class RespClient:
     """Executes commands and Lua scripts on one lazily opened connection, with a breaker (see module doc).
 
-    ``stall_seconds``: how long a command may wait on the socket with no byte from Redis;
-    ``connect_seconds``: the bound on opening a connection (default: the same).
+    ``target``: a ``RedisTarget`` (or a URL); ``stall_seconds``: how long a command may wait on the socket
+    with no byte from Redis; ``connect_seconds``: the bound on opening a connection (default: the same),
+    sentinel questions included.
     """
 
-    def __init__(self, url: str, *, stall_seconds: float = 0.5, connect_seconds: float | None = None) -> None:
-        self.options = parse_url(url)
+    def __init__(
+        self, target: RedisTarget | str, *, stall_seconds: float = 0.5, connect_seconds: float | None = None
+    ) -> None:
+        self.target = redis_target(target)
+        if self.target is None:
+            raise ValueError("RespClient needs a Redis target")
+        if self.target.is_sentinel:
+            self.options: dict[str, Any] = {"username": self.target.username, "password": self.target.password}
+            self.options["db"] = self.target.db
+            self._sentinels = list(self.target.sentinels)
+        else:
+            self.options = parse_url(self.target.url)
         self.stall_seconds = stall_seconds
         self.connect_seconds = connect_seconds if connect_seconds is not None else max(stall_seconds, 0.05)
         self._protocol: _Protocol | None = None
@@ -183,7 +207,37 @@ class RespClient:
     @property
     def address(self) -> str:
         options = self.options
+        if self.target.is_sentinel:
+            return f"{self.target.master} ({options.get('host', '?')}:{options.get('port', '?')}, via sentinels)"
         return options.get("path") or f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+
+    async def _master_address(self) -> tuple[str, int]:
+        """Ask the sentinels, in turn, where the master is; the one that answered is asked first next time."""
+        loop = asyncio.get_running_loop()
+        share = self.connect_seconds / (len(self._sentinels) + 1)  # leaves a share for the master itself
+        problems = []
+        for index, (host, port) in enumerate(list(self._sentinels)):
+            transport = None
+            try:
+                async with asyncio.timeout(share):
+                    transport, protocol = await loop.create_connection(
+                        lambda: _Protocol(self.stall_seconds, lambda *_: None), host, port
+                    )
+                    if self.target.sentinel_password:
+                        await protocol.send(("AUTH", self.target.sentinel_password))
+                    reply = await protocol.send(("SENTINEL", "get-master-addr-by-name", self.target.master))
+            except (OSError, TimeoutError, RespError) as exc:
+                problems.append(f"{host}:{port} {exc.__class__.__name__}")
+                continue
+            finally:
+                if transport is not None:
+                    transport.abort()
+            if reply:
+                if index:
+                    self._sentinels.insert(0, self._sentinels.pop(index))
+                return reply[0].decode(), int(reply[1])
+            problems.append(f"{host}:{port} knows no master {self.target.master!r}")
+        raise RespUnavailable("connect_error", "no sentinel named the master: " + "; ".join(problems))
 
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
@@ -213,6 +267,8 @@ class RespClient:
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        if self.target.is_sentinel:
+            self.options["host"], self.options["port"] = await self._master_address()
         options = self.options
 
         def factory() -> _Protocol:
@@ -231,9 +287,12 @@ class RespClient:
             setup.append(auth or ("AUTH", options["password"]))
         if options.get("db"):
             setup.append(("SELECT", options["db"]))
+        if self.target.is_sentinel:
+            setup.append(("ROLE",))
         try:
-            for future in [protocol.send(command) for command in setup]:
-                await future
+            replies = [await future for future in [protocol.send(command) for command in setup]]
+            if self.target.is_sentinel and replies[-1][0] != b"master":
+                raise RespUnavailable("connect_error", f"{self.address} is not the master (yet)")
         except BaseException:
             protocol.transport.abort()
             raise

@@ -11,7 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-seconds", type=float, default=60.0)
 
     def handle(self, *args, **options) -> None:
-        if not settings.REDIS_URL:
+        if settings.REDIS_TARGET is None:
             # Without Redis there is no shared queue: each serving process writes its own events (its
             # outbox thread, flushed at shutdown), so another process has nothing to drain.
             self.stdout.write("No Redis: each gateway process writes its spend itself; nothing to drain.")
