@@ -15,6 +15,13 @@ the database and never waits on Redis, so the request path waits on neither:
   Redis that does not answer; one log line per interval says how many took that way (a 3 s outage once
   logged 2,647 tracebacks). The ledger's UNIQUE request id makes it harmless when a timed-out XADD was
   applied after all.
+- with replicas (``settings.SPEND_STREAM_MIN_REPLICAS``, 1 by default under Redis Sentinel): the batch's
+  pipeline ends with ``WAIT n timeout``; a batch fewer replicas acknowledged takes the local way too. A
+  failover promotes a replica, so an event only the old master held (acknowledged in the seconds before
+  it was demoted, then discarded when it resyncs from the new master) would be lost; here such a batch
+  is written from this process instead, and if it did reach the stream as well the UNIQUE request id
+  keeps the ledger exact. What can still be lost: an event in the stream whose replica dies together
+  with the master before the ingestion read it (two failures at once).
 
 ``close()`` writes what is queued (lifespan shutdown: uvicorn re-raises SIGTERM after its graceful
 shutdown, which ends the process without atexit handlers); an outbox that was never closed still
@@ -55,9 +62,18 @@ class SpendOutbox:
     """Batches spend events to the Redis stream, or keeps them in process (``LocalOutbox``): nothing is lost."""
 
     def __init__(
-        self, *, redis: RedisTarget | str | None, stream_maxlen: int, local: LocalOutbox, log_interval: float = 10.0
+        self,
+        *,
+        redis: RedisTarget | str | None,
+        stream_maxlen: int,
+        local: LocalOutbox,
+        log_interval: float = 10.0,
+        min_replicas: int = 0,
+        replica_wait_ms: int = 1000,
     ) -> None:
         self.redis = redis_target(redis)
+        self.min_replicas = min_replicas
+        self.replica_wait_ms = replica_wait_ms
         self.stream_maxlen = stream_maxlen
         self.local = local
         self._pending: list[SpendEvent] = []
@@ -105,7 +121,11 @@ class SpendOutbox:
             for event in batch:
                 # orjson serializes the dataclass directly, several times faster than to_json's asdict() walk.
                 pipe.xadd(STREAM_KEY, {STREAM_FIELD: orjson.dumps(event)}, maxlen=self.stream_maxlen, approximate=True)
-            await pipe.execute()
+            if self.min_replicas:
+                pipe.wait(self.min_replicas, self.replica_wait_ms)
+            replies = await pipe.execute()
+            if self.min_replicas and replies[-1] < self.min_replicas:
+                self._keep_in_process(batch, f"{replies[-1]} of {self.min_replicas} replicas acknowledged")
         except Exception as exc:
             self._redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
             self._keep_in_process(batch, f"XADD failed: {exc.__class__.__name__}: {exc}")
@@ -295,4 +315,6 @@ def spend_outbox_create() -> SpendOutbox:
             embedded_beat=settings.SPEND_EMBEDDED_BEAT and settings.REDIS_TARGET is None,
         ),
         log_interval=settings.LOG_EVENT_INTERVAL_SECONDS,
+        min_replicas=settings.SPEND_STREAM_MIN_REPLICAS,
+        replica_wait_ms=settings.SPEND_STREAM_REPLICA_WAIT_MS,
     )

@@ -272,6 +272,14 @@ SPEND_LOG_RETENTION_DAYS = env_int("SPEND_LOG_RETENTION_DAYS", 90, minimum=1)
 # Spend outbox stream and its ingestion (apps/spend/stream.py). The cap is a safety net only: ingested
 # entries are deleted; an entry pending longer than CLAIM_IDLE_MS (its worker died) is taken over.
 SPEND_STREAM_MAXLEN = env_int("SPEND_STREAM_MAXLEN", 1_000_000, minimum=10_000)
+# Replicas that must hold a batch of spend events before the outbox counts it as written (Redis WAIT), within
+# SPEND_STREAM_REPLICA_WAIT_MS; a batch fewer acknowledged is written to the ledger from the gateway itself.
+# Sentinel's failover promotes a replica: without this, what only the old master held is lost. See
+# docs/operations.md (Redis Sentinel).
+SPEND_STREAM_MIN_REPLICAS = env_int(
+    "SPEND_STREAM_MIN_REPLICAS", 1 if REDIS_TARGET and REDIS_TARGET.is_sentinel else 0, minimum=0
+)
+SPEND_STREAM_REPLICA_WAIT_MS = env_int("SPEND_STREAM_REPLICA_WAIT_MS", 1000, minimum=1)
 SPEND_INGEST_BATCH_SIZE = env_int("SPEND_INGEST_BATCH_SIZE", 500, minimum=1)
 SPEND_INGEST_MAX_SECONDS = env_float("SPEND_INGEST_MAX_SECONDS", 20.0, minimum=0.1)
 SPEND_INGEST_CLAIM_IDLE_MS = env_int("SPEND_INGEST_CLAIM_IDLE_MS", 60_000, minimum=100)
