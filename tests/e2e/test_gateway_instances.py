@@ -19,13 +19,11 @@ import time
 import uuid
 
 import aiohttp
-import orjson
 import pytest
 from django.conf import settings
-from django.test import Client
 
-from tests.factories import DeploymentFactory, TeamFactory, UserFactory, VirtualKeyFactory
-from tests.support.gateway import MASTER_KEY, GatewayServer, http
+from tests.factories import DeploymentFactory, TeamFactory, VirtualKeyFactory
+from tests.support.gateway import MASTER_KEY, GatewayServer, http, live_feed_sees, operator_session_cookie
 from tests.support.mock_upstream import MockUpstream
 
 pytestmark = [
@@ -65,43 +63,13 @@ async def round_robin(gateways: list[GatewayServer], secret: str, model: str, co
         return list(await asyncio.gather(*(one(g) for g in targets)))
 
 
-async def live_rows_from_all(
-    gateways: list[GatewayServer], cookie: str, secret: str, model: str
-) -> tuple[set[str], set[str]]:
-    """Open the live feed on instance 0, send one request to each instance: (request ids sent, ids the feed showed)."""
-    feed = gateways[0].url.replace("http://", "ws://") + "/ws/admin/live/"
-    headers = {"Origin": gateways[0].url, "Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(feed, headers=headers) as socket:
-        assert (await socket.receive_json(timeout=10))["type"] == "hello"
-        sent: set[str] = set()
-        for gateway in gateways:
-            body = {"model": model, "messages": [{"role": "user", "content": "live"}]}
-            async with session.post(
-                gateway.v1 + "/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}
-            ) as response:
-                assert response.status == 200
-                sent.add(response.headers["x-request-id"])
-        seen: set[str] = set()
-        deadline = time.monotonic() + 15
-        while not sent <= seen and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                message = orjson.loads((await socket.receive(timeout=1)).data)
-                if message.get("type") == "rows":
-                    seen |= {row["request_id"] for row in message["rows"]}
-        return sent, seen
-
-
 def test_three_instances_share_limits_revocation_cooldowns_and_the_live_feed(transactional_db):
     model, cool = f"inst-{uuid.uuid4().hex[:6]}", f"cool-{uuid.uuid4().hex[:6]}"
     team = TeamFactory(name="Instances")
     limited = VirtualKeyFactory(team=team, alias="limited", rpm_limit=RPM)
     victim = VirtualKeyFactory(team=team, alias="victim")
     watcher = VirtualKeyFactory(team=team, alias="watched")
-    operator = UserFactory(username="operator", is_staff=True, is_superuser=True)
-    client = Client()
-    client.force_login(operator)
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = operator_session_cookie()
 
     with MockUpstream() as upstream, contextlib.ExitStack() as stack:
         DeploymentFactory(model_name=model, provider="openai", model="ok", api_base=upstream.url)
@@ -160,5 +128,5 @@ def test_three_instances_share_limits_revocation_cooldowns_and_the_live_feed(tra
         assert failing_hits(upstream) == before, f"another instance called deployment {bad.pk} while it cooled down"
 
         # The live feed on instance 0 shows requests served by all three.
-        sent, seen = asyncio.run(live_rows_from_all(gateways, cookie, watcher.secret, model))
+        sent, seen = asyncio.run(live_feed_sees(gateways, cookie, watcher.secret, model))
         assert sent <= seen, (sent - seen, [g.output()[-1500:] for g in gateways])

@@ -10,6 +10,7 @@ Import the fixtures into a test module with ``from tests.support.gateway import 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -17,10 +18,12 @@ import urllib.error
 import urllib.request
 import uuid
 
+import aiohttp
 import orjson
 import pytest
 import redis
 from django.conf import settings
+from django.test import Client
 
 from apps.common.invalidation import publish_invalidation
 from apps.proxy.models import ModelDeployment
@@ -192,3 +195,37 @@ def spend_event(request_id: str, timeout: float = 5.0) -> dict:
                 return event
         time.sleep(0.1)
     raise AssertionError(f"no spend event for {request_id}")
+
+
+def operator_session_cookie(username: str = "operator") -> str:
+    """The session cookie of a superuser logged in to the admin (the session row is in the shared database)."""
+    client = Client()
+    client.force_login(UserFactory(username=username, is_staff=True, is_superuser=True))
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+async def live_feed_sees(
+    gateways: list[GatewayServer], cookie: str, secret: str, model: str
+) -> tuple[set[str], set[str]]:
+    """Open the admin's live feed on the first gateway, send one request to each: (ids sent, ids the feed showed)."""
+    feed = gateways[0].url.replace("http://", "ws://") + "/ws/admin/live/"
+    headers = {"Origin": gateways[0].url, "Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(feed, headers=headers) as socket:
+        assert (await socket.receive_json(timeout=10))["type"] == "hello"
+        sent: set[str] = set()
+        for gateway in gateways:
+            body = {"model": model, "messages": [{"role": "user", "content": "live"}]}
+            async with session.post(
+                gateway.v1 + "/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}
+            ) as response:
+                assert response.status == 200
+                sent.add(response.headers["x-request-id"])
+        seen: set[str] = set()
+        deadline = time.monotonic() + 15
+        while not sent <= seen and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                message = orjson.loads((await socket.receive(timeout=1)).data)
+                if message.get("type") == "rows":
+                    seen |= {row["request_id"] for row in message["rows"]}
+        return sent, seen

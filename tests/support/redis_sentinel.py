@@ -4,7 +4,9 @@ Each redis-server runs in a temp directory on a free port (the sentinels with ``
 config file they may rewrite). ``start()`` returns once the replica is in sync and every sentinel knows
 the master, the replica and the other two sentinels, so ``failover()`` (``SENTINEL FAILOVER``) can
 promote the replica at once; it returns when every sentinel names the new master and the old one
-follows it as a replica. Everything is stopped and removed on exit.
+follows it as a replica. ``kill_master()`` SIGKILLs the master instead and returns once the sentinels
+agreed it is down (``down-after-milliseconds`` 2000) and promoted the replica. Everything is stopped
+and removed on exit.
 """
 
 from __future__ import annotations
@@ -118,6 +120,19 @@ class SentinelGroup:
         new = self.master_port()
         _wait("old master following", lambda: self.client(old).info("replication")["master_link_status"] == "up")
         return new
+
+    def kill_master(self, timeout: float = 60.0) -> int:
+        """SIGKILL the master (no failover command: the sentinels must notice it is down and agree);
+        return the promoted replica's port once every sentinel names it and it is the master."""
+        old = self.master_port()
+        self.processes[self.data_ports.index(old)].kill()
+
+        def promoted() -> bool:
+            new = self.master_port()
+            return new != old and self.role(new) == "master"
+
+        _wait("failover after the master was killed", promoted, timeout)
+        return self.master_port()
 
     def stop(self) -> None:
         for process in self.processes:
