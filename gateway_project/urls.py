@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.provisioning.views import config_schema
 from apps.proxy.self_service import api as key_self_service_api
 from apps.ratelimit.views import metrics_view
+from apps.sso.views import sso_logout
 from gateway_project import health
 
 urlpatterns = [
@@ -12,6 +13,9 @@ urlpatterns = [
     path("health/ready", health.ready, name="health-ready"),
     # The gateway's own admin pages (live traffic, deployment health) before the admin's catch-all.
     path("admin/gateway/", include("apps.console.dashboard_urls")),
+    # Single sign-on (apps/sso), and the admin's logout, which also ends the provider's session.
+    path("admin/sso/", include("apps.sso.urls")),
+    path("admin/logout/", sso_logout, name="sso-logout"),
     path("admin/", admin.site.urls),
     # The config file format (gateway_apply), for editors: before the REST router, which would 404 it.
     path("api/v1/config/schema.json", config_schema, name="config-schema"),

@@ -287,6 +287,10 @@ ACTIONS: dict[str, Action] = {
     "key.set_priority": Action(SUPERUSER, (), "Only a superuser may change a key's priority."),
     "api_token.create": Action(OWNER, ("teams.user",), "You may only create tokens for yourself."),
     "api_token.delete": Action(OWNER, ("keys.apitoken",), "You may only delete your own tokens."),
+    # Single sign-on rules grant memberships in an organization: its owners and admins write them.
+    "sso_mapping.change": Action(
+        ORG_ADMIN, ("sso.groupmapping",), "Only the organization's owners may change sign-on rules."
+    ),
 }
 
 DEFAULT_REFUSAL = "You may not do this."

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.ratelimit",
     "apps.spend",
     "apps.provisioning",
+    "apps.sso",
     # Above every other app: the dashboard, live feed, deployment health, key usage (apps/console/__init__.py).
     "apps.console",
 ]
@@ -112,7 +113,8 @@ AUTH_USER_MODEL = "teams.User"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, refusing passwords when ADMIN_PASSWORD_LOGIN is off (break-glass accounts excepted).
+    "apps.sso.backends.PasswordLoginBackend",
 ]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
@@ -173,6 +175,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.keys.authentication.MasterKeyAuthentication",
+        # Before API tokens, which refuse every bearer they don't know; it passes on anything not a JWT.
+        "apps.sso.authentication.OidcBearerAuthentication",
         "apps.keys.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -205,6 +209,35 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "apps.teams.client_ip.client_ip"
 AXES_LOCKOUT_TEMPLATE = "admin/gateway/locked_out.html"
+
+# Admin single sign-on, OpenID Connect (apps/sso; docs/admin.md "Single sign-on"). Unset issuer: off.
+OIDC_ISSUER = (env_str("OIDC_ISSUER") or "").strip().rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID") or ""
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET") or ""
+# Space- or comma-separated, as providers document them.
+OIDC_SCOPES = (env_str("OIDC_SCOPES") or "openid email profile").replace(",", " ").split()
+# The claim carrying the groups (dotted for a nested one, e.g. Keycloak's realm_access.roles).
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM") or "groups"
+OIDC_ALLOWED_EMAIL_DOMAINS = [domain.lower() for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS")]
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME") or "single sign-on"
+OIDC_HTTP_TIMEOUT_SECONDS = env_float("OIDC_HTTP_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# The REST API accepts the issuer's JWT access tokens issued for this audience; empty: it does not.
+OIDC_API_AUDIENCE = env_str("OIDC_API_AUDIENCE") or ""
+OIDC_API_RESYNC_SECONDS = env_int("OIDC_API_RESYNC_SECONDS", 300, minimum=0)
+# on: the admin's password form works for everyone; off: only for the break-glass superusers listed.
+ADMIN_PASSWORD_LOGIN = env_bool("ADMIN_PASSWORD_LOGIN", True)
+ADMIN_BREAK_GLASS_USERS = env_list("ADMIN_BREAK_GLASS_USERS")
+# Admin sessions (password or single sign-on) end this long after sign-in.
+SESSION_COOKIE_AGE = env_int("ADMIN_SESSION_SECONDS", 12 * 3600, minimum=60)
+if OIDC_ISSUER and not OIDC_ISSUER.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(f"OIDC_ISSUER={OIDC_ISSUER!r} is not an http(s) URL")
+if OIDC_ISSUER and not OIDC_CLIENT_ID:
+    raise ImproperlyConfigured("OIDC_ISSUER is set: OIDC_CLIENT_ID is required too")
+if OIDC_API_AUDIENCE and OIDC_API_AUDIENCE == OIDC_CLIENT_ID:
+    # Else the admin's own ID tokens (audience: the client) would be accepted as API credentials.
+    raise ImproperlyConfigured("OIDC_API_AUDIENCE must differ from OIDC_CLIENT_ID")
+if not ADMIN_PASSWORD_LOGIN and not OIDC_ISSUER:
+    raise ImproperlyConfigured("ADMIN_PASSWORD_LOGIN=off needs single sign-on (OIDC_ISSUER) or nobody can sign in")
 # How many reverse proxies of ours append to X-Forwarded-For (0: none, use the socket's address). Decides
 # the client address for lockouts and the audit trail; production sits behind one TLS proxy.
 GATEWAY_TRUSTED_PROXY_COUNT = env_int("GATEWAY_TRUSTED_PROXY_COUNT", 0, minimum=0)

@@ -10,7 +10,15 @@ into ``.run/``.
 
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_project.env import POSTGRES_SCHEMES, REDIS_SCHEMES, EnvProblems, env_bool, env_int, env_list
+from gateway_project.env import (
+    POSTGRES_SCHEMES,
+    REDIS_SCHEMES,
+    EnvProblems,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+)
 
 _SETTINGS_MODULE = "gateway_project.settings.production"
 _env = EnvProblems()
@@ -37,6 +45,12 @@ _allowed_hosts = _env.listed("DJANGO_ALLOWED_HOSTS", example="gw.example.com")
 _metrics_token = _env.secret("METRICS_TOKEN")
 if _metrics_token and _metrics_token == _master_key:
     _env.add("METRICS_TOKEN equals GATEWAY_MASTER_KEY; the scraper must not hold the master key")
+# Single sign-on in production: the provider over TLS, and a confidential client (its secret set).
+_oidc_issuer = (env_str("OIDC_ISSUER") or "").strip()
+if _oidc_issuer and not _oidc_issuer.startswith("https://"):
+    _env.add(f"OIDC_ISSUER={_oidc_issuer!r} must be an https:// URL in production")
+if _oidc_issuer and not (env_str("OIDC_CLIENT_SECRET") or "").strip():
+    _env.add("OIDC_ISSUER is set: OIDC_CLIENT_SECRET is required (the gateway is a confidential client)")
 _env.exit_if_any(_SETTINGS_MODULE)
 
 try:

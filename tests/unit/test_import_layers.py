@@ -54,6 +54,8 @@ LAYERS: dict[str, int] = {
     "apps.proxy": 6,
     "apps.console": 7,
     "apps.provisioning": 7,
+    # Single sign-on: people and service accounts placed in tenants through the teams services.
+    "apps.sso": 7,
     "gateway_project": 8,
 }
 LAYER_NAMES = {

@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.keys.models import ApiToken, VirtualKey
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
+from apps.sso.models import GroupMapping, SsoIdentity
 from apps.teams.models import AuditEvent, Membership, Team
 from apps.teams.scoping import ACTIONS, CHANGE, DELETE, USE, VIEW, may, require, tenancy_for
 from tests.factories import CustomerFactory, DeploymentFactory, MembershipFactory, UserFactory, VirtualKeyFactory
@@ -78,6 +79,9 @@ def world(cast, acme, alpha, globex, omega):
         )
         report = Report.objects.create(name=f"report {n}", **common)
         ReportRun.objects.create(report=report, period_start=now - timedelta(days=1), period_end=now, format="csv")
+        GroupMapping.objects.create(value=f"group-{n}", **common)
+        if user is not None:
+            SsoIdentity.objects.create(user=user, issuer="https://idp.example", subject=f"sub-{n}")
     SpendLog.objects.create(request_id="req-orphan", created_at=now, status=401)  # no tenant at all
     return cast
 
