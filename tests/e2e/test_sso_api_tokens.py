@@ -3,7 +3,8 @@
 The provider is the real one (tests/e2e/js/oidc_provider.mjs): its token endpoint issues RS256 JWT access
 tokens for the API audience, signed with a key the gateway learns from the JWKS found through discovery.
 The service account ``ci-deployer`` carries the group ``globex-deployers`` (rule: admin of Omega);
-``ci-reporter`` is matched by a "client" rule on its client id (viewer of Acme).
+``ci-reporter`` is matched by a "client" rule on its client id (viewer of Acme). The last tests point
+the gateway at the same provider under another issuer name, and at no provider at all.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from apps.sso import authentication
+from apps.sso.client import oidc_client
 from apps.sso.models import GroupMapping, SsoIdentity
 from apps.teams.models import AuditEvent, Membership
 from tests.factories import OrganizationFactory, TeamFactory
 from tests.support.oidc import OidcProvider
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -121,3 +124,30 @@ def test_without_an_api_audience_jwts_are_not_accepted(sso_api, tenants):
     token = _token(sso_api, "ci-deployer")
     with override_settings(OIDC_API_AUDIENCE=""):
         assert _bearer(token).get("/api/v1/teams/").status_code == 401
+
+
+def test_a_provider_that_names_another_issuer_is_refused(client, provider, tenants):
+    """The same provider reached under another name: its discovery document (and tokens) name a different
+    issuer than the configured one, so neither the admin sign-in nor its API tokens are accepted."""
+    token = _token(provider, "ci-deployer")
+    other_name = provider.issuer.replace("127.0.0.1", "localhost")
+    with override_settings(OIDC_ISSUER=other_name, OIDC_CLIENT_ID="gateway", OIDC_API_AUDIENCE=provider.api_audience):
+        oidc_client.cache_clear()
+        authentication._jwks.cache_clear()
+        try:
+            answer = client.get("/admin/sso/login/")
+            assert answer.status_code == 503 and b"issuer" in answer.content
+            assert _bearer(token).get("/api/v1/teams/").status_code == 401
+        finally:
+            oidc_client.cache_clear()
+            authentication._jwks.cache_clear()
+
+
+def test_an_unreachable_provider_is_a_503_not_a_500(client, tenants):
+    with override_settings(OIDC_ISSUER=f"http://127.0.0.1:{free_port()}", OIDC_CLIENT_ID="gateway"):
+        oidc_client.cache_clear()
+        try:
+            answer = client.get("/admin/sso/login/")
+            assert answer.status_code == 503 and b"could not be read" in answer.content
+        finally:
+            oidc_client.cache_clear()
