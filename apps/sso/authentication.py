@@ -15,6 +15,7 @@ from functools import cache
 from django.conf import settings
 from rest_framework import authentication, exceptions
 
+from apps.sso import schema  # noqa: F401  (registers the bearer's OpenAPI description)
 from apps.sso.claims import claims_read
 from apps.sso.jwks import JwksCache, TokenInvalid, access_token_verify
 from apps.sso.services import SsoRefused, sso_token_user
