@@ -5,7 +5,8 @@ Path of one request's spend:
   stream ``gateway:spend`` (or, without Redis, its in-process queue + thread) -> Celery ``spend.ingest``
   every 2 s (stream.py: consumer group, XAUTOCLAIM for dead consumers) -> ingest.py: one transaction
   per batch, ledger insert skipping known request ids, aggregates moved only by new rows -> XACK+XDEL
-  after commit.
+  after commit. The rows a batch added go, once committed, to ``settings.SPEND_INGESTED_HOOKS`` (the log
+  sinks of apps/sinks).
 
 Reads: selectors.py (``window_spent`` seeds lost Redis budget counters, ``key_usage`` for
 ``/v1/key/info``, ``spend_summary``), api.py (``/api/v1/spend/logs/``, ``/api/v1/spend/summary/``).

@@ -13,12 +13,16 @@ from __future__ import annotations
 import logging
 import operator
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache, partial
 
 import orjson
+from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
+from django.utils.module_loading import import_string
 
 from apps.spend.events import SpendEvent
 from apps.spend.models import BudgetWindow, DailySpend, SpendLog
@@ -56,7 +60,26 @@ def spend_ingest_events(events: list[SpendEvent]) -> IngestResult:
         new_rows = [rows[rid] for rid in ids if rid in inserted]
         if new_rows:
             totals_add(new_rows)
+            transaction.on_commit(partial(_ingested_hooks_run, new_rows))
     return IngestResult(len(events), len(new_rows))
+
+
+@lru_cache(maxsize=4)
+def _ingested_hooks(paths: tuple[str, ...]) -> tuple[Callable[[list[LedgerRow]], None], ...]:
+    return tuple(import_string(path) for path in paths)
+
+
+def _ingested_hooks_run(rows: list[LedgerRow]) -> None:
+    """``settings.SPEND_INGESTED_HOOKS`` with the rows a batch added, once committed (the log sinks' fan-out).
+
+    Named in settings rather than imported: the apps they belong to sit above the ledger. A failing hook
+    is logged and never fails or repeats the ingestion (the rows are in the ledger either way).
+    """
+    for hook in _ingested_hooks(tuple(settings.SPEND_INGESTED_HOOKS)):
+        try:
+            hook(rows)
+        except Exception:
+            logger.exception("spend: the ingested-rows hook %s failed", getattr(hook, "__qualname__", hook))
 
 
 def spend_ingest_isolating(events: list[SpendEvent]) -> tuple[IngestResult, list[SpendEvent]]:

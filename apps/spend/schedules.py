@@ -22,8 +22,13 @@ SCHEDULES = [
 
 def schedules_setup() -> int:
     """Create the missing periodic tasks; returns how many were created."""
+    return schedules_create(SCHEDULES)
+
+
+def schedules_create(schedules: list[tuple[str, str, dict, int]]) -> int:
+    """Create the entries of ``schedules`` that do not exist yet (other apps' jobs use this too)."""
     created = 0
-    for name, task, when, expires in SCHEDULES:
+    for name, task, when, expires in schedules:
         if PeriodicTask.objects.filter(name=name).exists():
             continue
         kwargs: dict = {"name": name, "task": task, "expire_seconds": expires}
@@ -43,11 +48,14 @@ def schedules_setup() -> int:
 def setup_after_migrate(sender, **kwargs) -> None:
     """post_migrate hook: only once the beat tables exist (apps migrate in any order)."""
     using = kwargs.get("using", "default")
-    if using != "default":
-        return
-    tables = connection.introspection.table_names()
-    if "django_celery_beat_periodictask" in tables and "django_celery_beat_crontabschedule" in tables:
+    if using == "default" and tables_ready():
         schedules_setup()
+
+
+def tables_ready() -> bool:
+    """Whether django-celery-beat's tables exist (apps migrate in any order)."""
+    tables = connection.introspection.table_names()
+    return "django_celery_beat_periodictask" in tables and "django_celery_beat_crontabschedule" in tables
 
 
 def beat_last_dispatch():

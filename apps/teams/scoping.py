@@ -285,6 +285,8 @@ ACTIONS: dict[str, Action] = {
     "deployment.create": Action(CHANGE, ("proxy.modeldeployment",), "You may not manage these deployments."),
     # Priority shares model capacity across every tenant.
     "key.set_priority": Action(SUPERUSER, (), "Only a superuser may change a key's priority."),
+    # A log sink receives every record of its organization or team: an admin of that place sets it up.
+    "log_sink.manage": Action(ADMIN, ("sinks.logsink",), "You may not manage this organization's or team's log sinks."),
     "api_token.create": Action(OWNER, ("teams.user",), "You may only create tokens for yourself."),
     "api_token.delete": Action(OWNER, ("keys.apitoken",), "You may only delete your own tokens."),
     # Single sign-on rules grant memberships in an organization: its owners and admins write them.

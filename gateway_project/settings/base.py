@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.proxy",
     "apps.ratelimit",
     "apps.spend",
+    "apps.sinks",
     "apps.provisioning",
     "apps.sso",
     # Above every other app: the dashboard, live feed, deployment health, key usage (apps/console/__init__.py).
@@ -321,6 +322,18 @@ SPEND_LOCAL_OUTBOX_LINGER_SECONDS = env_float("SPEND_LOCAL_OUTBOX_LINGER_SECONDS
 # Without Redis there is no beat process: the outbox thread runs alerts, window roll, reports, retention.
 SPEND_EMBEDDED_BEAT = env_bool("SPEND_EMBEDDED_BEAT", True)
 GATEWAY_ALERT_WEBHOOK_URL = env_str("GATEWAY_ALERT_WEBHOOK_URL", "") or ""
+# Called with the ledger rows each ingested batch added, after its commit (apps/spend/ingest.py).
+SPEND_INGESTED_HOOKS = ["apps.sinks.dispatch.sinks_enqueue"]
+# Log sinks (apps/sinks): records queued per sink in Redis at most this many (more are dropped and
+# counted), a failed batch retried with backoff from SINKS_BACKOFF_SECONDS doubling up to the max, and
+# dropped after SINKS_MAX_ATTEMPTS; each send times out after SINKS_TIMEOUT_SECONDS; one delivery run
+# (every 2 s) sends for at most SINKS_DELIVER_MAX_SECONDS.
+SINKS_QUEUE_MAX_RECORDS = env_int("SINKS_QUEUE_MAX_RECORDS", 10_000, minimum=1)
+SINKS_MAX_ATTEMPTS = env_int("SINKS_MAX_ATTEMPTS", 6, minimum=1)
+SINKS_BACKOFF_SECONDS = env_float("SINKS_BACKOFF_SECONDS", 2.0, minimum=0)
+SINKS_BACKOFF_MAX_SECONDS = env_float("SINKS_BACKOFF_MAX_SECONDS", 300.0, minimum=0)
+SINKS_TIMEOUT_SECONDS = env_float("SINKS_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+SINKS_DELIVER_MAX_SECONDS = env_float("SINKS_DELIVER_MAX_SECONDS", 5.0, minimum=0.1)
 
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -7,6 +7,7 @@ The stack, from the ground up (docs/architecture.md draws it):
     keys            virtual keys and their services
     spend           the ledger, budgets' windows, the outbox
     proxy core      the request context, errors, registry, tokens, pricing, deployment models
+    sinks           log sinks: ledger records fanned out after ingestion to HTTP, Langfuse, S3 (workers only)
     ratelimit       the limiters, their backends and lookups (a plug-in the proxy loads from settings)
     proxy           the /v1 gateway: auth, routing, relay, endpoints, its admin and REST API
     console         what people look at: dashboard, charts, live feed, deployment health, key usage;
@@ -50,13 +51,14 @@ LAYERS: dict[str, int] = {
     "apps.proxy.models": 4,
     "apps.proxy.migrations": 4,
     "apps.proxy.upstreams": 4,
-    "apps.ratelimit": 5,
-    "apps.proxy": 6,
-    "apps.console": 7,
-    "apps.provisioning": 7,
+    "apps.sinks": 5,
+    "apps.ratelimit": 6,
+    "apps.proxy": 7,
+    "apps.console": 8,
+    "apps.provisioning": 8,
     # Single sign-on: people and service accounts placed in tenants through the teams services.
-    "apps.sso": 7,
-    "gateway_project": 8,
+    "apps.sso": 8,
+    "gateway_project": 9,
 }
 LAYER_NAMES = {
     0: "common",
@@ -64,10 +66,11 @@ LAYER_NAMES = {
     2: "keys",
     3: "spend",
     4: "proxy core",
-    5: "ratelimit",
-    6: "proxy",
-    7: "console",
-    8: "wiring",
+    5: "sinks",
+    6: "ratelimit",
+    7: "proxy",
+    8: "console",
+    9: "wiring",
 }
 
 # Upward imports present when the ratchet was set: (importer, imported module).

@@ -5,7 +5,8 @@ from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
 from apps.proxy.models import ModelDeployment
-from tests.factories import DeploymentFactory
+from apps.sinks.models import LogSink
+from tests.factories import DeploymentFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -27,13 +28,17 @@ def test_rotation_re_encrypts_with_the_newest_key_so_the_old_one_can_go(settings
     deployment.set_credentials("sk-provider-secret-456")
     deployment.save()
     DeploymentFactory(model_name="no-credentials")
+    sink = LogSink(organization=OrganizationFactory(), kind="http", name="hook", url="https://hooks.example.com/")
+    sink.set_secret("whsec-sink-secret")
+    sink.save()
 
     settings.GATEWAY_ENCRYPTION_KEYS = [new, old]
     call_command("rotate_credentials")
-    assert "1 deployment(s)" in capsys.readouterr().out
+    assert "1 deployment(s) and 1 log sink(s)" in capsys.readouterr().out
 
     settings.GATEWAY_ENCRYPTION_KEYS = [new]
     assert ModelDeployment.objects.get(pk=deployment.pk).get_credentials() == "sk-provider-secret-456"
+    assert LogSink.objects.get(pk=sink.pk).get_secret() == "whsec-sink-secret"
 
 
 def test_rotation_without_the_old_key_fails_loudly_and_changes_nothing(settings):

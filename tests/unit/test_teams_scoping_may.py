@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from apps.keys.models import ApiToken, VirtualKey
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
+from apps.sinks.models import LogSink
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
 from apps.sso.models import GroupMapping, SsoIdentity
 from apps.teams.models import AuditEvent, Membership, Team
@@ -82,6 +83,7 @@ def world(cast, acme, alpha, globex, omega):
         GroupMapping.objects.create(value=f"group-{n}", **common)
         if user is not None:
             SsoIdentity.objects.create(user=user, issuer="https://idp.example", subject=f"sub-{n}")
+        LogSink.objects.create(name=f"sink {n}", kind="http", url="https://hooks.example.com/", **common)
     SpendLog.objects.create(request_id="req-orphan", created_at=now, status=401)  # no tenant at all
     return cast
 

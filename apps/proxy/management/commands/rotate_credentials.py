@@ -1,4 +1,4 @@
-"""Re-encrypt every deployment's credentials with the newest key in GATEWAY_ENCRYPTION_KEYS.
+"""Re-encrypt every stored credential (deployments' provider keys, log sinks' secrets) with the newest key.
 
 Rotation: put a new Fernet key first in GATEWAY_ENCRYPTION_KEYS (keep the old ones after it), deploy,
 run this command, then drop the old keys. Nothing is decrypted to the terminal or the log.
@@ -11,20 +11,27 @@ from django.db import transaction
 
 from apps.proxy import crypto
 from apps.proxy.models import ModelDeployment
+from apps.sinks.models import LogSink
+
+# (model, its encrypted column, what the report calls a row)
+ENCRYPTED = ((ModelDeployment, "credentials_encrypted", "deployment"), (LogSink, "secret_encrypted", "log sink"))
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt provider credentials with the newest GATEWAY_ENCRYPTION_KEYS key."
+    help = "Re-encrypt provider credentials and log sink secrets with the newest GATEWAY_ENCRYPTION_KEYS key."
 
     def handle(self, *args, **options):
-        rotated = 0
+        counts = []
         with transaction.atomic():
-            rows = ModelDeployment.objects.select_for_update().exclude(credentials_encrypted="")
-            for deployment in rows:
-                try:
-                    deployment.credentials_encrypted = crypto.rotate(deployment.credentials_encrypted)
-                except ValueError as exc:
-                    raise CommandError(f"deployment {deployment.pk}: {exc}") from None
-                deployment.save(update_fields=["credentials_encrypted"])
-                rotated += 1
-        self.stdout.write(f"re-encrypted the credentials of {rotated} deployment(s)")
+            for model, column, label in ENCRYPTED:
+                rotated = 0
+                # By pk: a model's default ordering may join a nullable relation, which FOR UPDATE refuses.
+                for row in model.objects.select_for_update().exclude(**{column: ""}).order_by("pk"):
+                    try:
+                        setattr(row, column, crypto.rotate(getattr(row, column)))
+                    except ValueError as exc:
+                        raise CommandError(f"{label} {row.pk}: {exc}") from None
+                    row.save(update_fields=[column])
+                    rotated += 1
+                counts.append(f"{rotated} {label}(s)")
+        self.stdout.write(f"re-encrypted the credentials of {' and '.join(counts)}")
