@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import orjson
 import redis
 import urllib3
 from django.conf import settings
@@ -30,7 +29,7 @@ from django.conf import settings
 from apps.common.intervallog import IntervalLog
 from apps.sinks import metrics
 from apps.sinks.queue import SinkQueues
-from apps.sinks.records import sink_record
+from apps.sinks.records import record_json
 from apps.sinks.selectors import Deliverable, SinkRoute, sink_routes, sink_targets
 from apps.sinks.services import log_sink_status_record
 from apps.sinks.transports import DeliveryError, SinkTarget, http, langfuse, s3
@@ -80,10 +79,10 @@ def sinks_enqueue(rows: Iterable[Any]) -> None:
             if not route.takes(row.organization_id, row.team_id):
                 continue
             if route.capture_bodies:
-                full = full or orjson.dumps(sink_record(row, capture_bodies=True))
+                full = full or record_json(row, capture_bodies=True)
                 batches.setdefault(route.id, []).append(full)
             else:
-                plain = plain or orjson.dumps(sink_record(row))
+                plain = plain or record_json(row)
                 batches.setdefault(route.id, []).append(plain)
     if not batches:
         return
@@ -190,7 +189,7 @@ def sinks_deliver(*, max_seconds: float | None = None) -> DeliverResult:
     max_seconds = settings.SINKS_DELIVER_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     with (
-        urllib3.PoolManager(num_pools=MAX_PARALLEL_SINKS, maxsize=1) as pool,
+        urllib3.PoolManager(num_pools=16, maxsize=MAX_PARALLEL_SINKS) as pool,
         ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SINKS, len(due)), thread_name_prefix="sink") as executor,
     ):
         outcomes = list(executor.map(lambda item: _deliver_one(item, queues, pool, deadline), due))

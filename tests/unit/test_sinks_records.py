@@ -9,7 +9,7 @@ import uuid
 
 import orjson
 
-from apps.sinks.records import sink_record
+from apps.sinks.records import record_json
 from apps.sinks.redaction import REDACTED, redact
 from apps.sinks.transports import DeliveryError
 from apps.sinks.transports.http import body_of, signature
@@ -19,6 +19,11 @@ from tests.factories import SpendEventFactory
 
 GATEWAY_KEY = "sk-gw-" + "a1b2c3d4" * 6
 PROVIDER_KEY = "sk-proj-" + "Z9y8X7w6" * 5
+
+
+def sink_record(ledger_row, capture_bodies: bool = False) -> dict:
+    """The record as a sink receives it: the JSON text, parsed."""
+    return orjson.loads(record_json(ledger_row, capture_bodies=capture_bodies))
 
 
 def row(**overrides):
@@ -33,7 +38,7 @@ def test_a_record_carries_the_ledger_columns_and_not_the_metadata_by_default():
     assert (record["model"], record["prompt_tokens"], record["completion_tokens"]) == ("gpt-4o-mini", 7, 3)
     assert record["cost"] == "0.0012000000"  # exact, as the ledger stores it
     assert "metadata" not in record and "ingest_batch" not in record
-    orjson.dumps(record)  # JSON as it is
+    assert record["created_at"].endswith("+00:00")  # RFC 3339, UTC
 
 
 def test_capture_adds_the_metadata_with_every_secret_redacted():
@@ -45,7 +50,7 @@ def test_capture_adds_the_metadata_with_every_secret_redacted():
         "aws": "AKIAIOSFODNN7EXAMPLE",
     }
     record = sink_record(row(metadata=metadata), capture_bodies=True)
-    text = orjson.dumps(record).decode()
+    text = record_json(row(metadata=metadata), capture_bodies=True).decode()
     for secret in (GATEWAY_KEY, PROVIDER_KEY, "anything at all", "dXNlcjpwYXNz", "AKIAIOSFODNN7EXAMPLE"):
         assert secret not in text
     captured = record["metadata"]
@@ -70,7 +75,7 @@ def test_delivery_errors_never_carry_a_secret():
 
 
 def test_the_signature_is_what_the_documented_receiver_computes():
-    records = [orjson.dumps(sink_record(row()))]
+    records = [record_json(row())]
     body = body_of(records)
     assert orjson.loads(body)["records"][0]["request_id"] == "req-1"
     expected = hmac.new(b"shared-secret", b"1700000000." + body, hashlib.sha256).hexdigest()
@@ -80,12 +85,12 @@ def test_the_signature_is_what_the_documented_receiver_computes():
 
 def test_a_record_becomes_a_langfuse_trace_and_its_generation():
     record = sink_record(row(model="gpt-4o-mini", prompt_tokens=7, completion_tokens=3, cost="0.5", status=200))
-    trace, generation = events_of(orjson.loads(orjson.dumps(record)))
+    trace, generation = events_of(record)
     assert trace["type"] == "trace-create" and generation["type"] == "generation-create"
     assert trace["body"]["id"] == "req-1" == generation["body"]["traceId"]
     assert generation["body"]["usageDetails"]["input"] == 7 and generation["body"]["usageDetails"]["output"] == 3
     assert generation["body"]["costDetails"] == {"total": 0.5}
     assert generation["body"]["model"] == "gpt-4o-mini" and generation["body"]["level"] == "DEFAULT"
     # Event ids are stable: a retried batch is deduplicated by Langfuse.
-    again = events_of(orjson.loads(orjson.dumps(record)))
+    again = events_of(record)
     assert [e["id"] for e in again] == [trace["id"], generation["id"]]
