@@ -15,8 +15,10 @@ from prometheus_client import REGISTRY
 from apps.sinks.dispatch import sinks_deliver, sinks_enqueue
 from apps.sinks.models import LogSink, SinkKind
 from apps.sinks.queue import PREFIX, queue_key
+from apps.sinks.services import log_sink_delete, log_sink_update
 from apps.spend.ingest import spend_ingest_events
 from apps.spend.models import SpendLog
+from apps.teams.audit import Actor
 from tests.factories import OrganizationFactory, SpendEventFactory, TeamFactory, VirtualKeyFactory
 from tests.integration.sinks_support import MotoS3, SinkReceiver, verify_signature
 
@@ -205,3 +207,26 @@ def test_redis_refusing_the_records_drops_them_counted_and_ingestion_goes_on(ten
     hook.refresh_from_db()
     assert hook.dropped_count == 3 and "redis_unavailable" in hook.last_error
     assert sample("gateway_sink_records_dropped_total", sink_type="http", reason="redis_unavailable") - before == 3
+
+
+def exploding_hook(rows) -> None:
+    raise RuntimeError("a broken ingested-rows hook")
+
+
+def test_a_failing_hook_neither_fails_ingestion_nor_starves_the_sinks(tenants, queues, settings):
+    settings.SPEND_INGESTED_HOOKS = [f"{__name__}.exploding_hook", "apps.sinks.dispatch.sinks_enqueue"]
+    hook = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/hook")
+    ids = ingest(tenants["alpha_key"], 2)
+    assert SpendLog.objects.filter(request_id__in=ids).count() == 2
+    assert queues.llen(queue_key(hook.pk)) == 2
+
+
+def test_a_deleted_or_disabled_sink_takes_its_queue_with_it(tenants, queues, django_user_model):
+    actor = Actor(user=django_user_model.objects.create(username="root", is_superuser=True, is_staff=True))
+    deleted = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/hook")
+    disabled = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/other")
+    ingest(tenants["alpha_key"], 2)
+    assert queues.llen(queue_key(deleted.pk)) == queues.llen(queue_key(disabled.pk)) == 2
+    log_sink_delete(actor=actor, sink=deleted)
+    log_sink_update(actor=actor, sink=disabled, enabled=False)
+    assert queues.llen(queue_key(deleted.pk)) == queues.llen(queue_key(disabled.pk)) == 0
