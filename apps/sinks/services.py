@@ -51,6 +51,8 @@ def _validate(sink: LogSink) -> None:
             problems[name] = problem
     if sink.kind == SinkKind.HTTP and not sink.url:
         problems["url"] = "an HTTP sink needs the URL records are POSTed to."
+    if sink.kind == SinkKind.HTTP and not sink.has_secret:
+        problems["secret"] = "an HTTP sink signs every request: set the signing secret."
     if sink.kind == SinkKind.LANGFUSE:
         if not sink.access_id:
             problems["access_id"] = "Langfuse needs the project's public key."

@@ -41,14 +41,18 @@ def test_alice_sets_up_her_teams_sink_and_the_secret_never_comes_back(alpha, ali
     audit = AuditEvent.objects.get(action="log_sink.create")
     assert audit.changes["secret"] == "***"
 
-    # An empty secret on change keeps the stored one; "remove" clears it.
+    # An empty secret on change keeps the stored one; a new one replaces it; an HTTP sink can't go unsigned.
     change = form(name="audit hook 2", secret="")
     assert client.post(f"{LIST}{sink.pk}/change/", change).status_code == 302
     sink.refresh_from_db()
     assert (sink.name, sink.get_secret()) == ("audit hook 2", SECRET)
-    assert client.post(f"{LIST}{sink.pk}/change/", change | {"clear_secret": "on"}).status_code == 302
+    assert client.post(f"{LIST}{sink.pk}/change/", change | {"secret": "rotated-signing-key"}).status_code == 302
     sink.refresh_from_db()
-    assert not sink.has_secret
+    assert sink.get_secret() == "rotated-signing-key"
+    refused = client.post(f"{LIST}{sink.pk}/change/", change | {"clear_secret": "on"})
+    assert refused.status_code == 200 and "signs every request" in refused.content.decode()
+    sink.refresh_from_db()
+    assert sink.get_secret() == "rotated-signing-key"
 
 
 def test_a_team_admin_cannot_set_up_a_sink_for_the_whole_organization(acme, alpha, alice):
@@ -89,6 +93,7 @@ def test_members_and_viewers_have_no_sink_pages(alpha, bob, vera):
         ({"kind": "langfuse", "url": "", "access_id": ""}, "public key"),
         ({"kind": "s3", "url": "", "bucket": ""}, "needs a bucket"),
         ({"url": ""}, "needs the URL"),
+        ({"secret": ""}, "signs every request"),
         ({"url": "http://169.254.169.254/latest"}, "not allowed"),
         ({"batch_size": "5000"}, "between 1 and 1000"),
     ],

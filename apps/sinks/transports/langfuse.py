@@ -88,7 +88,13 @@ def send(target: SinkTarget, records: list[bytes], pool: urllib3.PoolManager) ->
     url = (target.url or "https://cloud.langfuse.com").rstrip("/") + PATH
     try:
         response = pool.request(
-            "POST", url, body=orjson.dumps({"batch": batch}), headers=headers, timeout=target.timeout, retries=False
+            "POST",
+            url,
+            body=orjson.dumps({"batch": batch}),
+            headers=headers,
+            timeout=target.timeout,
+            retries=False,
+            redirect=False,
         )
     except urllib3.exceptions.HTTPError as exc:
         raise http_error(exc) from None
