@@ -27,6 +27,7 @@ import urllib3
 from django.conf import settings
 
 from apps.common.intervallog import IntervalLog
+from apps.common.redis_target import RedisTarget
 from apps.sinks import metrics
 from apps.sinks.queue import SinkQueues
 from apps.sinks.records import record_json
@@ -42,13 +43,13 @@ MAX_PARALLEL_SINKS = 4
 
 
 @lru_cache(maxsize=2)
-def _queues(redis_url: str, capacity: int) -> SinkQueues:
+def _queues(target: RedisTarget, capacity: int) -> SinkQueues:
     """One client (and its connection pool) per worker process; redis-py resets the pool after a fork."""
     return SinkQueues(redis_client(), capacity=capacity)
 
 
 def sink_queues() -> SinkQueues:
-    return _queues(settings.REDIS_URL, settings.SINKS_QUEUE_MAX_RECORDS)
+    return _queues(settings.REDIS_TARGET, settings.SINKS_QUEUE_MAX_RECORDS)
 
 
 @lru_cache(maxsize=1)
@@ -63,7 +64,7 @@ def _enqueue_log() -> IntervalLog:
 def sinks_enqueue(rows: Iterable[Any]) -> None:
     """Queue each new ledger row's record for every enabled sink that takes it (its organization or team)."""
     rows = list(rows)
-    if not rows or not settings.REDIS_URL:
+    if not rows or settings.REDIS_TARGET is None:
         return
     routes = sink_routes()
     if not routes:

@@ -68,7 +68,7 @@ def _validate(sink: LogSink) -> None:
 
 def _forget_queue_on_commit(sink_id: int) -> None:
     """A disabled or deleted sink's queued records are not sent: its queue goes with it."""
-    if settings.REDIS_URL:
+    if settings.REDIS_TARGET is not None:
         transaction.on_commit(lambda: SinkQueues(redis_client(), capacity=0).forget(sink_id))
 
 

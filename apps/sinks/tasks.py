@@ -11,7 +11,7 @@ from apps.sinks.dispatch import sinks_deliver
 @shared_task(name="sinks.deliver", ignore_result=True)
 def sinks_deliver_task() -> dict:
     """Without Redis there are no sink queues (records are not queued either): nothing to do."""
-    if not settings.REDIS_URL:
+    if settings.REDIS_TARGET is None:
         return {}
     result = sinks_deliver()
     return {"sinks": result.sinks, "delivered": result.delivered, "dropped": result.dropped}

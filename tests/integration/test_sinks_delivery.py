@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from prometheus_client import REGISTRY
 
+from apps.common.redis_target import RedisTarget
 from apps.sinks.dispatch import sinks_deliver, sinks_enqueue
 from apps.sinks.models import LogSink, SinkKind
 from apps.sinks.queue import PREFIX, queue_key
@@ -201,7 +202,7 @@ def test_without_a_matching_sink_nothing_is_queued_and_disabled_sinks_get_nothin
 def test_redis_refusing_the_records_drops_them_counted_and_ingestion_goes_on(tenants, queues, settings):
     hook = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/hook")
     before = sample("gateway_sink_records_dropped_total", sink_type="http", reason="redis_unavailable")
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: refused at once
+    settings.REDIS_TARGET = RedisTarget.from_url("redis://127.0.0.1:1/0")  # nothing listens there: refused at once
     ids = ingest(tenants["alpha_key"], 3)
     assert SpendLog.objects.filter(request_id__in=ids).count() == 3
     hook.refresh_from_db()
