@@ -224,8 +224,8 @@ def test_a_failing_hook_neither_fails_ingestion_nor_starves_the_sinks(tenants, q
 
 def test_a_deleted_or_disabled_sink_takes_its_queue_with_it(tenants, queues, django_user_model):
     actor = Actor(user=django_user_model.objects.create(username="root", is_superuser=True, is_staff=True))
-    deleted = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/hook")
-    disabled = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/other")
+    deleted = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/hook", secret="s1")
+    disabled = sink(tenants["acme"], SinkKind.HTTP, url="http://127.0.0.1:9/other", secret="s2")
     ingest(tenants["alpha_key"], 2)
     assert queues.llen(queue_key(deleted.pk)) == queues.llen(queue_key(disabled.pk)) == 2
     log_sink_delete(actor=actor, sink=deleted)
