@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.sso.claims import Claims, email_domain_allowed
@@ -106,7 +106,13 @@ def _identity_for(*, claims: Claims, actor: Actor) -> SsoIdentity:
     An existing account is adopted only by a verified e-mail equal to its own, and never a superuser's:
     the break-glass accounts stay password-only, and nobody becomes an existing person by choosing a name.
     """
-    identity = SsoIdentity.objects.select_related("user").filter(issuer=claims.issuer, subject=claims.subject).first()
+    # Locked: two sign-ins (or API calls) of one subject at once sync its memberships one after the other.
+    identity = (
+        SsoIdentity.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .filter(issuer=claims.issuer, subject=claims.subject)
+        .first()
+    )
     if identity is not None:
         return identity
     username = _username_for(claims)
@@ -160,6 +166,26 @@ def _groups_record(*, identity: SsoIdentity, claims: Claims, actor: Actor, login
     identity.save(update_fields=fields)
 
 
+def _apply(*, claims: Claims, actor: Actor, login: bool) -> SsoIdentity:
+    """Find or create the identity, record its groups and sync its memberships, in one transaction.
+
+    A first sign-in racing another of the same subject (parallel CI jobs with a fresh token) loses on a
+    unique constraint; it is rolled back and run once more, when it finds what the winner created.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                identity = _identity_for(claims=claims, actor=actor)
+                _groups_record(identity=identity, claims=claims, actor=actor, login=login)
+                client_id = "" if login else claims.client_id
+                memberships_sync(actor=actor, identity=identity, groups=claims.groups, client_id=client_id)
+                return identity
+        except IntegrityError:
+            if attempt == 2:
+                raise SsoRefused("Another sign-in of yours was being set up at the same time; try again.") from None
+    raise AssertionError("unreachable")
+
+
 def sso_sign_in(*, claims: Claims, allowed_domains: list[str], ip_address: str | None = None) -> User:
     """The user a verified ID token signs in, with memberships made to match its groups; or ``SsoRefused``.
 
@@ -172,11 +198,7 @@ def sso_sign_in(*, claims: Claims, allowed_domains: list[str], ip_address: str |
         raise SsoRefused("Your e-mail domain may not sign in here.")
     if allowed_domains and not claims.email_verified:
         raise SsoRefused("Your e-mail address is not verified by the identity provider.")
-    actor = sso_actor(ip_address)
-    with transaction.atomic():
-        identity = _identity_for(claims=claims, actor=actor)
-        _groups_record(identity=identity, claims=claims, actor=actor, login=True)
-        memberships_sync(actor=actor, identity=identity, groups=claims.groups)
+    identity = _apply(claims=claims, actor=sso_actor(ip_address), login=True)
     user = identity.user
     if not user.is_active:
         raise SsoRefused("Your account is deactivated here.")
@@ -201,10 +223,7 @@ def sso_token_user(*, claims: Claims, resync_after: timedelta) -> User | None:
         and timezone.now() - identity.synced_at < resync_after
     )
     if not fresh:
-        with transaction.atomic():
-            identity = _identity_for(claims=claims, actor=actor)
-            _groups_record(identity=identity, claims=claims, actor=actor, login=False)
-            memberships_sync(actor=actor, identity=identity, groups=claims.groups, client_id=claims.client_id)
+        identity = _apply(claims=claims, actor=actor, login=False)
     user = identity.user
     if not user.is_active or not (user.is_superuser or Membership.objects.filter(user=user).exists()):
         return None

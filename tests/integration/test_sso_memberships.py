@@ -8,10 +8,13 @@ tests in tests/e2e/test_sso_browser_login.py take them from a real provider).
 from __future__ import annotations
 
 import io
+import threading
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command
+from django.db import connection
 
 from apps.sso.claims import Claims
 from apps.sso.models import GroupMapping, SsoGrant, SsoIdentity
@@ -22,6 +25,7 @@ from apps.sso.services import (
     group_mapping_update,
     sso_resync_all,
     sso_sign_in,
+    sso_token_user,
 )
 from apps.sso.tasks import sso_resync
 from apps.teams.audit import Actor
@@ -166,3 +170,30 @@ def test_the_sync_command_and_task_report_what_they_changed(world):
     assert "created 0, updated 1, removed 0" in out.getvalue()
     assert _places(alice) == {("Alpha", "admin")}
     assert sso_resync.apply().get() == {"created": 0, "updated": 0, "removed": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_first_calls_of_one_service_account_make_one_user(world):
+    """Parallel CI jobs with a fresh token: each call finds or creates the account; none fails."""
+    claims = Claims(issuer=ISSUER, subject="ci-deployer", client_id="ci-deployer", groups=("alpha-devs",))
+    barrier = threading.Barrier(4)
+    users, errors = [], []
+
+    def call() -> None:
+        try:
+            barrier.wait(timeout=30)
+            users.append(sso_token_user(claims=claims, resync_after=timedelta(0)))
+        except Exception as exc:  # collected: the assertion below names it
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and len(users) == 4
+    assert len({user.pk for user in users}) == 1
+    assert SsoIdentity.objects.filter(subject="ci-deployer").count() == 1
+    assert _places(users[0]) == {("Alpha", "member")}
