@@ -1,4 +1,5 @@
-"""What the console adds to the admin pages of the apps below it: the key usage panel and "test connection".
+"""What the console adds to the admin pages of the apps below it: the key usage panel, "test connection",
+and the request explorer, which is the spend ledger's admin (``apps/console/explorer.py``).
 
 Keys and proxy sit below the console and never import it; their ModelAdmins offer an extension point
 (``VirtualKeyAdmin.usage_panel_add``, ``ModelDeploymentAdmin.action_add``) that this module plugs into.
@@ -10,9 +11,11 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from apps.console import deployment_health
+from apps.console.explorer import RequestExplorerAdmin
 from apps.console.key_usage import key_usage_panel
 from apps.keys.admin import VirtualKeyAdmin
 from apps.proxy.admin import ModelDeploymentAdmin
+from apps.spend.models import SpendLog
 from apps.teams.audit import actor_from_request
 from apps.teams.scoping import CHANGE
 
@@ -36,3 +39,4 @@ def test_connection_action(modeladmin, request, queryset) -> None:
 
 VirtualKeyAdmin.usage_panel_add(key_usage_panel)
 ModelDeploymentAdmin.action_add(test_connection_action)
+admin.site.register(SpendLog, RequestExplorerAdmin)

@@ -136,6 +136,7 @@ def spend_event(
     ctx: RequestContext, result: CallResult, attempts: list[Attempt], limit_type: str | None = None
 ) -> SpendEvent:
     metadata: dict[str, Any] = {}
+    last = attempts[-1] if attempts else None
     if len(attempts) > 1:
         metadata["attempts"] = [
             {
@@ -168,6 +169,9 @@ def spend_event(
         cost=str(result.cost),
         latency_ms=round(result.latency_ms, 3),
         ttft_ms=round(result.ttft_ms, 3) if result.ttft_ms is not None else None,
+        overhead_ms=round(max(0.0, result.overhead_ms), 3) if result.overhead_ms is not None else None,
+        upstream_ttfb_ms=round(last.ttfb_ms, 3) if last is not None and last.ttfb_ms is not None else None,
+        retries=max(0, len(attempts) - 1),
         error_type=result.error_type,
         limit_type=limit_type,
         metadata=metadata,

@@ -114,6 +114,7 @@ class CallResult:
     error_type: str | None = None  # e.g. "upstream_timeout", "client_disconnect", "ProxyRateLimitError"
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    overhead_ms: float | None = None  # the gateway's own time (see SpendEvent.overhead_ms)
 
     @property
     def total_tokens(self) -> int:

@@ -286,7 +286,9 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         )
         upstream_ms = sum(a.ms for a in attempts)
         if isinstance(reply, StreamReply):
+            head_overhead = (time.perf_counter() - ctx.started_at) * 1000 - upstream_ms  # what the head says
             result = await _relay_streamed(gw, ctx, op, model, reply, dep, upstream_ms, receive, send)
+            result.overhead_ms = head_overhead  # the rest of a stream's time is the upstream generating
         else:
             # (The result is set before the answer goes out: a client gone mid-send still leaves its cost.)
             result, body_out = _whole_body(ctx, op, model, reply, dep, call.op)
@@ -304,6 +306,8 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
     finally:
         result.deployment_id, result.llm_provider = ctx.deployment_id, ctx.llm_provider
         result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
+        if result.overhead_ms is None:  # a whole answer, an error or a refusal: all but the upstream's time
+            result.overhead_ms = result.latency_ms - sum(a.ms for a in attempts)
         await gw.finish(ctx, result, pre_called=pre_called, event=spend_event(ctx, result, attempts, limit_type))
 
 

@@ -73,6 +73,13 @@ class Attempt:
     status: int
     error: str | None
     ms: float
+    ttfb_ms: float | None = None  # until the upstream's response head (None: no head arrived)
+
+
+def _ttfb(call: Any, started: float) -> float | None:
+    """Milliseconds from an attempt's start to the upstream's response head, when one arrived."""
+    responded_at = getattr(call, "responded_at", 0.0)
+    return (responded_at - started) * 1000 if responded_at else None
 
 
 class Router:
@@ -275,7 +282,7 @@ class Router:
                         # The registry knows this model, so the upstream not knowing it is this deployment's
                         # configuration (model id, path): fail over, and cool it down if it keeps happening.
                         exc.retryable = True
-                    attempts.append(Attempt(dep.id, dep.provider, exc.status, exc.kind, ms))
+                    attempts.append(Attempt(dep.id, dep.provider, exc.status, exc.kind, ms, _ttfb(call, started)))
                     self._failed(dep, exc)
                     last_error = exc
                     if not exc.retryable:
@@ -285,7 +292,7 @@ class Router:
                     health.in_flight -= 1
                     raise
                 ms = (time.perf_counter() - started) * 1000
-                attempts.append(Attempt(dep.id, dep.provider, 200, None, ms))
+                attempts.append(Attempt(dep.id, dep.provider, 200, None, ms, _ttfb(call, started)))
                 self._succeeded(dep, ms)
                 if isinstance(reply, StreamReply):
                     reply.on_close.append(lambda h=health: setattr(h, "in_flight", h.in_flight - 1))

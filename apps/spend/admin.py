@@ -1,4 +1,7 @@
-"""Spend in the admin: the ledger, aggregates and budget windows read-only; reports set up by tenant admins.
+"""Spend in the admin: aggregates and budget windows read-only; reports set up by tenant admins.
+
+The ledger itself (``SpendLog``) is the console's request explorer (``apps/console/explorer.py``): its
+filters name deployments, which live above this app.
 
 Everything goes through ``.restrict`` (TenantScopedAdmin). A report run's file is served by a
 download view on the run's admin page, after the same tenant check, never by a public media URL.
@@ -11,7 +14,7 @@ from django.http import FileResponse, Http404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
+from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun
 from apps.spend.reports import report_run
 from apps.spend.services import report_save
 from apps.teams.admin_base import TenantScopedAdmin
@@ -30,18 +33,6 @@ class ReadOnlyTenantAdmin(TenantScopedAdmin):
 
     def has_module_permission(self, request) -> bool:
         return self.has_view_permission(request)
-
-
-@admin.register(SpendLog)
-class SpendLogAdmin(ReadOnlyTenantAdmin):
-    list_display = ("created_at", "request_id", "model", "key_alias", "team", "status", "prompt_tokens")
-    list_display += ("completion_tokens", "cost", "latency_ms")
-    list_filter = ("status", "llm_provider", "created_at")
-    search_fields = ("request_id", "model", "key_alias", "customer_id")
-    date_hierarchy = "created_at"
-    list_select_related = ("team",)
-    show_full_result_count = False
-    exclude = ("ingest_batch",)
 
 
 @admin.register(DailySpend)

@@ -53,6 +53,9 @@ class SpendLogSerializer(serializers.ModelSerializer):
             "cost",
             "latency_ms",
             "ttft_ms",
+            "overhead_ms",
+            "upstream_ttfb_ms",
+            "retries",
             "error_type",
             "limit_type",
         ]

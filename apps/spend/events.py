@@ -28,8 +28,13 @@ class SpendEvent:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cost: str = "0"  # Decimal as a string: exact
-    latency_ms: float = 0.0
+    latency_ms: float = 0.0  # total, from the request's arrival to the end of its answer
     ttft_ms: float | None = None
+    # The gateway's own time (the latency minus the upstream attempts; for a stream, up to its head):
+    # the x-gateway-overhead-ms header's value. None for requests that never reached the model path.
+    overhead_ms: float | None = None
+    upstream_ttfb_ms: float | None = None  # the last attempt's time until the upstream's response head
+    retries: int = 0  # attempts after the first (failover to another deployment, or a retry)
     error_type: str | None = None  # e.g. "rate_limit:requests", "upstream_timeout", "client_disconnect"
     limit_type: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -53,8 +53,15 @@ class SpendLog(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(**COST, default=0)
-    latency_ms = models.FloatField(default=0)
+    latency_ms = models.FloatField(default=0, help_text="Total time, from arrival to the end of the answer.")
     ttft_ms = models.FloatField(null=True, blank=True)
+    overhead_ms = models.FloatField(
+        null=True, blank=True, help_text="The gateway's own time (what x-gateway-overhead-ms said)."
+    )
+    upstream_ttfb_ms = models.FloatField(
+        null=True, blank=True, help_text="The last attempt's time until the upstream's response head."
+    )
+    retries = models.PositiveSmallIntegerField(default=0, help_text="Attempts after the first.")
     error_type = models.CharField(max_length=64, blank=True, default="")
     limit_type = models.CharField(max_length=32, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
@@ -73,6 +80,13 @@ class SpendLog(models.Model):
             models.Index(fields=["user", "created_at"], name="spendlog_user"),
             models.Index(fields=["customer_id", "created_at"], name="spendlog_customer"),
             models.Index(fields=["model", "created_at"], name="spendlog_model"),
+            # The request explorer's other filters (apps/console/explorer.py): a deployment's requests, and the
+            # rare rows (errors, refusals) found without walking the whole ledger. Partial: small and cheap.
+            models.Index(fields=["deployment", "created_at"], name="spendlog_deployment"),
+            models.Index(fields=["created_at", "id"], name="spendlog_errors", condition=models.Q(status__gte=400)),
+            models.Index(
+                fields=["limit_type", "created_at"], name="spendlog_limited", condition=~models.Q(limit_type="")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ class Call:
     path_args: tuple[str, ...] = ()  # e.g. a batch or file id
     include_usage: bool = False  # the client asked for the usage chunk
     anthropic_beta: str | None = None  # the client's anthropic-beta header (Anthropic deployments send it on)
+    # perf_counter() when the upstream's response head arrived (set by ``send``; 0: no head, e.g. unreachable).
+    responded_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -350,6 +353,7 @@ class Adapter:
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise upstream_io_error(self.name, exc, f"Could not reach the upstream ({type(exc).__name__}).") from None
+        call.responded_at = time.perf_counter()  # the upstream's time to first byte, for the request explorer
         if response.status >= 300:
             if response.status < 400:
                 response.release()

@@ -105,6 +105,7 @@ class MockAdapter(MockFilesMixin, Adapter):
         latency = float(dep.extra.get("mock_latency_ms", 0) or 0)
         if latency:
             await asyncio.sleep(latency / 1000)
+        call.responded_at = time.perf_counter()  # a real upstream's response head arrives here
         if dep.extra.get("mock_error"):
             headers = {"retry-after": str(dep.extra["mock_retry_after"])} if dep.extra.get("mock_retry_after") else {}
             raise upstream_error(
