@@ -236,10 +236,10 @@ def test_the_csv_stops_at_the_row_cap_and_says_so(ledger, alice, settings):
 
 
 def test_the_csv_keeps_tenant_typed_text_from_running_as_a_formula(alpha, alice):
-    key = VirtualKeyFactory(team=alpha, user=alice, alias="=HYPERLINK(\"http://evil\")")
+    key = VirtualKeyFactory(team=alpha, user=alice, alias='=HYPERLINK("http://evil")')
     record(key, customer_id="+1-555")
     (row,) = export_rows(login(alice))
-    assert row["key_alias"] == "'=HYPERLINK(\"http://evil\")" and row["customer_id"] == "'+1-555"
+    assert row["key_alias"] == '\'=HYPERLINK("http://evil")' and row["customer_id"] == "'+1-555"
 
 
 def test_people_without_a_tenant_get_no_explorer(ledger, db):
