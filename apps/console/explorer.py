@@ -81,7 +81,7 @@ class RequestExplorerAdmin(ReadOnlyTenantAdmin):
     list_per_page = 50
     list_select_related = False
     fieldsets = (
-        ("Request", {"fields": ("request_id", "trace", "created_at", "route", "status", "limit_type", "error_type")}),
+        ("Request", {"fields": ("request_id", "trace", "created_at", "route", "status", "refused_by", "error_type")}),
         ("Who", {"fields": ("organization_name", "team_name", "key_alias", "user_name", "customer_id", "session_id")}),
         ("Timing", {"fields": ("total_time", "overhead", "upstream_ttfb", "first_token")}),
         ("Routing", {"fields": ("model", "llm_provider", "served_by", "retries", "tried")}),
@@ -92,7 +92,7 @@ class RequestExplorerAdmin(ReadOnlyTenantAdmin):
     )
     readonly_fields = (
         *("trace", "organization_name", "team_name", "user_name", "total_time", "overhead", "upstream_ttfb"),
-        *("first_token", "served_by", "tried", "total_tokens"),
+        *("first_token", "served_by", "tried", "total_tokens", "refused_by"),
     )
 
     # --- the list ------------------------------------------------------------------------------
@@ -150,6 +150,14 @@ class RequestExplorerAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="trace id")
     def trace(self, row: SpendLog) -> str:
         return getattr(row, "trace_id", "") or "-"
+
+    @admin.display(description="limit")
+    def refused_by(self, row: SpendLog) -> str:
+        """The limit that refused the request, and at which level (key, team, ...)."""
+        if not row.limit_type:
+            return "-"
+        scope = row.metadata.get("limit_scope") if isinstance(row.metadata, dict) else None
+        return f"{row.limit_type} ({scope} limit)" if scope else row.limit_type
 
     @admin.display(description="organization")
     def organization_name(self, row: SpendLog) -> str:

@@ -137,6 +137,8 @@ def spend_event(
 ) -> SpendEvent:
     metadata: dict[str, Any] = {}
     last = attempts[-1] if attempts else None
+    if result.limit_scope:
+        metadata["limit_scope"] = result.limit_scope  # which level refused, for the request explorer
     if len(attempts) > 1:
         metadata["attempts"] = [
             {

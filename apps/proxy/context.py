@@ -115,6 +115,7 @@ class CallResult:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     overhead_ms: float | None = None  # the gateway's own time (see SpendEvent.overhead_ms)
+    limit_scope: str | None = None  # a limiter's refusal: the scope whose limit refused (key, team, ...)
 
     @property
     def total_tokens(self) -> int:

@@ -20,7 +20,7 @@ async def send_rate_limited(gw: ProxyGateway, ctx: RequestContext, exc: ProxyRat
     exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
     headers = gw.common_headers(ctx.request_id, ctx.started_at) + encode_headers(ctx.response_headers)
     await send_json(send, 429, exc.to_body(), headers + encode_headers(exc.headers()))
-    return CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}")
+    return CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}", limit_scope=exc.scope)
 
 
 async def run_limited(

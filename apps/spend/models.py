@@ -71,6 +71,7 @@ class SpendLog(models.Model):
     objects = TenantQuerySet.as_manager()
 
     class Meta:
+        verbose_name = "request"  # the admin's request explorer (one row per finished /v1 request)
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["created_at", "id"], name="spendlog_created"),

@@ -95,6 +95,7 @@ def test_a_failover_a_refusal_and_a_stream_in_the_explorer(gateway, upstream, te
         0,
         None,
     )
+    assert refusal["metadata"]["limit_scope"] == "key"
 
     alice = login(tenant.alice)
     page = alice.get(f"/admin/spend/spendlog/{row.pk}/change/").content.decode()
@@ -107,7 +108,7 @@ def test_a_failover_a_refusal_and_a_stream_in_the_explorer(gateway, upstream, te
     if hasattr(row, "trace_id"):  # recorded once the OpenTelemetry work is in
         assert "trace id" in page.lower()
     refused_page = alice.get(f"/admin/spend/spendlog/{refused_row.pk}/change/").content.decode()
-    assert "429" in refused_page and "requests" in refused_page
+    assert "429" in refused_page and "requests (key limit)" in refused_page
 
     listed = alice.get(f"/admin/spend/spendlog/?key={key.pk}&limit_type=requests").content.decode()
     assert refused.headers["x-request-id"] in listed and served.headers["x-request-id"] not in listed

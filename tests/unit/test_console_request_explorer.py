@@ -249,3 +249,11 @@ def test_people_without_a_tenant_get_no_explorer(ledger, db):
     assert stranger.get(LIST).status_code == 403
     assert stranger.get(EXPORT).status_code == 403
     assert Client().get(EXPORT).status_code == 302  # to the login page
+
+
+def test_a_refusals_page_names_the_limit_and_the_level_that_refused(alpha, alice):
+    key = VirtualKeyFactory(team=alpha, user=alice, alias="alpha-app")
+    request_id = record(key, status=429, limit_type="tokens", metadata={"limit_scope": "team"})
+    row = SpendLog.objects.get(request_id=request_id)
+    page = login(alice).get(f"{LIST}{row.pk}/change/").content.decode()
+    assert "tokens (team limit)" in page
