@@ -94,7 +94,9 @@ async def csv_stream(queryset: QuerySet, cap: int) -> AsyncIterator[bytes]:
         page = ordered
         if after is not None:
             created, pk = after
-            page = page.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=pk))
+            # The plain bound lets the index scan start at the last row; the OR alone would be a filter
+            # that re-reads every earlier chunk (quadratic in the export's size).
+            page = page.filter(created_at__lte=created).filter(Q(created_at__lt=created) | Q(id__lt=pk))
         size = min(CHUNK, cap - sent)
         rows = await sync_to_async(list)(page.values_list("created_at", "id", *lookups)[:size])
         if not rows:
