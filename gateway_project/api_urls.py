@@ -5,7 +5,14 @@ from rest_framework.routers import DefaultRouter
 from apps.keys.api import ApiTokenViewSet, KeyViewSet
 from apps.proxy.api import DeploymentViewSet, ModelPriceViewSet
 from apps.spend.api import SpendLogViewSet, SpendSummaryViewSet
-from apps.teams.api import CustomerViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet, UserViewSet
+from apps.teams.api import (
+    AccessGroupViewSet,
+    CustomerViewSet,
+    MembershipViewSet,
+    OrganizationViewSet,
+    TeamViewSet,
+    UserViewSet,
+)
 
 router = DefaultRouter()
 router.register("organizations", OrganizationViewSet, basename="organization")
@@ -15,6 +22,7 @@ router.register("users", UserViewSet, basename="user")
 router.register("customers", CustomerViewSet, basename="customer")
 router.register("keys", KeyViewSet, basename="key")
 router.register("tokens", ApiTokenViewSet, basename="api-token")
+router.register("access-groups", AccessGroupViewSet, basename="access-group")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("models", ModelPriceViewSet, basename="model")
 router.register("spend/logs", SpendLogViewSet, basename="spend-log")

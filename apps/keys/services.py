@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.common.invalidation import publish_invalidation
 from apps.keys.hashing import TOKEN_PREFIX, display_prefix, generate_secret, keyed_hash
 from apps.keys.models import ApiToken, VirtualKey
+from apps.teams.access import access_groups_for, outside
 from apps.teams.audit import SYSTEM, Actor, audit_record
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
 from apps.teams.models import Team
@@ -63,8 +64,13 @@ DEFAULT_PRIORITY = VirtualKey._meta.get_field("priority").default
 
 
 def _validate_key_values(*, team: Team, user, values: dict) -> None:
-    errors = check_within(values, team, parent_label="team")
-    errors.update(check_within(values, team.organization, parent_label="organization"))
+    groups = access_groups_for(team.organization_id)
+
+    def models_outside(child: list[str], parent: list[str]) -> list[str]:
+        return outside(child, parent, groups)
+
+    errors = check_within(values, team, parent_label="team", models_outside=models_outside)
+    errors.update(check_within(values, team.organization, parent_label="organization", models_outside=models_outside))
     if user is not None and getattr(user, "pk", None):
         errors.update(check_within(values, user, parent_label="user"))
     for name in SESSION_CAPS:

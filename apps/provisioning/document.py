@@ -167,11 +167,13 @@ def _check_unique(document: Document) -> None:
     unique(data.get("organizations", []), "name", ("organizations",), "organization")
     unique(data.get("deployments", []), "name", ("deployments",), "deployment")
     unique(data.get("model_groups", []), "model_name", ("model_groups",), "model group")
+    unique(data.get("access_groups", []), "name", ("access_groups",), "access group")
     for o, org in enumerate(data.get("organizations", [])):
         base = ("organizations", o)
         unique(org.get("teams", []), "name", (*base, "teams"), "team")
         unique(org.get("customers", []), "external_id", (*base, "customers"), "customer")
         unique(org.get("deployments", []), "name", (*base, "deployments"), "deployment")
+        unique(org.get("access_groups", []), "name", (*base, "access_groups"), "access group")
         unique(org.get("members", []), "user", (*base, "members"), "member")
         for t, team in enumerate(org.get("teams", [])):
             unique(team.get("members", []), "user", (*base, "teams", t, "members"), "member")

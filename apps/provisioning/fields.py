@@ -42,6 +42,8 @@ DEPLOYMENT_DEFAULTS = {
     "extra": {},
     "enabled": True,
 }
+# A file's ``models`` is stored as ``members`` (``models`` would shadow Django's module in the model class).
+ACCESS_GROUP_DEFAULTS = {"members": [], "description": ""}
 MODEL_GROUP_DEFAULTS = {
     "strategy": "simple-shuffle",
     "fallbacks": [],

@@ -1,9 +1,9 @@
 """LiteLLM proxy config.yaml -> this gateway's config file, and a report of everything without an equivalent.
 
 Nothing is dropped silently: every key of the LiteLLM file is either mapped (into deployments, model
-groups, aliases) or named in the report with its line and why. Secrets are never copied: an
-``os.environ/NAME`` reference stays a reference; an inline key is replaced by a reference to a variable
-the report names, and its value is not repeated anywhere.
+groups, aliases, access groups from ``model_info.access_groups``) or named in the report with its line
+and why. Secrets are never copied: an ``os.environ/NAME`` reference stays a reference; an inline key is
+replaced by a reference to a variable the report names, and its value is not repeated anywhere.
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ class _Converter:
         self.deployments: list[dict] = []
         self.groups: dict[str, dict] = {}
         self.aliases: dict[str, str] = {}
+        # LiteLLM's model_info.access_groups, turned around: group name -> the model names tagged with it.
+        self.access_groups: dict[str, list[str]] = {}
         self.router_keys: set[str] = set()
 
     def note(self, path: tuple, message: str) -> None:
@@ -191,6 +193,8 @@ class _Converter:
         for key in params:
             generic = "a per-call parameter or provider option the gateway does not set for clients; not imported."
             self.unmapped((*params_path, key), PARAM_REASONS.get(key, generic))
+        if "access_groups" in info:
+            self.tag_access_groups((*path, "model_info", "access_groups"), model_name, info.pop("access_groups"))
         for key in info:
             if key == "id":
                 continue
@@ -200,6 +204,16 @@ class _Converter:
             if key not in ("model_name", "litellm_params", "model_info"):
                 self.unmapped((*path, key))
         return out
+
+    def tag_access_groups(self, path: tuple, model_name: str, value) -> None:
+        """``model_info.access_groups: [beta]`` puts the public name in the gateway's access group ``beta``."""
+        if not isinstance(value, list) or not all(isinstance(g, str) and g.strip() for g in value):
+            self.unmapped(path, "must be a list of group names; not imported.")
+            return
+        for group in value:
+            members = self.access_groups.setdefault(group.strip(), [])
+            if model_name not in members:
+                members.append(model_name)
 
     def provider(self, path: tuple, target: str, api_base, params: dict, out: dict) -> str | None:
         """Set provider and model from LiteLLM's ``prefix/model``; None when there is no equivalent."""
@@ -356,8 +370,10 @@ class _Converter:
 def litellm_model_entry(entry: dict) -> tuple[dict | None, list[tuple[tuple, str]]]:
     """One model_list entry (LiteLLM's ``/model/new`` body) as a deployment, and what could not be carried over.
 
-    Secrets are the caller's business here: ``litellm_params.api_key`` is taken out before the conversion
-    (the API stores it encrypted), so the converter never turns it into an environment reference.
+    ``model_info.access_groups`` is the caller's too (``/model/new`` adds the model to those groups).
+
+        Secrets are the caller's business here: ``litellm_params.api_key`` is taken out before the conversion
+        (the API stores it encrypted), so the converter never turns it into an environment reference.
     """
     converter = _Converter(Document(filename="request", data={"model_list": [entry]}), environ={})
     deployment = (
@@ -393,4 +409,8 @@ def litellm_convert(text: str, *, filename: str, environ: Mapping[str, str]) -> 
         config["model_groups"] = groups
     if converter.aliases:
         config["aliases"] = converter.aliases
+    if converter.access_groups:
+        config["access_groups"] = [
+            {"name": name, "models": models} for name, models in sorted(converter.access_groups.items())
+        ]
     return LitellmImport(config=config, report=converter.report)

@@ -15,7 +15,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
@@ -35,6 +35,7 @@ from apps.proxy import services as proxy_services
 from apps.proxy.models import ModelDeployment
 from apps.spend.models import SpendLog
 from apps.teams import services as team_services
+from apps.teams.access import access_group_add_model
 from apps.teams.audit import actor_from_request
 from apps.teams.models import Organization, Team, User
 from apps.teams.scoping import CHANGE, VIEW
@@ -577,6 +578,10 @@ def model_new(request):
     if api_key is not None and not isinstance(api_key, str):
         raise exceptions.ValidationError({"litellm_params.api_key": ["must be text."]})
     info = body.get("model_info") if isinstance(body.get("model_info"), dict) else {}
+    groups = info.get("access_groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g.strip() for g in groups):
+        raise exceptions.ValidationError({"model_info.access_groups": ["must be a list of group names."]})
+    info = {k: v for k, v in info.items() if k != "access_groups"}
     organization = None
     if info.get("organization_id") is not None:
         info = {k: v for k, v in info.items() if k != "organization_id"}
@@ -601,9 +606,13 @@ def model_new(request):
         if values.get(name) is not None and not isinstance(values[name], str):
             raise exceptions.ValidationError({name: ["must be text."]})
     name = deployment["name"] if info.get("id") else ""
-    created = proxy_services.deployment_create(
-        actor=_actor(request), organization=organization, api_key=api_key or None, name=name, **values
-    )
+    actor = _actor(request)
+    with transaction.atomic():  # a group the caller may not change leaves no deployment behind either
+        created = proxy_services.deployment_create(
+            actor=actor, organization=organization, api_key=api_key or None, name=name, **values
+        )
+        for group in dict.fromkeys(g.strip() for g in groups):
+            access_group_add_model(actor=actor, organization=organization, name=group, model_name=created.model_name)
     return Response(_model_out(created))
 
 

@@ -96,6 +96,23 @@ DEPLOYMENT = _object(
     required=("name", "model_name", "provider", "model"),
 )
 
+ACCESS_GROUP = _object(
+    {
+        "name": {
+            **_NAME,
+            "pattern": r"^[^*?\[\s]+$",
+            "description": "What allowed_models lists name instead of models.",
+        },
+        "models": {
+            **_MODELS,
+            "description": "Model names or fnmatch patterns: claude-* (by name), openai/* (served by that provider).",
+        },
+        "description": {"type": "string", "maxLength": 500},
+    },
+    required=("name", "models"),
+    description="A named set of models that keys, teams and organizations may list in allowed_models.",
+)
+
 CUSTOMER = _object(
     {"external_id": {"type": "string", "minLength": 1, "maxLength": 255}, **LIMITS, "blocked": {"type": "boolean"}},
     required=("external_id",),
@@ -124,6 +141,11 @@ ORGANIZATION = _object(
         **LIMITS,
         "allowed_models": {**_MODELS, "description": "Empty: every model."},
         "blocked": {"type": "boolean"},
+        "access_groups": {
+            "type": "array",
+            "items": ACCESS_GROUP,
+            "description": "This organization's own access groups (shadowing shared ones of the same name).",
+        },
         "members": {"type": "array", "items": MEMBER, "description": "Organization-wide roles."},
         "teams": {"type": "array", "items": TEAM},
         "customers": {"type": "array", "items": CUSTOMER},
@@ -173,6 +195,7 @@ CONFIG_SCHEMA: dict = {
         "users": {"type": "array", "items": USER, "description": "People; never removed by --prune."},
         "organizations": {"type": "array", "items": ORGANIZATION},
         "deployments": {"type": "array", "items": DEPLOYMENT, "description": "Shared by every organization."},
+        "access_groups": {"type": "array", "items": ACCESS_GROUP, "description": "Shared by every organization."},
         "model_groups": {"type": "array", "items": MODEL_GROUP},
         "aliases": {
             "type": "object",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from apps.provisioning.fields import (
+    ACCESS_GROUP_DEFAULTS,
     CUSTOMER_DEFAULTS,
     DEPLOYMENT_DEFAULTS,
     DEPLOYMENT_REQUIRED,
@@ -25,7 +26,7 @@ from apps.provisioning.fields import (
 from apps.provisioning.schema import SCHEMA_VERSION
 from apps.provisioning.services import deployment_file_name
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
-from apps.teams.models import Customer, Membership, Organization, Team, User
+from apps.teams.models import Customer, Membership, ModelAccessGroup, Organization, Team, User
 from apps.teams.scoping import CHANGE, tenancy_for
 
 
@@ -48,6 +49,15 @@ def _deployment(deployment: ModelDeployment, unset: list[str]) -> dict:
             unset.append(reference)
         item["api_key"] = reference
     return item | non_default(deployment, DEPLOYMENT_DEFAULTS)
+
+
+def _access_groups(organization: Organization | None) -> list[dict]:
+    rows = ModelAccessGroup.objects.filter(organization=organization).order_by("name")
+    return [
+        {"name": g.name, "models": list(g.members)}
+        | {k: v for k, v in non_default(g, ACCESS_GROUP_DEFAULTS).items() if k != "members"}
+        for g in rows
+    ]
 
 
 def _members(memberships) -> list[dict]:
@@ -73,6 +83,9 @@ def config_export(*, actor_user) -> ConfigExport:
         org_members = [m for m in memberships if m.organization_id == org.pk and m.team_id is None]
         if org_members:
             item["members"] = _members(org_members)
+        access_groups = _access_groups(org)
+        if access_groups:
+            item["access_groups"] = access_groups
         teams = []
         for team in Team.objects.filter(organization=org).order_by("name"):
             team_item = {"name": team.name} | non_default(team, TEAM_DEFAULTS)
@@ -97,6 +110,7 @@ def config_export(*, actor_user) -> ConfigExport:
     if tenancy_for(actor_user).is_superuser:
         shared = ModelDeployment.objects.filter(organization=None).order_by("model_name", "id")
         data["deployments"] = [_deployment(d, unset) for d in shared]
+        data["access_groups"] = _access_groups(None)
         data["model_groups"] = [
             {"model_name": g.model_name} | non_default(g, MODEL_GROUP_DEFAULTS)
             for g in ModelGroup.objects.order_by("model_name")

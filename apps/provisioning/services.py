@@ -18,6 +18,7 @@ from django.db import transaction
 
 from apps.provisioning.document import ConfigError, Document, path_label, secret_ref_name
 from apps.provisioning.fields import (
+    ACCESS_GROUP_DEFAULTS,
     CUSTOMER_DEFAULTS,
     DEPLOYMENT_DEFAULTS,
     DEPLOYMENT_REQUIRED,
@@ -31,8 +32,9 @@ from apps.provisioning.fields import (
 )
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.proxy.services import deployment_create, deployment_delete, deployment_update, routing_delete, routing_save
+from apps.teams.access import access_group_create, access_group_delete, access_group_update
 from apps.teams.audit import Actor
-from apps.teams.models import Customer, Membership, Organization, Team, User
+from apps.teams.models import Customer, Membership, ModelAccessGroup, Organization, Team, User
 from apps.teams.scoping import CHANGE
 from apps.teams.services import (
     customer_delete,
@@ -197,6 +199,8 @@ class _Applier:
         data = self.doc.data
         for i, item in enumerate(data.get("users", [])):
             self._user(("users", i), item)
+        # Shared access groups first: the allow-lists below are checked with them expanded.
+        self._access_groups(("access_groups",), None, data.get("access_groups"), prune="access_groups" in data)
         for o, item in enumerate(data.get("organizations", [])):
             self._organization(("organizations", o), item)
         self._deployments(("deployments",), None, data.get("deployments"), prune="deployments" in data)
@@ -231,6 +235,7 @@ class _Applier:
             if changed:
                 self._record("~", "organization", name, _details(org, changed))
                 self._call(path, organization_update, actor=self.actor, organization=org, **changed)
+        self._access_groups((*path, "access_groups"), org, item.get("access_groups"), prune=True)
         teams = {}
         for t, team_item in enumerate(item.get("teams", [])):
             teams[team_item["name"]] = self._team((*path, "teams", t), org, team_item)
@@ -362,6 +367,33 @@ class _Applier:
                 **changed,
             )
         return found
+
+    # -- access groups -----------------------------------------------------------------------------------
+
+    def _access_groups(self, path: tuple, org: Organization | None, items: list | None, *, prune: bool) -> None:
+        """The file's ``models`` is the row's ``members``; an organization's groups are pruned with it."""
+        scope = org.name if org else "shared"
+        named = set()
+        for i, item in enumerate(items or []):
+            named.add(item["name"])
+            desired = desired_values({"members": item["models"], **item}, ACCESS_GROUP_DEFAULTS)
+            label = f"{scope}/{item['name']}"
+            group = ModelAccessGroup.objects.filter(organization=org, name=item["name"]).first()
+            if group is None:
+                values = {k: v for k, v in desired.items() if k == "members" or v != ACCESS_GROUP_DEFAULTS[k]}
+                self._record("+", "access group", label, _details_new(values))
+                self._call(
+                    (*path, i), access_group_create, actor=self.actor, organization=org, name=item["name"], **values
+                )
+                continue
+            changed = changed_values(group, desired)
+            if changed:
+                self._record("~", "access group", label, _details(group, changed))
+                self._call((*path, i), access_group_update, actor=self.actor, group=group, **changed)
+        if self.prune and prune:
+            for group in ModelAccessGroup.objects.filter(organization=org).exclude(name__in=named):
+                self._record("-", "access group", f"{scope}/{group.name}")
+                self._call(path, access_group_delete, actor=self.actor, group=group)
 
     # -- routing -----------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from apps.keys.models import VirtualKey
 from apps.proxy.auth_guard import AuthMissGuard, client_address
 from apps.proxy.context import KeyContext, ScopeLimits
 from apps.proxy.errors import GatewayError, unauthorized
+from apps.proxy.selectors import key_allowed_models
 from apps.ratelimit import metrics
 from apps.ratelimit.errors import ProxyRateLimitError
 
@@ -89,16 +90,6 @@ def _model_limits(owner: str, owner_id: int, table: dict, time_zone: str) -> dic
     return limits
 
 
-def _effective_models(*lists: list | None) -> frozenset[str] | None:
-    """Intersection of the non-empty allow-lists along key -> team -> organization; None is "any"."""
-    effective: frozenset[str] | None = None
-    for names in lists:
-        if names:
-            current = frozenset(str(n) for n in names)
-            effective = current if effective is None else effective & current
-    return effective
-
-
 def load_key_context(key_hash: str) -> KeyContext | None:
     """Build the context for an active key, or None (unknown, revoked, blocked, expired). Synchronous."""
     key = (
@@ -128,7 +119,7 @@ def load_key_context(key_hash: str) -> KeyContext | None:
         organization_id=org.pk,
         organization_name=org.name,
         user_id=user.pk if user else None,
-        allowed_models=_effective_models(key.allowed_models, team.allowed_models, org.allowed_models),
+        allowed_models=key_allowed_models(key),
         scopes=tuple(scopes),
         key_model_limits=_model_limits("key", key.pk, key.model_limits, tz),
         team_model_limits=_model_limits("team", team.pk, team.model_limits, tz),

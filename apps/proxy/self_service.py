@@ -18,6 +18,7 @@ from ninja.security import APIKeyHeader, HttpBearer
 
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import VirtualKey
+from apps.proxy.selectors import key_allowed_models
 from apps.spend.selectors import key_usage
 from apps.teams.limits import LIMIT_FIELDS
 
@@ -104,10 +105,8 @@ def _effective(key: VirtualKey) -> dict[str, Any]:
 
 
 def _models(key: VirtualKey) -> list[str] | None:
-    allowed = None
-    for names in (key.allowed_models, key.team.allowed_models, key.organization.allowed_models):
-        if names:
-            allowed = set(names) if allowed is None else allowed & set(names)
+    """The concrete names the key may call: access groups and patterns resolved as the proxy resolves them."""
+    allowed = key_allowed_models(key)
     return sorted(allowed) if allowed is not None else None
 
 

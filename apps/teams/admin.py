@@ -1,4 +1,4 @@
-"""Admin for tenants: organizations, teams, people, memberships, customers. All scoped via TenantScopedAdmin."""
+"""Admin for tenants: organizations, teams, people, memberships, customers, access groups (all tenant-scoped)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth.password_validation import validate_password
 
-from apps.teams import services
+from apps.teams import access, services
 from apps.teams.admin_base import ModelListField, TenantScopedAdmin, reaches_any
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS
-from apps.teams.models import Customer, Membership, Organization, Role, Team, User
-from apps.teams.scoping import may, tenancy_for
+from apps.teams.models import Customer, Membership, ModelAccessGroup, Organization, Role, Team, User
+from apps.teams.scoping import DELETE, may, tenancy_for
 from apps.teams.selectors import teams_administered_by
 
 LIMITS_FIELDSET = ("Limits and budget", {"fields": (*LIMIT_FIELDS, "budget_duration")})
@@ -283,3 +283,42 @@ class CustomerAdmin(TenantScopedAdmin):
         return services.customer_upsert(
             actor=self.actor(request), organization=organization, external_id=external_id, **values
         )
+
+
+@admin.register(ModelAccessGroup)
+class ModelAccessGroupAdmin(TenantScopedAdmin):
+    """Named sets of models: an organization's admins edit its own, superusers the shared ones."""
+
+    delete_action = DELETE
+    list_display = ("name", "organization", "member_list", "description")
+    list_filter = (("organization", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("name", "description")
+    list_select_related = ("organization",)
+    fields = ("organization", "name", "members", "description")
+    service_error_aliases = {"models": "members"}
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "members":
+            return ModelListField(
+                label="Models", help_text="Comma-separated model names or patterns (claude-*, openai/*)."
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="models")
+    def member_list(self, obj) -> str:
+        return ", ".join(obj.members or [])
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("organization",) if obj is not None else ()
+
+    def service_save(self, request, form, change):
+        if change:
+            values = self.changed_values(form, access.ACCESS_GROUP_SETTABLE)
+            return access.access_group_update(actor=self.actor(request), group=self.original(form), **values)
+        values = self.form_values(form, access.ACCESS_GROUP_SETTABLE)
+        return access.access_group_create(
+            actor=self.actor(request), organization=form.cleaned_data.get("organization"), **values
+        )
+
+    def service_delete(self, request, obj) -> None:
+        access.access_group_delete(actor=self.actor(request), group=obj)

@@ -1,4 +1,4 @@
-"""REST endpoints for organizations, teams, members and users: input serializer -> service -> output serializer."""
+"""REST endpoints for tenants and access groups: input serializer -> service -> output serializer."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from apps.teams import access, services
 from apps.teams import serializers as s
-from apps.teams import services
 from apps.teams.api_base import TenantViewSet
-from apps.teams.models import Customer, Membership, Organization, Team, User
+from apps.teams.models import Customer, Membership, ModelAccessGroup, Organization, Team, User
 
 
 class OrganizationViewSet(TenantViewSet):
@@ -143,3 +143,31 @@ class CustomerViewSet(TenantViewSet):
             actor=self.actor(), organization=customer.organization, external_id=customer.external_id, **values
         )
         return self.respond(customer)
+
+
+class AccessGroupViewSet(TenantViewSet):
+    """Named sets of models (names or patterns) that keys, teams and organizations list instead of models."""
+
+    model = ModelAccessGroup
+    serializer_class = s.AccessGroupSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset().order_by("organization_id", "name")
+        name = self.query_text("name")
+        return queryset.filter(name=name) if name else queryset
+
+    @extend_schema(request=s.AccessGroupInput, responses={201: s.AccessGroupSerializer})
+    def create(self, request):
+        values = self.validated(s.AccessGroupInput)
+        group = access.access_group_create(actor=self.actor(), organization=values.pop("organization", None), **values)
+        return self.respond(group, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.AccessGroupUpdateInput, responses=s.AccessGroupSerializer)
+    def partial_update(self, request, pk=None):
+        group = self.get_object()
+        values = self.validated(s.AccessGroupUpdateInput, partial=True)
+        return self.respond(access.access_group_update(actor=self.actor(), group=group, **values))
+
+    def destroy(self, request, pk=None):
+        access.access_group_delete(actor=self.actor(), group=self.get_object())
+        return self.no_content()

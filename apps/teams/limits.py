@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.core.validators import MinValueValidator
@@ -51,8 +52,18 @@ class LimitFields(models.Model):
         return {name: getattr(self, name) for name in LIMIT_FIELDS}
 
 
-def check_within(values: dict, parent, *, parent_label: str) -> dict[str, str]:
-    """Field errors where ``values`` would grant more than ``parent`` has (limits, budget, models)."""
+def check_within(
+    values: dict,
+    parent,
+    *,
+    parent_label: str,
+    models_outside: Callable[[list[str], list[str]], list[str]] | None = None,
+) -> dict[str, str]:
+    """Field errors where ``values`` would grant more than ``parent`` has (limits, budget, models).
+
+    ``models_outside(child, parent)`` names the child's models the parent's list does not allow; the
+    callers pass the access-group-aware one (``apps.teams.access.outside``), plain set difference otherwise.
+    """
     errors: dict[str, str] = {}
     for name in LIMIT_FIELDS:
         parent_value = getattr(parent, name, None)
@@ -62,7 +73,10 @@ def check_within(values: dict, parent, *, parent_label: str) -> dict[str, str]:
     parent_models = getattr(parent, "allowed_models", None) or []
     child_models = values.get("allowed_models") or []
     if parent_models:
-        outside = sorted(set(child_models) - set(parent_models))
+        if models_outside is None:
+            outside = sorted(set(child_models) - set(parent_models))
+        else:
+            outside = models_outside(child_models, parent_models)
         if outside:
             errors["models"] = f"not allowed for the {parent_label}: {', '.join(outside)}."
     return errors

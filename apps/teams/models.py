@@ -70,6 +70,41 @@ class Team(LimitFields):
         return f"{self.organization.name} / {self.name}"
 
 
+class ModelAccessGroup(models.Model):
+    """A name for a set of models ("gpt-4-family"), usable wherever a key, team or organization lists models.
+
+    ``members`` are model names or fnmatch patterns ("claude-*", "openai/*"; apps/teams/access.py says
+    what they match). ``organization`` empty: shared by every tenant (superusers manage it); an
+    organization's own group of the same name shadows a shared one for its keys. Resolved into each key's
+    immutable context when it is built, never per request.
+    """
+
+    TENANT_PATHS = TenantPaths(organization="organization", shared=True)
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="access_groups"
+    )
+    name = models.CharField(max_length=200, help_text="What keys, teams and organizations list instead of models.")
+    members = models.JSONField(default=list, blank=True, help_text="Model names or patterns such as claude-*.")
+    description = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="access_group_unique_per_org"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(organization__isnull=True), name="access_group_unique_shared"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
     ADMIN = "admin", "Admin"

@@ -283,6 +283,8 @@ ACTIONS: dict[str, Action] = {
     "key.suspend": Action(ADMIN, ("keys.virtualkey",), "You are not an admin of every team this person has keys in."),
     # Shared deployments (no organization) are the operator's: asked about the deployment as it would be.
     "deployment.create": Action(CHANGE, ("proxy.modeldeployment",), "You may not manage these deployments."),
+    # Shared access groups (no organization) are the operator's, an organization's own its admins'.
+    "access_group.create": Action(CHANGE, ("teams.modelaccessgroup",), "You may not manage these access groups."),
     # Priority shares model capacity across every tenant.
     "key.set_priority": Action(SUPERUSER, (), "Only a superuser may change a key's priority."),
     # A log sink receives every record of its organization or team: an admin of that place sets it up.

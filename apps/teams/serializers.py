@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from apps.teams.api_base import StrictInputSerializer, scoped_fk
 from apps.teams.limits import LIMIT_FIELDS, BudgetDuration
-from apps.teams.models import Customer, Membership, Organization, Role, Team, User
+from apps.teams.models import Customer, Membership, ModelAccessGroup, Organization, Role, Team, User
 
 MONEY = {"max_digits": 14, "decimal_places": 6, "min_value": 0, "required": False, "allow_null": True}
 
@@ -170,3 +170,25 @@ class CustomerUpdateInput(LimitsInput):
 class CustomerInput(CustomerUpdateInput):
     organization = scoped_fk(Organization)
     external_id = serializers.CharField(max_length=255, help_text="The `user` value the client app sends.")
+
+
+# --- model access groups ----------------------------------------------------------------------------
+class AccessGroupSerializer(serializers.ModelSerializer):
+    models = serializers.JSONField(source="members", read_only=True)
+
+    class Meta:
+        model = ModelAccessGroup
+        fields = ("id", "organization", "name", "models", "description", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class AccessGroupUpdateInput(StrictInputSerializer):
+    name = serializers.CharField(max_length=200, required=False)
+    models = ModelNamesField(source="members", required=False, help_text="Model names or patterns (claude-*).")
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class AccessGroupInput(AccessGroupUpdateInput):
+    name = serializers.CharField(max_length=200)
+    models = ModelNamesField(source="members", help_text="Model names or patterns (claude-*, openai/*).")
+    organization = scoped_fk(Organization, required=False, allow_null=True, help_text="Empty: shared by all.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.common.invalidation import publish_invalidation
+from apps.teams.access import access_groups_for, outside
 from apps.teams.audit import Actor, audit_record
 from apps.teams.departures import Departure, departure_consequences
 from apps.teams.limits import LIMIT_FIELDS, SESSION_CAPS, check_within, model_limits_problem
@@ -86,6 +88,12 @@ def organization_update(*, actor: Actor, organization: Organization, **values) -
     return organization
 
 
+def _outside(organization_id: int) -> Callable[[list[str], list[str]], list[str]]:
+    """Checks a model list against its parent's with the organization's access groups expanded."""
+    groups = access_groups_for(organization_id)
+    return lambda child, parent: outside(child, parent, groups)
+
+
 def _validate_team_shapes(values: dict) -> None:
     if "model_limits" in values:
         problem = model_limits_problem(values["model_limits"])
@@ -97,7 +105,7 @@ def team_create(*, actor: Actor, organization: Organization, name: str, **values
     require(actor.user, "team.create", organization)
     _reject_unknown(values, TEAM_SETTABLE)
     _validate_team_shapes(values)
-    errors = check_within(values, organization, parent_label="organization")
+    errors = check_within(values, organization, parent_label="organization", models_outside=_outside(organization.pk))
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():
@@ -117,7 +125,9 @@ def team_update(*, actor: Actor, team: Team, **values) -> Team:
         require(actor.user, CHANGE, team, message="You are not an admin of this team.")
     _validate_team_shapes(values)
     merged = {name: values.get(name, getattr(team, name)) for name in (*LIMIT_FIELDS, "allowed_models")}
-    errors = check_within(merged, team.organization, parent_label="organization")
+    errors = check_within(
+        merged, team.organization, parent_label="organization", models_outside=_outside(team.organization_id)
+    )
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

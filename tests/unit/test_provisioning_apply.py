@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 
 from apps.keys.models import VirtualKey
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
-from apps.teams.models import AuditEvent, Customer, Membership, Organization, Team, User
+from apps.teams.models import AuditEvent, Customer, Membership, ModelAccessGroup, Organization, Team, User
 from tests.factories import VirtualKeyFactory
 
 pytestmark = pytest.mark.django_db
@@ -366,3 +366,58 @@ def test_the_schema_is_published_and_matches_the_validator(client):
     assert schema["properties"]["version"] == {"const": 1}
     api_key = schema["properties"]["deployments"]["items"]["properties"]["api_key"]
     assert api_key["pattern"].startswith("^os\\.environ/")
+
+
+ACCESS_GROUPS = """\
+version: 1
+access_groups:
+  - name: gpt-4-family
+    models: [gpt-4o, gpt-4o-mini]
+    description: every GPT-4 size
+organizations:
+  - name: Initech
+    access_groups:
+      - name: claude
+        models: ["claude-*", "anthropic/*"]
+    allowed_models: [gpt-4-family, claude]
+    teams:
+      - name: search
+        allowed_models: [gpt-4o]
+"""
+
+
+def test_access_groups_apply_export_and_round_trip(tmp_path):
+    output = apply(write(tmp_path, ACCESS_GROUPS))
+
+    shared = ModelAccessGroup.objects.get(name="gpt-4-family", organization=None)
+    assert shared.members == ["gpt-4o", "gpt-4o-mini"] and shared.description == "every GPT-4 size"
+    own = ModelAccessGroup.objects.get(name="claude", organization__name="Initech")
+    assert own.members == ["claude-*", "anthropic/*"]
+    assert "+ access group shared/gpt-4-family" in output and "+ access group Initech/claude" in output
+    # The team lists a member of the organization's group: within its ceiling once the group is expanded.
+    assert Team.objects.get(name="search").allowed_models == ["gpt-4o"]
+
+    data = yaml.safe_load(export())
+    assert data["access_groups"] == [
+        {"name": "gpt-4-family", "models": ["gpt-4o", "gpt-4o-mini"], "description": "every GPT-4 size"}
+    ]
+    initech = next(o for o in data["organizations"] if o["name"] == "Initech")
+    assert initech["access_groups"] == [{"name": "claude", "models": ["claude-*", "anthropic/*"]}]
+    assert apply(write(tmp_path, export(), "exported.yaml"), "--prune").strip() == "no changes"
+
+    changed = ACCESS_GROUPS.replace("models: [gpt-4o, gpt-4o-mini]", "models: [gpt-4o]")
+    own_group = '    access_groups:\n      - name: claude\n        models: ["claude-*", "anthropic/*"]\n'
+    changed = changed.replace(own_group, "")
+    changed = changed.replace("allowed_models: [gpt-4-family, claude]", "allowed_models: [gpt-4-family]")
+    output = apply(write(tmp_path, changed, "changed.yaml"), "--prune")
+    assert "~ access group shared/gpt-4-family" in output and "- access group Initech/claude" in output
+    assert ModelAccessGroup.objects.get(name="gpt-4-family").members == ["gpt-4o"]
+    assert not ModelAccessGroup.objects.filter(name="claude").exists()
+
+
+def test_a_team_model_outside_the_organizations_groups_is_an_error_at_its_line(tmp_path):
+    text = ACCESS_GROUPS.replace("allowed_models: [gpt-4o]", "allowed_models: [llama-70b]")
+    text = text.replace("allowed_models: [gpt-4-family, claude]", "allowed_models: [gpt-4-family]")
+    error = apply_error(write(tmp_path, text))
+    assert "gateway.yaml:13: organizations[0].teams[0].models: not allowed for the organization: llama-70b" in error
+    assert not ModelAccessGroup.objects.exists()  # one transaction: nothing behind

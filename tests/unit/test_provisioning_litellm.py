@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 
 from apps.provisioning.document import document_load, path_label
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
+from apps.teams.models import ModelAccessGroup
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "litellm"
 ALL = sorted(p.name for p in FIXTURES.glob("*.yaml"))
@@ -38,7 +39,7 @@ MAPPED_PARAMS = {
     "input_cost_per_token",
     "output_cost_per_token",
 }
-MAPPED_INFO = {"id", "input_cost_per_token", "output_cost_per_token"}
+MAPPED_INFO = {"id", "input_cost_per_token", "output_cost_per_token", "access_groups"}
 MAPPED_SETTINGS = {
     "routing_strategy",
     "num_retries",
@@ -211,6 +212,8 @@ def test_each_import_applies_and_applying_again_changes_nothing(name, monkeypatc
             assert row.get_credentials() == "value-from-the-environment"
     assert ModelGroup.objects.count() == len(config.get("model_groups", []))
     assert ModelAlias.objects.count() == len(config.get("aliases", {}))
+    groups = {g.name: g.members for g in ModelAccessGroup.objects.filter(organization=None)}
+    assert groups == {g["name"]: g["models"] for g in config.get("access_groups", [])}
     assert run_import(name, "--apply")[0].strip() == "no changes"
 
 
@@ -227,3 +230,14 @@ def test_an_unreachable_litellm_database_is_a_clear_error_without_its_password()
     with pytest.raises(CommandError) as caught:
         call_command("import_litellm", "--database-url", "postgres://litellm:hunter2@127.0.0.1:1/litellm")
     assert "cannot read LiteLLM's database" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_model_info_access_groups_become_the_gateways_access_groups():
+    config, report = imported("access_groups.yaml")
+
+    assert config["access_groups"] == [
+        {"name": "beta-models", "models": ["gpt-4o", "claude-3-5-sonnet"]},
+        {"name": "gpt-4-family", "models": ["gpt-4o", "gpt-4o-mini"]},
+    ]
+    # A group name that is not a list is reported with its line, not guessed at.
+    assert ":27: model_list[3].model_info.access_groups: must be a list of group names" in report

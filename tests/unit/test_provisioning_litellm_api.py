@@ -14,7 +14,7 @@ import pytest
 from apps.keys.hashing import keyed_hash
 from apps.keys.models import VirtualKey
 from apps.proxy.models import ModelDeployment
-from apps.teams.models import AuditEvent, Customer, Membership, Team
+from apps.teams.models import AuditEvent, Customer, Membership, ModelAccessGroup, Team
 from tests.factories import VirtualKeyFactory
 from tests.support.api import client_for
 
@@ -237,13 +237,33 @@ def test_model_new_and_model_info_speak_litellms_model_list_shape(master, acme):
     assert "sk-ant-secret" not in str(listed) and "wJalrXUtnFEMI" not in str(listed)
 
 
+def test_model_new_puts_the_model_in_its_access_groups(master, acme):
+    def add(name: str, groups, **info):
+        body = {
+            "model_name": name,
+            "litellm_params": {"model": "openai/gpt-4o", "api_key": "k"},
+            "model_info": {"access_groups": groups, **info},
+        }
+        return master.post("/model/new", body, format="json")
+
+    assert add("gpt-4o", ["beta-models", "gpt-4-family"]).status_code == 200
+    assert add("gpt-4o-mini", ["gpt-4-family"]).status_code == 200
+    assert add("acme-gpt", ["gpt-4-family"], organization_id=acme.pk).status_code == 200
+    shared = {g.name: g.members for g in ModelAccessGroup.objects.filter(organization=None)}
+    assert shared == {"beta-models": ["gpt-4o"], "gpt-4-family": ["gpt-4o", "gpt-4o-mini"]}
+    assert ModelAccessGroup.objects.get(organization=acme).members == ["acme-gpt"]
+    refused = add("bad", "beta-models")
+    assert refused.status_code == 400 and "model_info.access_groups" in refused.json()
+    assert not ModelDeployment.objects.filter(model_name="bad").exists()
+
+
 def test_malformed_litellm_params_are_never_a_server_error(master):
     for name in ("model", "rpm", "tpm", "timeout", "order", "weight", "api_base", "api_version", "api_key"):
         for value in WORST:
             params = {"model": "openai/gpt-4o", name: value}
             response = master.post("/model/new", {"model_name": "m", "litellm_params": params}, format="json")
             assert response.status_code < 500, (name, value, response.content[:300])
-    for name in ("input_cost_per_token", "id"):
+    for name in ("input_cost_per_token", "id", "access_groups"):
         for value in WORST:
             body = {"model_name": "m", "litellm_params": {"model": "openai/x"}, "model_info": {name: value}}
             response = master.post("/model/new", body, format="json")

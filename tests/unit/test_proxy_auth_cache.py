@@ -7,8 +7,9 @@ import dataclasses
 
 import pytest
 
-from apps.proxy.auth import _effective_models, bearer_token
+from apps.proxy.auth import bearer_token
 from apps.proxy.errors import GatewayError
+from apps.teams.access import effective
 
 
 def test_bearer_token_sources_and_effective_models():
@@ -16,9 +17,9 @@ def test_bearer_token_sources_and_effective_models():
     assert bearer_token({b"authorization": b"Basic abc"}) is None
     assert bearer_token({b"x-api-key": b"sk-2"}) == "sk-2"
     assert bearer_token({b"api-key": b"sk-3"}) == "sk-3"
-    assert _effective_models([], ["a", "b"], []) == frozenset({"a", "b"})
-    assert _effective_models(["a", "c"], ["a", "b"], None) == frozenset({"a"})
-    assert _effective_models([], [], []) is None
+    assert effective([[], ["a", "b"], []], {}, {}) == frozenset({"a", "b"})
+    assert effective([["a", "c"], ["a", "b"], None], {}, {}) == frozenset({"a"})
+    assert effective([[], [], []], {}, {}) is None
 
 
 def _cache(loader, ttl: float = 30.0):

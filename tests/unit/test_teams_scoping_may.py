@@ -21,7 +21,7 @@ from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.sinks.models import LogSink
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
 from apps.sso.models import GroupMapping, SsoIdentity
-from apps.teams.models import AuditEvent, Membership, Team
+from apps.teams.models import AuditEvent, Membership, ModelAccessGroup, Team
 from apps.teams.scoping import ACTIONS, CHANGE, DELETE, USE, VIEW, may, require, tenancy_for
 from tests.factories import CustomerFactory, DeploymentFactory, MembershipFactory, UserFactory, VirtualKeyFactory
 
@@ -60,6 +60,9 @@ def world(cast, acme, alpha, globex, omega):
     DeploymentFactory(organization=globex, model_name="globex-private")
     ModelGroup.objects.create(model_name="gpt-4o-mini")
     ModelAlias.objects.create(alias="small", model_name="gpt-4o-mini")
+    ModelAccessGroup.objects.create(name="shared-group", members=["gpt-4o-mini"])
+    ModelAccessGroup.objects.create(name="acme-group", members=["*"], organization=acme)
+    ModelAccessGroup.objects.create(name="globex-group", members=["*"], organization=globex)
     places = [
         (acme, alpha, cast["bob"], keys[1]),
         (acme, beta, dana, keys[4]),
