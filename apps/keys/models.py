@@ -18,6 +18,9 @@ class VirtualKey(LimitFields):
     # A key imported from LiteLLM, whose secret the gateway never saw: LiteLLM's verifier, the SHA-256 hex
     # digest of the secret. The first request with that secret moves the key to key_hash and clears this.
     legacy_sha256 = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    # Which LiteLLM key this row was imported as, kept after the first use clears legacy_sha256, so running
+    # the import again finds it: a keyed hash of LiteLLM's token id (never a verifier of the secret).
+    import_ref = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     prefix = models.CharField(max_length=32, editable=False, help_text="Shown instead of the secret.")
     alias = models.CharField(max_length=200, blank=True)
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="keys", editable=False)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.common.invalidation import publish_invalidation
@@ -119,8 +120,18 @@ def _refuse_while_blocked(*, actor: Actor, key: VirtualKey) -> None:
         require(actor.user, "key.create_while_blocked", key)
 
 
+def _secret_taken(secret: str) -> bool:
+    """A chosen secret some key already answers to (also an imported LiteLLM key not used yet)."""
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return VirtualKey.objects.filter(Q(key_hash=keyed_hash(secret)) | Q(legacy_sha256=digest)).exists()
+
+
 def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None, **values) -> IssuedKey:
-    """Create a key within what the team, organization and owner allow. ``secret`` only for imports/demo."""
+    """Create a key within what the team, organization and owner allow.
+
+    ``secret``: a key chosen by the caller (the demo, LiteLLM's ``/key/generate`` with ``key``; its shape is the
+    caller's to check, ``custom_secret_problem``); refused when another key already answers to it.
+    """
     unknown = set(values) - set(KEY_SETTABLE)
     if unknown:
         raise ValidationError({name: "this field cannot be set." for name in sorted(unknown)})
@@ -136,6 +147,8 @@ def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None
     _authorize_key_loosening(actor=actor, key=None, values=values)
     _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
+    if secret is not None and _secret_taken(secret):
+        raise ValidationError({"key": "already in use: choose another."})
     secret = secret or generate_secret()
     with transaction.atomic():
         key = VirtualKey(
@@ -278,6 +291,11 @@ def api_token_delete(*, actor: Actor, token: ApiToken) -> None:
 LEGACY_PLACEHOLDER = "litellm-legacy:"
 
 
+def key_import_ref(digest: str) -> str:
+    """The import's handle on a LiteLLM key (its token id, the SHA-256 digest): the same for every run."""
+    return keyed_hash(LEGACY_PLACEHOLDER + digest)
+
+
 def key_import_legacy(*, actor: Actor, team: Team, user=None, digest: str, display: str = "", **values) -> VirtualKey:
     """A key moved from LiteLLM, which stores only ``sha256(secret).hexdigest()``: the same secret keeps working.
 
@@ -300,6 +318,7 @@ def key_import_legacy(*, actor: Actor, team: Team, user=None, digest: str, displ
         key = VirtualKey(
             key_hash=keyed_hash(LEGACY_PLACEHOLDER + digest),
             legacy_sha256=digest,
+            import_ref=key_import_ref(digest),
             prefix=(display or "sk-...(LiteLLM)")[:32],
             team=team,
             organization_id=team.organization_id,

@@ -5,7 +5,8 @@ Only a translation: LiteLLM's request and response field names on the way in and
 services underneath (the same tenancy checks and audit as ``/api/v1/``), the same authentication
 (master key, API tokens). Ids are the gateway's, as strings: ``team_id`` is a team's id, ``user_id`` a
 user's id (or username), ``token`` a key's id. Where LiteLLM accepts something the gateway has no
-place for, the answer is a 400 naming the field, never a silent drop.
+place for, the answer is a 400 naming the field, never a silent drop. Errors come in LiteLLM's body
+(``apps/provisioning/litellm_errors.py``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
-from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from apps.keys import services as key_services
-from apps.keys.hashing import keyed_hash
+from apps.keys.hashing import custom_secret_problem, keyed_hash
 from apps.keys.models import VirtualKey
 from apps.provisioning.document import path_label
 from apps.provisioning.fields import DECIMAL_FIELDS
 from apps.provisioning.litellm import litellm_model_entry
+from apps.provisioning.litellm_errors import litellm_route
 from apps.proxy import services as proxy_services
 from apps.proxy.models import ModelDeployment
 from apps.spend.models import SpendLog
@@ -250,20 +251,25 @@ def _key_values(body: dict) -> dict:
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def key_generate(request):
     body = _body(request)
-    _refuse_unknown(body, KEY_FIELDS | {"team_id", "user_id"})
+    _refuse_unknown(body, KEY_FIELDS | {"team_id", "user_id", "key"})
     if not body.get("team_id"):
         raise exceptions.ValidationError({"team_id": ["required: every key of this gateway belongs to a team."]})
+    secret = body.get("key")
+    if secret is not None:  # LiteLLM's custom key: kept as the caller wrote it, stored as a keyed hash
+        problem = custom_secret_problem(secret)
+        if problem:
+            raise exceptions.ValidationError({"key": [problem]})
     team = _team(request, body["team_id"])
     user = _user(request, body["user_id"]) if body.get("user_id") else None
-    issued = key_services.key_create(actor=_actor(request), team=team, user=user, **_key_values(body))
+    issued = key_services.key_create(actor=_actor(request), team=team, user=user, secret=secret, **_key_values(body))
     return Response({**_key_out(issued.key), "key": issued.secret})
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def key_update(request):
     body = _body(request)
     _refuse_unknown(body, KEY_FIELDS | {"key"})
@@ -273,7 +279,7 @@ def key_update(request):
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def key_delete(request):
     """LiteLLM deletes keys; here they are revoked (the ledger keeps naming them), with the same effect on /v1."""
     body = _body(request)
@@ -288,7 +294,7 @@ def key_delete(request):
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def key_regenerate(request):
     body = _body(request)
     _refuse_unknown(body, {"key"})
@@ -298,14 +304,14 @@ def key_regenerate(request):
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def key_info(request):
     key = _key(request, _query(request, "key"))
     return Response({"key": str(key.pk), "info": _key_out(key)})
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def key_list(request):
     keys = VirtualKey.objects.restrict(request.user, VIEW).filter(revoked_at__isnull=True).order_by("-created_at")
     if _query(request, "team_id"):
@@ -405,7 +411,7 @@ def _add_members(request, team: Team, members) -> None:
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def team_new(request):
     body = _body(request)
     _refuse_unknown(body, TEAM_FIELDS | {"organization_id", "members_with_roles"})
@@ -422,7 +428,7 @@ def team_new(request):
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def team_update(request):
     body = _body(request)
     _refuse_unknown(body, TEAM_FIELDS | {"team_id"})
@@ -432,7 +438,7 @@ def team_update(request):
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def team_delete(request):
     body = _body(request)
     _refuse_unknown(body, {"team_ids"})
@@ -445,7 +451,7 @@ def team_delete(request):
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def team_info(request):
     team = _team(request, _query(request, "team_id"))
     keys = VirtualKey.objects.restrict(request.user, VIEW).filter(team=team, revoked_at__isnull=True)
@@ -453,13 +459,13 @@ def team_info(request):
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def team_list(request):
     return Response([_team_out(team) for team in Team.objects.restrict(request.user, VIEW).order_by("id")])
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def team_member_add(request):
     body = _body(request)
     _refuse_unknown(body, {"team_id", "member"})
@@ -485,7 +491,7 @@ def _user_out(user: User) -> dict:
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def user_new(request):
     """A person (and, with ``team_id``, their membership and a first key, as LiteLLM's /user/new returns one)."""
     body = _body(request)
@@ -515,7 +521,7 @@ def user_new(request):
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def user_info(request):
     user = _user(request, _query(request, "user_id"))
     keys = VirtualKey.objects.restrict(request.user, VIEW).filter(user=user, revoked_at__isnull=True)
@@ -531,7 +537,7 @@ def user_info(request):
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def customer_new(request):
     body = _body(request)
     _refuse_unknown(body, {"user_id", "organization_id", "blocked", *LIMITS})
@@ -563,7 +569,7 @@ LITELLM_PREFIX = {"openai_compatible": "openai"}
 
 
 @_documented
-@api_view(["POST"])
+@litellm_route(["POST"])
 def model_new(request):
     """A deployment from LiteLLM's model_list entry shape; what has no equivalent is a 400 naming it."""
     body = dict(_body(request))
@@ -654,7 +660,7 @@ def _model_out(deployment) -> dict:
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def model_info(request):
     """The deployments the caller may see (never their keys), in LiteLLM's shape."""
     deployments = ModelDeployment.objects.restrict(request.user, VIEW).order_by("model_name", "id")
@@ -665,7 +671,7 @@ def model_info(request):
 
 
 @_documented
-@api_view(["GET"])
+@litellm_route(["GET"])
 def spend_logs(request):
     rows = SpendLog.objects.restrict(request.user, VIEW).order_by("-created_at", "-id")
     if _query(request, "api_key"):

@@ -18,11 +18,12 @@ from datetime import UTC
 from decimal import Decimal
 
 import psycopg
+from django.db.models import Q
 from django.utils import timezone
 from psycopg.rows import dict_row
 
 from apps.keys.models import VirtualKey
-from apps.keys.services import key_import_legacy, key_set_blocked
+from apps.keys.services import key_import_legacy, key_import_ref, key_set_blocked
 from apps.spend.services import spend_opening_balance_record
 from apps.teams.audit import Actor
 from apps.teams.limits import BudgetDuration
@@ -238,8 +239,8 @@ class _Importer:
         for row in self.tables["LiteLLM_VerificationToken"]:
             digest = row["token"]
             where = f"LiteLLM_VerificationToken {row.get('key_name') or digest[:12]}"
-            if VirtualKey.objects.filter(legacy_sha256=digest).exists():
-                continue  # imported before and not used since
+            if VirtualKey.objects.filter(Q(import_ref=key_import_ref(digest)) | Q(legacy_sha256=digest)).exists():
+                continue  # imported before, used since or not: the same LiteLLM key never becomes a second row
             team = self.teams.get(row.get("team_id") or "")
             if team is None:
                 team = self.default_team()

@@ -76,10 +76,12 @@ def uses_patterns(levels: Iterable[Sequence[str]], groups: Groups) -> bool:
 def resolve(entries: Sequence[str], groups: Groups, catalog: Catalog) -> frozenset[str]:
     """The concrete model names one level's list allows: its literal names plus every catalog name a pattern matches."""
     names, patterns = expand(entries, groups)
+    if "*" in patterns:
+        return names | frozenset(catalog)  # every name: no need to match each one
     matcher = compile_patterns(patterns)
     if matcher is None:
         return names
-    matched = {name for name, known_as in catalog.items() if any(matcher.match(k) for k in known_as)}
+    matched = {name for name, known_as in catalog.items() if any(map(matcher.match, known_as))}
     return names | matched
 
 

@@ -191,6 +191,9 @@ def test_litellm_keys_keep_working_after_the_database_import(gateway, upstream, 
     key.refresh_from_db()
     assert key.legacy_sha256 is None and key.key_hash == keyed_hash(ANN_SECRET)  # upgraded on first use
     assert AuditEvent.objects.filter(action="key.upgrade_hash", object_id=str(key.pk)).exists()
+    # Run again after that first use: the key is known by its LiteLLM token id, not imported a second time.
+    again, _ = run_import(litellm_db)
+    assert "nothing" in again and list(VirtualKey.objects.filter(alias="ann-prod")) == [key]
 
     for secret in (LOOSE_SECRET, "sk-litellm-never-issued-000"):  # blocked in LiteLLM; unknown
         refused = http(

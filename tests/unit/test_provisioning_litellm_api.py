@@ -68,12 +68,41 @@ def test_key_update_regenerate_and_delete_by_secret_or_token(master, alpha):
     assert master.get("/key/list").json()["keys"] == []
 
 
+def error(response) -> dict:
+    """LiteLLM's error body: {"error": {"message", "type", "param", "code"}}, code the status as text."""
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert body["error"]["code"] == str(response.status_code)
+    return body["error"]
+
+
+def test_errors_come_in_litellms_body_with_the_gateways_statuses(master, client, alpha, alice, charlie):
+    bad = master.post("/key/generate", {"team_id": alpha.pk, "max_budget": "lots"}, format="json")
+    assert bad.status_code == 400
+    assert error(bad) == {
+        "message": "max_budget: must be a number.",
+        "type": "bad_request_error",
+        "param": "max_budget",
+        "code": "400",
+    }
+    missing = client_for(charlie).get("/team/info", {"team_id": alpha.pk})
+    assert missing.status_code == 404 and error(missing)["type"] == "not_found_error"
+    assert error(missing)["message"] == f"team {alpha.pk} not found." and error(missing)["param"] is None
+    denied = client_for(alice).post("/team/update", {"team_id": alpha.pk, "max_budget": 1000}, format="json")
+    assert denied.status_code == 403 and error(denied)["type"] == "auth_error"
+    anonymous = client.post("/key/generate", {"team_id": alpha.pk}, content_type="application/json")
+    assert anonymous.status_code in (401, 403) and error(anonymous)["type"] == "auth_error"
+    not_json = master.post("/key/generate", "[1, 2]", content_type="application/json")
+    assert not_json.status_code == 400 and error(not_json)["param"] is None
+    assert "JSON object" in error(not_json)["message"]
+
+
 def test_fields_the_gateway_has_no_place_for_are_refused_by_name(master, alpha):
     response = master.post("/key/generate", {"team_id": alpha.pk, "permissions": {"x": 1}}, format="json")
-    assert response.status_code == 400 and "permissions" in response.json()
+    assert response.status_code == 400 and error(response)["param"] == "permissions"
 
     response = master.post("/key/generate", {"key_alias": "no team"}, format="json")
-    assert response.status_code == 400 and "team_id" in response.json()
+    assert response.status_code == 400 and error(response)["param"] == "team_id"
 
 
 def test_the_same_tenant_rules_as_the_rest_api(alpha, omega, alice, charlie):
@@ -127,7 +156,7 @@ def test_teams_members_users_and_customers(master, acme, globex, olga):
     assert master.get("/team/info", {"team_id": team_id}).json()["team_info"]["max_budget"] == 50
 
     # Two organizations exist: a team or customer without organization_id is ambiguous, and said so.
-    assert "organization_id" in master.post("/team/new", {"team_alias": "x"}, format="json").json()
+    assert error(master.post("/team/new", {"team_alias": "x"}, format="json"))["param"] == "organization_id"
     customer = master.post(
         "/customer/new", {"user_id": "end-user-7", "organization_id": acme.pk, "max_budget": 3}, format="json"
     )
@@ -227,7 +256,7 @@ def test_model_new_and_model_info_speak_litellms_model_list_shape(master, acme):
         {"model_name": "x", "litellm_params": {"model": "openai/gpt-4o", "temperature": 0.1, "api_key": "k"}},
         format="json",
     )
-    assert refused.status_code == 400 and "litellm_params.temperature" in refused.json()
+    assert refused.status_code == 400 and error(refused)["param"] == "litellm_params.temperature"
     assert not ModelDeployment.objects.filter(model_name="x").exists()
 
     listed = master.get("/model/info").json()["data"]
@@ -253,7 +282,7 @@ def test_model_new_puts_the_model_in_its_access_groups(master, acme):
     assert shared == {"beta-models": ["gpt-4o"], "gpt-4-family": ["gpt-4o", "gpt-4o-mini"]}
     assert ModelAccessGroup.objects.get(organization=acme).members == ["acme-gpt"]
     refused = add("bad", "beta-models")
-    assert refused.status_code == 400 and "model_info.access_groups" in refused.json()
+    assert refused.status_code == 400 and error(refused)["param"] == "model_info.access_groups"
     assert not ModelDeployment.objects.filter(model_name="bad").exists()
 
 
@@ -268,3 +297,22 @@ def test_malformed_litellm_params_are_never_a_server_error(master):
             body = {"model_name": "m", "litellm_params": {"model": "openai/x"}, "model_info": {name: value}}
             response = master.post("/model/new", body, format="json")
             assert response.status_code < 500, (name, value, response.content[:300])
+
+
+def test_key_generate_takes_a_key_the_caller_chose(master, client, alpha):
+    chosen = "sk-my-own-key-0123456789abcdef"
+    created = master.post("/key/generate", {"team_id": alpha.pk, "key": chosen}, format="json")
+    assert created.status_code == 200, created.content
+    assert created.json()["key"] == chosen
+    key = VirtualKey.objects.get(pk=int(created.json()["token"]))
+    assert key.key_hash == keyed_hash(chosen) and key.prefix == "sk-my-own-...cdef"  # stored like any key
+    info = client.get("/v1/key/info", headers={"Authorization": f"Bearer {chosen}"})
+    assert info.status_code == 200 and info.json()["prefix"] == "sk-my-own-...cdef"
+
+    again = master.post("/key/generate", {"team_id": alpha.pk, "key": chosen}, format="json")
+    assert again.status_code == 400 and error(again)["param"] == "key" and "already in use" in error(again)["message"]
+    for weak in ("sk-1234", "not-an-sk-key-0123456789abc", "sk-with spaces-0123456789abc", "sk-gw-" + "a" * 30, 7):
+        refused = master.post("/key/generate", {"team_id": alpha.pk, "key": weak}, format="json")
+        assert refused.status_code == 400 and error(refused)["param"] == "key", (weak, refused.content)
+    assert VirtualKey.objects.filter(team=alpha).count() == 1
+    assert chosen not in str(AuditEvent.objects.filter(action="key.create").values_list("changes", flat=True))
