@@ -7,6 +7,7 @@ so they need a staff session, are never cached and are CSRF-protected like the r
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -42,7 +43,13 @@ def deployment_group(request: HttpRequest, model_name: str) -> HttpResponse:
     return TemplateResponse(
         request,
         "admin/gateway/deployment_group.html",
-        _context(request, f"Model group {model_name}", group=health, model_name=model_name),
+        _context(
+            request,
+            f"Model group {model_name}",
+            group=health,
+            model_name=model_name,
+            probe_interval=settings.DEPLOYMENT_PROBE_INTERVAL_SECONDS,
+        ),
     )
 
 

@@ -1,10 +1,12 @@
 """Deployment health for the admin: per model group, each deployment's state, recent errors and latency.
 
-Recent traffic comes from the spend ledger (every finished request names its deployment), so the
-page shows the same truth as the bills. Cooldown and in-flight requests are the router's live state
-in the worker serving the page (``apps.proxy.app.router_health``); with Redis, cooldowns are shared
-by all workers (``apps.proxy.cooldown_sync``), so the page also reads the stored ones and shows the
-longer of the two. Where neither is known the page says so rather than guessing.
+Two views combined: recent traffic from the spend ledger (apps/monitoring/traffic.py: every finished
+request names its deployment, so the page shows the same truth as the bills), and the latest scheduled
+probe (apps/monitoring/probes.py), which knows a deployment's state without any traffic. Cooldown and
+in-flight requests are the router's live state in the worker serving the page
+(``apps.proxy.app.router_health``); with Redis, cooldowns are shared by all workers
+(``apps.proxy.cooldown_sync``), so the page also reads the stored ones and shows the longer of the two.
+Where neither is known the page says so rather than guessing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from apps.console.connection_probe import ConnectionResult, probe_deployment
+from apps.monitoring.connection_probe import ConnectionResult, probe_deployment
+from apps.monitoring.models import DeploymentProbe
+from apps.monitoring.selectors import latest_probes
+from apps.monitoring.traffic import recent_stats
 from apps.proxy.cooldown_sync import shared_cooldowns_left
 from apps.proxy.models import ModelDeployment, ModelGroup
 from apps.spend.models import SpendLog
@@ -30,10 +35,6 @@ from apps.teams.scoping import CHANGE, VIEW
 logger = logging.getLogger(__name__)
 
 RECENT_MINUTES = 15
-LATENCY_SAMPLE = 200
-DEGRADED_ERROR_RATE = 0.2
-DEGRADED_MIN_REQUESTS = 5
-ATTEMPT_ROWS_MAX = 2000
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DeploymentHealth:
     cooldown_seconds: float | None = None
     in_flight: int | None = None
     may_test: bool = False
+    probe: DeploymentProbe | None = None  # the latest fresh scheduled probe, if any
 
     @property
     def error_rate(self) -> float:
@@ -55,13 +57,22 @@ class DeploymentHealth:
 
     @property
     def state(self) -> str:
+        """disabled, cooldown, failing (the latest probe failed), degraded (recent traffic fails too often),
+        ok (traffic or a probe says so) or idle (nothing known).
+
+        Any failed share at or over DEPLOYMENT_DEGRADED_ERROR_RATE of at least
+        DEPLOYMENT_DEGRADED_MIN_REQUESTS requests is degraded: 3 of 3 failed is never "ok".
+        """
         if not self.deployment.enabled:
             return "disabled"
         if self.cooldown_seconds:
             return "cooldown"
-        if self.requests >= DEGRADED_MIN_REQUESTS and self.error_rate >= DEGRADED_ERROR_RATE:
+        if self.probe is not None and not self.probe.ok:
+            return "failing"
+        enough = self.requests >= settings.DEPLOYMENT_DEGRADED_MIN_REQUESTS
+        if enough and self.errors and self.error_rate >= settings.DEPLOYMENT_DEGRADED_ERROR_RATE:
             return "degraded"
-        return "ok" if self.requests else "idle"
+        return "ok" if self.requests or self.probe is not None else "idle"
 
 
 @dataclass
@@ -119,68 +130,6 @@ def _cooldown(router: dict[int, dict] | None, shared: dict[int, float] | None, p
     return max(known) if known else None
 
 
-def deployment_failed(status: int, error_type: str) -> bool:
-    """Whether a ledger row counts against the deployment: the upstream failed, not the client or a limiter."""
-    if error_type.startswith("upstream"):
-        return error_type != "upstream_bad_request"  # the upstream refusing the client's body is the client's
-    return status >= 500
-
-
-def _recent_stats(user, deployment_ids: list[int]) -> dict[int, dict]:
-    """Traffic that reached each deployment: the gateway's own refusals (rate_limit:*) never did.
-
-    Only the traffic ``user`` may see counts: a shared deployment shows each tenant its own requests.
-    """
-    since = timezone.now() - timedelta(minutes=RECENT_MINUTES)
-    stats: dict[int, dict] = {
-        pk: {"requests": 0, "errors": 0, "latencies": [], "last_error": None} for pk in deployment_ids
-    }
-    recent = (
-        SpendLog.objects.restrict(user)
-        .filter(deployment_id__in=deployment_ids, created_at__gte=since)
-        .exclude(error_type__startswith="rate_limit")
-        .order_by("-created_at")
-        .values_list("deployment_id", "status", "latency_ms", "error_type", "created_at")
-    )
-    sample = recent[: LATENCY_SAMPLE * max(len(deployment_ids), 1)]
-    for deployment_id, status, latency_ms, error_type, created_at in sample:
-        entry = stats[deployment_id]
-        entry["requests"] += 1
-        if deployment_failed(status, error_type or ""):
-            entry["errors"] += 1
-            if entry["last_error"] is None:
-                entry["last_error"] = (f"{status} {error_type or ''}".strip(), created_at)
-        if len(entry["latencies"]) < LATENCY_SAMPLE and latency_ms is not None:
-            entry["latencies"].append(float(latency_ms))
-    _add_failed_over_attempts(user, stats, since)
-    return stats
-
-
-def _add_failed_over_attempts(user, stats: dict[int, dict], since) -> None:
-    """A deployment whose requests all failed over to another one never appears as a row's deployment:
-    count its attempts from the rows' ``metadata.attempts`` (the router's record), all but the last."""
-    rows = (
-        SpendLog.objects.restrict(user)
-        .filter(created_at__gte=since, metadata__has_key="attempts")
-        .order_by("-created_at")
-        .values_list("metadata", "created_at")[:ATTEMPT_ROWS_MAX]
-    )
-    for metadata, created_at in rows:
-        attempts = metadata.get("attempts") if isinstance(metadata, dict) else None
-        if not isinstance(attempts, list):
-            continue
-        for attempt in attempts[:-1]:
-            entry = stats.get(attempt.get("deployment_id")) if isinstance(attempt, dict) else None
-            if entry is None:
-                continue
-            status, error = int(attempt.get("status") or 0), str(attempt.get("error") or "")
-            entry["requests"] += 1
-            if deployment_failed(status, error):
-                entry["errors"] += 1
-                if entry["last_error"] is None or entry["last_error"][1] < created_at:
-                    entry["last_error"] = (f"{status} {error}".strip(), created_at)
-
-
 def group_health(user, model_name: str) -> GroupHealth | None:
     deployments = list(_deployments(user).filter(model_name=model_name).order_by("priority", "pk"))
     if not deployments:
@@ -189,7 +138,9 @@ def group_health(user, model_name: str) -> GroupHealth | None:
     changeable = set(_deployments(user, CHANGE).filter(model_name=model_name).values_list("pk", flat=True))
     router = _router_health()
     shared = _shared_cooldowns([d.pk for d in deployments])
-    stats = _recent_stats(user, [d.pk for d in deployments])
+    ids = [d.pk for d in deployments]
+    stats = recent_stats(SpendLog.objects.restrict(user), ids, timezone.now() - timedelta(minutes=RECENT_MINUTES))
+    probes = latest_probes(ids)
     group = GroupHealth(
         model_name=model_name,
         strategy=settings_row.get_strategy_display() if settings_row else "Weighted shuffle (default)",
@@ -199,13 +150,13 @@ def group_health(user, model_name: str) -> GroupHealth | None:
     )
     for deployment in deployments:
         entry = stats[deployment.pk]
-        latencies = entry["latencies"]
-        last_error = entry["last_error"]
+        latencies = entry.latencies
+        last_error = entry.last_error
         group.deployments.append(
             DeploymentHealth(
                 deployment=deployment,
-                requests=entry["requests"],
-                errors=entry["errors"],
+                requests=entry.requests,
+                errors=entry.errors,
                 p50_latency_ms=round(median(latencies), 1) if latencies else None,
                 max_latency_ms=round(max(latencies), 1) if latencies else None,
                 last_error=last_error[0] if last_error else "",
@@ -213,6 +164,7 @@ def group_health(user, model_name: str) -> GroupHealth | None:
                 cooldown_seconds=_cooldown(router, shared, deployment.pk),
                 in_flight=(router or {}).get(deployment.pk, {}).get("in_flight"),
                 may_test=deployment.pk in changeable,
+                probe=probes.get(deployment.pk),
             )
         )
     return group

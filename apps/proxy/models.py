@@ -33,6 +33,7 @@ class ModelDeployment(models.Model):
     """
 
     TENANT_PATHS = TenantPaths(organization="organization", shared=True)
+    ENCRYPTED_FIELDS = ("credentials_encrypted",)  # re-encrypted by manage.py rotate_credentials
 
     model_name = models.CharField(max_length=200, db_index=True, help_text="The name clients ask for.")
     # A config file's handle on this row (gateway_apply finds it again by this name); blank for rows made

@@ -171,7 +171,7 @@ EMPTY_REGISTRY = Registry(groups={}, aliases={}, loaded_at=0.0)
 def deployment_from_row(row) -> Deployment | None:
     """The snapshot of one ``ModelDeployment`` row the router would call, or None when it must not be served.
 
-    Public because the admin's "test connection" (apps/console/connection_probe.py) probes exactly what
+    Public because the admin's "test connection" (apps/monitoring/connection_probe.py) probes exactly what
     traffic would use: the same URL checks, header-safe fields and decrypted credentials.
     """
     problem = api_base_problem(row.api_base)

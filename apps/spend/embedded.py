@@ -1,8 +1,9 @@
 """Beat for the embedded default (no Redis, no beat process): the outbox thread runs the periodic jobs.
 
 Only without ``REDIS_URL``. Every job is safe to run from several processes at once (alerts and
-report runs are UNIQUE per window/period, retention and window roll are idempotent), so each uvicorn
-worker may run them.
+report runs are UNIQUE per window/period, retention and window roll are idempotent, probes overwrite
+one row per deployment), so each uvicorn worker may run them. Apps above spend add theirs as their
+AppConfig's ``embedded_jobs`` (apps/monitoring: deployment probes, alerts), collected without importing them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.apps import apps
 from django.db import connection
 
 from apps.spend.reports import reports_run_due
@@ -29,12 +31,22 @@ JOBS: list[tuple[str, float, Callable[[], object]]] = [
 class EmbeddedBeat:
     def __init__(self) -> None:
         self.last_run: dict[str, float] = {}
+        self.jobs = list(JOBS)
+        # The other apps' jobs (probes call every deployment) wait one interval after the process starts
+        # instead of all running at once in every worker that boots.
+        self.delayed: list[str] = []
+        for config in apps.get_app_configs():
+            extra = getattr(config, "embedded_jobs", None) or []
+            self.jobs.extend(extra)
+            self.delayed.extend(name for name, _every, _job in extra)
 
     def tick(self, now: float | None = None) -> list[str]:
         """Run the jobs that are due; returns their names. Failures are logged, never raised."""
         now = time.monotonic() if now is None else now
+        while self.delayed:
+            self.last_run[self.delayed.pop()] = now
         ran = []
-        for name, every, job in JOBS:
+        for name, every, job in self.jobs:
             if now - self.last_run.get(name, float("-inf")) < every:
                 continue
             self.last_run[name] = now

@@ -1,11 +1,14 @@
 """The periodic jobs, created in django-celery-beat's tables (editable in the admin afterwards).
 
 ``schedules_setup()`` runs after every ``migrate`` (post_migrate) and from ``manage.py setup_schedules``;
-it creates missing entries and never overwrites what an admin changed.
+it creates missing entries and never overwrites what an admin changed. Spend's jobs are listed here;
+an app above spend (apps/monitoring) lists its own as its AppConfig's ``periodic_tasks``, which this
+module collects without importing that app.
 """
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.db import connection
 from django.db.models import Max
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -20,9 +23,17 @@ SCHEDULES = [
 ]
 
 
+def all_schedules() -> list[tuple[str, str, dict, int]]:
+    """Spend's jobs and every installed app's ``periodic_tasks``."""
+    entries = list(SCHEDULES)
+    for config in apps.get_app_configs():
+        entries.extend(getattr(config, "periodic_tasks", None) or [])
+    return entries
+
+
 def schedules_setup() -> int:
     """Create the missing periodic tasks; returns how many were created."""
-    return schedules_create(SCHEDULES)
+    return schedules_create(all_schedules())
 
 
 def schedules_create(schedules: list[tuple[str, str, dict, int]]) -> int:

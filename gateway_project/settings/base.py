@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.ratelimit",
     "apps.spend",
     "apps.sinks",
+    "apps.monitoring",
     "apps.provisioning",
     "apps.sso",
     # Above every other app: the dashboard, live feed, deployment health, key usage (apps/console/__init__.py).
@@ -336,6 +337,23 @@ SINKS_BACKOFF_SECONDS = env_float("SINKS_BACKOFF_SECONDS", 2.0, minimum=0)
 SINKS_BACKOFF_MAX_SECONDS = env_float("SINKS_BACKOFF_MAX_SECONDS", 300.0, minimum=0)
 SINKS_TIMEOUT_SECONDS = env_float("SINKS_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 SINKS_DELIVER_MAX_SECONDS = env_float("SINKS_DELIVER_MAX_SECONDS", 5.0, minimum=0.1)
+# Deployment health and alerts (apps/monitoring; docs/operations.md "Alerts and deployment probes").
+# Probes: one 1-token chat per enabled deployment every interval, by beat (the schedule is created with
+# this interval and is editable in the admin afterwards); a probe older than 3 intervals is ignored.
+DEPLOYMENT_PROBE_INTERVAL_SECONDS = env_int("DEPLOYMENT_PROBE_INTERVAL_SECONDS", 300, minimum=10)
+DEPLOYMENT_PROBE_CONCURRENCY = env_int("DEPLOYMENT_PROBE_CONCURRENCY", 8, minimum=1)
+# Traffic health: a deployment whose failed share of at least MIN_REQUESTS recent requests reaches RATE
+# is degraded (3 of 3 failed is never "ok").
+DEPLOYMENT_DEGRADED_ERROR_RATE = env_float("DEPLOYMENT_DEGRADED_ERROR_RATE", 0.2, minimum=0.01)
+DEPLOYMENT_DEGRADED_MIN_REQUESTS = env_int("DEPLOYMENT_DEGRADED_MIN_REQUESTS", 1, minimum=1)
+# Alert rules, evaluated by beat every minute; each (rule, subject, window) is sent once.
+ALERT_WINDOW_MINUTES = env_int("ALERT_WINDOW_MINUTES", 15, minimum=1)
+ALERT_DEPLOYMENT_ERROR_RATE = env_float("ALERT_DEPLOYMENT_ERROR_RATE", 0.5, minimum=0.01)
+ALERT_DEPLOYMENT_MIN_REQUESTS = env_int("ALERT_DEPLOYMENT_MIN_REQUESTS", 3, minimum=1)
+ALERT_LIMIT_REFUSALS = env_int("ALERT_LIMIT_REFUSALS", 20, minimum=1)
+ALERT_SPEND_ANOMALY_FACTOR = env_float("ALERT_SPEND_ANOMALY_FACTOR", 3.0, minimum=1.0)
+ALERT_SPEND_ANOMALY_MIN_USD = env_float("ALERT_SPEND_ANOMALY_MIN_USD", 1.0, minimum=0)
+ALERT_DELIVERY_TIMEOUT_SECONDS = env_float("ALERT_DELIVERY_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -42,7 +42,7 @@ def test_upstream_redirects_are_not_followed(gateway, tenant, hostile, code, pro
 
 
 def test_the_admins_connection_test_says_where_a_redirect_went(hostile, transactional_db):
-    from apps.console.connection_probe import probe_deployment
+    from apps.monitoring.connection_probe import probe_deployment
     from apps.proxy.models import ModelDeployment
 
     deployment = ModelDeployment(
@@ -70,7 +70,7 @@ def _resolve_as(monkeypatch, names: dict[str, str]) -> None:
 
 def test_the_admins_connection_test_refuses_a_host_that_resolves_to_metadata(monkeypatch, transactional_db):
     """api_base names a host, so it passed validation; at connect time it resolves to 169.254.169.254."""
-    from apps.console.connection_probe import probe_deployment
+    from apps.monitoring.connection_probe import probe_deployment
     from apps.proxy.models import ModelDeployment
     from apps.proxy.providers.base import ADDRESS_REFUSED_DETAIL
 
@@ -89,7 +89,7 @@ def test_the_admins_connection_test_refuses_a_host_that_resolves_to_metadata(mon
 def test_the_admins_connection_test_refuses_private_addresses_when_they_are_off(
     monkeypatch, settings, upstream, transactional_db
 ):
-    from apps.console.connection_probe import probe_deployment
+    from apps.monitoring.connection_probe import probe_deployment
     from apps.proxy.models import ModelDeployment
 
     settings.PROXY_ALLOW_PRIVATE_UPSTREAMS = False

@@ -205,7 +205,7 @@ def test_the_embedded_server_records_every_request_through_a_clean_shutdown(tmp_
     assert set(recorded) == set(request_ids)
 
 
-def test_the_embedded_beat_runs_due_jobs_once_per_interval(db, alpha):
+def test_the_embedded_beat_runs_due_jobs_once_per_interval(db, alpha, settings):
     from apps.spend.embedded import EmbeddedBeat
     from apps.spend.ingest import spend_ingest_events
     from apps.spend.models import BudgetAlert
@@ -216,5 +216,7 @@ def test_the_embedded_beat_runs_due_jobs_once_per_interval(db, alpha):
     assert beat.tick(now=1000.0) == ["roll budget windows", "budget alerts", "scheduled reports", "retention"]
     assert BudgetAlert.objects.filter(kind="hard", scope="key").count() == 1
     assert beat.tick(now=1030.0) == []
-    assert beat.tick(now=1061.0) == ["roll budget windows", "budget alerts"]
+    # Monitoring's jobs (apps/monitoring/apps.py) start one interval after the first tick.
+    assert beat.tick(now=1061.0) == ["roll budget windows", "budget alerts", "alerts"]
+    assert "deployment probes" in beat.tick(now=1000.0 + settings.DEPLOYMENT_PROBE_INTERVAL_SECONDS + 1)
     assert BudgetAlert.objects.count() == 1

@@ -10,6 +10,7 @@ The stack, from the ground up (docs/architecture.md draws it):
     sinks           log sinks: ledger records fanned out after ingestion to HTTP, Langfuse, S3 (workers only)
     ratelimit       the limiters, their backends and lookups (a plug-in the proxy loads from settings)
     proxy           the /v1 gateway: auth, routing, relay, endpoints, its admin and REST API
+    monitoring      deployment probes, the ledger's view of deployment traffic, alert rules and channels
     console         what people look at: dashboard, charts, live feed, deployment health, key usage;
                     config-as-code and imports (provisioning)
     wiring          gateway_project: settings, urls, asgi, celery
@@ -54,11 +55,12 @@ LAYERS: dict[str, int] = {
     "apps.sinks": 5,
     "apps.ratelimit": 6,
     "apps.proxy": 7,
-    "apps.console": 8,
-    "apps.provisioning": 8,
+    "apps.monitoring": 8,
+    "apps.console": 9,
+    "apps.provisioning": 9,
     # Single sign-on: people and service accounts placed in tenants through the teams services.
-    "apps.sso": 8,
-    "gateway_project": 9,
+    "apps.sso": 9,
+    "gateway_project": 10,
 }
 LAYER_NAMES = {
     0: "common",
@@ -69,8 +71,9 @@ LAYER_NAMES = {
     5: "sinks",
     6: "ratelimit",
     7: "proxy",
-    8: "console",
-    9: "wiring",
+    8: "monitoring",
+    9: "console",
+    10: "wiring",
 }
 
 # Upward imports present when the ratchet was set: (importer, imported module).

@@ -4,8 +4,12 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
+from apps.monitoring.models import AlertChannel
+from apps.monitoring.services import alert_channel_save
+from apps.proxy.crypto import decrypt
 from apps.proxy.models import ModelDeployment
 from apps.sinks.models import LogSink
+from apps.teams.audit import Actor
 from tests.factories import DeploymentFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -51,3 +55,16 @@ def test_rotation_without_the_old_key_fails_loudly_and_changes_nothing(settings)
     with pytest.raises(CommandError, match=f"deployment {deployment.pk}"):
         call_command("rotate_credentials")
     assert ModelDeployment.objects.get(pk=deployment.pk).credentials_encrypted == before
+
+
+def test_rotation_covers_alert_channel_urls(settings, capsys, olga, acme):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.GATEWAY_ENCRYPTION_KEYS = [old]
+    channel = alert_channel_save(
+        actor=Actor(olga), url="https://hooks.slack.test/T0/B0/xyz", name="ops", kind="slack", organization=acme
+    )
+    settings.GATEWAY_ENCRYPTION_KEYS = [new, old]
+    call_command("rotate_credentials")
+    assert "1 alert channel(s)" in capsys.readouterr().out
+    settings.GATEWAY_ENCRYPTION_KEYS = [new]
+    assert decrypt(AlertChannel.objects.get(pk=channel.pk).url_encrypted) == "https://hooks.slack.test/T0/B0/xyz"

@@ -8,14 +8,15 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import PeriodicTask
 
-from apps.spend.schedules import SCHEDULES, schedules_setup
+from apps.spend.schedules import all_schedules, schedules_setup
 
 pytestmark = pytest.mark.django_db
 
 
-def test_migrate_created_every_spend_job():
+def test_migrate_created_every_job_of_spend_and_monitoring():
     names = set(PeriodicTask.objects.values_list("task", flat=True))
-    assert {task for _, task, _, _ in SCHEDULES} <= names
+    assert {task for _, task, _, _ in all_schedules()} <= names
+    assert {"spend.budget_alerts", "monitoring.probe_deployments", "monitoring.evaluate_alerts"} <= names
 
 
 def test_setup_is_idempotent_and_keeps_admin_edits():
@@ -38,7 +39,7 @@ def test_every_scheduled_task_is_registered_with_celery():
     from gateway_project.celery import app
 
     app.loader.import_default_modules()
-    for _, task, _, _ in SCHEDULES:
+    for _, task, _, _ in all_schedules():
         assert task in app.tasks, task
 
 

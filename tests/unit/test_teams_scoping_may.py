@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from apps.keys.models import ApiToken, VirtualKey
+from apps.monitoring.models import AlertChannel, AlertEvent
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.sinks.models import LogSink
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
@@ -81,6 +82,8 @@ def world(cast, acme, alpha, globex, omega):
         BudgetAlert.objects.create(
             scope="team", scope_id=str(n), window_id="all", kind="soft", threshold=1, spent=1, **common
         )
+        AlertChannel.objects.create(name=f"channel {n}", kind="email", recipients="ops@example.test", **common)
+        AlertEvent.objects.create(rule="limits.repeated", subject=f"team:{n}", window_id="w", title="t", **common)
         report = Report.objects.create(name=f"report {n}", **common)
         ReportRun.objects.create(report=report, period_start=now - timedelta(days=1), period_end=now, format="csv")
         GroupMapping.objects.create(value=f"group-{n}", **common)
@@ -88,6 +91,7 @@ def world(cast, acme, alpha, globex, omega):
             SsoIdentity.objects.create(user=user, issuer="https://idp.example", subject=f"sub-{n}")
         LogSink.objects.create(name=f"sink {n}", kind="http", url="https://hooks.example.com/", **common)
     SpendLog.objects.create(request_id="req-orphan", created_at=now, status=401)  # no tenant at all
+    AlertChannel.objects.create(name="the operator's", kind="email", recipients="ops@example.test")  # superusers
     return cast
 
 

@@ -6,6 +6,7 @@ run this command, then drop the old keys. Nothing is decrypted to the terminal o
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -23,7 +24,14 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         counts = []
         with transaction.atomic():
-            for model, column, label in ENCRYPTED:
+            # Apps above this one declare theirs as a model's ENCRYPTED_FIELDS (alert channel URLs, apps/monitoring).
+            above = [
+                (model, column, str(model._meta.verbose_name))
+                for model in apps.get_models()
+                for column in getattr(model, "ENCRYPTED_FIELDS", ())
+                if not any(model is known for known, _c, _l in ENCRYPTED)
+            ]
+            for model, column, label in (*ENCRYPTED, *above):
                 rotated = 0
                 # By pk: a model's default ordering may join a nullable relation, which FOR UPDATE refuses.
                 for row in model.objects.select_for_update().exclude(**{column: ""}).order_by("pk"):

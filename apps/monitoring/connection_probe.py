@@ -1,4 +1,5 @@
-"""The admin's "test connection": one chat request for one output token, through the proxy's own adapter.
+"""One chat request for one output token, through the proxy's own adapter: the admin's "test connection"
+and the scheduled background probes (apps/monitoring/probes.py).
 
 Going through ``apps.proxy.providers`` means the probe builds the same URL, headers and signature
 (Azure's api-version, Anthropic's headers, Gemini, Bedrock's SigV4) as real traffic, and the mock
@@ -57,6 +58,12 @@ async def _send(dep, timeout: float):
 
 
 def probe_deployment(deployment) -> ConnectionResult:
+    """Probe one ``ModelDeployment`` row from sync code (the admin's action)."""
+    return async_to_sync(probe_deployment_async)(deployment)
+
+
+async def probe_deployment_async(deployment) -> ConnectionResult:
+    """Probe one ``ModelDeployment`` row (already loaded: no query here), for callers that probe many at once."""
     started = time.perf_counter()
     dep = deployment_from_row(deployment)
     if dep is None:
@@ -64,7 +71,7 @@ def probe_deployment(deployment) -> ConnectionResult:
         return ConnectionResult(False, None, 0.0, why)
     timeout = min(deployment.timeout_seconds or PROBE_TIMEOUT_SECONDS, PROBE_TIMEOUT_SECONDS)
     try:
-        reply = async_to_sync(_send)(dep, timeout)
+        reply = await _send(dep, timeout)
     except GatewayError as exc:
         elapsed = (time.perf_counter() - started) * 1000
         status = getattr(exc, "upstream_status", None) or exc.status
