@@ -315,7 +315,8 @@ def test_team_admin_creates_a_key_uses_it_and_watches_it_live(server, cast, brow
     deployment_row = group.locator("#gw-deployments tbody tr").first
     deployment_row.wait_for(timeout=WAIT_MS)
     assert "ok" in deployment_row.locator("td").nth(3).inner_text()
-    assert int(deployment_row.locator("td").nth(4).inner_text()) >= 2
+    assert "none yet" in deployment_row.locator("td").nth(4).inner_text()  # no scheduled probe has run
+    assert int(deployment_row.locator("td").nth(5).inner_text()) >= 2
     assert group.locator("input[value='Test connection']").count() == 0
     if server.mode == "embedded":
         _screenshot(group, "deployments.png", tmp_path, full_page=True)
