@@ -11,6 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings.local"
 
 from django.core.asgi import get_asgi_application
 
+from gateway_project.tracing import django_tracing_setup
+
+django_tracing_setup()  # OTEL_EXPORTER_OTLP_ENDPOINT set: before the handler reads its middleware
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -20,6 +20,7 @@ TEAM_DEFAULTS = {
     "session_max_budget": None,
     "session_max_iterations": None,
     "budget_clamp_max_tokens": False,
+    "trace_content": False,
     "blocked": False,
 }
 CUSTOMER_DEFAULTS = {**_LIMITS, "blocked": False}

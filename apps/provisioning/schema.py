@@ -128,6 +128,7 @@ TEAM = _object(
         "session_max_budget": _MONEY,
         "session_max_iterations": _COUNT,
         "budget_clamp_max_tokens": {"type": "boolean"},
+        "trace_content": {"type": "boolean", "description": "Prompt and completion text in the team's traces."},
         "blocked": {"type": "boolean"},
         "members": {"type": "array", "items": MEMBER},
     },

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -43,6 +43,9 @@ from apps.ratelimit.chain import build_chain
 from apps.ratelimit.errors import ProxyRateLimitError
 from apps.spend.events import SpendEvent
 from apps.spend.outbox import SpendOutbox, spend_outbox_create
+
+if TYPE_CHECKING:
+    from apps.proxy.tracing import Tracing
 
 logger = logging.getLogger("apps.proxy")
 REGISTRY_RETRY_SECONDS = 1.0
@@ -122,6 +125,7 @@ class Gateway:
         self._registry_retry_at = 0.0
         self._registry_lock: asyncio.Lock | None = None
         self._init_lock: asyncio.Lock | None = None
+        self.tracing: Tracing | None = None  # OpenTelemetry: set at startup when an OTLP endpoint is configured
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -167,6 +171,11 @@ class Gateway:
                 legacy_upgrade=key_legacy_upgrade,
             )
             self.chain = build_chain()
+            if settings.OTEL_TRACES_ENABLED:
+                # The OpenTelemetry SDK loads only when tracing is on: off, no request pays for it.
+                from apps.proxy.tracing import Tracing
+
+                self.tracing = Tracing()
             self.shedder = LoadShedder(threshold_ms=settings.PROXY_SHED_LOOP_LAG_MS)
             self.last_used = LastUsedRecorder(run_sync=self.run_sync)
             self.spend: SpendOutbox = spend_outbox_create()  # closed (flushed) in shutdown()
@@ -206,6 +215,9 @@ class Gateway:
         await self.last_used.flush()
         await self.spend.close()  # no spend event may die with the process
         await self.chain.close()  # the limiters' counter backend (its Redis connection)
+        if self.tracing is not None:
+            tracing, self.tracing = self.tracing, None
+            await asyncio.to_thread(tracing.shutdown)  # the spans still queued are exported, not lost
         if self.session is not None:
             await self.session.close()
         await self.shedder.stop()
@@ -394,6 +406,8 @@ class Gateway:
             except Exception:
                 logger.exception("post_call failed for %s", ctx.request_id)
         observe.request_unmetered(ctx, result)  # answered before the chain (400, 403, 404): counted here
+        if ctx.trace is not None:
+            ctx.trace.result = result
         if event is not None:
             try:
                 await self.spend.emit(event)

@@ -127,6 +127,7 @@ def load_key_context(key_hash: str) -> KeyContext | None:
         session_max_budget=key.session_max_budget or team.session_max_budget,
         session_max_iterations=key.session_max_iterations or team.session_max_iterations,
         budget_clamp_max_tokens=key.budget_clamp_max_tokens or team.budget_clamp_max_tokens,
+        trace_content=team.trace_content,
         metadata=dict(key.metadata or {}),
         time_zone=tz,
         expires_at=expires_at,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from apps.proxy.providers.base import Adapter
     from apps.proxy.registry import Deployment, Group, Registry
     from apps.proxy.router import Attempt, Router
+    from apps.proxy.tracing import Tracing
 
 T = TypeVar("T")
 MAX_MODEL_NAME = 200  # ModelDeployment.model_name / ModelAlias.alias
@@ -56,6 +57,7 @@ class ProxyGateway(Protocol):
     chain: LimiterChain
     shedder: LoadShedder
     cache_sync: CacheSync
+    tracing: Tracing | None
 
     async def get_registry(self, *, unknown_model: bool = False) -> Registry: ...
 
@@ -177,4 +179,5 @@ def spend_event(
         error_type=result.error_type,
         limit_type=limit_type,
         metadata=metadata,
+        trace_id=ctx.trace_id,
     )

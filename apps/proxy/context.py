@@ -57,6 +57,8 @@ class KeyContext:
     session_max_iterations: int | None = None
     # Lower max_tokens to what the budgets can pay for instead of refusing (the key's or its team's setting).
     budget_clamp_max_tokens: bool = False
+    # The team opted in to prompt and completion text in its traces (Team.trace_content); off by default.
+    trace_content: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     time_zone: str = "UTC"
     is_master: bool = False
@@ -98,6 +100,10 @@ class RequestContext:
     limiter_state: object | None = None
     # Response headers limiters want to add (x-ratelimit-*).
     response_headers: dict[str, str] = field(default_factory=dict)
+    # This request's OpenTelemetry span (``apps.proxy.tracing.RequestTrace``), None when tracing is off or the
+    # request is not sampled; ``trace_id`` (32 hex) then is "", else it goes into the spend event.
+    trace: Any = None
+    trace_id: str = ""
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,8 +31,12 @@ from apps.proxy.tokens import (
     reject_client_upstream_form,
     requested_max_tokens,
 )
+from apps.proxy.trace_points import failure_of, trace_reply
 from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
+
+if TYPE_CHECKING:
+    from apps.proxy.tracing import RequestTrace
 
 MAX_CUSTOMER_ID = 255  # SpendLog.customer_id
 STREAM_OPS = frozenset({"chat", "completions", "responses", "messages"})
@@ -91,6 +95,35 @@ async def handle(
         observe.request_unauthenticated(ROUTE_OF[op], 200, None, started)
         return
     headers = header_map(scope)
+    if gw.tracing is None:
+        await authenticated(gw, op, args, headers, scope, receive, send, request_id=request_id, started=started)
+        return
+    trace = gw.tracing.request(op, scope["method"], headers)
+    try:
+        await authenticated(
+            gw, op, args, headers, scope, receive, send, request_id=request_id, started=started, trace=trace
+        )
+    except BaseException as exc:  # answered above us (401, a shed 503, a bug's 502) or the client left
+        trace.failed(*failure_of(exc))
+        raise
+    finally:
+        trace.end()
+
+
+async def authenticated(
+    gw: ProxyGateway,
+    op: str,
+    args: tuple[str, ...],
+    headers: dict[bytes, bytes],
+    scope,
+    receive,
+    send,
+    *,
+    request_id: str,
+    started: float,
+    trace: RequestTrace | None = None,
+) -> None:
+    """Authenticate (after the overload check), then run the route's flow; answers its own errors."""
     gw.cache_sync.check_local()
     token = bearer_token(headers)
     lag = gw.shedder.lag_past_threshold()
@@ -98,11 +131,17 @@ async def handle(
         gw.shedder.admit(lag, gw.auth.known(token))
     key = await gw.auth.authenticate(token, scope.get("client"), headers.get(b"x-forwarded-for"))
     ctx = RequestContext(request_id=request_id, key=key, route=ROUTE_OF.get(op, UNKNOWN_ROUTE), started_at=started)
+    if trace is not None:
+        trace.ctx, ctx.trace = ctx, trace
+        if trace.recording:
+            ctx.trace_id = trace.trace_id_hex  # into the spend event: the ledger row links to the trace
     try:
         await dispatch(gw, ctx, op, args, headers, scope, receive, send)
     except GatewayError as exc:
         await gw.send_error(send, exc, request_id, started)
         observe.request_unmetered(ctx, CallResult(status=exc.status, error_type=exc.kind))
+        if trace is not None:
+            trace.failed(exc.status, exc.kind)
         return
     # Every success the chain did not see is a 200 (listings, lookups, the gateway's own token count).
     observe.request_unmetered(ctx, CallResult(status=200))
@@ -292,6 +331,8 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         else:
             # (The result is set before the answer goes out: a client gone mid-send still leaves its cost.)
             result, body_out = _whole_body(ctx, op, model, reply, dep, call.op)
+            if ctx.trace is not None:
+                trace_reply(ctx, reply, body_out, dep)
             headers_out = gw.common_headers(
                 ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(result.cost)
             )
@@ -333,7 +374,14 @@ async def _relay_streamed(
         ctx.request_id, ctx.started_at, upstream_ms, dep.label, format_cost(ctx.estimated_cost)
     )
     headers_out += encode_headers(ctx.response_headers)
-    outcome = await relay_stream(send, receive, reply, encoder, headers_out, ctx.started_at, _stream_error(op))
+    capture = ctx.trace is not None and ctx.key.trace_content
+    outcome = await relay_stream(
+        send, receive, reply, encoder, headers_out, ctx.started_at, _stream_error(op), capture_text=capture
+    )
+    if ctx.trace is not None:
+        ctx.trace.response_model = dep.model
+        if outcome.text is not None:
+            ctx.trace.output = "".join(outcome.text)
     usage = reply.usage
     sent_tokens = (outcome.sent_chars + 3) // 4
     if not (outcome.status == 200 and usage.reported and usage.completion_tokens):

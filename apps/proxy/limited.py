@@ -18,6 +18,15 @@ async def send_rate_limited(gw: ProxyGateway, ctx: RequestContext, exc: ProxyRat
     """Answer a limiter's refusal: OpenAI error shape, tagged with the request's provider and model,
     ``retry-after`` and the ``x-ratelimit-*`` headers. Returns what the request ended as."""
     exc.tag(llm_provider=ctx.llm_provider, model=ctx.model)
+    if ctx.trace is not None:
+        ctx.trace.event(
+            "gateway.rate_limited",
+            {
+                "gateway.limit.type": exc.limit_type,
+                "gateway.limit.scope": exc.scope,
+                "gateway.retry_after": exc.retry_after,
+            },
+        )
     headers = gw.common_headers(ctx.request_id, ctx.started_at) + encode_headers(ctx.response_headers)
     await send_json(send, 429, exc.to_body(), headers + encode_headers(exc.headers()))
     return CallResult(status=429, error_type=f"rate_limit:{exc.limit_type}", limit_scope=exc.scope)

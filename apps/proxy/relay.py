@@ -31,6 +31,7 @@ class StreamOutcome:
     error_type: str | None = None
     ttft_ms: float | None = None
     sent_chars: int = 0  # content characters relayed (for usage estimates)
+    text: list[str] | None = None  # the completion's text, when asked for (a team's traces record it)
 
 
 def _event(name: str, payload: bytes) -> bytes:
@@ -91,6 +92,21 @@ def _content_chars(item: Any) -> int:
     return len(item[1]) // 3  # native events: rough share of the payload that is text
 
 
+def _content_text(item: Any) -> str:
+    """The text a chunk adds to the completion (chat deltas, completions text, Responses deltas)."""
+    if not isinstance(item, Chunk):
+        return ""
+    delta = item.obj.get("delta")
+    if isinstance(delta, str):
+        return delta
+    parts = []
+    for choice in item.obj.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content") or choice.get("text")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts)
+
+
 async def _wait_disconnect(receive) -> None:
     while True:
         message = await receive()
@@ -106,8 +122,10 @@ async def relay_stream(
     headers: list[tuple[bytes, bytes]],
     started: float,
     on_error: Callable[[GatewayError], bytes],
+    *,
+    capture_text: bool = False,
 ) -> StreamOutcome:
-    outcome = StreamOutcome()
+    outcome = StreamOutcome(text=[] if capture_text else None)
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
 
     async def pump() -> None:
@@ -115,6 +133,8 @@ async def relay_stream(
             async for item in reply.chunks:
                 data = encoder.encode(item)
                 outcome.sent_chars += _content_chars(item)
+                if outcome.text is not None:
+                    outcome.text.append(_content_text(item))
                 if data:
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = (time.perf_counter() - started) * 1000

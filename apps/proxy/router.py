@@ -257,7 +257,13 @@ class Router:
             if fallback is not None and fallback not in groups and ctx.key.allows_model(fallback.model_name):
                 groups.append(fallback)
         last_error: UpstreamError | None = None
+        trace = ctx.trace
         for current in groups:
+            if trace is not None and current is not group:
+                trace.event(
+                    "gateway.fallback",
+                    {"gateway.fallback.from": group.model_name, "gateway.fallback.to": current.model_name},
+                )
             deployments = self.candidates(current, ctx, op)
             tried: set[int] = set()
             retries = current.num_retries if current.num_retries is not None else self.num_retries
@@ -270,6 +276,10 @@ class Router:
                 ctx.deployment_id, ctx.llm_provider = dep.id, dep.provider
                 adapter = self.adapters[dep.provider]
                 call = make_call(dep, adapter)
+                span = None
+                if trace is not None:  # this attempt's CLIENT span; the upstream continues the trace from it
+                    span = trace.attempt(dep, op)
+                    call.traceparent, call.tracestate = span.traceparent, trace.tracestate
                 health = self._health(dep)
                 health.in_flight += 1
                 started = time.perf_counter()
@@ -285,12 +295,27 @@ class Router:
                     attempts.append(Attempt(dep.id, dep.provider, exc.status, exc.kind, ms, _ttfb(call, started)))
                     self._failed(dep, exc)
                     last_error = exc
+                    if span is not None:
+                        span.end(exc.upstream_status or exc.status, exc.kind)
+                        if exc.retryable:
+                            trace.event(
+                                "gateway.retry",
+                                {
+                                    "gateway.deployment.id": dep.id,
+                                    "error.type": exc.kind,
+                                    "http.response.status_code": exc.status,
+                                },
+                            )
                     if not exc.retryable:
                         raise
                     continue
-                except BaseException:
+                except BaseException as exc:
                     health.in_flight -= 1
+                    if span is not None:
+                        span.end(getattr(exc, "status", 502), getattr(exc, "kind", type(exc).__name__))
                     raise
+                if span is not None:
+                    span.end(getattr(reply, "status", 200))
                 ms = (time.perf_counter() - started) * 1000
                 attempts.append(Attempt(dep.id, dep.provider, 200, None, ms, _ttfb(call, started)))
                 self._succeeded(dep, ms)

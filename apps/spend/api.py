@@ -58,6 +58,7 @@ class SpendLogSerializer(serializers.ModelSerializer):
             "retries",
             "error_type",
             "limit_type",
+            "trace_id",
         ]
 
 

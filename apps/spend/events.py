@@ -38,6 +38,7 @@ class SpendEvent:
     error_type: str | None = None  # e.g. "rate_limit:requests", "upstream_timeout", "client_disconnect"
     limit_type: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    trace_id: str = ""  # the OpenTelemetry trace (32 hex) when the request was traced, else ""
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -65,6 +65,9 @@ class SpendLog(models.Model):
     error_type = models.CharField(max_length=64, blank=True, default="")
     limit_type = models.CharField(max_length=32, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
+    trace_id = models.CharField(
+        max_length=32, blank=True, default="", help_text="OpenTelemetry trace id (32 hex) when the request was traced."
+    )
     # Which ingestion batch inserted the row: tells a batch exactly which of its rows were new.
     ingest_batch = models.UUIDField(null=True, blank=True, editable=False)
 

@@ -25,6 +25,7 @@ _QUANTUM = Decimal(1).scaleb(-_COST_FIELD.decimal_places)
 _MAX_COST = Decimal(10) ** (_COST_FIELD.max_digits - _COST_FIELD.decimal_places)
 _MAX_INT = 2_147_483_647
 _MAX_ID = 2**63 - 1
+_HEX = frozenset("0123456789abcdef")
 
 # SpendLog's columns as attributes (``deployment_id``, not ``deployment``), the primary key aside.
 LEDGER_ATTRIBUTES = tuple(f.attname for f in SpendLog._meta.concrete_fields if not f.primary_key)
@@ -103,6 +104,13 @@ def _metadata(value: object) -> dict:
         return {}
 
 
+def _trace_id(value: object) -> str:
+    """A W3C trace id (32 lowercase hex, not all zeros) or "": a garbled value never reaches the explorer."""
+    if isinstance(value, str) and len(value) == 32 and value != "0" * 32 and _HEX.issuperset(value.lower()):
+        return value.lower()
+    return ""
+
+
 def ledger_row(event: SpendEvent, batch: uuid.UUID) -> LedgerRow:
     """The ledger row for an event; values a column can't hold are clamped, never fatal to the batch."""
     return LedgerRow(
@@ -132,5 +140,6 @@ def ledger_row(event: SpendEvent, batch: uuid.UUID) -> LedgerRow:
         error_type=_text(event.error_type, 64),
         limit_type=_text(event.limit_type, 32),
         metadata=_metadata(event.metadata),
+        trace_id=_trace_id(event.trace_id),
         ingest_batch=batch,
     )

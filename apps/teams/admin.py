@@ -59,6 +59,7 @@ class TeamAdmin(TenantScopedAdmin):
             "Per-model and per-session",
             {"fields": ("model_limits", "session_max_budget", "session_max_iterations", "budget_clamp_max_tokens")},
         ),
+        ("Tracing", {"fields": ("trace_content",)}),
     )
     CEILING = ("allowed_models", "blocked", *LIMIT_FIELDS, "budget_duration", "model_limits", *SESSION_CAPS)
 

@@ -57,6 +57,11 @@ class Team(LimitFields):
         help_text="For every key of the team: when a budget cannot pay for the whole max_tokens, lower "
         "max_tokens to what it can pay for instead of refusing the request.",
     )
+    trace_content = models.BooleanField(
+        default=False,
+        help_text="Record prompt and completion text in this team's OpenTelemetry traces (off: only counts, "
+        "models and ids are recorded). Turn on only where the trace backend may hold that text.",
+    )
     blocked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

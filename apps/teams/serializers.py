@@ -60,6 +60,7 @@ class TeamSerializer(serializers.ModelSerializer):
             "session_max_budget",
             "session_max_iterations",
             "budget_clamp_max_tokens",
+            "trace_content",
             "blocked",
             "created_at",
         )
@@ -73,6 +74,7 @@ class TeamUpdateInput(LimitsInput):
     session_max_budget = serializers.DecimalField(**MONEY)
     session_max_iterations = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     budget_clamp_max_tokens = serializers.BooleanField(required=False)
+    trace_content = serializers.BooleanField(required=False)
     blocked = serializers.BooleanField(required=False)
 
 

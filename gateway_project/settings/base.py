@@ -355,6 +355,20 @@ ALERT_SPEND_ANOMALY_FACTOR = env_float("ALERT_SPEND_ANOMALY_FACTOR", 3.0, minimu
 ALERT_SPEND_ANOMALY_MIN_USD = env_float("ALERT_SPEND_ANOMALY_MIN_USD", 1.0, minimum=0)
 ALERT_DELIVERY_TIMEOUT_SECONDS = env_float("ALERT_DELIVERY_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 
+# OpenTelemetry traces, configured by the standard variables. An endpoint set turns them on; unset, nothing
+# of the SDK is imported and /v1 pays nothing. The SDK itself reads the rest as the specification says
+# (OTEL_TRACES_SAMPLER/_ARG, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_*, timeouts, TLS).
+OTEL_TRACES_ENDPOINT = (
+    env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") or env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or ""
+).strip()
+OTEL_TRACES_ENABLED = bool(OTEL_TRACES_ENDPOINT) and not env_bool("OTEL_SDK_DISABLED", False)
+OTEL_TRACES_PROTOCOL = env_choice(
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    env_str("OTEL_EXPORTER_OTLP_PROTOCOL", "") or "http/protobuf",
+    ("http/protobuf", "grpc"),
+)
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "") or "llm-gateway"
+
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 

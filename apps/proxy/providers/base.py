@@ -63,6 +63,8 @@ class Call:
     anthropic_beta: str | None = None  # the client's anthropic-beta header (Anthropic deployments send it on)
     # perf_counter() when the upstream's response head arrived (set by ``send``; 0: no head, e.g. unreachable).
     responded_at: float = 0.0
+    traceparent: str | None = None  # W3C trace context of this attempt's span (tracing on), sent upstream
+    tracestate: str | None = None
 
 
 @dataclass(slots=True)
@@ -339,6 +341,10 @@ class Adapter:
             raise GatewayError(
                 400, f"The request body has an unexpected shape ({type(exc).__name__}).", kind="bad_request"
             ) from None
+        if call.traceparent is not None:
+            request.headers["traceparent"] = call.traceparent
+            if call.tracestate:
+                request.headers["tracestate"] = call.tracestate
         client_timeout = _client_timeout(timeout, call.stream)
         try:
             # Never follow a redirect: it would carry the deployment's credentials (x-api-key, api-key, ...) and
