@@ -18,6 +18,7 @@ import orjson
 import pytest
 from django.conf import settings
 
+from apps.proxy.models import ModelGroup
 from apps.spend.schedules import schedules_setup
 from tests.factories import TeamFactory
 from tests.integration.spend_processes import CeleryWorker
@@ -242,6 +243,27 @@ def test_retries_are_client_spans_and_events(traced, receiver, upstream, tenant)
     assert server["attributes"]["gateway.deployment.id"] == healthy.pk
     (event,) = [e for e in server["events"] if e["name"] == "gateway.retry"]
     assert event["attributes"]["gateway.deployment.id"] == failing.pk
+
+
+def test_a_fallback_to_another_model_group_is_an_event(traced, receiver, upstream, tenant):
+    primary, backup = unique_name(), unique_name()
+    ModelGroup.objects.create(
+        model_name=primary, fallbacks=[backup], num_retries=0
+    )  # before the reload deploy waits for
+    deploy(
+        traced,
+        {"model_name": primary, "provider": "openai", "model": "fail-500", "api_base": upstream.url},
+        {"model_name": backup, "provider": "openai", "model": "backup-up", "api_base": upstream.url},
+    )
+    trace_id = "3" * 32
+    response = _chat(traced, tenant.alice_key.secret, primary, traceparent=f"00-{trace_id}-{'4' * 16}-01")
+    assert response.status_code == 200, response.text
+    server, clients = _request_spans(receiver, trace_id, count=3)
+    assert [c["attributes"]["gen_ai.request.model"] for c in clients] == ["fail-500", "backup-up"]
+    (event,) = [e for e in server["events"] if e["name"] == "gateway.fallback"]
+    assert event["attributes"] == {"gateway.fallback.from": primary, "gateway.fallback.to": backup}
+    assert server["attributes"]["gen_ai.request.model"] == primary
+    assert server["attributes"]["gen_ai.response.model"] == "backup-up"
 
 
 def test_an_unknown_key_is_traced_as_a_401(traced, receiver):
