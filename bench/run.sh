@@ -7,6 +7,8 @@
 # share $LOAD_CPUS (default core 1). Non-streaming chat at c=$CONCS for $DURATION s per cell (targets
 # take turns in every cell), then sequential streaming TTFT; peak RSS of each gateway process.
 # Env: GW_CPUS LOAD_CPUS CONCS (1,8,32,64) DURATION (10) TTFT_N (200) MOCK_UPSTREAM (path) PHASES ("embedded redis")
+# PHASES may add "traced": the embedded gateway with OpenTelemetry on at sampling 1.0, exporting every span
+# over OTLP/HTTP to a local receiver process (tests/support/otlp_receiver.py, counting) on $LOAD_CPUS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -75,6 +77,15 @@ for phase in $PHASES; do
     embedded)
       (unset REDIS_URL DATABASE_URL; gateway embedded; echo "$GW_URL $GW_KEY $GW_PID" > "$WORK/embedded.env")
       ;;
+    traced)
+      OTLP_PORT="$(free_port)"
+      setsid taskset -c "$LOAD_CPUS" "$PY" tests/support/otlp_receiver.py "$OTLP_PORT" "$(free_port)" count \
+        >"$WORK/otlp.log" 2>&1 < /dev/null &
+      PIDS+=($!)
+      wait_http "http://127.0.0.1:$OTLP_PORT/health"
+      (unset REDIS_URL DATABASE_URL; export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+       gateway traced; echo "$GW_URL $GW_KEY $GW_PID" > "$WORK/traced.env")
+      ;;
     redis)
       # shellcheck source=scripts/services.sh
       source scripts/services.sh
@@ -92,3 +103,6 @@ done
 echo "mock: $MOCK; gateway cores: $GW_CPUS; load (wrk, mock, redis) cores: $LOAD_CPUS; $(nproc) cores" >&2
 "$PY" bench/proxy_bench.py "${ARGS[@]}" --conc "$CONCS" --duration "$DURATION" --ttft-n "$TTFT_N" \
   --wrk-cpus "$LOAD_CPUS" --label "(one uvicorn worker pinned to core $GW_CPUS)"
+if [ -n "${OTLP_PORT:-}" ]; then
+  echo "spans received by the OTLP receiver: $(curl -sf "http://127.0.0.1:$OTLP_PORT/count")" >&2
+fi

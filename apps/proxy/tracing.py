@@ -65,7 +65,6 @@ REQUEST_PARAMETERS = (
 INPUT_FIELDS = ("messages", "prompt", "input")
 MAX_CONTENT_CHARS = 65_536  # prompt or completion text kept per span (opted-in teams only)
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 UNSET = Status(StatusCode.UNSET)
 _HEX = frozenset("0123456789abcdef")
 
@@ -170,6 +169,7 @@ class RequestTrace:
         "recording",
         "response_model",
         "result",
+        "span_id",
         "start_ns",
         "status",
         "trace_id",
@@ -198,12 +198,16 @@ class RequestTrace:
         self.recording = recording
         self.trace_state = trace_state
         self.tracestate = trace_state.to_header() if trace_state else None  # sent on to the upstream
-        flags = SAMPLED if recording else NOT_SAMPLED
-        state = trace_state or TraceState()
-        self.parent = SpanContext(trace_id, parent_span_id, True, flags, state) if parent_span_id else None
-        # Not recording: attempts name the client's span as their parent, as a non-recording span would.
-        span_id = parent_span_id if parent_span_id and not recording else random.getrandbits(64) or 1
-        self.context = SpanContext(trace_id, span_id, False, flags, state)
+        # Not recording: attempts name the client's span as their parent, as a non-recording span would,
+        # and no span context is built (nothing will be exported).
+        self.span_id = parent_span_id if parent_span_id and not recording else random.getrandbits(64) or 1
+        self.parent: SpanContext | None = None
+        self.context: SpanContext | None = None
+        if recording:
+            state = trace_state or TraceState()
+            if parent_span_id:
+                self.parent = SpanContext(trace_id, parent_span_id, True, SAMPLED, state)
+            self.context = SpanContext(trace_id, self.span_id, False, SAMPLED, state)
         self.events: list[Event] = []
         self.attempts = 0
         self.ctx: RequestContext | None = None
@@ -216,7 +220,7 @@ class RequestTrace:
     @property
     def traceparent(self) -> str:
         flags = "01" if self.recording else "00"
-        return f"00-{self.trace_id_hex}-{self.context.span_id:016x}-{flags}"
+        return f"00-{self.trace_id_hex}-{self.span_id:016x}-{flags}"
 
     def attempt(self, dep: Deployment, op: str) -> AttemptTrace:
         """The CLIENT span of one upstream call; its ``traceparent`` goes to the upstream."""

@@ -1,10 +1,11 @@
-"""A real OTLP trace receiver, run as its own process: ``python tests/support/otlp_receiver.py HTTP_PORT GRPC_PORT``.
+"""A real OTLP trace receiver in its own process: ``python tests/support/otlp_receiver.py HTTP GRPC [count]``.
 
 It accepts what an OpenTelemetry collector accepts for traces: ``POST /v1/traces`` with a protobuf
 ``ExportTraceServiceRequest`` (OTLP/HTTP) and the gRPC ``TraceService/Export`` call (OTLP/gRPC). Each
 span is decoded from the protobuf and kept as a plain JSON object (ids in hex, attribute and resource
 values unwrapped, events, the protocol it came by); ``GET /spans`` returns them all, ``GET /health``
-answers once both listeners are up. The tests read what the gateway really put on the wire.
+answers once both listeners are up. The tests read what the gateway really put on the wire. With
+``count`` (bench/run.sh) it decodes every request but keeps only the number of spans (``GET /count``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 SPANS: list[dict[str, Any]] = []
+COUNTED = [0]  # spans received in count mode
+COUNT_ONLY = len(sys.argv) > 3 and sys.argv[3] == "count"
 LOCK = threading.Lock()
 
 
@@ -35,6 +38,10 @@ def _attributes(items) -> dict[str, Any]:
 
 
 def record(request: trace_service_pb2.ExportTraceServiceRequest, protocol: str) -> None:
+    if COUNT_ONLY:
+        with LOCK:
+            COUNTED[0] += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        return
     spans = []
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
@@ -81,7 +88,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         with LOCK:
-            body = json.dumps(SPANS if self.path == "/spans" else {"ok": True}).encode()
+            answers = {"/spans": SPANS, "/count": COUNTED[0]}
+            body = json.dumps(answers.get(self.path, {"ok": True})).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
