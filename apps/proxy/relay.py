@@ -93,14 +93,25 @@ def _content_chars(item: Any) -> int:
 
 
 def _content_text(item: Any) -> str:
-    """The text a chunk adds to the completion (chat deltas, completions text, Responses deltas)."""
-    if not isinstance(item, Chunk):
-        return ""
-    delta = item.obj.get("delta")
+    """The text a chunk adds to the completion: chat deltas, completions text, Responses deltas, and the
+    ``text_delta`` of native Anthropic events (read here only for teams whose traces keep the text)."""
+    if isinstance(item, Chunk):
+        obj = item.obj
+    else:
+        try:
+            obj = orjson.loads(item[1])
+        except orjson.JSONDecodeError:
+            return ""
+        if not isinstance(obj, dict):
+            return ""
+    delta = obj.get("delta")
     if isinstance(delta, str):
         return delta
+    if isinstance(delta, dict):
+        text = delta.get("text")
+        return text if isinstance(text, str) else ""
     parts = []
-    for choice in item.obj.get("choices") or ():
+    for choice in obj.get("choices") or ():
         content = (choice.get("delta") or {}).get("content") or choice.get("text")
         if isinstance(content, str):
             parts.append(content)

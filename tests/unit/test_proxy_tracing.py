@@ -17,7 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from apps.proxy.context import CallResult, KeyContext, RequestContext
+from apps.proxy.providers import Chunk
 from apps.proxy.registry import Deployment
+from apps.proxy.relay import _content_text
 from apps.proxy.tracing import Tracing, parse_traceparent
 from apps.spend.events import SpendEvent
 from apps.spend.rows import ledger_row
@@ -177,3 +179,12 @@ def test_with_no_endpoint_the_gateway_never_loads_the_trace_sdk():
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_streamed_completion_text_is_read_from_every_stream_shape():
+    chat = Chunk({"choices": [{"delta": {"content": "Hel"}}, {"delta": {"content": "lo"}}]})
+    completions = Chunk({"choices": [{"text": "lo"}]})
+    responses = Chunk({"type": "response.output_text.delta", "delta": "Hi"})
+    anthropic = ("content_block_delta", b'{"type":"content_block_delta","delta":{"type":"text_delta","text":"Yo"}}')
+    assert [_content_text(i) for i in (chat, completions, responses, anthropic)] == ["Hello", "lo", "Hi", "Yo"]
+    assert _content_text(("ping", b"not json")) == "" and _content_text(("x", b"[1]")) == ""
