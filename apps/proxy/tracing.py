@@ -23,7 +23,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import orjson
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -31,6 +30,13 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from opentelemetry.trace.status import Status, StatusCode
 
 from apps.common.otel import span_processor_create, tracer_provider_create
+from apps.proxy.trace_attributes import (
+    OPERATIONS,
+    PROVIDERS,
+    content_attributes,
+    request_attributes,
+    result_attributes,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -38,32 +44,6 @@ if TYPE_CHECKING:
     from apps.proxy.context import CallResult, RequestContext
     from apps.proxy.registry import Deployment
 
-# gen_ai.operation.name for each route; routes without a GenAI name keep the gateway's op name.
-OPERATIONS = {
-    "chat": "chat",
-    "messages": "chat",
-    "responses": "chat",
-    "completions": "text_completion",
-    "embeddings": "embeddings",
-}
-# gen_ai.provider.name (the conventions' well-known values) for each adapter.
-PROVIDERS = {
-    "openai": "openai",
-    "openai_compatible": "openai",
-    "azure": "azure.ai.openai",
-    "anthropic": "anthropic",
-    "bedrock": "aws.bedrock",
-    "gemini": "gcp.gemini",
-}
-REQUEST_PARAMETERS = (
-    ("max_tokens", "gen_ai.request.max_tokens"),
-    ("max_completion_tokens", "gen_ai.request.max_tokens"),
-    ("max_output_tokens", "gen_ai.request.max_tokens"),
-    ("temperature", "gen_ai.request.temperature"),
-    ("top_p", "gen_ai.request.top_p"),
-)
-INPUT_FIELDS = ("messages", "prompt", "input")
-MAX_CONTENT_CHARS = 65_536  # prompt or completion text kept per span (opted-in teams only)
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 _HEX = frozenset("0123456789abcdef")
@@ -247,13 +227,13 @@ class RequestTrace:
         error_type = result.error_type if result is not None else self.error_type
         name = self.op
         if ctx is not None:
-            name = _request_attributes(attributes, ctx, self.op)
+            name = request_attributes(attributes, ctx, self.op)
             if result is not None:
-                _result_attributes(attributes, result)
+                result_attributes(attributes, result)
             if self.response_model:
                 attributes["gen_ai.response.model"] = self.response_model
             if ctx.key.trace_content:
-                _content_attributes(attributes, ctx.body, self.output)
+                content_attributes(attributes, ctx.body, self.output)
         if self.attempts > 1:
             attributes["gateway.retries"] = self.attempts - 1
         attributes["http.response.status_code"] = status
@@ -333,60 +313,3 @@ class AttemptTrace:
             request.tracing.scope,
         )
         request.tracing.export(span)
-
-
-def _request_attributes(attributes: dict[str, Any], ctx: RequestContext, op: str) -> str:
-    """The tenant, model and request parameters of an authenticated request; returns the span's name."""
-    key = ctx.key
-    attributes["http.route"] = ctx.route
-    attributes["gateway.request.id"] = ctx.request_id
-    if key.key_alias:
-        attributes["gateway.key.alias"] = key.key_alias
-    if key.key_id is not None:
-        attributes["gateway.key.id"] = key.key_id
-    if key.team_id is not None:
-        attributes["gateway.team.id"] = key.team_id
-        attributes["gateway.team.name"] = key.team_name
-    if key.organization_id is not None:
-        attributes["gateway.organization.id"] = key.organization_id
-        attributes["gateway.organization.name"] = key.organization_name
-    if key.user_id is not None:
-        attributes["gateway.user.id"] = key.user_id
-    if ctx.llm_provider != "gateway":
-        attributes["gen_ai.provider.name"] = PROVIDERS.get(ctx.llm_provider, ctx.llm_provider)
-    if ctx.deployment_id is not None:
-        attributes["gateway.deployment.id"] = ctx.deployment_id
-    if not ctx.model:
-        return f"{attributes['http.request.method']} {ctx.route}"
-    attributes["gen_ai.request.model"] = ctx.model
-    body = ctx.body
-    if body:
-        for field, name in REQUEST_PARAMETERS:
-            value = body.get(field)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                attributes[name] = value
-        if ctx.stream:
-            attributes["gateway.stream"] = True
-    return f"{attributes['gen_ai.operation.name']} {ctx.model}"
-
-
-def _result_attributes(attributes: dict[str, Any], result: CallResult) -> None:
-    if result.prompt_tokens or result.completion_tokens:
-        attributes["gen_ai.usage.input_tokens"] = result.prompt_tokens
-        attributes["gen_ai.usage.output_tokens"] = result.completion_tokens
-    if result.cost:
-        attributes["gateway.cost"] = float(result.cost)
-    if result.ttft_ms is not None:
-        attributes["gateway.ttft_ms"] = round(result.ttft_ms, 3)
-
-
-def _content_attributes(attributes: dict[str, Any], body: dict[str, Any], output: str | None) -> None:
-    """The prompt (as the client sent it) and the completion text, for teams that opted in, cut to a bound."""
-    for field in INPUT_FIELDS:
-        value = body.get(field)
-        if value is not None:
-            text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-            attributes["gen_ai.input.messages"] = text[:MAX_CONTENT_CHARS]
-            break
-    if output:
-        attributes["gen_ai.output.messages"] = output[:MAX_CONTENT_CHARS]
