@@ -124,6 +124,9 @@ async def run(backend, requests: int, concurrency: int, profile: str) -> tuple[l
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    pyclient = backend.__dict__.get("_pyclient")
+    if isinstance(pyclient, RedisPyCluster):
+        await pyclient.redis.aclose()
     print(f"  {backend.name}: {requests / elapsed:,.0f} requests/s through pre_call + post_call (one core)")
     return timings, checks
 
