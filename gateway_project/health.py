@@ -44,7 +44,7 @@ def _check_redis() -> str | None:
         client = settings.REDIS_TARGET.client(socket_timeout=1, socket_connect_timeout=1)
         client.ping()
         client.close()
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # no cluster node answered
         logger.warning("readiness: redis check failed: %s", type(exc).__name__)
         return type(exc).__name__
     return None

@@ -21,6 +21,10 @@ GENERATION_KEY = "gateway:auth-generation"
 
 _local_generation = 0
 
+# Bump the generation and publish, in one round trip on the generation key's master (a PUBLISH reaches
+# every node of a cluster).
+_BUMP_AND_PUBLISH = "redis.call('INCR', KEYS[1]) return redis.call('PUBLISH', ARGV[1], ARGV[2])"
+
 
 def local_generation() -> int:
     return _local_generation
@@ -35,11 +39,9 @@ def publish_invalidation(reason: str = "") -> None:
 
     try:
         client = settings.REDIS_TARGET.client(socket_timeout=2, socket_connect_timeout=2)
-        with client.pipeline() as pipe:
-            pipe.incr(GENERATION_KEY)
-            pipe.publish(CHANNEL, reason or "change")
-            pipe.execute()
+        # One script, not a pipeline: a cluster pipeline refuses PUBLISH (it has no key to route by).
+        client.eval(_BUMP_AND_PUBLISH, 1, GENERATION_KEY, CHANNEL, reason or "change")
         client.close()
-    except redis.RedisError:
+    except (redis.RedisError, redis.exceptions.RedisClusterException):  # (no cluster node answered)
         # Workers still expire their cache within AUTH_CACHE_TTL_SECONDS; say so loudly.
         logger.error("could not publish auth-cache invalidation (%s); workers catch up within the TTL", reason)

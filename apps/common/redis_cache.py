@@ -1,8 +1,9 @@
-"""Django's Redis cache on ``settings.REDIS_TARGET``: the same server, or the sentinels' current master.
+"""Django's Redis cache on ``settings.REDIS_BROKER_TARGET``: the server, or the sentinels' current master.
 
 Django's own ``RedisCache`` builds its pools from URLs, which cannot follow a Sentinel failover; this
 subclass keeps Django's cache semantics (serializer, timeouts, keys) and only swaps where the
-connection comes from, so the cache moves to the new master with every other Redis client.
+connection comes from, so the cache moves to the new master with every other Redis client. Never a
+cluster (``REDIS_BROKER_TARGET``): ``delete_many``/``get_many`` span keys of different slots.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class TargetRedisCacheClient(RedisCacheClient):
 
     def get_client(self, key: Any = None, *, write: bool = False):
         if self._target_client is None:
-            self._target_client = settings.REDIS_TARGET.client(socket_timeout=2.0, socket_connect_timeout=2.0)
+            self._target_client = settings.REDIS_BROKER_TARGET.client(socket_timeout=2.0, socket_connect_timeout=2.0)
         return self._target_client
 
 

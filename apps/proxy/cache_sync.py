@@ -49,6 +49,9 @@ async def listen_forever(
         # A new client per connection: with Sentinel it asks who the master is now (a failover moves it).
         client = redis.async_client(socket_connect_timeout=2, health_check_interval=30)
         try:
+            # A cluster client must read its slot map before its pub/sub can pick a node (redis-py's
+            # ClusterPubSub does not, and fails with a KeyError); for one server it does nothing.
+            await client.initialize()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(*channels)
             if on_connect is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.common.redis_target import redis_target_from_env
+from apps.common.redis_target import redis_targets_from_env
 from gateway_project.env import (
     env_bool,
     env_choice,
@@ -144,13 +144,17 @@ MEDIA_ROOT = Path(env_str("GATEWAY_MEDIA_ROOT") or RUN_DIR / "media")
 MEDIA_URL = "media/"
 
 # --- Redis, Celery, channels -------------------------------------------------------------------
-# Where Redis is (apps/common/redis_target.py): REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER. Every
-# Redis client of the gateway is built from REDIS_TARGET; None = no Redis (the embedded default). REDIS_URL
-# stays the raw variable ("" with sentinels).
-REDIS_TARGET = redis_target_from_env()
+# Where Redis is (apps/common/redis_target.py): REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER, and
+# optionally REDIS_CLUSTER_NODES. Every Redis client of the gateway is built from REDIS_TARGET (the cluster
+# when there is one); None = no Redis (the embedded default). Celery's broker, the channel layer and Django's
+# cache use REDIS_BROKER_TARGET: never a cluster (their libraries do not speak it), else the same target.
+# REDIS_URL stays the raw variable ("" with sentinels).
+REDIS_TARGET, REDIS_BROKER_TARGET = redis_targets_from_env()
 REDIS_URL = env_str("REDIS_URL", "") or ""
 
-CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_TARGET.celery_broker() if REDIS_TARGET else ("memory://", {})
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = (
+    REDIS_BROKER_TARGET.celery_broker() if REDIS_BROKER_TARGET else ("memory://", {})
+)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = REDIS_TARGET is None
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -161,11 +165,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
-if REDIS_TARGET:
+if REDIS_BROKER_TARGET:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_TARGET.channel_layer_host()]},
+            "CONFIG": {"hosts": [REDIS_BROKER_TARGET.channel_layer_host()]},
         }
     }
 else:
@@ -312,10 +316,13 @@ SPEND_STREAM_MAXLEN = env_int("SPEND_STREAM_MAXLEN", 1_000_000, minimum=10_000)
 # Replicas that must hold a batch of spend events before the outbox counts it as written (Redis WAIT), within
 # SPEND_STREAM_REPLICA_WAIT_MS; a batch fewer acknowledged is written to the ledger from the gateway itself.
 # Sentinel's failover promotes a replica: without this, what only the old master held is lost. See
-# docs/operations.md (Redis Sentinel).
+# docs/operations.md (Redis Sentinel). Not on a cluster: WAIT must follow the writes on their connection,
+# which a cluster client does not promise (docs/ratelimit.md, Redis Cluster, says what a failover can lose).
 SPEND_STREAM_MIN_REPLICAS = env_int(
     "SPEND_STREAM_MIN_REPLICAS", 1 if REDIS_TARGET and REDIS_TARGET.is_sentinel else 0, minimum=0
 )
+if SPEND_STREAM_MIN_REPLICAS and REDIS_TARGET is not None and REDIS_TARGET.is_cluster:
+    raise ImproperlyConfigured("SPEND_STREAM_MIN_REPLICAS (Redis WAIT) is not supported with REDIS_CLUSTER_NODES")
 SPEND_STREAM_REPLICA_WAIT_MS = env_int("SPEND_STREAM_REPLICA_WAIT_MS", 1000, minimum=1)
 SPEND_INGEST_BATCH_SIZE = env_int("SPEND_INGEST_BATCH_SIZE", 500, minimum=1)
 SPEND_INGEST_MAX_SECONDS = env_float("SPEND_INGEST_MAX_SECONDS", 20.0, minimum=0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.common.redis_target import RedisTarget, redis_target, redis_target_from_env
+from apps.common.redis_target import RedisTarget, redis_target, redis_target_from_env, redis_targets_from_env
 
 REDIS_VARS = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_PASSWORD", "REDIS_USERNAME")
 REDIS_VARS += ("REDIS_SENTINEL_PASSWORD", "REDIS_DB")
@@ -84,3 +84,40 @@ def test_callers_may_hold_a_url_a_target_or_nothing():
     assert redis_target(target) is target
     assert redis_target("redis://h:1/0") == RedisTarget(url="redis://h:1/0")
     assert redis_target("") is None and redis_target(None) is None
+
+
+@pytest.fixture
+def cluster_env(env, monkeypatch):
+    for name in ("REDIS_CLUSTER_NODES", "REDIS_CLUSTER_TLS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def set_env(**values: str):
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return redis_targets_from_env()
+
+    return set_env
+
+
+def test_a_cluster_serves_the_gateways_clients_and_the_url_the_libraries_without_cluster_support(cluster_env):
+    assert cluster_env(REDIS_URL="redis://broker:6379/0") == (RedisTarget(url="redis://broker:6379/0"),) * 2
+    target, broker = cluster_env(
+        REDIS_CLUSTER_NODES="10.0.0.1:7000, 10.0.0.2, [::1]:7002", REDIS_PASSWORD="s3cret", REDIS_CLUSTER_TLS="true"
+    )
+    assert target.is_cluster and not target.is_sentinel and target.tls
+    assert target.cluster_nodes == (("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    assert str(target) == "cluster via 10.0.0.1:7000,10.0.0.2:6379,::1:7002" and "s3cret" not in repr(target)
+    assert broker == RedisTarget(url="redis://broker:6379/0")
+    # Celery's broker and the channel layer cannot be pointed at the cluster by mistake.
+    with pytest.raises(ImproperlyConfigured, match="cannot use a Redis Cluster"):
+        target.celery_broker()
+    with pytest.raises(ImproperlyConfigured, match="cannot use a Redis Cluster"):
+        target.channel_layer_host()
+
+
+def test_a_cluster_without_a_server_for_celery_is_refused(cluster_env, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="REDIS_CLUSTER_NODES needs REDIS_URL"):
+        cluster_env(REDIS_CLUSTER_NODES="10.0.0.1:7000")
+    with pytest.raises(ImproperlyConfigured, match="not a number"):
+        cluster_env(REDIS_CLUSTER_NODES="10.0.0.1:x", REDIS_URL="redis://broker")

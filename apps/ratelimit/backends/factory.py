@@ -1,4 +1,5 @@
-"""The one place a counter backend is built from settings: Redis when ``settings.REDIS_TARGET`` is set, else memory.
+"""The one place a counter backend is built from settings: Redis when ``settings.REDIS_TARGET`` is set (a
+``ClusterBackend`` when it is a cluster), else memory.
 
 Whoever owns a backend calls ``backend_from_settings()`` once and keeps it: the limiter chain the gateway
 builds at startup (``apps.ratelimit.chain.build_chain``), or a management command or Celery task that needs
@@ -13,6 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.ratelimit.backends.base import CounterBackend, Seeder
+from apps.ratelimit.backends.cluster_backend import ClusterBackend
 from apps.ratelimit.backends.memory import MemoryBackend
 from apps.ratelimit.backends.redis_backend import RedisBackend
 from apps.ratelimit.lookups import with_fresh_connection
@@ -32,7 +34,17 @@ def ledger_seeder() -> Seeder:
 
 def backend_from_settings() -> CounterBackend:
     """A new backend (it holds its own connection pool), chosen by ``settings.REDIS_TARGET``."""
-    if settings.REDIS_TARGET is not None:
+    target = settings.REDIS_TARGET
+    if target is not None and target.is_cluster:
+        return ClusterBackend(
+            list(target.cluster_nodes),
+            timeout_ms=settings.RATELIMIT_REDIS_TIMEOUT_MS,
+            seeder=ledger_seeder(),
+            username=target.username or "",
+            password=target.password or "",
+            tls=target.tls,
+        )
+    if target is not None:
         return RedisBackend(
             settings.REDIS_TARGET, timeout_ms=settings.RATELIMIT_REDIS_TIMEOUT_MS, seeder=ledger_seeder()
         )
