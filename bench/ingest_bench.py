@@ -1,11 +1,14 @@
 """Spend ingestion throughput: events/s from the Redis outbox stream into Postgres (ledger + aggregates).
 
     .venv/bin/python bench/ingest_bench.py [--events 50000] [--batch 500] [--keys 50]
+    .venv/bin/python bench/ingest_bench.py --consumers 1,2,4 [--events 50000]
     .venv/bin/python bench/ingest_bench.py --embedded [--events 20000] [--batch 500]
 
 Without DATABASE_URL/REDIS_URL it starts throwaway Postgres + Redis with scripts/services.sh and a
 fresh database. Emits the events with the outbox's stream format (pipelined XADDs, not timed), then
 times ``stream_drain`` in one process: one consumer, one transaction per batch, XACK after commit.
+``--consumers 1,2,4`` repeats that with N consumer processes draining the same stream at once (as N
+Celery workers do), the stream refilled before each run: events/s of the whole group.
 
 ``--embedded`` measures the embedded default's writer instead: a throwaway SQLite file (local
 settings, no Redis) and ``spend_ingest_events`` per batch, as the in-process outbox thread calls it;
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--keys", type=int, default=50)
     parser.add_argument("--embedded", action="store_true", help="SQLite, in-process (the embedded default)")
+    parser.add_argument("--consumers", default="", help="comma-separated consumer process counts, e.g. 1,2,4")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -72,32 +76,46 @@ def main() -> None:
         for i in range(args.keys)
     ]
     client = redis_client()
-    client.delete(STREAM_KEY)
-    now = time.time()
-    pipe = client.pipeline(transaction=False)
-    for i in range(args.events):
-        key = keys[i % len(keys)]
-        event = SpendEvent(
-            request_id=uuid.uuid4().hex,
-            created_at=now,
-            route="/v1/chat/completions",
-            status=200 if i % 50 else 500,
-            model=("gpt-4o-mini", "claude-3-5-haiku", "gemini-2.5-flash")[i % 3],
-            llm_provider="openai",
-            organization_id=org.pk,
-            team_id=key.team_id,
-            key_id=key.pk,
-            customer_id=f"cust-{i % 200}",
-            prompt_tokens=120,
-            completion_tokens=40,
-            cost="0.000042",
-            latency_ms=12.5,
-        )
-        pipe.xadd(STREAM_KEY, {STREAM_FIELD: event.to_json()})
-        if i % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
 
+    def fill() -> None:
+        """The stream holds exactly ``args.events`` new events (not timed)."""
+        client.delete(STREAM_KEY)
+        now = time.time()
+        pipe = client.pipeline(transaction=False)
+        for i in range(args.events):
+            key = keys[i % len(keys)]
+            event = SpendEvent(
+                request_id=uuid.uuid4().hex,
+                created_at=now,
+                route="/v1/chat/completions",
+                status=200 if i % 50 else 500,
+                model=("gpt-4o-mini", "claude-3-5-haiku", "gemini-2.5-flash")[i % 3],
+                llm_provider="openai",
+                organization_id=org.pk,
+                team_id=key.team_id,
+                key_id=key.pk,
+                customer_id=f"cust-{i % 200}",
+                prompt_tokens=120,
+                completion_tokens=40,
+                cost="0.000042",
+                latency_ms=12.5,
+            )
+            pipe.xadd(STREAM_KEY, {STREAM_FIELD: event.to_json()})
+            if i % 5000 == 4999:
+                pipe.execute()
+        pipe.execute()
+
+    if args.consumers:
+        for count in (int(n) for n in args.consumers.split(",")):
+            fill()
+            before = SpendLog.objects.count()
+            inserted, elapsed = drain_in_processes(count, args.batch)
+            assert inserted == args.events == SpendLog.objects.count() - before, (inserted, args.events)
+            print(f"{count} consumer(s), batch {args.batch}: {args.events} events in {elapsed:.2f} s: "
+                  f"{args.events / elapsed:,.0f} events/s")  # fmt: skip
+        return
+    fill()
+    now = time.time()
     started = time.perf_counter()
     result = stream_drain(batch_size=args.batch, max_seconds=3600)
     elapsed = time.perf_counter() - started
@@ -114,6 +132,36 @@ def main() -> None:
     print(f"ingested {result.inserted} events in {elapsed:.2f} s: {result.inserted / elapsed:,.0f} events/s")
     print(f"  daily aggregate rows {DailySpend.objects.count()}, window rows {BudgetWindow.objects.count()}")
     print(f"  replaying one batch of {len(sample)} duplicates: {replay_ms:.1f} ms, 0 inserted")
+
+
+def _drain_child(index: int, batch: int, results) -> None:
+    from django.db import connection
+
+    from apps.spend.stream import stream_drain
+
+    connection.close()  # the parent's connection must not be shared with the forked child
+    result = stream_drain(batch_size=batch, max_seconds=3600, consumer=f"bench-{os.getpid()}-{index}")
+    results.put(result.inserted)
+
+
+def drain_in_processes(count: int, batch: int) -> tuple[int, float]:
+    """``count`` consumer processes drain the stream together; (events inserted, wall seconds)."""
+    import multiprocessing
+
+    from django.db import connection
+
+    connection.close()
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [context.Process(target=_drain_child, args=(i, batch, results)) for i in range(count)]
+    started = time.perf_counter()
+    for child in children:
+        child.start()
+    inserted = sum(results.get(timeout=3600) for _ in children)
+    elapsed = time.perf_counter() - started
+    for child in children:
+        child.join(60)
+    return inserted, elapsed
 
 
 def embedded(args: argparse.Namespace) -> None:
