@@ -191,6 +191,26 @@ async def test_memory_and_the_cluster_decide_alike(cluster, seed):
     assert len({d[2] for d in memory if d[0] == "refused"}) >= 2
 
 
+async def test_a_slot_being_migrated_is_followed_through_ask_redirects(cluster, backend):
+    """Mid-resharding a slot's new keys live on the importing node: the source answers ASK, the client
+    sends ASKING + the command there (a script whole, since that node may not know it yet)."""
+    check = window("o:31337", f"ask-{uuid.uuid4().hex[:8]}", 5)
+    slot = slot_of(check.key)
+    source = cluster.master_for_key(check.key)
+    target = next(port for port in cluster.master_ports() if port != source)
+    ids = {port: cli(port, "CLUSTER", "MYID").strip() for port in (source, target)}
+    assert cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source]).strip() == "OK"
+    assert cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target]).strip() == "OK"
+    try:
+        decisions = [await backend.reserve([window("o:31337", check.label, 5)]) is None for _ in range(7)]
+        assert decisions == [True] * 5 + [False] * 2  # exact, counted on the importing node
+        assert cli(source, "CLUSTER", "COUNTKEYSINSLOT", str(slot)).strip() == "0"
+        assert cli(target, "CLUSTER", "COUNTKEYSINSLOT", str(slot)).strip() == "1"
+    finally:
+        for port in (source, target):
+            cli(port, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+
+
 async def test_a_master_failover_under_traffic_loses_no_charge(cluster, backend):
     """CLUSTER FAILOVER on the replica of the master serving an organization, while requests keep coming."""
     org = 4242
