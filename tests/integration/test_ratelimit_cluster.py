@@ -277,6 +277,10 @@ async def test_a_killed_master_fails_only_its_slots_until_its_replica_takes_over
                 assert asyncio.get_running_loop().time() < deadline, "the replica never took over"
                 await asyncio.sleep(0.2)
         assert counted(cluster, by_master[victim].key) >= 1
+        # The dead master serves no slot now: its client (and its reconnect probe) is gone.
+        client = backend._redis()
+        await client.refresh(force=True)
+        assert ("127.0.0.1", victim) not in client._clients
     finally:
         await backend.close()
 

@@ -75,9 +75,7 @@ class RespCluster:
         client = self._clients.get(address)
         if client is None:
             username, password = self._credentials
-            auth = ""
-            if password:
-                auth = f"{quote(username, safe='')}:{quote(password, safe='')}@" if username else f":{quote(password)}@"
+            auth = f"{quote(username, safe='')}:{quote(password, safe='')}@" if password else ""
             url = f"{self._scheme}://{auth}{address[0]}:{address[1]}/0"
             client = self._clients[address] = RespClient(url, stall_seconds=self.stall_seconds)
         return client
@@ -120,9 +118,18 @@ class RespCluster:
             self._owners = owners
             self._refreshed_at = time.monotonic()
             self.refreshes += 1
+            self._forget_lost_nodes(set(owners))
             return
         self._refreshed_at = time.monotonic()
         raise RespUnavailable("connect_error", f"no cluster node answered CLUSTER SLOTS ({last})")
+
+    def _forget_lost_nodes(self, owners: set[tuple[str, int] | None]) -> None:
+        """A node that serves no slot any more and does not answer (a dead master its replica replaced):
+        close its client, whose breaker probe would otherwise reconnect every 0.1 s for good."""
+        for address, client in list(self._clients.items()):
+            if address not in owners and client.down_reason is not None:
+                client.close()
+                del self._clients[address]
 
     async def _owner(self, slot: int) -> tuple[str, int]:
         owner = self._owners[slot]
