@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Health probes (and the token-guarded /metrics) by pod IP: answered before the host check below.
     "gateway_project.health.ProbeMiddleware",
+    # A NUL byte in the URL or query string is a 400 before any view turns it into a query.
+    "gateway_project.middleware.RejectNulMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
