@@ -29,6 +29,7 @@ import pytest
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_events
 from tests.factories import DeploymentFactory, MembershipFactory, SpendEventFactory, UserFactory, VirtualKeyFactory
+from tests.support.database import wait_for_other_sessions_to_end
 from tests.support.processes import ServerProcess, free_port, uvicorn_command
 
 pytestmark = [pytest.mark.e2e]
@@ -97,7 +98,7 @@ def server(request, transactional_db, tmp_path):
     finally:
         if celery is not None:
             celery.stop()
-    _wait_for_other_sessions_to_end(connection)
+    wait_for_other_sessions_to_end()
     server_log = (tmp_path / "server.log").read_text(errors="replace")
     assert "Traceback" not in server_log, server_log[-3000:]
 
@@ -109,18 +110,6 @@ class Server(str):
         obj = super().__new__(cls, base)
         obj.mode = mode
         return obj
-
-
-def _wait_for_other_sessions_to_end(connection, timeout: float = 10.0) -> None:
-    """Postgres ends a dead client's backend asynchronously; the test database is dropped after us."""
-    deadline = time.monotonic() + timeout
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
 
 
 @pytest.fixture

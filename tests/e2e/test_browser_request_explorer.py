@@ -31,6 +31,7 @@ from tests.factories import (
     UserFactory,
     VirtualKeyFactory,
 )
+from tests.support.database import wait_for_other_sessions_to_end
 from tests.support.processes import ServerProcess, free_port, uvicorn_command
 
 pytestmark = [pytest.mark.e2e]
@@ -86,20 +87,8 @@ def server(cast, tmp_path):
     log_path = tmp_path / "server.log"
     with ServerProcess(uvicorn_command(port, 1), env=env, ready_url=f"{base}/health/live", log_path=log_path):
         yield base
-    _wait_for_other_sessions_to_end(connection)
+    wait_for_other_sessions_to_end()
     assert "Traceback" not in log_path.read_text(errors="replace")
-
-
-def _wait_for_other_sessions_to_end(connection, timeout: float = 10.0) -> None:
-    """Postgres ends a dead client's backend asynchronously; the test database is dropped after us."""
-    deadline = time.monotonic() + timeout
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ allowed domain.
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from apps.sso.models import GroupMapping, SsoGrant, SsoIdentity
 from apps.teams.models import AuditEvent, Membership, User
 from tests.factories import OrganizationFactory, TeamFactory, UserFactory
+from tests.support.database import wait_for_other_sessions_to_end
 from tests.support.oidc import OidcProvider
 from tests.support.processes import ServerProcess, child_env, free_port, uvicorn_command
 
@@ -95,22 +95,8 @@ def server(django_db_setup, django_db_blocker, gateway_port, provider, tmp_path_
         process.base = base
         yield process
     with django_db_blocker.unblock():
-        _wait_for_other_sessions_to_end()
+        wait_for_other_sessions_to_end()
     assert "Traceback" not in Path(log_path).read_text(errors="replace")
-
-
-def _wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
-    """Postgres ends the stopped server's backends asynchronously; the test database is dropped after us."""
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
 
 
 @pytest.fixture
