@@ -83,10 +83,11 @@ def server(request, transactional_db, tmp_path):
         if not settings.REDIS_URL:
             pytest.skip("needs the Redis started by scripts/test.sh")
         from apps.spend.schedules import schedules_setup
-        from tests.integration.spend_processes import CeleryWorker
+        from tests.integration.spend_processes import CeleryWorker, empty_spend_stream
 
         env["REDIS_URL"], workers = settings.REDIS_URL, 2
         schedules_setup()
+        empty_spend_stream()
         celery = CeleryWorker(tmp_path)
         celery.start()
     base = f"http://127.0.0.1:{port}"

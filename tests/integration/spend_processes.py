@@ -23,12 +23,39 @@ from tests.support.processes import (
 )
 from tests.support.threaded_app import ThreadedApp
 
-__all__ = ["ROOT", "CeleryBeat", "CeleryWorker", "Gateway", "OpenAIUpstream", "child_env", "free_port", "wait_until"]
+__all__ = [
+    "ROOT",
+    "CeleryBeat",
+    "CeleryWorker",
+    "Gateway",
+    "OpenAIUpstream",
+    "child_env",
+    "empty_spend_stream",
+    "free_port",
+    "wait_until",
+]
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The shared child environment, unbuffered so worker logs are complete when a test reads them."""
     return processes.child_env(**{"PYTHONUNBUFFERED": "1", **extra})
+
+
+def empty_spend_stream() -> None:
+    """Drop the shared Redis spend stream before a test starts a worker on it.
+
+    Tests that only emit events (no worker draining them) leave entries behind; a worker started by a
+    later test would ingest them into that test's database and break its ledger counts.
+    """
+    import redis
+
+    from apps.spend.outbox import STREAM_KEY
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.delete(STREAM_KEY)
+    finally:
+        client.close()
 
 
 class CeleryWorker:

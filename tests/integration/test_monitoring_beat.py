@@ -15,7 +15,7 @@ from apps.spend.models import BudgetWindow, SpendLog
 from apps.spend.schedules import schedules_setup
 from apps.teams.audit import Actor
 from tests.factories import DeploymentFactory
-from tests.integration.spend_processes import CeleryBeat, CeleryWorker, wait_until
+from tests.integration.spend_processes import CeleryBeat, CeleryWorker, empty_spend_stream, wait_until
 from tests.support.mock_upstream import MockUpstream
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -33,6 +33,7 @@ def upstream():
 
 @pytest.fixture
 def processes(transactional_db, tmp_path):
+    empty_spend_stream()  # the ledger assertions below count every SpendLog the worker writes
     schedules_setup()
     # As an admin would in the admin: probe and evaluate every 2 s instead of every 300 and 60.
     every_2s, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)

@@ -193,7 +193,9 @@ def test_well_formed_model_limits_are_stored(alpha, alice):
 def test_malformed_filters_are_a_400_never_a_500(master, alpha, query):
     response = master.get(f"/api/v1/keys/?{query}")
     assert response.status_code == 400, response.content
-    assert set(response.json()) & {"team", "user", "model"}
+    body = response.json()
+    # The filter's own field names the problem; a NUL byte is refused earlier, for every route, by name.
+    assert set(body) & {"team", "user", "model"} or "NUL" in body.get("detail", ""), body
 
 
 @pytest.mark.parametrize(
