@@ -1,6 +1,7 @@
 """Idempotent ingestion of spend events: ledger rows, daily aggregates and budget-window totals.
 
-One transaction per batch. Ledger rows are inserted skipping request ids already present, and the
+One transaction per batch. Ledger rows are inserted skipping those already present (UNIQUE on request id and
+finish time, both the event's own: the ledger is partitioned by that time on Postgres), and the
 insert itself reports which rows are new (Postgres: ``ON CONFLICT DO NOTHING RETURNING``; SQLite:
 ``INSERT OR IGNORE`` plus a per-batch tag read back when not every row went in). A duplicate never carries
 this batch's mark, even when two workers race on the same entry: the loser waits on the unique
@@ -126,7 +127,8 @@ def _insert_new(rows: dict[str, LedgerRow], batch: uuid.UUID) -> set[str]:
         arrays = ", ".join(f"%s::{cast}" for cast in casts)
         sql = (
             f"INSERT INTO {q(SpendLog._meta.db_table)} ({', '.join(q(c) for c in _LOG_COLUMNS)}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) ON CONFLICT ({q('request_id')}) DO NOTHING RETURNING {q('request_id')}"
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT ({q('request_id')}, {q('created_at')}) DO NOTHING "
+            f"RETURNING {q('request_id')}"
         )
         objs = list(rows.values())
         params = []

@@ -1,7 +1,9 @@
 """The spend ledger and what is derived from it.
 
-``SpendLog`` is append-only and exact: one row per finished /v1 request, UNIQUE on request id, so
-replaying the outbox changes nothing. ``DailySpend`` and ``BudgetWindow`` are running totals derived
+``SpendLog`` is append-only and exact: one row per finished /v1 request, UNIQUE on (request id, finish
+time), both carried by the event, so replaying the outbox changes nothing. On Postgres it is range-partitioned
+by month on that finish time (``apps.spend.partitions``; docs/spend.md, "The ledger at scale").
+``DailySpend`` and ``BudgetWindow`` are running totals derived
 from the rows actually inserted; ``spend_rebuild_totals`` recomputes both from the ledger.
 
 References to tenants, keys and deployments are plain foreign keys without database constraints:
@@ -35,7 +37,10 @@ class SpendLog(models.Model):
 
     TENANT_PATHS = TenantPaths(organization="organization", team="team", owner="user")
 
-    request_id = models.CharField(max_length=64, unique=True)
+    # Unique together with created_at (Meta.constraints), not alone: a partitioned table's unique indexes must
+    # hold the partition key. That index leads with request_id, so lookups by request id alone use it.
+    request_id = models.CharField(max_length=64)
+    # The partition key: the time the event itself carries, so a redelivered event has the same value.
     created_at = models.DateTimeField(help_text="When the request finished.")
     route = models.CharField(max_length=64, blank=True)
     status = models.PositiveSmallIntegerField()
@@ -73,9 +78,14 @@ class SpendLog(models.Model):
 
     objects = TenantQuerySet.as_manager()
 
+    # Django's primary key stays ``id`` (a BigAutoField, unique by its sequence). On Postgres the table's
+    # PRIMARY KEY is (id, created_at), as partitioning requires; ``id`` alone still finds a row through it.
     class Meta:
         verbose_name = "request"  # the admin's request explorer (one row per finished /v1 request)
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "created_at"], name="spendlog_request_unique"),
+        ]
         indexes = [
             models.Index(fields=["created_at", "id"], name="spendlog_created"),
             models.Index(fields=["key", "created_at"], name="spendlog_key"),

@@ -54,11 +54,18 @@ def event_cost(event: SpendEvent) -> Decimal:
     return cost.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
-def _finished_at(event: SpendEvent) -> datetime:
+def event_time(event: SpendEvent) -> datetime | None:
+    """When the event says its request finished, or None when that is unreadable."""
     try:
         return datetime.fromtimestamp(float(event.created_at), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
-        return datetime.now(tz=UTC)
+        return None
+
+
+def _finished_at(event: SpendEvent) -> datetime:
+    # The stream reader replaces an unreadable time by its entry's (apps.spend.stream): the same value on
+    # every redelivery, as UNIQUE(request_id, created_at) needs. Only in-process events get "now" here.
+    return event_time(event) or datetime.now(tz=UTC)
 
 
 def _text(value: object, limit: int) -> str:

@@ -13,12 +13,15 @@ from django.db import connection
 from django.db.models import Max
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from apps.spend.partitions import spendlog_partitions_ensure
+
 SCHEDULES = [
     # name, task, every (seconds) or crontab fields, expires (seconds)
     ("spend: ingest outbox", "spend.ingest", {"every": 2}, 10),
     ("spend: roll budget windows", "spend.roll_windows", {"every": 60}, 60),
     ("spend: budget alerts", "spend.budget_alerts", {"every": 60}, 60),
     ("spend: retention", "spend.retention", {"crontab": {"minute": "17", "hour": "3"}}, 3600),
+    ("spend: ledger partitions", "spend.partitions", {"crontab": {"minute": "47", "hour": "2"}}, 3600),
     ("spend: scheduled reports", "spend.reports", {"crontab": {"minute": "5", "hour": "*"}}, 3600),
 ]
 
@@ -59,7 +62,11 @@ def schedules_create(schedules: list[tuple[str, str, dict, int]]) -> int:
 def setup_after_migrate(sender, **kwargs) -> None:
     """post_migrate hook: only once the beat tables exist (apps migrate in any order)."""
     using = kwargs.get("using", "default")
-    if using == "default" and tables_ready():
+    if using != "default":
+        return
+    # The months ahead exist from the first migrate on, not only after the daily job's first run.
+    spendlog_partitions_ensure()
+    if tables_ready():
         schedules_setup()
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.spend.budgets import Budget, budgets_for
 from apps.spend.ingest import totals_add
 from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, SpendLog
+from apps.spend.partitions import spendlog_partitions_expire
 from apps.teams.audit import audit_record
 from apps.teams.models import Membership, User
 from apps.teams.scoping import CHANGE, require
@@ -156,17 +157,22 @@ def budget_alerts_send(*, now=None) -> list[BudgetAlert]:
 
 
 def spend_logs_purge(*, older_than_days: int | None = None, batch_size: int = 5000, now=None) -> int:
-    """Delete ledger rows past retention in batches (short transactions, no table lock). Aggregates stay."""
+    """Remove ledger rows past retention; returns how many rows went. Aggregates stay.
+
+    On a partitioned ledger (Postgres) the months that ended before the cutoff are detached and dropped
+    whole (``apps.spend.partitions``); only the boundary month, when the cutoff is not month-aligned, and the
+    DEFAULT partition still have rows deleted. Those deletes go in batches (short transactions, no table lock).
+    """
     days = older_than_days or settings.SPEND_LOG_RETENTION_DAYS
     cutoff = (now or timezone.now()) - timedelta(days=days)
-    deleted = 0
+    deleted = sum(spendlog_partitions_expire(cutoff=cutoff).values())
+    old = SpendLog.objects.filter(created_at__lt=cutoff)
     while True:
-        ids = list(
-            SpendLog.objects.filter(created_at__lt=cutoff).order_by("id").values_list("id", flat=True)[:batch_size]
-        )
+        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
         if not ids:
             return deleted
-        deleted += SpendLog.objects.filter(id__in=ids).delete()[0]
+        # created_at in the delete too: Postgres then only looks in the partitions the cutoff reaches.
+        deleted += old.filter(id__in=ids).delete()[0]
 
 
 def spend_totals_rebuild(*, batch_size: int = 2000) -> int:
@@ -251,6 +257,11 @@ def spend_opening_balance_record(
     Idempotent by ``request_id``: importing twice counts the money once, like a replayed outbox.
     """
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # The ledger is unique on (request id, time), and this row's time is "now": two imports racing
+            # would both insert. One lock per request id makes the second see the first's row.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ["spend-import:" + request_id])
         existing = SpendLog.objects.filter(request_id=request_id).first()
         if existing is not None:
             return existing

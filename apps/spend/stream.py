@@ -5,7 +5,8 @@ and failed to write (XREADGROUP ``0``: its own pending list), then entries that 
 left pending longer than ``SPEND_INGEST_CLAIM_IDLE_MS`` (XAUTOCLAIM), else new ones (XREADGROUP ``>``).
 The batch is written in one transaction (``apps.spend.ingest``), then XACK+XDEL in one pipeline. A worker
 killed anywhere in between leaves its entries pending; another consumer claims them later and the
-ledger's UNIQUE request id turns the replay into a no-op.
+ledger's UNIQUE (request id, finish time) turns the replay into a no-op: the finish time is the event's own
+(or, when unreadable, its stream entry's), the same on every delivery.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.conf import settings
 from apps.spend.events import SpendEvent
 from apps.spend.ingest import spend_ingest_isolating
 from apps.spend.outbox import DEAD_LETTER_KEY, STREAM_FIELD, STREAM_KEY
+from apps.spend.rows import event_time
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ def ensure_group(client: redis.Redis) -> None:
             raise
 
 
+def _entry_time(entry_id: bytes | str) -> float:
+    """The time Redis gave the entry (its id is "<ms>-<seq>"), in epoch seconds."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0]) / 1000
+
+
 def _parse(client: redis.Redis, entries: list) -> tuple[list[str], list[SpendEvent], int]:
     ids: list[str] = []
     events: list[SpendEvent] = []
@@ -64,7 +72,10 @@ def _parse(client: redis.Redis, entries: list) -> tuple[list[str], list[SpendEve
         ids.append(entry_id)
         raw = fields.get(STREAM_FIELD)
         try:
-            events.append(SpendEvent.from_json(raw))
+            event = SpendEvent.from_json(raw)
+            if event_time(event) is None:
+                event.created_at = _entry_time(entry_id)
+            events.append(event)
         except Exception:
             # Kept for a human (never dropped silently), then acknowledged so it can't block the stream.
             malformed += 1

@@ -7,6 +7,7 @@ from celery import shared_task
 from django.conf import settings
 
 from apps.spend.models import Report
+from apps.spend.partitions import spendlog_partitions_ensure
 from apps.spend.reports import report_run, reports_run_due
 from apps.spend.services import budget_alerts_send, budget_windows_roll, spend_logs_purge
 from apps.spend.stream import stream_drain, stream_forget_idle_consumers
@@ -41,6 +42,12 @@ def spend_budget_alerts() -> int:
 @shared_task(name="spend.retention", ignore_result=True)
 def spend_retention() -> int:
     return spend_logs_purge()
+
+
+@shared_task(name="spend.partitions", ignore_result=True)
+def spend_partitions() -> list[str]:
+    """Create the ledger's coming month partitions (Postgres; nothing to do on SQLite)."""
+    return spendlog_partitions_ensure()
 
 
 @shared_task(name="spend.reports", ignore_result=True)

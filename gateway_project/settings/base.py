@@ -310,6 +310,8 @@ PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 128 * 1024 * 1024
 PROXY_ALLOW_PRIVATE_UPSTREAMS = env_bool("PROXY_ALLOW_PRIVATE_UPSTREAMS", True)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""
 SPEND_LOG_RETENTION_DAYS = env_int("SPEND_LOG_RETENTION_DAYS", 90, minimum=1)
+# Month partitions of the ledger (Postgres) kept ready after the current one by the spend.partitions job.
+SPEND_LOG_PARTITIONS_AHEAD = env_int("SPEND_LOG_PARTITIONS_AHEAD", 3, minimum=1)
 # Most rows one CSV export of the request explorer streams (/admin/spend/spendlog/export/).
 SPEND_EXPORT_MAX_ROWS = env_int("SPEND_EXPORT_MAX_ROWS", 100_000, minimum=1)
 # Spend outbox stream and its ingestion (apps/spend/stream.py). The cap is a safety net only: ingested
