@@ -6,7 +6,8 @@
 Creates its own database (``ledger_bench_<pid>``) on the server of ``--dsn`` (default: a throwaway
 Postgres started with scripts/services.sh under ``--workdir``, tuned as in docs/operations.md), migrates
 it (the ledger partitioned by month), generates the rows with ``generate_series`` in time order (spread
-over ``--months`` months, ``--orgs`` organizations, ``--keys`` keys, 2 % refusals, 1 % upstream errors),
+over ``--months`` months, ``--orgs`` organizations, ``--keys`` keys, 5 models, 10 % of requests for one of
+3 customers of their key, 2 % refusals, 1 % upstream errors),
 builds the daily aggregates from them as ingestion would have, then runs each query the dashboard, the
 summary API, the reports, the key usage, the LiteLLM-compatible API and the request explorer send (captured
 from the real code paths, as a superuser, an organization admin and a team admin) cold (after a Postgres
@@ -123,9 +124,9 @@ def generate(rows: int, months: int, orgs: int, keys: int) -> dict:
                   completion_tokens, cached_tokens, cost, latency_ms, ttft_ms, overhead_ms, upstream_ttfb_ms,
                   retries, error_type, limit_type, metadata, trace_id)
                 SELECT 'req_' || g, %(first)s::timestamptz + make_interval(secs => g * %(step)s),
-                  '/v1/chat/completions', s.status, (%(models)s::text[])[1 + g %% 5], 'openai',
-                  (%(deployments)s::bigint[])[1 + g %% 5], k.organization_id, k.team_id, k.id, 'key' || k.n,
-                  k.user_id, CASE WHEN g %% 10 = 0 THEN 'cust-' || (g %% 997) ELSE '' END, '', 120, 40, 0,
+                  '/v1/chat/completions', s.status, (%(models)s::text[])[1 + (g / 7) %% 5], 'openai',
+                  (%(deployments)s::bigint[])[1 + (g / 7) %% 5], k.organization_id, k.team_id, k.id, 'key' || k.n,
+                  k.user_id, CASE WHEN g %% 10 = 0 THEN 'cust-' || (k.n * 3 + g %% 3) ELSE '' END, '', 120, 40, 0,
                   0.000042 * (1 + g %% 7), 800 + g %% 400, NULL, 1.5, 700, 0,
                   CASE WHEN s.status = 429 THEN 'rate_limit:requests' WHEN s.status = 502 THEN 'upstream_error'
                        ELSE '' END,
@@ -133,8 +134,8 @@ def generate(rows: int, months: int, orgs: int, keys: int) -> dict:
                   CASE WHEN g %% 20 = 0 THEN md5(g::text) ELSE '' END
                 FROM generate_series(%(begin)s::bigint, %(end)s::bigint) g
                 JOIN bench_keys k ON k.n = (g * 7919) %% %(keys)s
-                CROSS JOIN LATERAL (SELECT CASE WHEN g %% 50 = 0 THEN 429 WHEN g %% 100 = 1 THEN 502 ELSE 200 END
-                                    AS status) s
+                CROSS JOIN LATERAL (SELECT CASE WHEN (g / 3) %% 50 = 0 THEN 429 WHEN (g / 3) %% 100 = 1 THEN 502
+                                    ELSE 200 END AS status) s
                 """,
                 {
                     "first": first,
@@ -162,6 +163,17 @@ def generate(rows: int, months: int, orgs: int, keys: int) -> dict:
             GROUP BY d, organization_id, team_id, key_id, user_id, customer_id, model, deployment_id
             """
         )
+        cursor.execute(
+            """
+            INSERT INTO spend_monthlyspend (bucket, month, organization_id, team_id, key_id, user_id, customer_id,
+              model, deployment_id, requests, errors, prompt_tokens, completion_tokens, cached_tokens, cost)
+            SELECT concat_ws('|', m, organization_id, team_id, key_id, user_id, customer_id, model, deployment_id), m,
+              organization_id, team_id, key_id, user_id, customer_id, model, deployment_id, sum(requests), sum(errors),
+              sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), sum(cost)
+            FROM (SELECT date_trunc('month', day)::date AS m, * FROM spend_dailyspend) d
+            GROUP BY m, organization_id, team_id, key_id, user_id, customer_id, model, deployment_id
+            """
+        )
         print(f"  generated in {(time.perf_counter() - started) / 60:.1f} min; VACUUM ANALYZE ...", file=sys.stderr)
     return {
         "users": {"superuser": root, "org admin": org_admin, "team admin": team_admin},
@@ -179,9 +191,8 @@ def captured(operation) -> list[str]:
 
     with CaptureQueriesContext(connection) as queries:
         operation()
-    return [
-        q["sql"] for q in queries.captured_queries if "spend_spendlog" in q["sql"] or "spend_dailyspend" in q["sql"]
-    ]
+    tables = ("spend_spendlog", "spend_dailyspend", "spend_monthlyspend")
+    return [q["sql"] for q in queries.captured_queries if any(table in q["sql"] for table in tables)]
 
 
 def operations(ids: dict) -> list[tuple[str, object]]:
@@ -192,7 +203,8 @@ def operations(ids: dict) -> list[tuple[str, object]]:
     from django.utils import timezone
 
     from apps.console.dashboard import dashboard_for
-    from apps.spend.models import DailySpend
+    from apps.spend.models import DailySpend, MonthlySpend, Report
+    from apps.spend.reports import report_period, report_rows
     from apps.spend.selectors import key_usage, spend_summary
 
     ops: list[tuple[str, object]] = []
@@ -213,6 +225,7 @@ def operations(ids: dict) -> list[tuple[str, object]]:
             ("explorer, last 24h", "period=24h"),
             ("explorer, request id", "q=req_123457"),
             ("explorer, trace id", "q=" + "0" * 31 + "1"),
+            ("explorer, 30 days, model + 429", "period=30d&model=gpt-4o&status=429"),
         ):
             url = "/admin/spend/spendlog/?" + query
             ops.append((f"{label} ({who})", lambda client=client, url=url: client.get(url)))
@@ -220,10 +233,22 @@ def operations(ids: dict) -> list[tuple[str, object]]:
             url = f"/api/v1/spend/summary/?group_by={group_by}"
             ops.append((f"summary API by {group_by}, all time ({who})", lambda c=client, u=url: c.get(u)))
         ops.append((f"spend logs API, key ({who})", lambda c=client: c.get(f"/api/v1/spend/logs/?key={ids['key'].pk}")))
-    start = (now - timedelta(days=30)).date()
-    org_daily = DailySpend.objects.filter(organization_id=ids["org"].pk)
-    ops.append(("report, org, last 30 days by key", lambda: spend_summary(org_daily, group_by="key", start=start)))
-    ops.append(("report, org, last 30 days by model", lambda: spend_summary(org_daily, group_by="model", start=start)))
+    org = ids["org"]
+    for period, group_by in (("monthly", "key"), ("weekly", "model"), ("daily", "team")):
+        report = Report.objects.create(name=f"bench {period}", organization=org, period=period, group_by=group_by)
+        start, end = report_period(report, now)
+        ops.append((f"report, org, {period} by {group_by}", lambda r=report, s=start, e=end: report_rows(r, s, e)))
+    start = now - timedelta(days=90)
+    daily, monthly = (
+        DailySpend.objects.filter(organization_id=org.pk),
+        MonthlySpend.objects.filter(organization_id=org.pk),
+    )
+    ops.append(
+        (
+            "summary, org, last 90 days by key",
+            lambda: spend_summary(daily, monthly=monthly, group_by="key", start=start),
+        )
+    )
     ops.append(("key usage (/v1/key/info)", lambda: key_usage(ids["key"].pk)))
     return ops
 
@@ -243,7 +268,8 @@ def explain_nodes(sql: str) -> str:
     def walk(node: dict) -> None:
         if "Scan" in node["Node Type"]:
             where = node.get("Index Name") or node.get("Relation Name", "")
-            where = where.replace("spend_spendlog_", "").replace("spend_dailyspend", "dailyspend")
+            for prefix, short in (("spend_spendlog_", ""), ("spend_", ""), ("_created_at", ""), ("_id_", "_")):
+                where = where.replace(prefix, short)
             nodes[f"{node['Node Type'].replace(' Scan', '')} {where}"] += 1
         for child in node.get("Plans", []):
             walk(child)
@@ -309,7 +335,7 @@ def run(args, dsn: str, workdir: Path | None) -> None:
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
     ids = generate(args.rows, args.months, args.orgs, args.keys)
-    connection.cursor().execute("VACUUM ANALYZE")
+    connection.cursor().execute("VACUUM ANALYZE")  # as autovacuum would have by then: visibility map, statistics
     generation_min = (time.perf_counter() - started) / 60
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database())), "

@@ -19,7 +19,7 @@ from django.utils.dateparse import parse_datetime
 
 from apps.keys.models import VirtualKey
 from apps.proxy.models import ModelDeployment
-from apps.spend.models import DailySpend
+from apps.spend.models import MonthlySpend
 from apps.teams.models import Team
 from apps.teams.scoping import VIEW
 
@@ -89,16 +89,16 @@ class DeploymentFilter(IdChoiceFilter):
 
 
 class ModelFilter(admin.SimpleListFilter):
-    """The model names the viewer's requests used lately (from the per-day totals, not the ledger)."""
+    """The model names the viewer's requests used lately (from the per-month totals, not the ledger)."""
 
     title = "model"
     parameter_name = "model"
 
     def lookups(self, request, model_admin):
-        since = timezone.now().date() - MODEL_LOOKBACK
+        since = (timezone.now().date() - MODEL_LOOKBACK).replace(day=1)
         names = (
-            DailySpend.objects.restrict(request.user, VIEW)
-            .filter(day__gte=since)
+            MonthlySpend.objects.restrict(request.user, VIEW)
+            .filter(month__gte=since)
             .exclude(model="")
             .order_by("model")
             .values_list("model", flat=True)

@@ -34,7 +34,7 @@ from apps.provisioning.litellm import litellm_model_entry
 from apps.provisioning.litellm_errors import litellm_route
 from apps.proxy import services as proxy_services
 from apps.proxy.models import ModelDeployment
-from apps.spend.models import SpendLog
+from apps.spend.models import MonthlySpend, SpendLog
 from apps.teams import services as team_services
 from apps.teams.access import access_group_add_model
 from apps.teams.audit import actor_from_request
@@ -212,7 +212,8 @@ def _num(value):
 
 
 def _key_out(key: VirtualKey) -> dict:
-    spend = SpendLog.objects.filter(key_id=key.pk).aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    # From the monthly aggregates (a few rows per key), not a sum over the key's every ledger row.
+    spend = MonthlySpend.objects.filter(key_id=key.pk).aggregate(total=Sum("cost"))["total"] or Decimal(0)
     return {
         "token": str(key.pk),
         "key_name": key.prefix + "...",

@@ -15,7 +15,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from apps.spend.models import DailySpend, SpendLog
+from apps.spend.models import DailySpend, MonthlySpend, SpendLog
 from apps.spend.selectors import GROUPINGS, spend_logs_filter, spend_summary
 
 
@@ -159,6 +159,7 @@ class SpendSummaryViewSet(viewsets.ViewSet):
         data = query.validated_data
         rows = spend_summary(
             DailySpend.objects.restrict(request.user),
+            monthly=MonthlySpend.objects.restrict(request.user),
             group_by=data["group_by"],
             start=data.get("start"),
             end=data.get("end"),

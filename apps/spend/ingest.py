@@ -26,7 +26,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils.module_loading import import_string
 
 from apps.spend.events import SpendEvent
-from apps.spend.models import BudgetWindow, DailySpend, SpendLog
+from apps.spend.models import BudgetWindow, DailySpend, MonthlySpend, SpendLog
 from apps.spend.rows import LEDGER_ATTRIBUTES, LedgerRow, ledger_row
 from apps.spend.scopes import scopes_for_events
 
@@ -206,7 +206,7 @@ def _sqlite_insert_or_ignore(objs: list[LedgerRow]) -> int:
 
 
 def totals_add(rows: list[LedgerRow] | list[SpendLog]) -> None:
-    """Add ledger rows to ``DailySpend`` and ``BudgetWindow`` (inside the caller's transaction)."""
+    """Add ledger rows to ``DailySpend``, ``MonthlySpend`` and ``BudgetWindow`` (inside the caller's transaction)."""
     by_dims: dict[tuple, list] = {}
     for row in rows:
         dims = (
@@ -244,6 +244,24 @@ def totals_add(rows: list[LedgerRow] | list[SpendLog]) -> None:
         columns=[*_DAILY_DIMENSIONS, *_DAILY_SUMS],
         add=list(_DAILY_SUMS),
         values=[[bucket, *acc] for bucket, acc in sorted(daily.items())],
+    )
+    # The same sums per month (the first day stands for the month); its bucket is the day's with that day.
+    monthly: dict[str, list] = {}
+    for acc in daily.values():
+        dims = [acc[0].replace(day=1), *acc[1:8]]
+        bucket = "|".join("" if d is None else str(d) for d in dims)[:600]
+        into = monthly.get(bucket)
+        if into is None:
+            monthly[bucket] = [*dims, *acc[8:]]
+        else:
+            for i in range(8, 14):
+                into[i] += acc[i]
+    _upsert_add(
+        MonthlySpend,
+        conflict=["bucket"],
+        columns=["bucket", "month", *_DAILY_DIMENSIONS[2:], *_DAILY_SUMS],
+        add=list(_DAILY_SUMS),
+        values=[[bucket, *acc] for bucket, acc in sorted(monthly.items())],
     )
 
     windows: dict[tuple[str, str, str], list] = {}

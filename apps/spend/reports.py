@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from apps.spend.models import DailySpend, Report, ReportRun
+from apps.spend.models import DailySpend, MonthlySpend, Report, ReportRun
 from apps.spend.selectors import spend_summary
 
 logger = logging.getLogger(__name__)
@@ -40,9 +40,11 @@ def report_period(report: Report, now: datetime) -> tuple[date, date]:
 def report_rows(report: Report, start: date, end: date) -> list[dict]:
     """The report's rows, computed through the tenant-scoped aggregates of its organization/team only."""
     qs = DailySpend.objects.filter(organization_id=report.organization_id)
+    monthly = MonthlySpend.objects.filter(organization_id=report.organization_id)
     if report.team_id:
         qs = qs.filter(team_id=report.team_id)
-    return spend_summary(qs, group_by=report.group_by, start=start, end=end)
+        monthly = monthly.filter(team_id=report.team_id)
+    return spend_summary(qs, monthly=monthly, group_by=report.group_by, start=start, end=end)
 
 
 def render_csv(rows: list[dict]) -> bytes:

@@ -12,12 +12,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models import Count, DecimalField, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.keys.models import VirtualKey
-from apps.spend.models import BudgetWindow, DailySpend
+from apps.spend.models import BudgetWindow, DailySpend, MonthlySpend
 from apps.spend.scopes import window_of
 
 ZERO = Decimal(0)
@@ -69,7 +69,7 @@ def key_usage(key_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     if key is None:
         return {}
     now = now or timezone.now()
-    totals = DailySpend.objects.filter(key_id=key_id).aggregate(
+    totals = MonthlySpend.objects.filter(key_id=key_id).aggregate(
         cost=Coalesce(Sum("cost"), Value(ZERO, output_field=DecimalField())),
         requests=Coalesce(Sum("requests"), 0),
         prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
@@ -114,18 +114,57 @@ def spend_logs_filter(qs: QuerySet, params: dict[str, str]) -> QuerySet:
     return qs
 
 
-def _day_bounds(start: datetime | date | None, end: datetime | date | None) -> Q:
-    q = Q()
-    if start is not None:
-        q &= Q(day__gte=start.date() if isinstance(start, datetime) else start)
-    if end is not None:
-        if isinstance(end, datetime):
-            # A half-open end inside a day still includes that day's bucket.
-            end_day = (end - timedelta(microseconds=1)).astimezone(UTC).date()
-        else:
-            end_day = end - timedelta(days=1)
-        q &= Q(day__lte=end_day)
-    return q
+def _first_day(start: datetime | date | None) -> date | None:
+    if start is None:
+        return None
+    return start.astimezone(UTC).date() if isinstance(start, datetime) else start
+
+
+def _last_day(end: datetime | date | None) -> date | None:
+    """The last UTC day a half-open ``end`` reaches (a datetime inside a day still includes that day)."""
+    if end is None:
+        return None
+    if isinstance(end, datetime):
+        return (end - timedelta(microseconds=1)).astimezone(UTC).date()
+    return end - timedelta(days=1)
+
+
+def _month_after(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _whole_months(first: date | None, last: date | None) -> tuple[date | None, date | None] | None:
+    """The whole UTC months inside the days [first, last], as month starts [since, until) (None: unbounded),
+    or None when no month is whole."""
+    since = None if first is None or first.day == 1 else _month_after(first)
+    since = first if since is None else since
+    until = None
+    if last is not None:
+        after = last + timedelta(days=1)
+        until = after if after.day == 1 else last.replace(day=1)
+    if since is not None and until is not None and since >= until:
+        return None
+    return since, until
+
+
+def _grouped(qs: QuerySet, field: str, label: str | None, group_by: str, params: dict) -> list[dict]:
+    for name, lookup in _SUMMARY_FILTERS:
+        if params.get(name) not in (None, ""):
+            qs = qs.filter(**{lookup: params[name]})
+    values = [field] + ([label] if label else [])
+    return list(
+        qs.values(*values).annotate(
+            requests=Sum("requests"),
+            errors=Sum("errors"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cached_tokens=Sum("cached_tokens"),
+            cost=Sum("cost"),
+        )
+    )
+
+
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 
 
 def spend_summary(
@@ -135,32 +174,54 @@ def spend_summary(
     start: datetime | date | None = None,
     end: datetime | date | None = None,
     params: dict | None = None,
+    monthly: QuerySet | None = None,
 ) -> list[dict[str, Any]]:
-    """Totals from ``DailySpend`` grouped by one dimension, most expensive first (day: chronological).
+    """Totals grouped by one dimension, most expensive first (day: chronological); UTC days.
 
-    ``qs`` is already tenant-restricted; day granularity is UTC days.
+    ``qs`` is the tenant-restricted ``DailySpend``; ``monthly``, the same restriction of ``MonthlySpend``, serves
+    the whole months of the range (all of it without bounds), and the daily rows only the cut-short months at
+    either end: a year's summary reads a few thousand rows, not millions. Grouping by day reads the daily rows.
     """
     field, label = GROUPINGS[group_by]
-    qs = qs.filter(_day_bounds(start, end))
     params = params or {}
-    for name, lookup in _SUMMARY_FILTERS:
-        if params.get(name) not in (None, ""):
-            qs = qs.filter(**{lookup: params[name]})
-    values = [field] + ([label] if label else [])
-    rows = (
-        qs.values(*values)
-        .annotate(
-            requests=Sum("requests"),
-            errors=Sum("errors"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            cached_tokens=Sum("cached_tokens"),
-            cost=Sum("cost"),
-        )
-        .order_by(*(["day"] if group_by == "day" else ["-cost", field]))
-    )
+    first, last = _first_day(start), _last_day(end)
+    months = None if monthly is None or group_by == "day" else _whole_months(first, last)
+    parts: list[list[dict]] = []
+    if months is None:
+        daily = qs
+        if first is not None:
+            daily = daily.filter(day__gte=first)
+        if last is not None:
+            daily = daily.filter(day__lte=last)
+        parts.append(_grouped(daily, field, label, group_by, params))
+    else:
+        since, until = months
+        whole = monthly
+        if since is not None:
+            whole = whole.filter(month__gte=since)
+            if first < since:  # the first month is cut short: its days from the daily rows
+                parts.append(_grouped(qs.filter(day__gte=first, day__lt=since), field, label, group_by, params))
+        if until is not None:
+            whole = whole.filter(month__lt=until)
+            if until <= last:  # so is the last one
+                parts.append(_grouped(qs.filter(day__gte=until, day__lte=last), field, label, group_by, params))
+        parts.append(_grouped(whole, field, label, group_by, params))
+    merged: dict[Any, dict] = {}
+    for part in parts:
+        for row in part:
+            into = merged.get(row[field])
+            if into is None:
+                merged[row[field]] = dict(row)
+                continue
+            for name in _SUMS:
+                into[name] = (into[name] or 0) + (row[name] or 0)
+    if group_by == "day":
+        ordered = sorted(merged.values(), key=lambda row: row["day"])
+    else:
+        # As ORDER BY -cost, field did: NULL last among equal costs (one row per value, so two None never meet).
+        ordered = sorted(merged.values(), key=lambda row: (-(row["cost"] or 0), row[field] is None, row[field]))
     out = []
-    for row in rows:
+    for row in ordered:
         value = row[field]
         out.append(
             {

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apps.spend.budgets import Budget, budgets_for
 from apps.spend.ingest import totals_add
-from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, SpendLog
+from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, MonthlySpend, Report, SpendLog
 from apps.spend.partitions import spendlog_partitions_expire
 from apps.teams.audit import audit_record
 from apps.teams.models import Membership, User
@@ -176,7 +176,7 @@ def spend_logs_purge(*, older_than_days: int | None = None, batch_size: int = 50
 
 
 def spend_totals_rebuild(*, batch_size: int = 2000) -> int:
-    """Recompute ``DailySpend`` and ``BudgetWindow`` from the ledger, in one transaction.
+    """Recompute ``DailySpend``, ``MonthlySpend`` and ``BudgetWindow`` from the ledger, in one transaction.
 
     Closed windows whose ledger rows were purged by retention keep their recorded totals: the ledger
     no longer holds what they counted. Returns the number of ledger rows replayed.
@@ -189,6 +189,7 @@ def spend_totals_rebuild(*, batch_size: int = 2000) -> int:
                 cursor.execute(f"LOCK TABLE {connection.ops.quote_name(SpendLog._meta.db_table)} IN SHARE MODE")
         oldest = SpendLog.objects.order_by("created_at").values_list("created_at", flat=True).first()
         DailySpend.objects.all().delete()
+        MonthlySpend.objects.all().delete()
         windows = BudgetWindow.objects.all()
         if oldest is not None:
             windows = windows.filter(window_end__gt=oldest)

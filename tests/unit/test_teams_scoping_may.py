@@ -20,7 +20,7 @@ from apps.keys.models import ApiToken, VirtualKey
 from apps.monitoring.models import AlertChannel, AlertEvent
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.sinks.models import LogSink
-from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, Report, ReportRun, SpendLog
+from apps.spend.models import BudgetAlert, BudgetWindow, DailySpend, MonthlySpend, Report, ReportRun, SpendLog
 from apps.sso.models import GroupMapping, SsoIdentity
 from apps.teams.models import AuditEvent, Membership, ModelAccessGroup, Team
 from apps.teams.scoping import ACTIONS, CHANGE, DELETE, USE, VIEW, may, require, tenancy_for
@@ -75,6 +75,7 @@ def world(cast, acme, alpha, globex, omega):
         AuditEvent.objects.create(action="test", object_type="test", **common)
         SpendLog.objects.create(request_id=f"req-{n}", created_at=now, status=200, user=user, key=key, **common)
         DailySpend.objects.create(bucket=f"b-{n}", day=now.date(), user=user, key=key, **common)
+        MonthlySpend.objects.create(bucket=f"b-{n}", month=now.date().replace(day=1), user=user, key=key, **common)
         BudgetWindow.objects.create(
             scope="team", scope_id=str(n), window_id="all", window_start=now, window_end=now, updated_at=now, user=user,
             **common,
