@@ -51,6 +51,7 @@ class VirtualKeyAdmin(TenantScopedAdmin):
                 ),
             },
         ),
+        ("Response cache", {"fields": ("cache_ttl_seconds",)}),
     )
     info_fieldset = (
         "Key",

@@ -42,6 +42,12 @@ class VirtualKey(LimitFields):
         help_text="When a budget cannot pay for the whole max_tokens, lower max_tokens to what it can pay for "
         "(the request runs and still cannot overspend) instead of refusing it. On for the team: on for its keys.",
     )
+    cache_ttl_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Response cache: identical chat, completion and embedding requests of this organization are "
+        "answered from the cache for this many seconds. Empty: the team's setting; 0: off for this key.",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     blocked = models.BooleanField(default=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -8,7 +8,7 @@ from apps.keys.models import ApiToken, VirtualKey
 from apps.teams.api_base import StrictInputSerializer, scoped_fk
 from apps.teams.limits import LIMIT_FIELDS
 from apps.teams.models import Team, User
-from apps.teams.serializers import MONEY, LimitsInput, ModelNamesField
+from apps.teams.serializers import CACHE_TTL_HELP, CACHE_TTL_MAX, MONEY, LimitsInput, ModelNamesField
 
 
 class KeySerializer(serializers.ModelSerializer):
@@ -34,6 +34,7 @@ class KeySerializer(serializers.ModelSerializer):
             "session_max_budget",
             "session_max_iterations",
             "budget_clamp_max_tokens",
+            "cache_ttl_seconds",
             "expires_at",
             "blocked",
             "revoked_at",
@@ -64,6 +65,9 @@ class KeyUpdateInput(LimitsInput):
     session_max_budget = serializers.DecimalField(**MONEY)
     session_max_iterations = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     budget_clamp_max_tokens = serializers.BooleanField(required=False)
+    cache_ttl_seconds = serializers.IntegerField(
+        min_value=0, max_value=CACHE_TTL_MAX, required=False, allow_null=True, help_text=CACHE_TTL_HELP
+    )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 

@@ -30,6 +30,7 @@ KEY_SETTABLE = (
     "session_max_budget",
     "session_max_iterations",
     "budget_clamp_max_tokens",
+    "cache_ttl_seconds",
     "expires_at",
 )
 

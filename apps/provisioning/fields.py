@@ -21,6 +21,7 @@ TEAM_DEFAULTS = {
     "session_max_iterations": None,
     "budget_clamp_max_tokens": False,
     "trace_content": False,
+    "cache_ttl_seconds": None,
     "blocked": False,
 }
 CUSTOMER_DEFAULTS = {**_LIMITS, "blocked": False}

@@ -129,6 +129,12 @@ TEAM = _object(
         "session_max_iterations": _COUNT,
         "budget_clamp_max_tokens": {"type": "boolean"},
         "trace_content": {"type": "boolean", "description": "Prompt and completion text in the team's traces."},
+        "cache_ttl_seconds": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": 31_536_000,
+            "description": "Response cache TTL for the team's keys (a key's own setting wins); null or 0: off.",
+        },
         "blocked": {"type": "boolean"},
         "members": {"type": "array", "items": MEMBER},
     },

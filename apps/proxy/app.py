@@ -37,6 +37,7 @@ from apps.proxy.overload import LoadShedder
 from apps.proxy.providers import build_adapters
 from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Registry, load_registry
 from apps.proxy.resolver import SafeResolver
+from apps.proxy.response_cache.flow import ResponseCache
 from apps.proxy.router import Router
 from apps.ratelimit import observe
 from apps.ratelimit.chain import build_chain
@@ -171,6 +172,7 @@ class Gateway:
                 legacy_upgrade=key_legacy_upgrade,
             )
             self.chain = build_chain()
+            self.response_cache = ResponseCache.from_settings()
             if settings.OTEL_TRACES_ENABLED:
                 # The OpenTelemetry SDK loads only when tracing is on: off, no request pays for it.
                 from apps.proxy.tracing import Tracing
@@ -215,6 +217,7 @@ class Gateway:
         await self.last_used.flush()
         await self.spend.close()  # no spend event may die with the process
         await self.chain.close()  # the limiters' counter backend (its Redis connection)
+        await self.response_cache.close()
         if self.tracing is not None:
             tracing, self.tracing = self.tracing, None
             await asyncio.to_thread(tracing.shutdown)  # the spans still queued are exported, not lost

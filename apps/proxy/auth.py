@@ -128,6 +128,7 @@ def load_key_context(key_hash: str) -> KeyContext | None:
         session_max_iterations=key.session_max_iterations or team.session_max_iterations,
         budget_clamp_max_tokens=key.budget_clamp_max_tokens or team.budget_clamp_max_tokens,
         trace_content=team.trace_content,
+        cache_ttl=key.cache_ttl_seconds if key.cache_ttl_seconds is not None else team.cache_ttl_seconds or 0,
         metadata=dict(key.metadata or {}),
         time_zone=tz,
         expires_at=expires_at,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from apps.proxy.overload import LoadShedder
     from apps.proxy.providers.base import Adapter
     from apps.proxy.registry import Deployment, Group, Registry
+    from apps.proxy.response_cache.flow import ResponseCache
     from apps.proxy.router import Attempt, Router
     from apps.proxy.tracing import Tracing
 
@@ -57,6 +58,7 @@ class ProxyGateway(Protocol):
     chain: LimiterChain
     shedder: LoadShedder
     cache_sync: CacheSync
+    response_cache: ResponseCache
     tracing: Tracing | None
 
     async def get_registry(self, *, unknown_model: bool = False) -> Registry: ...
@@ -180,4 +182,6 @@ def spend_event(
         limit_type=limit_type,
         metadata=metadata,
         trace_id=ctx.trace_id,
+        cache_hit=result.cache_hit,
+        cost_saved=str(result.cost_saved),
     )

@@ -59,6 +59,8 @@ class KeyContext:
     budget_clamp_max_tokens: bool = False
     # The team opted in to prompt and completion text in its traces (Team.trace_content); off by default.
     trace_content: bool = False
+    # Response cache TTL in seconds (the key's setting, else its team's); 0: this key's answers are not cached.
+    cache_ttl: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     time_zone: str = "UTC"
     is_master: bool = False
@@ -104,6 +106,9 @@ class RequestContext:
     # request is not sampled; ``trace_id`` (32 hex) then is "", else it goes into the spend event.
     trace: Any = None
     trace_id: str = ""
+    # Answered from the response cache (apps/proxy/response_cache): nothing goes upstream and nothing is
+    # spent, so the limiters charge only what PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS says (requests, slots).
+    cache_hit: bool = False
 
 
 @dataclass(slots=True)
@@ -122,6 +127,8 @@ class CallResult:
     ttft_ms: float | None = None
     overhead_ms: float | None = None  # the gateway's own time (see SpendEvent.overhead_ms)
     limit_scope: str | None = None  # a limiter's refusal: the scope whose limit refused (key, team, ...)
+    cache_hit: bool = False  # answered from the response cache (cost 0)
+    cost_saved: Decimal = Decimal(0)  # a hit: what the cached answer cost when the upstream produced it
 
     @property
     def total_tokens(self) -> int:

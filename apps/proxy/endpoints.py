@@ -23,6 +23,7 @@ from apps.proxy.providers.anthropic_reverse import chat_to_messages_response, me
 from apps.proxy.providers.base import SHAPE_ERRORS, Reply, Usage, malformed
 from apps.proxy.registry import Deployment
 from apps.proxy.relay import ChatEncoder, MessagesEncoder, NativeEncoder, relay_stream
+from apps.proxy.response_cache.flow import CACHE_DEPLOYMENT
 from apps.proxy.router import Attempt
 from apps.proxy.tokens import (
     estimate_prompt_tokens,
@@ -36,6 +37,7 @@ from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
 
 if TYPE_CHECKING:
+    from apps.proxy.response_cache.flow import CachePlan
     from apps.proxy.tracing import RequestTrace
 
 MAX_CUSTOMER_ID = 255  # SpendLog.customer_id
@@ -310,6 +312,16 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
             # What the limiters charge: this deployment's own capacity (the router may fail over later).
             ctx.deployment, ctx.llm_provider, ctx.deployment_id = first, first.provider, first.id
         estimate(ctx, op, body, first)
+        cache = gw.response_cache.plan(ctx, op, body, headers, group)
+        hit = await gw.response_cache.lookup(cache, ctx.route) if cache is not None else None
+        if hit is not None:  # no upstream call: nothing routed, nothing spent (apps/proxy/response_cache)
+            ctx.cache_hit, ctx.deployment, ctx.deployment_id = True, None, None
+            if gw.response_cache.hits_count:
+                pre_called = True
+                await gw.chain.pre_call(ctx)
+            headers_out = gw.common_headers(ctx.request_id, ctx.started_at, deployment=CACHE_DEPLOYMENT)
+            result = await gw.response_cache.answer(ctx, hit, send, headers_out)
+            return
         pre_called = True
         await gw.chain.pre_call(ctx)
         beta = headers.get(b"anthropic-beta")
@@ -326,11 +338,13 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         upstream_ms = sum(a.ms for a in attempts)
         if isinstance(reply, StreamReply):
             head_overhead = (time.perf_counter() - ctx.started_at) * 1000 - upstream_ms  # what the head says
-            result = await _relay_streamed(gw, ctx, op, model, reply, dep, upstream_ms, receive, send)
+            result = await _relay_streamed(gw, ctx, op, model, reply, dep, upstream_ms, receive, send, cache)
             result.overhead_ms = head_overhead  # the rest of a stream's time is the upstream generating
         else:
             # (The result is set before the answer goes out: a client gone mid-send still leaves its cost.)
             result, body_out = _whole_body(ctx, op, model, reply, dep, call.op)
+            if cache is not None and reply.status == 200:  # kept before it is sent: a repeat right after it hits
+                await gw.response_cache.keep(cache, body_out, result)
             if ctx.trace is not None:
                 trace_reply(ctx, reply, body_out, dep)
             headers_out = gw.common_headers(
@@ -362,6 +376,7 @@ async def _relay_streamed(
     upstream_ms: float,
     receive,
     send,
+    cache: CachePlan | None = None,
 ) -> CallResult:
     """The streaming path: relay the upstream's events as they come, then charge what it reported, or
     what was sent when it reported nothing (or the stream broke off). The cost header is the estimate:
@@ -375,8 +390,21 @@ async def _relay_streamed(
     )
     headers_out += encode_headers(ctx.response_headers)
     capture = ctx.trace is not None and ctx.key.trace_content
+    keeper = None
+    if cache is not None and not reply.native:
+        keeper = gw.response_cache.stream_keeper(
+            cache, lambda usage: _charged(CallResult(200), dep, usage).cost, reply.usage
+        )
     outcome = await relay_stream(
-        send, receive, reply, encoder, headers_out, ctx.started_at, _stream_error(op), capture_text=capture
+        send,
+        receive,
+        reply,
+        encoder,
+        headers_out,
+        ctx.started_at,
+        _stream_error(op),
+        capture_text=capture,
+        keeper=keeper,
     )
     if ctx.trace is not None:
         ctx.trace.response_model = dep.model

@@ -135,7 +135,10 @@ async def relay_stream(
     on_error: Callable[[GatewayError], bytes],
     *,
     capture_text: bool = False,
+    keeper: Any = None,
 ) -> StreamOutcome:
+    """Relay ``reply`` to the client. ``keeper`` (the response cache's ``StreamKeeper``), when given, sees every
+    item and, once the upstream ended the stream normally, ``finish``-es before the last event goes out."""
     outcome = StreamOutcome(text=[] if capture_text else None)
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
 
@@ -146,11 +149,15 @@ async def relay_stream(
                 outcome.sent_chars += _content_chars(item)
                 if outcome.text is not None:
                     outcome.text.append(_content_text(item))
+                if keeper is not None:
+                    keeper.add(item)
                 if data:
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = (time.perf_counter() - started) * 1000
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             tail = encoder.end()
+            if keeper is not None:
+                await keeper.finish()
         except GatewayError as exc:
             outcome.status, outcome.error_type = exc.status, exc.kind
             tail = on_error(exc)

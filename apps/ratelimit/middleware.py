@@ -84,7 +84,7 @@ class RateLimiter(ProxyMiddleware):
                 plan.add(
                     Check(WINDOW, _key(ctx, "rpm", scope), scope.rpm_limit, plan.units, "requests", scope.scope, label)
                 )
-            if scope.tpm_limit is not None:
+            if scope.tpm_limit is not None and not ctx.cache_hit:  # a cache hit uses no tokens
                 plan.add(
                     Check(WINDOW, _key(ctx, "tpm", scope), scope.tpm_limit, tokens, "tokens", scope.scope, label,
                           reconcile="tokens")
@@ -99,7 +99,7 @@ class DeploymentCapacityLimiter(ProxyMiddleware):
 
     async def pre_call(self, ctx: RequestContext) -> None:
         dep = ctx.deployment
-        if dep is None:
+        if dep is None or ctx.cache_hit:  # a cache hit never reaches the deployment
             return
         plan = plan_for(ctx)
         label = f"deployment capacity of model '{ctx.model}'"
@@ -146,8 +146,9 @@ class PriorityLimiter(ProxyMiddleware):
 
     async def pre_call(self, ctx: RequestContext) -> None:
         dep = ctx.deployment
-        if dep is not None and dep.organization_id is not None:
-            return  # an organization's private deployment does not draw on the capacity tenants share
+        if ctx.cache_hit or (dep is not None and dep.organization_id is not None):
+            # A cache hit draws on no capacity; nor does an organization's private deployment.
+            return
         # Without a deployment yet (all cooling down, or served by a fallback) the group is still the one the
         # proxy resolved for this organization, never the raw name asked for (an alias, or a name that
         # another organization's private deployment also carries).
@@ -175,6 +176,8 @@ class BudgetLimiter(ProxyMiddleware):
     """Reserves the estimated cost against every budget up the chain, in each scope's current window."""
 
     async def pre_call(self, ctx: RequestContext) -> None:
+        if ctx.cache_hit:  # costs 0: nothing to reserve (an exhausted budget does not refuse a free answer)
+            return
         budgeted = [scope for scope in await tenant_scopes(ctx) + model_scopes(ctx) if scope.max_budget is not None]
         if not budgeted:
             return
@@ -236,7 +239,7 @@ class SessionLimiter(ProxyMiddleware):
                 Check(COUNTER, _raw_key(tag, "iter", base), key.session_max_iterations, 1, "max_iterations", "session",
                       label, ttl_ms=ttl_ms)
             )  # fmt: skip
-        if key.session_max_budget is not None:
+        if key.session_max_budget is not None and not ctx.cache_hit:  # a cache hit costs 0
             plan.add(
                 Check(COUNTER, _raw_key(tag, "cost", base), usd_to_nano(key.session_max_budget),
                       max(1, usd_to_nano(ctx.estimated_cost)), "budget", "session", label, ttl_ms=ttl_ms,

@@ -26,6 +26,7 @@ class SpendLogSerializer(serializers.ModelSerializer):
     user = serializers.IntegerField(source="user_id", allow_null=True)
     deployment = serializers.IntegerField(source="deployment_id", allow_null=True)
     cost = serializers.DecimalField(max_digits=24, decimal_places=10, coerce_to_string=True)
+    cost_saved = serializers.DecimalField(max_digits=24, decimal_places=10, coerce_to_string=True)
     total_tokens = serializers.IntegerField()
     customer = serializers.CharField(source="customer_id")
 
@@ -59,6 +60,8 @@ class SpendLogSerializer(serializers.ModelSerializer):
             "error_type",
             "limit_type",
             "trace_id",
+            "cache_hit",
+            "cost_saved",
         ]
 
 

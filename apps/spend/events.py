@@ -39,6 +39,8 @@ class SpendEvent:
     limit_type: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     trace_id: str = ""  # the OpenTelemetry trace (32 hex) when the request was traced, else ""
+    cache_hit: bool = False  # answered from the response cache: cost is 0, cost_saved what the upstream charged
+    cost_saved: str = "0"
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

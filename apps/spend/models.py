@@ -73,6 +73,10 @@ class SpendLog(models.Model):
     trace_id = models.CharField(
         max_length=32, blank=True, default="", help_text="OpenTelemetry trace id (32 hex) when the request was traced."
     )
+    cache_hit = models.BooleanField(default=False, help_text="Answered from the gateway's response cache (cost 0).")
+    cost_saved = models.DecimalField(
+        **COST, default=0, help_text="A cache hit: what the cached answer cost when the upstream produced it."
+    )
     # Which ingestion batch inserted the row: tells a batch exactly which of its rows were new.
     ingest_batch = models.UUIDField(null=True, blank=True, editable=False)
 

@@ -41,15 +41,17 @@ class LedgerRow:
             setattr(self, name, value)
 
 
-def event_cost(event: SpendEvent) -> Decimal:
-    """The event's cost as the ledger stores it (quantized to the column's places; bad values are 0)."""
+def event_cost(event: SpendEvent, field: str = "cost") -> Decimal:
+    """The event's cost (or ``cost_saved``) as the ledger stores it (quantized to the column's places; bad
+    values are 0)."""
+    value = getattr(event, field)
     try:
-        cost = Decimal(str(event.cost))
+        cost = Decimal(str(value))
     except (InvalidOperation, ValueError):
-        logger.error("spend: request %s has an unreadable cost %r; recorded as 0", event.request_id, event.cost)
+        logger.error("spend: request %s has an unreadable %s %r; recorded as 0", event.request_id, field, value)
         return Decimal(0)
     if not cost.is_finite() or cost < 0 or cost >= _MAX_COST:
-        logger.error("spend: request %s has an impossible cost %s; recorded as 0", event.request_id, cost)
+        logger.error("spend: request %s has an impossible %s %s; recorded as 0", event.request_id, field, cost)
         return Decimal(0)
     return cost.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
 
@@ -148,5 +150,7 @@ def ledger_row(event: SpendEvent, batch: uuid.UUID) -> LedgerRow:
         limit_type=_text(event.limit_type, 32),
         metadata=_metadata(event.metadata),
         trace_id=_trace_id(event.trace_id),
+        cache_hit=event.cache_hit is True,
+        cost_saved=event_cost(event, "cost_saved"),
         ingest_batch=batch,
     )

@@ -60,6 +60,7 @@ class TeamAdmin(TenantScopedAdmin):
             {"fields": ("model_limits", "session_max_budget", "session_max_iterations", "budget_clamp_max_tokens")},
         ),
         ("Tracing", {"fields": ("trace_content",)}),
+        ("Response cache", {"fields": ("cache_ttl_seconds",)}),
     )
     CEILING = ("allowed_models", "blocked", *LIMIT_FIELDS, "budget_duration", "model_limits", *SESSION_CAPS)
 

@@ -62,6 +62,12 @@ class Team(LimitFields):
         help_text="Record prompt and completion text in this team's OpenTelemetry traces (off: only counts, "
         "models and ids are recorded). Turn on only where the trace backend may hold that text.",
     )
+    cache_ttl_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Response cache for the team's keys: identical chat, completion and embedding requests are "
+        "answered from the cache for this many seconds (a key's own setting wins). Empty or 0: off.",
+    )
     blocked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

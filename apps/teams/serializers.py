@@ -9,6 +9,8 @@ from apps.teams.limits import LIMIT_FIELDS, BudgetDuration
 from apps.teams.models import Customer, Membership, ModelAccessGroup, Organization, Role, Team, User
 
 MONEY = {"max_digits": 14, "decimal_places": 6, "min_value": 0, "required": False, "allow_null": True}
+CACHE_TTL_MAX = 31_536_000  # a year: longer is surely a mistake (an answer cached for good)
+CACHE_TTL_HELP = "Response cache TTL in seconds for identical requests; null: inherit (a key: its team's), 0: off."
 
 
 class LimitsInput(StrictInputSerializer):
@@ -61,6 +63,7 @@ class TeamSerializer(serializers.ModelSerializer):
             "session_max_iterations",
             "budget_clamp_max_tokens",
             "trace_content",
+            "cache_ttl_seconds",
             "blocked",
             "created_at",
         )
@@ -75,6 +78,9 @@ class TeamUpdateInput(LimitsInput):
     session_max_iterations = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     budget_clamp_max_tokens = serializers.BooleanField(required=False)
     trace_content = serializers.BooleanField(required=False)
+    cache_ttl_seconds = serializers.IntegerField(
+        min_value=0, max_value=CACHE_TTL_MAX, required=False, allow_null=True, help_text=CACHE_TTL_HELP
+    )
     blocked = serializers.BooleanField(required=False)
 
 

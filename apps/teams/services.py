@@ -28,6 +28,7 @@ TEAM_SETTABLE = (
     "session_max_iterations",
     "budget_clamp_max_tokens",
     "trace_content",
+    "cache_ttl_seconds",
     "blocked",
 )
 USER_SETTABLE = (*LIMIT_FIELDS, "budget_duration", "email", "first_name", "last_name", "is_active")

@@ -308,6 +308,20 @@ PROXY_NUM_RETRIES = env_int("PROXY_NUM_RETRIES", 2, minimum=0)
 PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 128 * 1024 * 1024, minimum=1024)
 # Allow deployments on loopback/private addresses (self-hosted models). Link-local/metadata never.
 PROXY_ALLOW_PRIVATE_UPSTREAMS = env_bool("PROXY_ALLOW_PRIVATE_UPSTREAMS", True)
+# Response cache (docs/caching.md), opt-in per key or team (cache_ttl_seconds). "auto": Redis when the gateway
+# has one (shared by every worker), else an LRU in each worker's memory; "memory" forces the LRU.
+PROXY_CACHE_BACKEND = env_choice("PROXY_CACHE_BACKEND", "auto", ("auto", "memory", "redis"))
+# Answers larger than this (bytes of JSON) are not cached; the memory backend holds at most MEMORY_MAX_BYTES.
+PROXY_CACHE_MAX_ENTRY_BYTES = env_int("PROXY_CACHE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1024)
+PROXY_CACHE_MEMORY_MAX_BYTES = env_int("PROXY_CACHE_MEMORY_MAX_BYTES", 64 * 1024 * 1024, minimum=64 * 1024)
+# A Redis cache call that takes longer is a miss (and the cache is skipped for a second).
+PROXY_CACHE_REDIS_TIMEOUT_MS = env_int("PROXY_CACHE_REDIS_TIMEOUT_MS", 250, minimum=1)
+# "requests": a cache hit counts against RPM, parallel-request and session-iteration limits, never against
+# TPM, budgets or deployment capacity (it used no tokens, cost 0, reached no upstream); "none": hits skip the
+# limiters altogether (they still appear in the ledger and the metrics).
+PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS = env_choice(
+    "PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS", "requests", ("requests", "none")
+)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""
 SPEND_LOG_RETENTION_DAYS = env_int("SPEND_LOG_RETENTION_DAYS", 90, minimum=1)
 # Month partitions of the ledger (Postgres) kept ready after the current one by the spend.partitions job.
