@@ -87,7 +87,12 @@ class RequestExplorerAdmin(ReadOnlyTenantAdmin):
         ("Routing", {"fields": ("model", "llm_provider", "served_by", "retries", "tried")}),
         (
             "Tokens and cost",
-            {"fields": ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "cost")},
+            {
+                "fields": (
+                    *("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "cost"),
+                    *("cache_hit", "cost_saved"),  # answered from the response cache (docs/caching.md)
+                )
+            },
         ),
     )
     readonly_fields = (

@@ -107,7 +107,8 @@ class RequestContext:
     trace: Any = None
     trace_id: str = ""
     # Answered from the response cache (apps/proxy/response_cache): nothing goes upstream and nothing is
-    # spent, so the limiters charge only what PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS says (requests, slots).
+    # spent, so the limiters charge no tokens, budget or capacity, and requests and slots only as
+    # PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS says.
     cache_hit: bool = False
 
 

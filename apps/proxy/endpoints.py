@@ -316,9 +316,8 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         hit = await gw.response_cache.lookup(cache, ctx.route) if cache is not None else None
         if hit is not None:  # no upstream call: nothing routed, nothing spent (apps/proxy/response_cache)
             ctx.cache_hit, ctx.deployment, ctx.deployment_id = True, None, None
-            if gw.response_cache.hits_count:
-                pre_called = True
-                await gw.chain.pre_call(ctx)
+            pre_called = True
+            await gw.chain.pre_call(ctx)  # what a hit is charged: PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS
             headers_out = gw.common_headers(ctx.request_id, ctx.started_at, deployment=CACHE_DEPLOYMENT)
             result = await gw.response_cache.answer(ctx, hit, send, headers_out)
             return

@@ -58,6 +58,8 @@ class ParallelRequestLimiter(ProxyMiddleware):
     """
 
     async def pre_call(self, ctx: RequestContext) -> None:
+        if uncounted_hit(ctx):
+            return
         plan = plan_for(ctx)
         for scope in await tenant_scopes(ctx):
             if scope.max_parallel_requests is None:
@@ -73,6 +75,8 @@ class RateLimiter(ProxyMiddleware):
     """RPM and TPM per key, user, team, organization, customer, model-per-key and model-per-team."""
 
     async def pre_call(self, ctx: RequestContext) -> None:
+        if uncounted_hit(ctx):
+            return
         plan = plan_for(ctx)
         scopes = await tenant_scopes(ctx) + model_scopes(ctx)
         tokens = token_estimate(ctx)
@@ -229,6 +233,8 @@ class SessionLimiter(ProxyMiddleware):
         key = ctx.key
         if not ctx.session_id or (key.session_max_iterations is None and key.session_max_budget is None):
             return
+        if uncounted_hit(ctx):
+            return
         plan = plan_for(ctx)
         ttl_ms = int(settings.RATELIMIT_SESSION_TTL_SECONDS * 1000)
         base = f"sess:{key.key_id or 'master'}:{_digest(ctx.session_id)}"
@@ -245,6 +251,16 @@ class SessionLimiter(ProxyMiddleware):
                       max(1, usd_to_nano(ctx.estimated_cost)), "budget", "session", label, ttl_ms=ttl_ms,
                       reconcile="cost")
             )  # fmt: skip
+
+
+def uncounted_hit(ctx: RequestContext) -> bool:
+    """A response-cache hit that counts against no limit (``PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS=none``).
+
+    With the default ("requests") a hit still counts as a request (RPM, parallel slots, session iterations);
+    tokens, budgets and deployment capacity never count hits (the limiters below skip ``ctx.cache_hit``).
+    Either way the chain runs, so a blocked end user is refused a cached answer too.
+    """
+    return ctx.cache_hit and settings.PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS == "none"
 
 
 def _digest(text: str) -> str:

@@ -17,6 +17,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.factories import CustomerFactory
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import GatewayServer, deploy_priced_model, make_key, spend_event
 from tests.support.redis_server import RedisServer
@@ -194,6 +195,9 @@ def test_hits_skip_the_limiters_when_set_to_none(django_db_blocker, upstream, te
         assert [a.headers["x-gateway-cache"] for a in answers] == ["miss", "hit", "hit", "hit"]
         with pytest.raises(openai.RateLimitError):
             chat(client, model, prompt())  # a second miss in the minute is refused
+        CustomerFactory(organization=tenant.acme, external_id="blocked-end-user", blocked=True)
+        with pytest.raises(openai.PermissionDeniedError):  # `user` is not in the key: this would be a hit
+            chat(client, model, text, user="blocked-end-user")
     assert upstream_calls(upstream, text) == 1
 
 

@@ -44,6 +44,16 @@ LOOKUPS = Counter(
     "error (the store failed; answered as a miss).",
     ["route", "result"],
 )
+# Label children by (route, result): three routes by four results, looked up once each (process-wide, like the
+# Prometheus registry itself; see docs/architecture.md).
+_LOOKUP_CHILDREN: dict[tuple[str, str], Any] = {}
+
+
+def _counted(route: str, result: str) -> None:
+    child = _LOOKUP_CHILDREN.get((route, result))
+    if child is None:
+        child = _LOOKUP_CHILDREN[route, result] = LOOKUPS.labels(route, result)
+    child.inc()
 
 
 @dataclass(slots=True)
@@ -67,12 +77,9 @@ class Hit:
 
 
 class ResponseCache:
-    def __init__(self, store: CacheStore, *, max_entry_bytes: int, hits_count: bool) -> None:
+    def __init__(self, store: CacheStore, *, max_entry_bytes: int) -> None:
         self.store = store
         self.max_entry_bytes = max_entry_bytes
-        # PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS="requests": a hit runs the limiter chain (RPM, parallel slots,
-        # session iterations) but charges no tokens, no budget and no deployment capacity; "none": it skips it.
-        self.hits_count = hits_count
 
     @classmethod
     def from_settings(cls) -> ResponseCache:
@@ -89,11 +96,7 @@ class ResponseCache:
             )
         else:
             store = MemoryStore(settings.PROXY_CACHE_MEMORY_MAX_BYTES)
-        return cls(
-            store,
-            max_entry_bytes=settings.PROXY_CACHE_MAX_ENTRY_BYTES,
-            hits_count=settings.PROXY_CACHE_HITS_COUNT_AGAINST_LIMITS == "requests",
-        )
+        return cls(store, max_entry_bytes=settings.PROXY_CACHE_MAX_ENTRY_BYTES)
 
     async def close(self) -> None:
         await self.store.close()
@@ -112,7 +115,7 @@ class ResponseCache:
             del body["cache"]
         if ctx.key.cache_ttl <= 0 or not write:
             ctx.response_headers[HEADER] = "bypass"
-            LOOKUPS.labels(ctx.route, "bypass").inc()
+            _counted(ctx.route, "bypass")
             return None
         ctx.response_headers[HEADER] = "miss"
         return CachePlan(
@@ -128,7 +131,7 @@ class ResponseCache:
     async def lookup(self, plan: CachePlan, route: str) -> Hit | None:
         """The hit for ``plan`` in the shape its client asked for, or None (a miss, counted)."""
         if not plan.read:
-            LOOKUPS.labels(route, "miss").inc()
+            _counted(route, "miss")
             return None
         raw, answered = await self.store.get(plan.key)
         entry = Entry.decode(raw) if raw is not None else None
@@ -136,7 +139,7 @@ class ResponseCache:
         if entry is not None:
             body = replay_stream(plan.op, entry.body, plan.include_usage) if plan.stream else entry.body
             hit = Hit(entry, body, plan.stream) if body is not None else None
-        LOOKUPS.labels(route, "hit" if hit is not None else "miss" if answered else "error").inc()
+        _counted(route, "hit" if hit is not None else "miss" if answered else "error")
         return hit
 
     async def answer(
