@@ -94,9 +94,7 @@ class RedisStore:
 
     def _redis(self):
         if self._client is None:
-            self._client = self.target.async_client(
-                socket_timeout=self.timeout, socket_connect_timeout=self.timeout, retry_on_timeout=False
-            )
+            self._client = self.target.async_client(socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
         return self._client
 
     async def get(self, key: str) -> tuple[bytes | None, bool]:
