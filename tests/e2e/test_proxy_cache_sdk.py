@@ -19,7 +19,7 @@ from openai import OpenAI
 
 from tests.factories import CustomerFactory
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import GatewayServer, deploy_priced_model, make_key, spend_event
+from tests.support.gateway import GatewayServer, deploy, deploy_priced_model, make_key, spend_event, unique_name
 from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -138,6 +138,30 @@ def test_a_json_answer_is_replayed_to_a_streaming_client(server, model, upstream
     assert replay_text == completion.choices[0].message.content
     assert chunks[-1].usage.prompt_tokens == completion.usage.prompt_tokens
     assert upstream_calls(upstream, text) == 1
+
+
+def test_a_stream_cut_short_is_not_kept(server, upstream, tenant):
+    broken = deploy(server, {"model_name": unique_name(), "provider": "openai", "model": "break-stream",
+                             "api_base": upstream.url})[0].model_name  # fmt: skip
+    client, text = sdk(server, make_key(tenant.alpha, tenant.alice, cache_ttl_seconds=300)), prompt()
+    for _ in range(2):
+        with pytest.raises(openai.APIError):  # the gateway ends the broken stream with an error event
+            list(chat(client, broken, text, stream=True).parse())
+    assert upstream_calls(upstream, text) == 2  # the cut answer was never served from the cache
+
+
+def test_a_streamed_tool_call_is_kept_whole(server, model, upstream, tenant):
+    client, text = sdk(server, make_key(tenant.alpha, tenant.alice, cache_ttl_seconds=300)), prompt()
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    list(chat(client, model, text, stream=True, tools=tools).parse())
+    whole = chat(client, model, text, tools=tools)
+    assert whole.headers["x-gateway-cache"] == "hit"
+    choice = whole.parse().choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls[0].function.name == "weather"
+    assert choice.message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+    assert chat(client, model, text).headers["x-gateway-cache"] == "miss"  # without tools: another entry
+    assert upstream_calls(upstream, text) == 2
 
 
 def test_entries_expire_after_their_ttl(server, model, upstream, tenant):

@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import orjson
 
+from apps.proxy.context import CallResult
 from apps.proxy.response_cache.entries import Entry, StreamAssembler, replay_stream
+from apps.proxy.response_cache.flow import CachePlan, ResponseCache
 from apps.proxy.response_cache.keys import cache_key, directives
 from apps.proxy.response_cache.store import MemoryStore
 
@@ -132,5 +134,23 @@ def test_memory_store_expires_and_evicts_the_least_recently_used():
         assert await store.get("a") == (None, True)  # expired
         await store.set("big", b"x" * 11, 5)  # larger than the whole store: not kept
         assert await store.get("big") == (None, True)
+
+    asyncio.run(run())
+
+
+def test_answers_larger_than_the_bound_are_not_kept_and_no_store_keeps_nothing():
+    cache = ResponseCache(MemoryStore(1 << 20), max_entry_bytes=100)
+
+    def plan(name: str, write: bool = True) -> CachePlan:
+        return CachePlan(key=name, ttl=60, read=True, write=write, op="chat", stream=False, include_usage=False)
+
+    async def run():
+        await cache.keep(plan("small"), b'{"a": 1}', CallResult(200, cost=Decimal("0.5")))
+        await cache.keep(plan("big"), b"x" * 101, CallResult(200))
+        await cache.keep(plan("unwritable", write=False), b'{"a": 1}', CallResult(200))
+        hit = await cache.lookup(plan("small"), "/v1/chat/completions")
+        assert hit is not None and hit.body == b'{"a": 1}' and hit.entry.cost == Decimal("0.5")
+        assert await cache.lookup(plan("big"), "/v1/chat/completions") is None
+        assert await cache.lookup(plan("unwritable"), "/v1/chat/completions") is None
 
     asyncio.run(run())
