@@ -3,6 +3,7 @@
 from rest_framework.routers import DefaultRouter
 
 from apps.keys.api import ApiTokenViewSet, KeyViewSet
+from apps.mcp.api import McpGrantViewSet, McpServerViewSet
 from apps.proxy.api import DeploymentViewSet, ModelPriceViewSet
 from apps.spend.api import SpendLogViewSet, SpendSummaryViewSet
 from apps.teams.api import (
@@ -25,6 +26,8 @@ router.register("tokens", ApiTokenViewSet, basename="api-token")
 router.register("access-groups", AccessGroupViewSet, basename="access-group")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("models", ModelPriceViewSet, basename="model")
+router.register("mcp/servers", McpServerViewSet, basename="mcp-server")
+router.register("mcp/grants", McpGrantViewSet, basename="mcp-grant")
 router.register("spend/logs", SpendLogViewSet, basename="spend-log")
 router.register("spend/summary", SpendSummaryViewSet, basename="spend-summary")
 

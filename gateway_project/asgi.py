@@ -20,10 +20,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from apps.mcp.app import McpApp  # noqa: E402
 from apps.proxy.app import proxy_app  # noqa: E402
 from gateway_project.routing import websocket_urlpatterns  # noqa: E402
 
 DJANGO_V1_PREFIXES = ("/v1/key/",)
+# The MCP gateway (docs/mcp.md): beside the proxy, on its event loop, auth cache and limiter chain.
+mcp_app = McpApp(proxy_app)
+MCP_PATHS = ("/mcp", "/mcp/")
 
 
 async def http_dispatch(scope, receive, send):
@@ -49,5 +53,8 @@ async def application(scope, receive, send):
         path = scope["path"]
         if path.startswith("/v1/") and not path.startswith(DJANGO_V1_PREFIXES):
             await proxy_app.http(scope, receive, send)
+            return
+        if path in MCP_PATHS:
+            await mcp_app(scope, receive, send)
             return
     await _router(scope, receive, send)

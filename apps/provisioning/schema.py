@@ -8,6 +8,7 @@ by the services the file is applied through, and reported at the same file posit
 
 from __future__ import annotations
 
+from apps.mcp.models import Transport
 from apps.proxy.models import Provider, RoutingStrategy
 from apps.teams.limits import BudgetDuration
 from apps.teams.models import Role
@@ -141,6 +142,42 @@ TEAM = _object(
     required=("name",),
 )
 
+MCP_GRANT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["team"],
+    "properties": {
+        "team": {"type": "string", "minLength": 1, "description": "A team of this organization."},
+        "all_tools": {"type": "boolean", "description": "Every tool of the server, now and later."},
+        "tools": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
+        "tool_calls_per_minute": _COUNT,
+        "max_parallel_tool_calls": _COUNT,
+    },
+}
+MCP_SERVER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "description": "An upstream MCP server of this organization, reached through /mcp (docs/mcp.md).",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64, "description": "Its tools' prefix."},
+        "transport": {"enum": Transport.values, "description": "stdio: superusers only."},
+        "url": {"type": "string", "maxLength": 500},
+        "command": {"type": "string", "maxLength": 500},
+        "args": {"type": "array", "items": {"type": "string"}},
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "pattern": SECRET_REF_PATTERN},
+            "description": "HTTP headers as references, os.environ/NAME. Never the values themselves.",
+        },
+        "price_per_call": _MONEY,
+        "tool_prices": {"type": "object", "additionalProperties": _MONEY},
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+        "enabled": {"type": "boolean"},
+        "grants": {"type": "array", "items": MCP_GRANT_SCHEMA},
+    },
+}
+
 ORGANIZATION = _object(
     {
         "name": _NAME,
@@ -161,6 +198,7 @@ ORGANIZATION = _object(
             "items": DEPLOYMENT,
             "description": "Deployments only this organization uses.",
         },
+        "mcp_servers": {"type": "array", "items": MCP_SERVER_SCHEMA, "description": "Reached through /mcp."},
     },
     required=("name",),
 )

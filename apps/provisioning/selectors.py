@@ -23,6 +23,7 @@ from apps.provisioning.fields import (
     USER_DEFAULTS,
     non_default,
 )
+from apps.provisioning.mcp import mcp_export
 from apps.provisioning.schema import SCHEMA_VERSION
 from apps.provisioning.services import deployment_file_name
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
@@ -104,6 +105,9 @@ def config_export(*, actor_user) -> ConfigExport:
         deployments = [_deployment(d, unset) for d in ModelDeployment.objects.filter(organization=org).order_by("id")]
         if deployments:
             item["deployments"] = deployments
+        mcp_servers = mcp_export(org, unset)
+        if mcp_servers:
+            item["mcp_servers"] = mcp_servers
         orgs_out.append(item)
     if orgs_out:
         data["organizations"] = orgs_out

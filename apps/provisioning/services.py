@@ -30,6 +30,7 @@ from apps.provisioning.fields import (
     desired_values,
     shown,
 )
+from apps.provisioning.mcp import mcp_apply, mcp_secret_problems
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.proxy.services import deployment_create, deployment_delete, deployment_update, routing_delete, routing_save
 from apps.teams.access import access_group_create, access_group_delete, access_group_update
@@ -186,6 +187,7 @@ class _Applier:
                     f"environment variable {secret_ref_name(reference)} is not set.",
                 )
             )
+        problems += mcp_secret_problems(self)
         if problems:
             raise ConfigError(problems)
 
@@ -250,6 +252,7 @@ class _Applier:
         for c, customer in enumerate(item.get("customers", [])):
             self._customer((*path, "customers", c), org, customer)
         self._deployments((*path, "deployments"), org, item.get("deployments"), prune=True)
+        mcp_apply(self, (*path, "mcp_servers"), org, item.get("mcp_servers"), teams)
         if self.prune:
             self._prune_organization(path, org, set(teams), named_members, item)
 

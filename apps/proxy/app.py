@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,10 @@ class Gateway:
         self._registry_lock: asyncio.Lock | None = None
         self._init_lock: asyncio.Lock | None = None
         self.tracing: Tracing | None = None  # OpenTelemetry: set at startup when an OTLP endpoint is configured
+        # Apps above the proxy that serve beside it (the /mcp gateway, apps/mcp) hook into its cache
+        # invalidation and its shutdown here, so the proxy never imports them.
+        self.invalidation_listeners: list[Callable[[str], None]] = []
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -212,6 +217,11 @@ class Gateway:
         if not self.ready:
             return
         self.ready = False
+        for hook in self.shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("a shutdown hook failed")
         await self.cache_sync.stop()
         await self.router.close()  # its shared-cooldown listener (apps/proxy/cooldown_sync.py)
         await self.last_used.flush()
@@ -245,6 +255,12 @@ class Gateway:
         self.auth.clear()
         self._registry_stale = True  # deployments and groups, whose capacities the limiters read from the context
         self.chain.invalidate()  # the limiters' customer snapshots
+        for listener in self.invalidation_listeners:
+            listener(reason)
+
+    def next_request_id(self) -> str:
+        """A fresh request id's unique part: this process's random prefix and a counter."""
+        return f"{self._id_prefix}{next(self._id_counter):010x}"
 
     async def get_registry(self, *, unknown_model: bool = False) -> Registry:
         """The current snapshot; reloaded (once, whoever asks) when invalidated or asked for an unknown model.
@@ -326,7 +342,7 @@ class Gateway:
         if not self.ready:
             await self.startup()
         started = time.perf_counter()
-        request_id = f"req_{self._id_prefix}{next(self._id_counter):010x}"
+        request_id = f"req_{self.next_request_id()}"
         # Every line logged while this request runs carries its id (each request is its own task, so the
         # value never leaks into the next one).
         request_id_var.set(request_id)

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "apps.spend",
     "apps.sinks",
     "apps.monitoring",
+    "apps.mcp",
     "apps.provisioning",
     "apps.sso",
     # Above every other app: the dashboard, live feed, deployment health, key usage (apps/console/__init__.py).
@@ -288,6 +289,12 @@ RATELIMIT_SESSION_TTL_SECONDS = env_float("RATELIMIT_SESSION_TTL_SECONDS", 86400
 PROXY_SHED_LOOP_LAG_MS = env_float("PROXY_SHED_LOOP_LAG_MS", 50.0, minimum=0)
 # In-process key-context cache; changes are pushed through Redis, the TTL bounds staleness without it.
 AUTH_CACHE_TTL_SECONDS = env_float("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0)
+# The MCP gateway (/mcp, docs/mcp.md): how long a worker keeps an organization's servers and grants without a
+# change notice (changes reach every worker at once through the cache invalidation), how long it reuses an
+# upstream's tool list, and which browser Origins may call it (a request with any other Origin is a 403).
+MCP_CATALOG_TTL_SECONDS = env_float("MCP_CATALOG_TTL_SECONDS", 30.0, minimum=0)
+MCP_TOOLS_CACHE_SECONDS = env_float("MCP_TOOLS_CACHE_SECONDS", 60.0, minimum=0)
+MCP_ALLOWED_ORIGINS = env_list("MCP_ALLOWED_ORIGINS")
 # Lookups of keys the auth cache does not hold, per client address (apps/proxy/auth_guard.py): a lookup
 # that finds no working key uses up one of AUTH_MISS_BURST, refilled at AUTH_MISS_RATE_PER_SECOND; past
 # it, 429 without a database lookup. At most AUTH_LOOKUPS_PER_SOURCE lookups of one source run at once.

@@ -10,7 +10,8 @@ The stack, from the ground up (docs/architecture.md draws it):
     sinks           log sinks: ledger records fanned out after ingestion to HTTP, Langfuse, S3 (workers only)
     ratelimit       the limiters, their backends and lookups (a plug-in the proxy loads from settings)
     proxy           the /v1 gateway: auth, routing, relay, endpoints, its admin and REST API
-    monitoring      deployment probes, the ledger's view of deployment traffic, alert rules and channels
+    monitoring      deployment probes, the ledger's view of deployment traffic, alert rules and channels;
+                    mcp, the /mcp gateway beside the proxy
     console         what people look at: dashboard, charts, live feed, deployment health, key usage;
                     config-as-code and imports (provisioning)
     wiring          gateway_project: settings, urls, asgi, celery
@@ -56,6 +57,9 @@ LAYERS: dict[str, int] = {
     "apps.ratelimit": 6,
     "apps.proxy": 7,
     "apps.monitoring": 8,
+    # The MCP gateway (/mcp): an MCP server to callers, a client of upstream MCP servers; uses the proxy's
+    # auth, limiter chain, spend outbox and tracing.
+    "apps.mcp": 8,
     "apps.console": 9,
     "apps.provisioning": 9,
     # Single sign-on: people and service accounts placed in tenants through the teams services.

@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from apps.keys.models import ApiToken, VirtualKey
+from apps.mcp.models import McpGrant, McpServer
 from apps.monitoring.models import AlertChannel, AlertEvent
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
 from apps.sinks.models import LogSink
@@ -64,6 +65,10 @@ def world(cast, acme, alpha, globex, omega):
     ModelAccessGroup.objects.create(name="shared-group", members=["gpt-4o-mini"])
     ModelAccessGroup.objects.create(name="acme-group", members=["*"], organization=acme)
     ModelAccessGroup.objects.create(name="globex-group", members=["*"], organization=globex)
+    for org, team, key in ((acme, alpha, keys[1]), (globex, omega, keys[5])):
+        server = McpServer.objects.create(organization=org, name="tools", url="https://mcp.example.com/mcp")
+        McpGrant.objects.create(organization=org, server=server, team=team, all_tools=True)
+        McpGrant.objects.create(organization=org, server=server, key=key, tools=["search"])
     places = [
         (acme, alpha, cast["bob"], keys[1]),
         (acme, beta, dana, keys[4]),

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class McpConfig(AppConfig):
+    name = "apps.mcp"
+    label = "mcp"
+    verbose_name = "MCP gateway"
+    default_auto_field = "django.db.models.BigAutoField"
