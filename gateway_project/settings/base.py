@@ -431,6 +431,11 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # The MCP SDK's HTTP client (the /mcp gateway's upstream sessions) logs every request at INFO: one line
+        # per tool call with the upstream's URL, noise at best. Its warnings and errors still show.
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
+        "mcp": {"level": "WARNING"},
         # In JSON mode uvicorn's own lines (started, errors, access log) go through the same handler, so a
         # log pipeline never meets a plain line. (Django applies this after uvicorn configured its loggers.)
         **(

@@ -117,6 +117,7 @@ def test_alice_lists_her_allowed_tools_namespaced_and_calls_one(gateway, tenant,
     assert row["prompt_tokens"] == row["completion_tokens"] == 0
     assert row["team_id"] == tenant.alpha.id and row["organization_id"] == tenant.acme.id
     assert UPSTREAM_SECRET.split()[1] not in gateway.output()
+    assert mcp_upstream.url not in gateway.output()  # no log line per upstream request (the SDK's HTTP client)
     metrics = http("GET", gateway.url + "/metrics").text
     assert 'gateway_mcp_tool_calls_total{outcome="ok",server="tools"}' in metrics
     assert UPSTREAM_SECRET.split()[1] not in metrics

@@ -21,7 +21,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from starlette.responses import JSONResponse
 
-from tests.support.processes import ServerProcess, child_env, free_port
+from tests.support.processes import ROOT, ServerProcess, free_port
 
 
 class McpUpstream(ServerProcess):
@@ -34,7 +34,7 @@ class McpUpstream(ServerProcess):
         os.close(fd)
         super().__init__(
             [sys.executable, "-m", "tests.support.mcp_server", str(self.port), name, transport],
-            env=child_env(),
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # it needs no database: no child_env()
             ready_url=f"http://127.0.0.1:{self.port}/calls",
             log_path=log_path,
         )
