@@ -107,8 +107,10 @@ class UpstreamSession:
 
 
 def _session_lost(exc: MCPError) -> bool:
-    """The SDK's spelling of an HTTP 404 on a session the server no longer knows."""
-    return exc.error.code == INVALID_REQUEST and "session terminated" in exc.error.message.lower()
+    """A session the server no longer knows (it restarted): the SDK's client says "Session terminated" for a bare
+    404, the SDK's server answers "Session not found", others word it their way. Always "invalid request"
+    (-32600): the request was refused as a whole, never run, so asking again on a new session is safe."""
+    return exc.error.code == INVALID_REQUEST and "session" in exc.error.message.lower()
 
 
 class UpstreamPool:

@@ -314,3 +314,20 @@ def test_an_unreachable_server_is_left_out_of_the_list_and_its_calls_are_upstrea
     assert error.code == UPSTREAM_ERROR and error.data == {"status": 502, "server": "dead"}
     (row,) = ledger_rows(tenant.alice_key.id, "dead__anything")
     assert row["status"] == 502 and Decimal(row["cost"]) == 0
+
+
+def test_a_restarted_upstream_is_reconnected_without_the_caller_noticing(gateway, tenant, root):
+    first = McpUpstream("phoenix")
+    with first:
+        server = services.mcp_server_create(actor=root, organization=tenant.acme, name="phoenix", url=first.url)
+        services.mcp_grant_create(actor=root, server=server, team=tenant.alpha, tools=["echo"])
+
+        async def call(text: str):
+            async with mcp_session(gateway, tenant.alice_key.secret) as session:
+                return (await session.call_tool("phoenix__echo", {"text": text})).content[0].text
+
+        assert run(call("before")) == "phoenix says: before"
+    # The gateway's pooled session now names a session the new process never issued.
+    with McpUpstream("phoenix", port=first.port) as second:
+        assert run(call("after")) == "phoenix says: after"
+        assert second.calls() == {"echo": 1}

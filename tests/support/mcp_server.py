@@ -27,8 +27,8 @@ from tests.support.processes import ROOT, ServerProcess, free_port
 class McpUpstream(ServerProcess):
     """The server on a free port; ``transport`` "sse" serves the legacy HTTP+SSE transport at /sse instead."""
 
-    def __init__(self, name: str = "upstream", transport: str = "http") -> None:
-        self.port = free_port()
+    def __init__(self, name: str = "upstream", transport: str = "http", port: int | None = None) -> None:
+        self.port = port or free_port()  # a given port: the same server restarted
         self.url = f"http://127.0.0.1:{self.port}/" + ("sse" if transport == "sse" else "mcp")
         fd, log_path = tempfile.mkstemp(prefix="mcp-upstream-", suffix=".log")
         os.close(fd)
