@@ -25,12 +25,14 @@ from django.conf import settings
 
 from apps.common.intervallog import IntervalLog
 from apps.common.logs import request_id_var
+from apps.guardrails.base import build_guardrails
 from apps.keys.services import key_legacy_upgrade
 from apps.proxy import endpoints
 from apps.proxy.asgi_io import ClientGone, encode_headers, send_json
 from apps.proxy.auth import AuthCache
 from apps.proxy.auth_guard import AuthMissGuard
 from apps.proxy.cache_sync import CacheSync
+from apps.proxy.classifier import GatewayClassifier
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError
 from apps.proxy.last_used import LastUsedRecorder
@@ -178,6 +180,8 @@ class Gateway:
             )
             self.chain = build_chain()
             self.response_cache = ResponseCache.from_settings()
+            # The guardrails' classifier (moderation) calls a model through this gateway's own router.
+            self.guardrails = build_guardrails(classifier=GatewayClassifier(self))
             if settings.OTEL_TRACES_ENABLED:
                 # The OpenTelemetry SDK loads only when tracing is on: off, no request pays for it.
                 from apps.proxy.tracing import Tracing

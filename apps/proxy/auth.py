@@ -21,6 +21,7 @@ from typing import Any
 from django.db import DatabaseError
 
 from apps.common.intervallog import IntervalLog
+from apps.guardrails.selectors import policy_for_key
 from apps.keys.hashing import KEY_PREFIX, keyed_hash
 from apps.keys.models import VirtualKey
 from apps.proxy.auth_guard import AuthMissGuard, client_address
@@ -130,6 +131,7 @@ def load_key_context(key_hash: str) -> KeyContext | None:
         trace_content=team.trace_content,
         cache_ttl=key.cache_ttl_seconds if key.cache_ttl_seconds is not None else team.cache_ttl_seconds or 0,
         metadata=dict(key.metadata or {}),
+        guardrails=policy_for_key(key_id=key.pk, team_id=team.pk, organization_id=org.pk),
         time_zone=tz,
         expires_at=expires_at,
     )

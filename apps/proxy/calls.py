@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
+from apps.guardrails.base import outcomes_of
 from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError, bad_request, model_not_allowed, model_not_found
 from apps.proxy.providers.base import malformed
@@ -22,6 +23,7 @@ from apps.spend.events import SpendEvent
 if TYPE_CHECKING:
     import aiohttp
 
+    from apps.guardrails.base import GuardrailChain
     from apps.proxy.auth import AuthCache
     from apps.proxy.cache_sync import CacheSync
     from apps.proxy.overload import LoadShedder
@@ -56,6 +58,7 @@ class ProxyGateway(Protocol):
     router: Router
     auth: AuthCache
     chain: LimiterChain
+    guardrails: GuardrailChain
     shedder: LoadShedder
     cache_sync: CacheSync
     response_cache: ResponseCache
@@ -184,4 +187,5 @@ def spend_event(
         trace_id=ctx.trace_id,
         cache_hit=result.cache_hit,
         cost_saved=str(result.cost_saved),
+        guardrails=outcomes_of(ctx),
     )

@@ -62,6 +62,9 @@ class KeyContext:
     # Response cache TTL in seconds (the key's setting, else its team's); 0: this key's answers are not cached.
     cache_ttl: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The key's guardrail policy (``apps.guardrails.policy.ResolvedPolicy``: organization, team and key merged,
+    # compiled once with this context); None, the common case, costs a request one attribute check.
+    guardrails: Any = None
     time_zone: str = "UTC"
     is_master: bool = False
     expires_at: float | None = None  # epoch seconds
@@ -100,6 +103,9 @@ class RequestContext:
     # The limiter chain's own per-request state (``apps.ratelimit.state.LimiterState``: what it reserved, so
     # post_call releases and reconciles exactly that). Opaque here: the proxy's core never imports the limiters.
     limiter_state: object | None = None
+    # The guardrails' per-request state (``apps.guardrails.base.GuardedCall``: masked text, outcomes for the
+    # ledger); None when the key has no policy. Opaque here, like ``limiter_state``.
+    guardrails: Any = None
     # Response headers limiters want to add (x-ratelimit-*).
     response_headers: dict[str, str] = field(default_factory=dict)
     # This request's OpenTelemetry span (``apps.proxy.tracing.RequestTrace``), None when tracing is off or the

@@ -312,7 +312,9 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
             # What the limiters charge: this deployment's own capacity (the router may fail over later).
             ctx.deployment, ctx.llm_provider, ctx.deployment_id = first, first.provider, first.id
         estimate(ctx, op, body, first)
-        cache = gw.response_cache.plan(ctx, op, body, headers, group)
+        # A key with a guardrail policy neither reads nor fills the response cache: an entry made without its
+        # policy must not answer it (a prompt it refuses, an answer it masks), nor its masked text anyone else.
+        cache = gw.response_cache.plan(ctx, op, body, headers, group) if ctx.key.guardrails is None else None
         hit = await gw.response_cache.lookup(cache, ctx.route) if cache is not None else None
         if hit is not None:  # no upstream call: nothing routed, nothing spent (apps/proxy/response_cache)
             ctx.cache_hit, ctx.deployment, ctx.deployment_id = True, None, None
@@ -323,6 +325,8 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
             return
         pre_called = True
         await gw.chain.pre_call(ctx)
+        if ctx.key.guardrails is not None:  # the key's policy (None for most keys: this check is all they pay)
+            await gw.guardrails.check_request(ctx, op, body)  # may refuse (400), or mask ``body`` in place
         beta = headers.get(b"anthropic-beta")
         reply, dep, call = await gw.router.call(
             session=gw.session,
@@ -342,6 +346,8 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
         else:
             # (The result is set before the answer goes out: a client gone mid-send still leaves its cost.)
             result, body_out = _whole_body(ctx, op, model, reply, dep, call.op)
+            if ctx.guardrails is not None:
+                body_out = gw.guardrails.answer(ctx, body_out)  # masked, or a refusal that keeps the charge
             if cache is not None and reply.status == 200:  # kept before it is sent: a repeat right after it hits
                 await gw.response_cache.keep(cache, body_out, result)
             if ctx.trace is not None:
@@ -354,7 +360,14 @@ async def model_call(gw: ProxyGateway, ctx: RequestContext, op: str, raw: bytes,
     except ProxyRateLimitError as exc:
         result, limit_type = await send_rate_limited(gw, ctx, exc, send), exc.limit_type
     except GatewayError as exc:
+        spent = result if result.prompt_tokens or result.completion_tokens or result.cost else None
         result = CallResult(status=exc.status, error_type=exc.kind)
+        if spent is not None:  # refused after the upstream answered (a guardrail on the answer): still charged
+            result.cost, result.prompt_tokens, result.completion_tokens = (
+                spent.cost,
+                spent.prompt_tokens,
+                spent.completion_tokens,
+            )
         upstream_ms = sum(a.ms for a in attempts)
         await gw.send_error(send, exc, ctx.request_id, ctx.started_at, ctx, upstream_ms, dep.label if dep else "none")
     finally:
@@ -394,6 +407,7 @@ async def _relay_streamed(
         keeper = gw.response_cache.stream_keeper(
             cache, lambda usage: _charged(CallResult(200), dep, usage).cost, reply.usage
         )
+    masking = gw.guardrails.stream_filter(ctx) if ctx.guardrails is not None else None
     outcome = await relay_stream(
         send,
         receive,
@@ -404,7 +418,10 @@ async def _relay_streamed(
         _stream_error(op),
         capture_text=capture,
         keeper=keeper,
+        chunk_filter=masking,
     )
+    if masking is not None:
+        masking.outcome()
     if ctx.trace is not None:
         ctx.trace.response_model = dep.model
         if outcome.text is not None:

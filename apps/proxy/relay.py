@@ -136,15 +136,21 @@ async def relay_stream(
     *,
     capture_text: bool = False,
     keeper: Any = None,
+    chunk_filter: Any = None,
 ) -> StreamOutcome:
     """Relay ``reply`` to the client. ``keeper`` (the response cache's ``StreamKeeper``), when given, sees every
-    item and, once the upstream ended the stream normally, ``finish``-es before the last event goes out."""
+    item and, once the upstream ended the stream normally, ``finish``-es before the last event goes out.
+    ``chunk_filter`` (the guardrails' ``ChunkFilter``, when the key's policy masks answers) rewrites each
+    chunk's text before it is encoded (and kept), and its ``flush`` gives the chunks for text it still held
+    at the end."""
     outcome = StreamOutcome(text=[] if capture_text else None)
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
 
     async def pump() -> None:
         try:
             async for item in reply.chunks:
+                if chunk_filter is not None:
+                    item = chunk_filter.apply(item)
                 data = encoder.encode(item)
                 outcome.sent_chars += _content_chars(item)
                 if outcome.text is not None:
@@ -155,6 +161,12 @@ async def relay_stream(
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = (time.perf_counter() - started) * 1000
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+            if chunk_filter is not None:
+                for obj in chunk_filter.flush():  # text still held back when the upstream stopped
+                    held = Chunk(obj)
+                    if keeper is not None:
+                        keeper.add(held)
+                    await send({"type": "http.response.body", "body": encoder.encode(held), "more_body": True})
             tail = encoder.end()
             if keeper is not None:
                 await keeper.finish()

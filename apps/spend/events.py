@@ -41,6 +41,9 @@ class SpendEvent:
     trace_id: str = ""  # the OpenTelemetry trace (32 hex) when the request was traced, else ""
     cache_hit: bool = False  # answered from the response cache: cost is 0, cost_saved what the upstream charged
     cost_saved: str = "0"
+    # Each guardrail's outcome: {"pii": {"request": "masked", "answer": "passed", "categories": ["email"]}};
+    # None when no guardrail ran (apps/guardrails). Entity types and categories only, never the text.
+    guardrails: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

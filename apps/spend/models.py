@@ -77,6 +77,11 @@ class SpendLog(models.Model):
     cost_saved = models.DecimalField(
         **COST, default=0, help_text="A cache hit: what the cached answer cost when the upstream produced it."
     )
+    guardrails = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Each guardrail\'s outcome, e.g. {"pii": {"request": "masked", "categories": ["email"]}}.',
+    )
     # Which ingestion batch inserted the row: tells a batch exactly which of its rows were new.
     ingest_batch = models.UUIDField(null=True, blank=True, editable=False)
 

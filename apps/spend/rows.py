@@ -152,5 +152,6 @@ def ledger_row(event: SpendEvent, batch: uuid.UUID) -> LedgerRow:
         trace_id=_trace_id(event.trace_id),
         cache_hit=event.cache_hit is True,
         cost_saved=event_cost(event, "cost_saved"),
+        guardrails=_metadata(event.guardrails),
         ingest_batch=batch,
     )

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "apps.keys",
     "apps.proxy",
     "apps.ratelimit",
+    "apps.guardrails",
     "apps.spend",
     "apps.sinks",
     "apps.monitoring",
@@ -263,6 +264,16 @@ PROXY_MIDDLEWARE: list[str] = [
     "apps.ratelimit.middleware.PriorityLimiter",
     "apps.ratelimit.middleware.BudgetLimiter",
     "apps.ratelimit.middleware.SessionLimiter",
+]
+# Guardrails around every /v1 model call, in order (docs/guardrails.md). Each acts only for keys whose
+# policy (organization, team, key) switches it on; the cheap ones first, the classifiers last (they read
+# the text the PII guardrail masked).
+PROXY_GUARDRAILS: list[str] = [
+    "apps.guardrails.checks.MaxInputSize",
+    "apps.guardrails.checks.DenyList",
+    "apps.guardrails.pii.PiiGuardrail",
+    "apps.guardrails.moderation.ModerationGuardrail",
+    "apps.guardrails.moderation.PromptInjectionGuardrail",
 ]
 # What the limiters do when Redis is unusable: "open" (admit uncounted) or "closed" (503).
 RATELIMIT_FAIL_MODE = env_choice("RATELIMIT_FAIL_MODE", "open", ("open", "closed"))

@@ -10,6 +10,10 @@ Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and 
 - ``break-stream``: sends a few chunks, then drops the connection; ``reset-stream``: the same, then a TCP RST
 - ``uses-max-tokens``: reports as many completion tokens as the request's max_tokens allowed (the worst
   case a budget must be able to pay; non-streaming chat and messages)
+- ``leak-pii``: chat answers a fixed text holding a card number and an e-mail address (``LEAKED``), streamed
+  in 5-character pieces so the card number is split across chunks
+- ``llama-guard``: chat answers like Llama Guard: ``unsafe\nS1`` when the last user message says "attack",
+  else ``safe``. ``/v1/moderations`` scores "violence" 0.93 (flagged) for input that says "attack"
 - anything else answers normally. Every request is recorded in ``requests`` (path, headers, body).
 """
 
@@ -27,6 +31,10 @@ from aiohttp import web
 from tests.support.threaded_app import ThreadedApp
 
 PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
+LEAKED = (
+    "Here is what we have on file for this account, read back exactly as it was stored for you. "
+    "Sure: the card is 4111 1111 1111 1111 and the owner is bob@example.com, as asked. Anything else today?"
+)
 
 
 def _failure(model: str) -> web.Response | None:
@@ -151,6 +159,10 @@ class MockUpstream(ThreadedApp):
         if model == "slow":
             await asyncio.sleep(3)
         text = "echo: " + _last_user(body.get("messages"))
+        if model == "leak-pii":
+            text = LEAKED
+        elif model == "llama-guard":
+            text = "unsafe\nS1" if "attack" in _last_user(body.get("messages")) else "safe"
         tool_call = None
         if body.get("tools") and body.get("tool_choice") != "none" and body["messages"][-1].get("role") != "tool":
             fn = body["tools"][0]["function"]["name"]
@@ -175,8 +187,10 @@ class MockUpstream(ThreadedApp):
             )
             count = 300 if model == "drip" else 3
             words = ["echo:", *_last_user(body.get("messages")).split()] if model != "drip" else []
+            if model == "leak-pii":
+                words = [LEAKED[i : i + 5] for i in range(0, len(LEAKED), 5)]
             for i in range(count if model == "drip" else len(words)):
-                piece = f"tok{i} " if model == "drip" else (" " if i else "") + words[i]
+                piece = f"tok{i} " if model == "drip" else (" " if i and model != "leak-pii" else "") + words[i]
                 await response.write(
                     _sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
                 )
@@ -356,11 +370,24 @@ class MockUpstream(ThreadedApp):
 
     async def moderations(self, request: web.Request) -> web.Response:
         body = await self._record(request)
+        failure = _failure(str(body.get("model", "")))
+        if failure is not None:
+            return failure
+        attack = "attack" in str(body.get("input", ""))
+        scores = {"violence": 0.93 if attack else 0.01, "hate": 0.02}
         return web.json_response(
             {
                 "id": "modr-up",
                 "model": body.get("model"),
-                "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
+                "results": [
+                    {
+                        "flagged": attack,
+                        "categories": {k: v > 0.5 for k, v in scores.items()},
+                        "category_scores": scores,
+                    }
+                ]
+                if body.get("model") != "gpt-up"
+                else [{"flagged": False, "categories": {}, "category_scores": {}}],
             }
         )
 

@@ -8,7 +8,8 @@ The stack, from the ground up (docs/architecture.md draws it):
     spend           the ledger, budgets' windows, the outbox
     proxy core      the request context, errors, registry, tokens, pricing, deployment models
     sinks           log sinks: ledger records fanned out after ingestion to HTTP, Langfuse, S3 (workers only)
-    ratelimit       the limiters, their backends and lookups (a plug-in the proxy loads from settings)
+    ratelimit       the limiters, their backends and lookups (a plug-in the proxy loads from settings);
+                    the guardrails (PII masking, moderation, deny lists), loaded the same way
     proxy           the /v1 gateway: auth, routing, relay, endpoints, its admin and REST API
     monitoring      deployment probes, the ledger's view of deployment traffic, alert rules and channels;
                     mcp, the /mcp gateway beside the proxy
@@ -55,6 +56,8 @@ LAYERS: dict[str, int] = {
     "apps.proxy.upstreams": 4,
     "apps.sinks": 5,
     "apps.ratelimit": 6,
+    # Guardrails: classes the proxy loads from settings like the limiters; the proxy hands them a classifier.
+    "apps.guardrails": 6,
     "apps.proxy": 7,
     "apps.monitoring": 8,
     # The MCP gateway (/mcp): an MCP server to callers, a client of upstream MCP servers; uses the proxy's

@@ -16,6 +16,7 @@ from django.apps import apps
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from apps.guardrails.models import GuardrailPolicy
 from apps.keys.models import ApiToken, VirtualKey
 from apps.mcp.models import McpGrant, McpServer
 from apps.monitoring.models import AlertChannel, AlertEvent
@@ -96,6 +97,9 @@ def world(cast, acme, alpha, globex, omega):
         if user is not None:
             SsoIdentity.objects.create(user=user, issuer="https://idp.example", subject=f"sub-{n}")
         LogSink.objects.create(name=f"sink {n}", kind="http", url="https://hooks.example.com/", **common)
+        GuardrailPolicy.objects.create(config={"max_input_chars": 10}, **common)  # the team's, or the organization's
+        if key is not None:
+            GuardrailPolicy.objects.create(config={"max_input_chars": 5}, key=key, **common)
     SpendLog.objects.create(request_id="req-orphan", created_at=now, status=401)  # no tenant at all
     AlertChannel.objects.create(name="the operator's", kind="email", recipients="ops@example.test")  # superusers
     return cast
