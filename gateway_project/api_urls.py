@@ -2,6 +2,7 @@
 
 from rest_framework.routers import DefaultRouter
 
+from apps.guardrails.api import GuardrailPolicyViewSet
 from apps.keys.api import ApiTokenViewSet, KeyViewSet
 from apps.mcp.api import McpGrantViewSet, McpServerViewSet
 from apps.proxy.api import DeploymentViewSet, ModelPriceViewSet
@@ -24,6 +25,7 @@ router.register("customers", CustomerViewSet, basename="customer")
 router.register("keys", KeyViewSet, basename="key")
 router.register("tokens", ApiTokenViewSet, basename="api-token")
 router.register("access-groups", AccessGroupViewSet, basename="access-group")
+router.register("guardrails", GuardrailPolicyViewSet, basename="guardrail-policy")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("models", ModelPriceViewSet, basename="model")
 router.register("mcp/servers", McpServerViewSet, basename="mcp-server")

@@ -45,6 +45,9 @@ class DenyList(Guardrail):
         deny = call.policy.deny
         assert deny is not None
         for text in call.texts():
+            lowered = text.lower()
+            if not any(word in lowered for word in deny.first_words):
+                continue
             m = deny.pattern.search(text)
             if m is not None:
                 category = deny.categories.get(" ".join(m.group(0).lower().split()), "keyword")

@@ -93,21 +93,81 @@ class EntityType:
     valid: Callable[[str], bool] | None = None
 
 
-_EMAIL = re.compile(
+class Trigger:
+    """A cheap pattern whose match spans several ``Windowed`` detectors share: found once per text.
+
+    Remembers the spans of the last text it scanned (one entry; the event loop runs one scan at a time), so
+    cards, phones and SSNs cost one scan for digit runs between them, not three.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern)
+        self._last: tuple[str, int, list[tuple[int, int]]] | None = None
+
+    def spans(self, text: str, pos: int) -> list[tuple[int, int]]:
+        last = self._last
+        if last is not None and last[0] is text and last[1] == pos:
+            return last[2]
+        spans = [m.span() for m in self.pattern.finditer(text, pos)]
+        self._last = (text, pos, spans)
+        return spans
+
+
+class Windowed:
+    """A pattern run only around the places a cheap trigger finds ("@" for e-mails, digit runs for cards,
+    phones and SSNs), with ``finditer(text, pos)`` like a compiled pattern.
+
+    Python's regex engine cannot skip ahead to a pattern that starts with a look-behind: it tries every
+    position. The triggers start with a plain character (class), which it scans for fast, and the windows
+    around them are wide enough for any match (``before``/``after``), so the matches are the same.
+    """
+
+    def __init__(self, pattern: str, trigger: Trigger, before: int, after: int) -> None:
+        self.pattern = re.compile(pattern)
+        self.trigger = trigger
+        self.before, self.after = before, after
+
+    def finditer(self, text: str, pos: int = 0) -> Iterator[re.Match[str]]:
+        lo = hi = -1
+        for t_start, t_end in self.trigger.spans(text, pos):
+            start, end = max(pos, t_start - self.before), min(len(text), t_end + self.after)
+            if start <= hi:
+                hi = max(hi, end)
+                continue
+            if hi >= 0:
+                yield from self.pattern.finditer(text, lo, hi)
+            lo, hi = start, end
+        if hi >= 0:
+            yield from self.pattern.finditer(text, lo, hi)
+
+
+# Look-behinds come after the first character where they can: a pattern that starts with a character class
+# is scanned for quickly, one that starts with a look-behind is tried at every position.
+_EMAIL = Windowed(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}(?![\w-])"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}(?![\w-])",
+    Trigger(r"@"),
+    before=70,
+    after=480,
 )
-_PHONE = re.compile(
+_DIGIT_RUN = Trigger(r"\d[\d ().-]{6,}\d")  # 8+ characters of digits and separators: where cards, phones and SSNs are
+_PHONE = Windowed(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
-    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])"
+    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])",
+    _DIGIT_RUN,
+    before=2,
+    after=2,
 )
-_CARD = re.compile(
-    r"(?<![\w-])(?:\d{4}[ -]?){2,3}\d{4}(?:[ -]?\d{1,3})?(?![\w-])|(?<![\w-])3\d{3}[ -]?\d{6}[ -]?\d{5}(?![\w-])"
+_CARD = Windowed(
+    r"(?<![\w-])(?:\d{4}[ -]?){2,3}\d{4}(?:[ -]?\d{1,3})?(?![\w-])|(?<![\w-])3\d{3}[ -]?\d{6}[ -]?\d{5}(?![\w-])",
+    _DIGIT_RUN,
+    before=1,
+    after=2,
 )
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
-_SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_SSN = Windowed(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])", _DIGIT_RUN, before=1, after=2)
 _NINO = re.compile(
-    r"(?<![A-Za-z0-9])(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z](?<!BG|GB|KN|NK|NT|TN|ZZ)"
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"
 )
 

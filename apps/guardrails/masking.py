@@ -7,8 +7,8 @@ people's addresses apart and refer back to them, and nothing of the value goes u
 ``StreamMasker`` masks an answer that arrives in pieces. It holds back the trailing
 ``MAX_CANDIDATE_START`` characters (the longest stretch from where an entity starts to where its
 pattern first matches), plus any candidate that is still growing at the end of what arrived, and
-releases the rest at once. So a card number split over three chunks is masked, and text far from any
-candidate is delayed by at most that many characters.
+releases the rest in steps of ``_RELEASE_STEP`` characters. So a card number split over three chunks is
+masked, and text far from any candidate is delayed by at most ~120 characters (a few dozen tokens).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from apps.guardrails.detectors import ENTITY_TYPES, MAX_CANDIDATE_START, Found, 
 # Characters of already released text kept in front of the buffer: look-behinds (no digit or letter just
 # before a card or an e-mail) see the real preceding character.
 _CONTEXT = 8
+# New text is scanned once this much of it is past the held-back window, not on every token: a stream's
+# text arrives a few characters at a time, and each scan runs every enabled pattern over the buffer.
+_RELEASE_STEP = 24
 # A candidate that keeps growing is held at most this long (a megabyte "token"): then it is released,
 # masked as far as its pattern confirms.
 _MAX_HELD = 16_384
@@ -69,7 +72,7 @@ class StreamMasker:
             return ""
         self.buffer += text
         cut = len(self.buffer) - MAX_CANDIDATE_START
-        if cut <= self.context:
+        if cut - self.context < _RELEASE_STEP:
             return ""
         entities = self.masker.entities
         spans = list(candidate_starts(self.buffer, entities, self.context))

@@ -159,6 +159,9 @@ class PiiPolicy:
 class DenyPolicy:
     pattern: re.Pattern[str]
     categories: dict[str, str]  # lower-cased word -> category ("keyword" or the topic's name)
+    # Each entry's first word, lower-cased: the pattern runs only on text that contains one of them (a
+    # substring test per word is ~100x faster than the case-insensitive alternation over 50 KB of prose).
+    first_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,8 @@ def _deny_policy(value: dict[str, Any]) -> DenyPolicy:
     # Longest first, so "project falcon" wins over "project"; whitespace inside a phrase matches any run of it.
     words = sorted(categories, key=len, reverse=True)
     alternation = "|".join(r"\s+".join(re.escape(part) for part in word.split()) for word in words)
-    return DenyPolicy(re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE), categories)
+    first_words = tuple(sorted({word.split()[0] for word in words}))
+    return DenyPolicy(re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE), categories, first_words)
 
 
 def _classifier(value: dict[str, Any]) -> ClassifierPolicy:

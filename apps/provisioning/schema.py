@@ -50,6 +50,21 @@ _MODEL_LIMITS = {
 }
 
 
+_SECTION = {"type": ["object", "null"], "description": "null switches an inherited section off."}
+GUARDRAILS = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Guardrail policy (docs/guardrails.md); a team's sections replace its organization's.",
+    "properties": {
+        "pii": {**_SECTION, "description": 'Entity type -> mask | block | off: {"entities": {"email": "mask"}}.'},
+        "deny": {**_SECTION, "description": "Denied keywords and topics: {keywords: [...], topics: {name: [...]}}."},
+        "max_input_chars": {"type": ["integer", "null"], "minimum": 1},
+        "moderation": {**_SECTION, "description": "A classifier deployment: {model, kind, thresholds, on_error}."},
+        "prompt_injection": {**_SECTION, "description": "Like moderation, with a prompt-injection classifier."},
+    },
+}
+
+
 def _object(properties: dict, required: tuple[str, ...] = (), description: str = "") -> dict:
     schema = {"type": "object", "additionalProperties": False, "properties": properties}
     if required:
@@ -136,6 +151,7 @@ TEAM = _object(
             "maximum": 31_536_000,
             "description": "Response cache TTL for the team's keys (a key's own setting wins); null or 0: off.",
         },
+        "guardrails": GUARDRAILS,
         "blocked": {"type": "boolean"},
         "members": {"type": "array", "items": MEMBER},
     },
@@ -184,6 +200,7 @@ ORGANIZATION = _object(
         "time_zone": {"type": "string", "description": "IANA zone budget windows align to, e.g. Europe/Berlin."},
         **LIMITS,
         "allowed_models": {**_MODELS, "description": "Empty: every model."},
+        "guardrails": GUARDRAILS,
         "blocked": {"type": "boolean"},
         "access_groups": {
             "type": "array",

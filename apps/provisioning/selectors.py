@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from apps.guardrails.selectors import policy_rows
 from apps.provisioning.fields import (
     ACCESS_GROUP_DEFAULTS,
     CUSTOMER_DEFAULTS,
@@ -87,12 +88,17 @@ def config_export(*, actor_user) -> ConfigExport:
         access_groups = _access_groups(org)
         if access_groups:
             item["access_groups"] = access_groups
+        policies = {p.team_id: p.config for p in policy_rows(organization_id=org.pk) if p.config}
+        if None in policies:
+            item["guardrails"] = policies[None]
         teams = []
         for team in Team.objects.filter(organization=org).order_by("name"):
             team_item = {"name": team.name} | non_default(team, TEAM_DEFAULTS)
             team_members = [m for m in memberships if m.team_id == team.pk]
             if team_members:
                 team_item["members"] = _members(team_members)
+            if team.pk in policies:
+                team_item["guardrails"] = policies[team.pk]
             teams.append(team_item)
         if teams:
             item["teams"] = teams

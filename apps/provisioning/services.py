@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
+from apps.guardrails.models import GuardrailPolicy
+from apps.guardrails.policy import policy_errors
+from apps.guardrails.services import guardrail_policy_delete, guardrail_policy_set
 from apps.provisioning.document import ConfigError, Document, path_label, secret_ref_name
 from apps.provisioning.fields import (
     ACCESS_GROUP_DEFAULTS,
@@ -238,6 +241,7 @@ class _Applier:
                 self._record("~", "organization", name, _details(org, changed))
                 self._call(path, organization_update, actor=self.actor, organization=org, **changed)
         self._access_groups((*path, "access_groups"), org, item.get("access_groups"), prune=True)
+        self._guardrails((*path, "guardrails"), org, None, item.get("guardrails"))
         teams = {}
         for t, team_item in enumerate(item.get("teams", [])):
             teams[team_item["name"]] = self._team((*path, "teams", t), org, team_item)
@@ -264,12 +268,30 @@ class _Applier:
             values = {k: v for k, v in desired.items() if v != TEAM_DEFAULTS[k]}
             team = self._call(path, team_create, actor=self.actor, organization=org, name=item["name"], **values)
             self._record("+", "team", label, _details_new(values))
-            return team
-        changed = changed_values(team, desired)
-        if changed:
-            self._record("~", "team", label, _details(team, changed))
-            self._call(path, team_update, actor=self.actor, team=team, **changed)
+        else:
+            changed = changed_values(team, desired)
+            if changed:
+                self._record("~", "team", label, _details(team, changed))
+                self._call(path, team_update, actor=self.actor, team=team, **changed)
+        self._guardrails((*path, "guardrails"), org, team, item.get("guardrails"))
         return team
+
+    def _guardrails(self, path: tuple, org: Organization, team: Team | None, config: dict | None) -> None:
+        """A scope's guardrail policy as the file says; left out means none (keys' own policies are not in files)."""
+        desired = config or {}
+        errors = policy_errors(desired)
+        if errors:
+            raise self.doc.error(path, "; ".join(errors))
+        row = GuardrailPolicy.objects.filter(organization=org, team=team, key=None).first()
+        if (row.config if row is not None else {}) == desired:
+            return
+        label = f"{org.name}/{team.name}" if team is not None else org.name
+        if not desired:
+            self._record("-", "guardrails", label)
+            self._call(path, guardrail_policy_delete, actor=self.actor, policy=row)
+            return
+        self._record("+" if row is None else "~", "guardrails", label, tuple(sorted(desired)))
+        self._call(path, guardrail_policy_set, actor=self.actor, organization=org, team=team, config=desired)
 
     def _membership(self, path: tuple, org: Organization, team: Team | None, item: dict) -> None:
         user = User.objects.filter(username=item["user"]).first()
