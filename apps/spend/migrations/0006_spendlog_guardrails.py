@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('spend', '0003_spendlog_trace_id'),
+        ('spend', '0005_monthly_spend'),
     ]
 
     operations = [
