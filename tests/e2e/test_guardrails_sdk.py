@@ -198,3 +198,17 @@ def test_policy_change_reaches_a_cached_key(gateway, upstream, tenant, model, op
             break
         time.sleep(0.1)
     assert upstream.last("/chat/completions")["body"]["messages"][0]["content"] == "mail me at [EMAIL_1]"
+
+
+def test_a_key_with_a_policy_is_never_answered_from_the_response_cache(gateway, upstream, tenant, model, operator):
+    """Another key of the team cached an answer to this very prompt: the policy key is still refused."""
+    ask = [{"role": "user", "content": f"charge {CARD}"}]
+    cached_by = make_key(tenant.alpha, alias=unique_name("key"), cache_ttl_seconds=300)
+    for _ in range(2):
+        sdk(gateway, cached_by).chat.completions.create(model=model, messages=ask)
+    guarded = fresh_key(tenant.alpha, operator, pii={"entities": {"payment_card": "block"}})
+    guarded.cache_ttl_seconds = 300
+    guarded.save(update_fields=["cache_ttl_seconds"])
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(gateway, guarded).chat.completions.create(model=model, messages=ask)
+    assert caught.value.body["category"] == "payment_card"

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('spend', '0005_monthly_spend'),
+        ('spend', '0006_spendlog_cache_hit_spendlog_cost_saved'),
     ]
 
     operations = [
