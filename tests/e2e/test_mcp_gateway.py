@@ -9,18 +9,14 @@ server "tools" and grants Alpha echo, add and whoami (not secret_dump).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from decimal import Decimal
 
-import httpx2
 import orjson
 import pytest
 import redis
 from django.conf import settings
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from apps.keys.services import key_revoke
@@ -30,7 +26,7 @@ from apps.teams.audit import Actor
 from tests.factories import UserFactory
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import http
-from tests.support.mcp_server import McpUpstream, stdio_args
+from tests.support.mcp_server import McpUpstream, mcp_session, stdio_args
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.e2e
@@ -56,17 +52,6 @@ def register(root, org, url, team, *, price="0.01", **grant):
     grant.setdefault("tools", ["echo", "add", "whoami"])
     services.mcp_grant_create(actor=root, server=server, team=team, **grant)
     return server
-
-
-@contextlib.asynccontextmanager
-async def mcp_session(gateway, secret: str):
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client,
-        streamable_http_client(gateway.url + "/mcp", http_client=client) as streams,
-        ClientSession(streams[0], streams[1], read_timeout_seconds=30) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 def run(coro):

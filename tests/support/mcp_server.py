@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import urllib.request
 
+import httpx2
 import uvicorn
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context, MCPServer
 from starlette.responses import JSONResponse
 
@@ -47,6 +51,18 @@ class McpUpstream(ServerProcess):
         """Let every ``hold`` call running (and the next ones) return."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/release", timeout=5):
             pass
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(gateway, secret: str):
+    """The SDK's ClientSession over streamable HTTP to ``gateway``'s /mcp with a virtual key, initialized."""
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client,
+        streamable_http_client(gateway.url + "/mcp", http_client=client) as streams,
+        ClientSession(streams[0], streams[1], read_timeout_seconds=30) as session,
+    ):
+        await session.initialize()
+        yield session
 
 
 def main(port: int, name: str, transport: str = "http") -> None:
