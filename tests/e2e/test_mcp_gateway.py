@@ -25,12 +25,20 @@ from apps.mcp.jsonrpc import INVALID_PARAMS, RATE_LIMITED, UNAUTHORIZED, UPSTREA
 from apps.teams.audit import Actor
 from tests.factories import UserFactory
 from tests.support.gateway import *  # noqa: F403
-from tests.support.gateway import http
+from tests.support.gateway import GatewayServer, http
 from tests.support.mcp_server import McpUpstream, mcp_session, stdio_args
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.e2e
 UPSTREAM_SECRET = "Bearer upstream-secret-7f3a9c"
+
+
+@pytest.fixture(scope="module")
+def gateway(django_db_setup, django_db_blocker):
+    """This module's own gateway with overload shedding off: under a loaded machine the shared one may shed a
+    call (503) that these tests expect to reach the limiter or the upstream."""
+    with django_db_blocker.unblock(), GatewayServer(PROXY_SHED_LOOP_LAG_MS="0") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
