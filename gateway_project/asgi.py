@@ -2,7 +2,10 @@
 
 HTTP under ``/v1/`` goes straight to the proxy app (async end to end, never through Django's request
 handler, which alone caps near 1,300 req/s here); the key holder's self-service routes under
-``/v1/key/`` and everything else go to Django; websockets go to channels consumers.
+``/v1/key/`` and everything else go to Django; the ``/v1/realtime`` WebSocket goes to the proxy too
+(authenticated by virtual key, so no origin check), every other websocket to channels consumers. The
+provider pass-through routes ``/openai/``, ``/anthropic/``, ``/gemini/`` are the proxy's as well, and
+``/mcp`` goes to the MCP gateway beside it.
 """
 
 import os
@@ -28,6 +31,8 @@ DJANGO_V1_PREFIXES = ("/v1/key/",)
 # The MCP gateway (docs/mcp.md): beside the proxy, on its event loop, auth cache and limiter chain.
 mcp_app = McpApp(proxy_app)
 MCP_PATHS = ("/mcp", "/mcp/")
+PROXY_WEBSOCKET_PATHS = frozenset({"/v1/realtime", "/v1/realtime/"})
+PASSTHROUGH_PREFIXES = ("/openai/", "/anthropic/", "/gemini/")
 
 
 async def http_dispatch(scope, receive, send):
@@ -57,4 +62,10 @@ async def application(scope, receive, send):
         if path in MCP_PATHS:
             await mcp_app(scope, receive, send)
             return
+        if path.startswith(PASSTHROUGH_PREFIXES):
+            await proxy_app.passthrough(scope, receive, send)
+            return
+    elif scope["type"] == "websocket" and scope["path"] in PROXY_WEBSOCKET_PATHS:
+        await proxy_app.websocket(scope, receive, send)
+        return
     await _router(scope, receive, send)

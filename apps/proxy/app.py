@@ -37,7 +37,9 @@ from apps.proxy.context import CallResult, RequestContext
 from apps.proxy.errors import GatewayError
 from apps.proxy.last_used import LastUsedRecorder
 from apps.proxy.overload import LoadShedder
+from apps.proxy.passthrough import passthrough
 from apps.proxy.providers import build_adapters
+from apps.proxy.realtime import realtime_session
 from apps.proxy.registry import EMPTY_REGISTRY, UNKNOWN_MODEL_RELOAD_SECONDS, Registry, load_registry
 from apps.proxy.resolver import SafeResolver
 from apps.proxy.response_cache.flow import ResponseCache
@@ -306,6 +308,8 @@ class Gateway:
         kind = scope["type"]
         if kind == "http":
             await self.http(scope, receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
@@ -386,6 +390,38 @@ class Gateway:
             )
             with contextlib.suppress(Exception):
                 await self.send_error(send, error, request_id, started)
+
+    async def passthrough(self, scope, receive, send) -> None:
+        """``/openai/*``, ``/anthropic/*``, ``/gemini/*`` (provider-native APIs, see apps/proxy/passthrough.py)."""
+        if not self.ready:
+            await self.startup()
+        started = time.perf_counter()
+        request_id = f"req_{self._id_prefix}{next(self._id_counter):010x}"
+        request_id_var.set(request_id)
+        try:
+            await passthrough(self, scope, receive, send, request_id=request_id, started=started)
+        except ClientGone:
+            return
+        except Exception:
+            logger.exception("unexpected error in %r %r (%s)", scope["method"], scope["path"], request_id)
+            error = GatewayError(
+                502, "The gateway could not complete this request.", code="gateway_error", kind="internal_error"
+            )
+            with contextlib.suppress(Exception):
+                await self.send_error(send, error, request_id, started)
+
+    async def websocket(self, scope, receive, send) -> None:
+        """``/v1/realtime`` (gateway_project/asgi.py sends no other WebSocket path here)."""
+        if not self.ready:
+            await self.startup()
+        started = time.perf_counter()
+        request_id = f"req_{self._id_prefix}{next(self._id_counter):010x}"
+        request_id_var.set(request_id)
+        try:
+            await realtime_session(self, scope, receive, send, request_id=request_id, started=started)
+        except Exception:
+            # A bug of ours: logged with the request id; the server closes the socket (1011) or refuses the upgrade.
+            logger.exception("unexpected error in realtime session %s", request_id)
 
     # --- responses and the end of a request ----------------------------------------------------
     def common_headers(

@@ -99,6 +99,9 @@ class RequestContext:
     session_id: str | None = None
     # Batch submissions charge many requests at once.
     request_units: int = 1
+    # A response inside a realtime session, which already holds the parallel slot for its whole life
+    # (apps/proxy/realtime.py): counted against RPM, TPM and budgets, but takes no second slot.
+    slot_held: bool = False
     started_at: float = field(default_factory=time.perf_counter)
     # The limiter chain's own per-request state (``apps.ratelimit.state.LimiterState``: what it reserved, so
     # post_call releases and reconciles exactly that). Opaque here: the proxy's core never imports the limiters.

@@ -31,6 +31,9 @@ class Price:
     per_audio_second: Decimal = ZERO
     per_character: Decimal = ZERO
     max_output_tokens: int = 4096
+    # Realtime audio tokens (None: billed as text tokens); cached audio input is billed at ``cached_input``.
+    audio_input: Decimal | None = None
+    audio_output: Decimal | None = None
 
 
 def _m(inp: str, out: str, cached: str | None = None, max_out: int = 4096) -> Price:
@@ -39,6 +42,17 @@ def _m(inp: str, out: str, cached: str | None = None, max_out: int = 4096) -> Pr
         output=D(out) * PER_MILLION,
         cached_input=D(cached) * PER_MILLION if cached is not None else None,
         max_output_tokens=max_out,
+    )
+
+
+def _realtime(text_in: str, text_out: str, cached: str, audio_in: str, audio_out: str) -> Price:
+    """A realtime model: text and audio tokens at their own rates (USD per million)."""
+    return Price(
+        input=D(text_in) * PER_MILLION,
+        output=D(text_out) * PER_MILLION,
+        cached_input=D(cached) * PER_MILLION,
+        audio_input=D(audio_in) * PER_MILLION,
+        audio_output=D(audio_out) * PER_MILLION,
     )
 
 
@@ -87,6 +101,9 @@ PRICES: dict[str, Price] = {
     "tts-1": Price(per_character=D("0.000015")),
     "tts-1-hd": Price(per_character=D("0.000030")),
     "rerank-english-v3.0": Price(per_image=D("0")),
+    "gpt-realtime": _realtime("4.00", "16.00", "0.40", "32.00", "64.00"),
+    "gpt-4o-realtime-preview": _realtime("5.00", "20.00", "2.50", "40.00", "80.00"),
+    "gpt-4o-mini-realtime-preview": _realtime("0.60", "2.40", "0.30", "10.00", "20.00"),
 }
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-latest)$")
@@ -122,6 +139,10 @@ def _cache_write_price(deployment: Deployment, base: Price, input_price: Decimal
     return input_price * ANTHROPIC_CACHE_WRITE_FACTOR if _is_anthropic_model(deployment) else None
 
 
+def _extra_price(extra: dict, name: str, default: Decimal | None) -> Decimal | None:
+    return D(str(extra[name])) if name in extra else default
+
+
 def price_for(deployment: Deployment) -> Price:
     """The table's price for this deployment with the deployment's own fields taking precedence."""
     cached = _cache.get(deployment.id)
@@ -145,6 +166,14 @@ def price_for(deployment: Deployment) -> Price:
         ),
         per_character=D(str(extra["cost_per_character"])) if "cost_per_character" in extra else base.per_character,
         max_output_tokens=int(extra.get("max_output_tokens", base.max_output_tokens)),
+        audio_input=D(str(extra["audio_input_cost_per_token"]))
+        if "audio_input_cost_per_token" in extra
+        else base.audio_input,
+        audio_output=(
+            D(str(extra["audio_output_cost_per_token"]))
+            if "audio_output_cost_per_token" in extra
+            else base.audio_output
+        ),
     )
     if len(_cache) > 10_000:
         _cache.clear()
@@ -191,6 +220,32 @@ def call_cost(
     if characters:
         cost += characters * price.per_character
     return cost
+
+
+def realtime_cost(
+    price: Price,
+    *,
+    text_in: int,
+    audio_in: int,
+    cached_text_in: int,
+    cached_audio_in: int,
+    text_out: int,
+    audio_out: int,
+) -> Decimal:
+    """One realtime response (``response.done`` usage): cached input at the cached rate, audio at the audio
+    rates (the text rates when the model has none). ``text_in``/``audio_in`` include their cached parts."""
+    cached_text = min(max(cached_text_in, 0), text_in)
+    cached_audio = min(max(cached_audio_in, 0), audio_in)
+    cached_rate = price.cached_input if price.cached_input is not None else price.input
+    audio_in_rate = price.audio_input if price.audio_input is not None else price.input
+    audio_out_rate = price.audio_output if price.audio_output is not None else price.output
+    return (
+        (text_in - cached_text) * price.input
+        + (audio_in - cached_audio) * audio_in_rate
+        + (cached_text + cached_audio) * cached_rate
+        + text_out * price.output
+        + audio_out * audio_out_rate
+    )
 
 
 def format_cost(cost: Decimal) -> str:

@@ -60,6 +60,8 @@ class ParallelRequestLimiter(ProxyMiddleware):
     async def pre_call(self, ctx: RequestContext) -> None:
         if uncounted_hit(ctx):
             return
+        if ctx.slot_held:
+            return  # a realtime response: its session holds the slot
         plan = plan_for(ctx)
         for scope in await tenant_scopes(ctx):
             if scope.max_parallel_requests is None:
@@ -117,7 +119,7 @@ class DeploymentCapacityLimiter(ProxyMiddleware):
                 Check(WINDOW, _raw_key(tag, "tpm", base), dep.tpm_limit, token_estimate(ctx), "tokens", "model", label,
                       reconcile="tokens")
             )  # fmt: skip
-        if dep.max_parallel_requests is not None:
+        if dep.max_parallel_requests is not None and not ctx.slot_held:
             plan.add(
                 Check(SLOTS, _raw_key(tag, "par", base), dep.max_parallel_requests, 1, "concurrent_requests", "model",
                       label, ttl_ms=int(settings.RATELIMIT_SLOT_TTL_SECONDS * 1000), member=ctx.request_id,

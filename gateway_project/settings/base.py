@@ -324,6 +324,11 @@ GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 10_000, minimum=100)
 PROXY_NUM_RETRIES = env_int("PROXY_NUM_RETRIES", 2, minimum=0)
 # Largest upstream answer (decoded) or single stream event the gateway holds in memory; larger is a 502.
 PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 128 * 1024 * 1024, minimum=1024)
+# /v1/realtime: the longest a WebSocket session may last; the gateway then closes it (code 1008, an
+# ``error`` event with code "session_expired" first). Upstreams cap sessions too (OpenAI: 60 minutes).
+PROXY_REALTIME_MAX_SESSION_SECONDS = env_float("PROXY_REALTIME_MAX_SESSION_SECONDS", 1800.0, minimum=1.0)
+# The largest WebSocket message relayed in either direction (an audio append of a few seconds is ~100 KB).
+PROXY_REALTIME_MAX_MESSAGE_BYTES = env_int("PROXY_REALTIME_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, minimum=1024)
 # Allow deployments on loopback/private addresses (self-hosted models). Link-local/metadata never.
 PROXY_ALLOW_PRIVATE_UPSTREAMS = env_bool("PROXY_ALLOW_PRIVATE_UPSTREAMS", True)
 # Response cache (docs/caching.md), opt-in per key or team (cache_ttl_seconds). "auto": Redis when the gateway

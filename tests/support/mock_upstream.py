@@ -130,6 +130,7 @@ class MockUpstream(ThreadedApp):
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_post("/azure/openai/deployments/{dep}/chat/completions", self.chat)
         app.router.add_post("/gemini/models/{action}", self.gemini)
+        app.router.add_post("/gemini/v1beta/models/{action}", self.gemini)  # the /gemini/* pass-through's paths
         app.router.add_post("/bedrock/model/{model}/{action}", self.bedrock)
         return app
 

@@ -113,7 +113,8 @@ def _with_model(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 class OpenAIAdapter(Adapter):
     name = "openai"
-    ops = frozenset(OP_PATHS)
+    # "realtime": the /v1/realtime WebSocket relay (apps/proxy/realtime.py) connects to ``realtime_url``.
+    ops = frozenset(OP_PATHS) | {"realtime"}
 
     def base_url(self, dep: Deployment) -> str:
         if dep.api_base:
@@ -125,6 +126,10 @@ class OpenAIAdapter(Adapter):
 
     def auth_headers(self, dep: Deployment) -> dict[str, str]:
         return {"authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
+
+    def realtime_url(self, dep: Deployment) -> str:
+        """The upstream's realtime WebSocket (an http(s) URL: aiohttp's ws_connect upgrades it)."""
+        return f"{self.base_url(dep)}/realtime?model={quote(dep.model, safe='')}"
 
     def wants_stream_usage(self, dep: Deployment) -> bool:
         preset = str(dep.extra.get("preset", "openai" if self.name == "openai" else ""))
@@ -222,6 +227,7 @@ class OpenAIAdapter(Adapter):
 
 class OpenAICompatibleAdapter(OpenAIAdapter):
     name = "openai_compatible"
+    ops = frozenset(OP_PATHS)  # no realtime: the servers behind this provider do not speak it
 
 
 class AzureAdapter(OpenAIAdapter):
@@ -229,6 +235,7 @@ class AzureAdapter(OpenAIAdapter):
 
     name = "azure"
     DEFAULT_API_VERSION = "2024-10-21"
+    REALTIME_API_VERSION = "2025-04-01-preview"
 
     def url(self, dep: Deployment, call: Call) -> str:
         version = dep.api_version or self.DEFAULT_API_VERSION
@@ -239,6 +246,11 @@ class AzureAdapter(OpenAIAdapter):
 
     def auth_headers(self, dep: Deployment) -> dict[str, str]:
         return {"api-key": dep.api_key} if dep.api_key else {}
+
+    def realtime_url(self, dep: Deployment) -> str:
+        # Realtime needs a preview api-version the chat routes may not use: extra["realtime_api_version"].
+        version = str(dep.extra.get("realtime_api_version") or dep.api_version or self.REALTIME_API_VERSION)
+        return f"{dep.api_base}/openai/realtime?api-version={quote(version)}&deployment={quote(dep.model, safe='')}"
 
     def wants_stream_usage(self, dep: Deployment) -> bool:
         return bool(dep.extra.get("stream_usage", True))
