@@ -126,10 +126,13 @@ class RealtimeSession:
             result = CallResult(status=exc.status, error_type=exc.kind)
             await deny(self.scope, self.send, exc.status, exc.to_body(), self._headers() + encode_headers(exc.headers))
         else:
-            result = await self._serve(upstream, dep)
-            result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
-            # The session itself is no ledger row (its responses are): only the slot and the counts to settle.
-            await gw.finish(ctx, result, pre_called=True, event=None)
+            try:
+                result = await self._serve(upstream, dep)
+            finally:  # whatever happened (a client gone before the accept, a bug, a cancelled task): slot released
+                result.deployment_id, result.llm_provider = dep.id, dep.provider
+                result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
+                # The session itself is no ledger row (its responses are): only the slot and the counts to settle.
+                await gw.finish(ctx, result, pre_called=True, event=None)
             return
         result.deployment_id, result.llm_provider = ctx.deployment_id, ctx.llm_provider
         result.latency_ms = (time.perf_counter() - ctx.started_at) * 1000
@@ -186,33 +189,28 @@ class RealtimeSession:
     async def _serve(self, upstream: aiohttp.ClientWebSocketResponse, dep: Deployment) -> CallResult:
         """Accept, relay both ways until one side closes or the session cap, close the other side."""
         offered = subprotocols(self.scope)
-        await self.send(
-            {
-                "type": "websocket.accept",
-                "subprotocol": "realtime" if "realtime" in offered else None,
-                "headers": self._headers(dep.label),
-            }
-        )
-        self.client_open = True
         ledger = ResponseLedger(self.gw, self.ctx, dep, price_for(dep), self._send_text, upstream.send_str)
-        to_upstream = asyncio.ensure_future(self._client_to_upstream(upstream, ledger))
-        to_client = asyncio.ensure_future(self._upstream_to_client(upstream, ledger))
+        to_upstream = to_client = None
         cap = settings.PROXY_REALTIME_MAX_SESSION_SECONDS
-        remaining = max(0.0, cap - (time.perf_counter() - self.ctx.started_at))
         result = CallResult(status=200)
         try:
+            await self.send(
+                {
+                    "type": "websocket.accept",
+                    "subprotocol": "realtime" if "realtime" in offered else None,
+                    "headers": self._headers(dep.label),
+                }
+            )
+            self.client_open = True
+            to_upstream = asyncio.ensure_future(self._client_to_upstream(upstream, ledger))
+            to_client = asyncio.ensure_future(self._upstream_to_client(upstream, ledger))
+            remaining = max(0.0, cap - (time.perf_counter() - self.ctx.started_at))
             done, _pending = await asyncio.wait(
                 {to_upstream, to_client}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
                 result.error_type = "session_expired"
-                message = f"The session reached the gateway's maximum duration of {cap:g} seconds."
-                error = {"type": "invalid_request_error", "code": "session_expired", "message": message, "param": None}
-                await self._send_text(
-                    orjson.dumps(
-                        {"type": "error", "event_id": f"event_gw_{self.ctx.request_id}", "error": error}
-                    ).decode()
-                )
+                await self._send_text(self._expired_event(cap))
                 await self._close_client(CLOSE_POLICY, "session length limit reached")
             elif to_client in done:  # the upstream closed (or broke): tell the client the same way
                 code = upstream.close_code
@@ -221,9 +219,10 @@ class RealtimeSession:
             else:
                 result.error_type = None  # the client closed: the ordinary end of a session
         finally:
-            for task in (to_upstream, to_client):
+            tasks = [task for task in (to_upstream, to_client) if task is not None]
+            for task in tasks:
                 task.cancel()
-            for task in (to_upstream, to_client):
+            for task in tasks:
                 with contextlib.suppress(BaseException):
                     await task
             with contextlib.suppress(Exception):

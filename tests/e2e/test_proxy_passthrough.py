@@ -6,8 +6,10 @@ and OpenAI-native routes. Alice's key, the deployments' own upstream keys.
 from __future__ import annotations
 
 from decimal import Decimal
+from http.client import HTTPConnection
 
 import anthropic
+import orjson
 import pytest
 
 from tests.support.gateway import *  # noqa: F403
@@ -188,3 +190,22 @@ def test_upstream_errors_are_relayed_without_the_deployment_secrets(gateway, ups
     )
     assert bad.status_code == 400 and bad.json()["error"]["message"] == "upstream says no"
     assert spend_event(bad.headers["x-request-id"])["status"] == 400
+
+
+def test_a_stream_is_relayed_as_it_comes_and_a_client_leaving_is_recorded(gateway, upstream, tenant):
+    name = unique_name("drip")
+    deploy(gateway, {"model_name": name, "provider": "openai", "model": "drip", "api_base": upstream.url})
+    connection = HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    body = {"model": name, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    connection.request(
+        "POST", "/openai/v1/chat/completions", body=orjson.dumps(body),
+        headers={**bearer(tenant.alice_key), "content-type": "application/json"},
+    )  # fmt: skip
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("content-type").startswith("text/event-stream")
+    # The upstream drips a chunk every 100 ms for 30 s: the first one arrives long before the stream ends.
+    assert response.fp.readline().startswith(b"data: ")
+    request_id = response.getheader("x-request-id")
+    connection.close()
+    row = spend_event(request_id, timeout=20)
+    assert row["status"] == 499 and row["error_type"] == "client_disconnect"
