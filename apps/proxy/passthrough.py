@@ -28,6 +28,7 @@ from apps.proxy.passthrough_rules import (
     FORWARDED_HEADERS,
     NATIVES,
     Native,
+    estimate_call,
     path_model,
     path_segments,
     query_key,
@@ -35,7 +36,7 @@ from apps.proxy.passthrough_rules import (
     upstream_path,
     upstream_query,
 )
-from apps.proxy.pricing import call_cost, price_for, token_cost
+from apps.proxy.pricing import call_cost, price_for
 from apps.proxy.providers.base import (
     ERROR_BODY_BYTES,
     Usage,
@@ -45,7 +46,7 @@ from apps.proxy.providers.base import (
     upstream_io_error,
 )
 from apps.proxy.registry import Deployment
-from apps.proxy.tokens import estimate_prompt_tokens, explicit_max_tokens, reject_client_upstream
+from apps.proxy.tokens import reject_client_upstream
 from apps.ratelimit import observe
 from apps.ratelimit.errors import ProxyRateLimitError
 
@@ -84,7 +85,7 @@ async def passthrough(gw: ProxyGateway, scope, receive, send, *, request_id: str
         dep, upstream_model = await _deployment(gw, ctx, native, parts, body)
         if body is not None and upstream_model is not None and isinstance(body.get("model"), str):
             raw = orjson.dumps({**body, "model": upstream_model})
-        _estimate(ctx, dep, body, scope["method"])
+        estimate_call(ctx, dep, body, scope["method"])
         pre_called = True
         await gw.chain.pre_call(ctx)
         url = native.base(dep) + upstream_path(native, parts, upstream_model) + upstream_query(scope["query_string"])
@@ -166,19 +167,6 @@ async def _default_deployment(gw: ProxyGateway, ctx: RequestContext, native: Nat
     return dep
 
 
-def _estimate(ctx: RequestContext, dep: Deployment, body: dict[str, Any] | None, method: str) -> None:
-    if body is None or method != "POST":
-        return
-    price = price_for(dep)
-    ctx.estimated_prompt_tokens = estimate_prompt_tokens(body)
-    config = body.get("generationConfig") if isinstance(body.get("generationConfig"), dict) else {}
-    cap = explicit_max_tokens(body) or config.get("maxOutputTokens")
-    ctx.max_output_tokens = cap if isinstance(cap, int) and cap > 0 else price.max_output_tokens
-    ctx.estimated_cost = token_cost(
-        price, prompt_tokens=ctx.estimated_prompt_tokens, completion_tokens=ctx.max_output_tokens
-    )
-
-
 async def _relay(
     gw: ProxyGateway, ctx, native: Native, dep: Deployment, method: str, url: str, raw: bytes, headers, receive, send
 ) -> CallResult:
@@ -227,32 +215,45 @@ async def _relay_error(gw: ProxyGateway, ctx, dep: Deployment, response: aiohttp
 async def _relay_body(
     gw: ProxyGateway, ctx, native: Native, dep: Deployment, response: aiohttp.ClientResponse, receive, send
 ) -> CallResult:
+    """A whole answer of declared length is sent in one piece with its length (as /v1 does); streams and
+    answers of unknown length are relayed chunk by chunk as they arrive."""
     content_type = response.headers.get("content-type", "application/octet-stream")
     streaming = "event-stream" in content_type
     usage, buffer, kept = Usage(), bytearray(), bytearray()
-    head = gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label) + encode_headers(
+    head = [(b"content-type", content_type.encode("latin-1"))]
+    head += gw.common_headers(ctx.request_id, ctx.started_at, deployment=dep.label) + encode_headers(
         ctx.response_headers
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": [(b"content-type", content_type.encode("latin-1")), *head],
-        }
-    )
+    length = response.content_length
+    if (
+        not streaming
+        and length is not None
+        and length <= USAGE_BODY_BYTES
+        and "Content-Encoding" not in response.headers
+    ):
+        try:
+            kept[:] = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise upstream_io_error(dep.provider, exc, "The upstream connection broke.") from None
+        head.append((b"content-length", str(len(kept)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": head})
+        await send({"type": "http.response.body", "body": bytes(kept)})
+        status, error = 200, None
+    else:
+        await send({"type": "http.response.start", "status": response.status, "headers": head})
 
-    async def pump() -> None:
-        async for data in response.content.iter_any():
-            if streaming:
-                for _name, payload in sse_events(buffer, data):
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        take_usage(native.name, orjson.loads(payload), usage)
-            elif len(kept) + len(data) <= USAGE_BODY_BYTES:
-                kept.extend(data)
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        async def pump() -> None:
+            async for data in response.content.iter_any():
+                if streaming:
+                    for _name, payload in sse_events(buffer, data):
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            take_usage(native.name, orjson.loads(payload), usage)
+                elif len(kept) + len(data) <= USAGE_BODY_BYTES:
+                    kept.extend(data)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    status, error = await _pumped(pump, receive)
+        status, error = await _pumped(pump, receive)
     if not streaming and kept and "json" in content_type:
         with contextlib.suppress(orjson.JSONDecodeError):
             take_usage(native.name, orjson.loads(bytes(kept)), usage)

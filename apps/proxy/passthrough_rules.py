@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from apps.proxy.context import RequestContext
 from apps.proxy.errors import GatewayError, bad_request
+from apps.proxy.pricing import price_for, token_cost
 from apps.proxy.providers.anthropic_format import cache_write_tokens, messages_usage
 from apps.proxy.providers.base import Usage
 from apps.proxy.providers.openai import PRESETS
 from apps.proxy.registry import Deployment
+from apps.proxy.tokens import estimate_prompt_tokens, explicit_max_tokens
 
 # One path segment as provider APIs write them: ids, model names, "models/gemini-2.0-flash:generateContent".
 # No percent-encoding at all (an encoded slash or dot would change the path once the upstream decodes it).
@@ -122,6 +125,20 @@ def query_key(query_string: bytes) -> str | None:
         if name == "key" and value:
             return value
     return None
+
+
+def estimate_call(ctx: RequestContext, dep: Deployment, body: dict[str, Any] | None, method: str) -> None:
+    """What the limiters reserve: the prompt estimate and the output cap the body sets (else the model's)."""
+    if body is None or method != "POST":
+        return
+    price = price_for(dep)
+    ctx.estimated_prompt_tokens = estimate_prompt_tokens(body)
+    config = body.get("generationConfig") if isinstance(body.get("generationConfig"), dict) else {}
+    cap = explicit_max_tokens(body) or config.get("maxOutputTokens")
+    ctx.max_output_tokens = cap if isinstance(cap, int) and cap > 0 else price.max_output_tokens
+    ctx.estimated_cost = token_cost(
+        price, prompt_tokens=ctx.estimated_prompt_tokens, completion_tokens=ctx.max_output_tokens
+    )
 
 
 # --- usage as each provider reports it ---------------------------------------------------------------
