@@ -158,11 +158,14 @@ class ResponseLedger:
         return orjson.dumps(event).decode()
 
     async def close(self) -> None:
-        """The session ended: every response still open is billed for the text it sent (no usage came)."""
-        open_responses = list(self.pending) + list(self.active.values())
+        """The session ended. A response the upstream started is billed for the text it sent (no usage came);
+        one it never started (still waiting for its ``response.created``) gives its reservation back."""
+        waiting, started = list(self.pending), list(self.active.values())
         self.pending.clear()
         self.active.clear()
-        for response in open_responses:
+        for response in waiting:
+            await self._finish(response, CallResult(status=499, error_type="session_closed"))
+        for response in started:
             await self._bill(response, None, 499, "session_closed")
 
     # --- internals ---------------------------------------------------------------------------------
