@@ -148,19 +148,20 @@ async def relay_stream(
 
     async def pump() -> None:
         try:
-            async for item in reply.chunks:
-                if chunk_filter is not None:
-                    item = chunk_filter.apply(item)
-                data = encoder.encode(item)
-                outcome.sent_chars += _content_chars(item)
-                if outcome.text is not None:
-                    outcome.text.append(_content_text(item))
-                if keeper is not None:
-                    keeper.add(item)
-                if data:
-                    if outcome.ttft_ms is None:
-                        outcome.ttft_ms = (time.perf_counter() - started) * 1000
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            async for upstream_item in reply.chunks:
+                # The guardrails may rewrite an item, hold all of its text back (no item) or add one before it.
+                items = (upstream_item,) if chunk_filter is None else chunk_filter.apply(upstream_item)
+                for item in items:
+                    data = encoder.encode(item)
+                    outcome.sent_chars += _content_chars(item)
+                    if outcome.text is not None:
+                        outcome.text.append(_content_text(item))
+                    if keeper is not None:
+                        keeper.add(item)
+                    if data:
+                        if outcome.ttft_ms is None:
+                            outcome.ttft_ms = (time.perf_counter() - started) * 1000
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
             if chunk_filter is not None:
                 for obj in chunk_filter.flush():  # text still held back when the upstream stopped
                     held = Chunk(obj)

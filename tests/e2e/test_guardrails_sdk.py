@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import anthropic
 import openai
 import pytest
 from openai import OpenAI
@@ -212,3 +213,28 @@ def test_a_key_with_a_policy_is_never_answered_from_the_response_cache(gateway, 
     with pytest.raises(openai.BadRequestError) as caught:
         sdk(gateway, guarded).chat.completions.create(model=model, messages=ask)
     assert caught.value.body["category"] == "payment_card"
+
+
+MASKED = LEAKED.replace(CARD, "[CARD_1]").replace("bob@example.com", "[EMAIL_1]")
+
+
+def test_native_anthropic_and_responses_streams_are_masked_too(gateway, upstream, tenant, operator):
+    claude, gpt = unique_name("claude"), unique_name()
+    deploy(
+        gateway,
+        {"model_name": claude, "provider": "anthropic", "model": "leak-pii", "api_base": upstream.base},
+        {"model_name": gpt, "provider": "openai", "model": "leak-pii", "api_base": upstream.url},
+    )
+    key = fresh_key(tenant.alpha, operator, pii={"entities": {"payment_card": "mask", "email": "mask"}})
+    native = anthropic.Anthropic(base_url=gateway.url, api_key=key.secret, max_retries=0)
+    with native.messages.stream(model=claude, max_tokens=100, messages=[{"role": "user", "content": "go"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == MASKED and final.content[0].text == MASKED
+    events = list(sdk(gateway, key).responses.create(model=gpt, input="go", stream=True))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == MASKED
+    done = next(e for e in events if e.type == "response.output_text.done")
+    completed = next(e for e in events if e.type == "response.completed")
+    assert done.text == MASKED and completed.response.output_text == MASKED
+    assert "4111" not in str([e.model_dump() for e in events])

@@ -10,8 +10,8 @@ Gemini ``generateContent``/``streamGenerateContent``/``batchEmbedContents`` and 
 - ``break-stream``: sends a few chunks, then drops the connection; ``reset-stream``: the same, then a TCP RST
 - ``uses-max-tokens``: reports as many completion tokens as the request's max_tokens allowed (the worst
   case a budget must be able to pay; non-streaming chat and messages)
-- ``leak-pii``: chat answers a fixed text holding a card number and an e-mail address (``LEAKED``), streamed
-  in 5-character pieces so the card number is split across chunks
+- ``leak-pii``: chat, messages and responses answer a fixed text holding a card number and an e-mail address
+  (``LEAKED``), streamed in 5-character pieces so the card number is split across chunks
 - ``llama-guard``: chat answers like Llama Guard: ``unsafe\nS1`` when the last user message says "attack",
   else ``safe``. ``/v1/moderations`` scores "violence" 0.93 (flagged) for input that says "attack"
 - anything else answers normally. Every request is recorded in ``requests`` (path, headers, body).
@@ -72,6 +72,10 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
                 return content
             return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
     return ""
+
+
+def _pieces(text: str, size: int = 5) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _sse(obj: Any) -> bytes:
@@ -299,7 +303,8 @@ class MockUpstream(ThreadedApp):
             await response.write(
                 _event("response.created", {"type": "response.created", "sequence_number": 0, "response": started})
             )
-            for i, piece in enumerate(("responses", " ok")):
+            pieces = ("responses", " ok") if body.get("model") != "leak-pii" else _pieces(LEAKED)
+            for i, piece in enumerate(pieces):
                 await response.write(
                     _event(
                         "response.output_text.delta",
@@ -314,6 +319,10 @@ class MockUpstream(ThreadedApp):
                         },
                     )
                 )
+            if body.get("model") == "leak-pii":
+                final["output"][0]["content"][0]["text"] = LEAKED
+                done = {"type": "response.output_text.done", "item_id": "msg_up", "output_index": 0}
+                await response.write(_event("response.output_text.done", {**done, "content_index": 0, "text": LEAKED}))
             await response.write(
                 _event("response.completed", {"type": "response.completed", "sequence_number": 3, "response": final})
             )
@@ -496,7 +505,8 @@ class MockUpstream(ThreadedApp):
                     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
                 )
             )
-            for piece in ("Hello", " from", " Claude"):
+            pieces = ("Hello", " from", " Claude") if model != "leak-pii" else _pieces(LEAKED)
+            for piece in pieces:
                 await response.write(
                     _event(
                         "content_block_delta",
