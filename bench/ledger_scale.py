@@ -122,7 +122,7 @@ def generate(rows: int, months: int, orgs: int, keys: int) -> dict:
                 INSERT INTO spend_spendlog (request_id, created_at, route, status, model, llm_provider, deployment_id,
                   organization_id, team_id, key_id, key_alias, user_id, customer_id, session_id, prompt_tokens,
                   completion_tokens, cached_tokens, cost, latency_ms, ttft_ms, overhead_ms, upstream_ttfb_ms,
-                  retries, error_type, limit_type, metadata, trace_id)
+                  retries, error_type, limit_type, metadata, trace_id, cache_hit, cost_saved, guardrails)
                 SELECT 'req_' || g, %(first)s::timestamptz + make_interval(secs => g * %(step)s),
                   '/v1/chat/completions', s.status, (%(models)s::text[])[1 + (g / 7) %% 5], 'openai',
                   (%(deployments)s::bigint[])[1 + (g / 7) %% 5], k.organization_id, k.team_id, k.id, 'key' || k.n,
@@ -131,7 +131,7 @@ def generate(rows: int, months: int, orgs: int, keys: int) -> dict:
                   CASE WHEN s.status = 429 THEN 'rate_limit:requests' WHEN s.status = 502 THEN 'upstream_error'
                        ELSE '' END,
                   CASE WHEN s.status = 429 THEN 'requests' ELSE '' END, '{}'::jsonb,
-                  CASE WHEN g %% 20 = 0 THEN md5(g::text) ELSE '' END
+                  CASE WHEN g %% 20 = 0 THEN md5(g::text) ELSE '' END, false, 0, '{}'::jsonb
                 FROM generate_series(%(begin)s::bigint, %(end)s::bigint) g
                 JOIN bench_keys k ON k.n = (g * 7919) %% %(keys)s
                 CROSS JOIN LATERAL (SELECT CASE WHEN (g / 3) %% 50 = 0 THEN 429 WHEN (g / 3) %% 100 = 1 THEN 502
@@ -339,8 +339,10 @@ def run(args, dsn: str, workdir: Path | None) -> None:
     generation_min = (time.perf_counter() - started) / 60
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database())), "
-                       "(SELECT count(*) FROM spend_dailyspend)")  # fmt: skip
-        size, daily_rows = cursor.fetchone()
+                       "(SELECT count(*) FROM spend_dailyspend), (SELECT count(*) FROM spend_monthlyspend), "
+                       "(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
+                       " WHERE inhparent = 'spend_spendlog'::regclass)")  # fmt: skip
+        size, daily_rows, monthly_rows, ledger_bytes = cursor.fetchone()
     statements: list[tuple[str, str]] = []
     for label, operation in operations(ids):
         for i, sql in enumerate(captured(operation)):
@@ -353,7 +355,8 @@ def run(args, dsn: str, workdir: Path | None) -> None:
         for index, (_, sql) in enumerate(statements):
             cold[index] = timed(sql)
     print(f"ledger rows {args.rows:,} over {args.months} months, {args.orgs} orgs, {args.keys} keys; "
-          f"daily aggregate rows {daily_rows:,}; database {size}; generated in {generation_min:.1f} min")  # fmt: skip
+          f"daily aggregate rows {daily_rows:,}, monthly {monthly_rows:,}; database {size}, ledger with indexes "
+          f"{ledger_bytes / args.rows:,.0f} bytes per row; generated in {generation_min:.1f} min")  # fmt: skip
     print(f"{'query':58} {'cold ms':>8} {'warm ms':>8}  plan (scan nodes)")
     slowest = 0.0
     for index, (label, sql) in enumerate(statements):

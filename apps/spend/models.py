@@ -153,7 +153,12 @@ class DailySpend(models.Model):
         verbose_name_plural = "daily spend"
         ordering = ["-day"]
         indexes = [
-            models.Index(fields=["day"], name="dailyspend_day"),
+            # Covering: the dashboard's per-day chart (any viewer's tenant filter, the cost) is an index-only scan.
+            models.Index(
+                fields=["day"],
+                include=["organization", "team", "user", "cost", "requests"],
+                name="dailyspend_day_totals",
+            ),
             models.Index(fields=["organization", "day"], name="dailyspend_org"),
             models.Index(fields=["team", "day"], name="dailyspend_team"),
             models.Index(fields=["key", "day"], name="dailyspend_key"),
