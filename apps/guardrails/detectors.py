@@ -186,9 +186,9 @@ ENTITY_TYPES: dict[str, EntityType] = {
 ENTITY_NAMES = tuple(ENTITY_TYPES)
 
 # The longest stretch from where a candidate starts to where it first matches (an e-mail's 64-character
-# local part plus "@a.bc"; a 34-character IBAN with spaces; the longest fixed-length token shapes).
+# local part plus "@a.bc"; an Azure storage key's 99 characters; a PyPI token's 90).
 # A stream scanner holds back this many trailing characters, and no more, unless a candidate is still growing.
-MAX_CANDIDATE_START = 96
+MAX_CANDIDATE_START = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ people's addresses apart and refer back to them, and nothing of the value goes u
 ``MAX_CANDIDATE_START`` characters (the longest stretch from where an entity starts to where its
 pattern first matches), plus any candidate that is still growing at the end of what arrived, and
 releases the rest in steps of ``_RELEASE_STEP`` characters. So a card number split over three chunks is
-masked, and text far from any candidate is delayed by at most ~120 characters (a few dozen tokens).
+masked, and text far from any candidate is delayed by at most ~150 characters (a few dozen tokens).
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ EXTRA_PATTERNS = (
     r"gsk_[A-Za-z0-9]{40,}",
     r"xai-[A-Za-z0-9]{40,}",
     r"[Bb]earer\s+[A-Za-z0-9._~+/-]{20,}=*",
+    # A whole PEM private key, header to footer (detect-secrets flags only its BEGIN line, and masking that
+    # alone would send the key material on). Unterminated at the end of the text: to the end (a stream
+    # holds it back while it grows).
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY((?: BLOCK)?)-----[A-Za-z0-9+/=\s:,.-]*?(?:-----END \1PRIVATE KEY\2-----|$)",
 )
 # Patterns without a literal prefix scan every position of the text; these literals must be in the
 # text for them to match at all, and a substring test (C speed) skips them on ordinary prose.
@@ -66,6 +70,7 @@ REQUIRED_LITERAL: dict[str, tuple[str, ...]] = {
     "(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}": ("A3T", "ABIA", "ACCA", "AKIA", "ASIA"),
     "sk-[A-Za-z0-9-_]*[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}": ("T3BlbkFJ",),
     r"[Bb]earer\s+[A-Za-z0-9._~+/-]{20,}=*": ("earer",),
+    EXTRA_PATTERNS[-1]: ("PRIVATE KEY",),
 }
 _SLACK_WEBHOOK_LITERAL = ("hooks.slack.com",)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.guardrails.detectors import ENTITY_NAMES, find, iban_valid, luhn_valid
+from apps.guardrails.detectors import ENTITY_NAMES, MAX_CANDIDATE_START, find, iban_valid, luhn_valid
 from apps.guardrails.masking import BlockedInAnswer, Masker, StreamMasker
 from apps.guardrails.policy import PolicyError, policy_errors, policy_validate, resolve
 
@@ -100,7 +100,7 @@ def test_card_split_over_chunks_is_masked():
 
 def test_stream_releases_text_far_from_candidates_at_once():
     released, _ = stream(["x" * 500, "y" * 10])
-    assert len(released[0]) >= 500 - 96  # only the trailing window is held back
+    assert len(released[0]) >= 500 - MAX_CANDIDATE_START  # only the trailing window is held back
     assert "".join(released) == "x" * 500 + "y" * 10
 
 
@@ -157,3 +157,16 @@ def test_deny_pattern_whole_words_any_case():
     assert not policy.deny.pattern.search("falconry is a hobby")
     m = policy.deny.pattern.search("an Assault\nRifle")
     assert m and policy.deny.categories[" ".join(m.group(0).lower().split())] == "weapons"
+
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgwMbRvI0MBZhpF\n" * 1
+
+
+def test_a_private_key_is_masked_whole_in_text_and_in_streams():
+    key = PEM + "q83bHBbD0nRXq2Yw+ZkM8L4w==\n-----END RSA PRIVATE KEY-----"
+    text = f"my key:\n{key}\nthanks"
+    assert Masker(("secret",)).mask(text) == "my key:\n[SECRET_1]\nthanks"
+    _, streamed = stream([text[i : i + 7] for i in range(0, len(text), 7)], entities=("secret",))
+    assert streamed == "my key:\n[SECRET_1]\nthanks"
+    _, cut_short = stream(["my key:\n", PEM, "AAAA"], entities=("secret",))  # the stream ends inside the key
+    assert cut_short == "my key:\n[SECRET_1]"
