@@ -96,10 +96,11 @@ class RequestExplorerAdmin(ReadOnlyTenantAdmin):
                 )
             },
         ),
+        ("Guardrails", {"fields": ("guardrail_outcomes",)}),  # docs/guardrails.md
     )
     readonly_fields = (
         *("trace", "organization_name", "team_name", "user_name", "total_time", "overhead", "upstream_ttfb"),
-        *("first_token", "served_by", "tried", "total_tokens", "refused_by"),
+        *("first_token", "served_by", "tried", "total_tokens", "refused_by", "guardrail_outcomes"),
     )
 
     # --- the list ------------------------------------------------------------------------------
@@ -165,6 +166,19 @@ class RequestExplorerAdmin(ReadOnlyTenantAdmin):
             return "-"
         scope = row.metadata.get("limit_scope") if isinstance(row.metadata, dict) else None
         return f"{row.limit_type} ({scope} limit)" if scope else row.limit_type
+
+    @admin.display(description="outcomes")
+    def guardrail_outcomes(self, row: SpendLog) -> str:
+        """Each guardrail's outcome per stage ("pii: request masked, answer passed (email)"); types, never text."""
+        outcomes = row.guardrails if isinstance(row.guardrails, dict) else {}
+        lines = []
+        for name, entry in sorted(outcomes.items()):
+            if not isinstance(entry, dict):
+                continue
+            stages = ", ".join(f"{stage} {entry[stage]}" for stage in ("request", "answer") if stage in entry)
+            categories = entry.get("categories")
+            lines.append(f"{name}: {stages}" + (f" ({', '.join(map(str, categories))})" if categories else ""))
+        return "; ".join(lines) or "-"
 
     @admin.display(description="organization")
     def organization_name(self, row: SpendLog) -> str:

@@ -257,3 +257,16 @@ def test_a_refusals_page_names_the_limit_and_the_level_that_refused(alpha, alice
     row = SpendLog.objects.get(request_id=request_id)
     page = login(alice).get(f"{LIST}{row.pk}/change/").content.decode()
     assert "tokens (team limit)" in page
+
+
+def test_the_detail_page_shows_each_guardrails_outcome_from_the_ingested_event(alpha, alice):
+    key = VirtualKeyFactory(team=alpha, user=alice, alias="guarded-app")
+    outcomes = {
+        "pii": {"request": "masked", "answer": "passed", "categories": ["email"]},
+        "moderation": {"request": "blocked", "categories": ["violence"]},
+    }
+    request_id = record(key, status=400, guardrails=outcomes)
+    row = SpendLog.objects.get(request_id=request_id)
+    assert row.guardrails == outcomes  # the spend event's outcomes, ingested as they were
+    page = login(alice).get(f"{LIST}{row.pk}/change/").content.decode()
+    assert "moderation: request blocked (violence); pii: request masked, answer passed (email)" in page
