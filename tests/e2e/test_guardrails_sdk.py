@@ -7,11 +7,13 @@ a refused one must not arrive at all.
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import anthropic
 import openai
 import pytest
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from apps.guardrails.services import guardrail_policy_set
 from apps.teams.audit import Actor
@@ -69,9 +71,21 @@ def test_masked_prompt_reaches_the_upstream_masked(gateway, upstream, tenant, mo
     }
 
 
+def blocked_count(gateway) -> float:
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "gateway_guardrail_outcomes_total"
+        and s.labels == {"guardrail": "pii", "stage": "request", "outcome": "blocked"}
+    )
+
+
 def test_blocked_prompt_never_reaches_the_upstream(gateway, upstream, tenant, model, operator):
     key = fresh_key(tenant.alpha, operator, pii={"entities": {"payment_card": "block", "email": "mask"}})
-    before = upstream_count(upstream)
+    before, counted = upstream_count(upstream), blocked_count(gateway)
     with pytest.raises(openai.BadRequestError) as caught:
         sdk(gateway, key).chat.completions.create(
             model=model, messages=[{"role": "user", "content": f"charge {CARD} for me@example.com"}]
@@ -85,6 +99,7 @@ def test_blocked_prompt_never_reaches_the_upstream(gateway, upstream, tenant, mo
     event = spend_event(caught.value.response.headers["x-request-id"])
     assert event["status"] == 400
     assert event["guardrails"]["pii"] == {"request": "blocked", "categories": ["payment_card"]}
+    assert blocked_count(gateway) == counted + 1  # Prometheus: no tenant, key or category label
 
 
 def test_streamed_answer_is_masked_even_when_the_card_is_split_across_chunks(gateway, upstream, tenant, operator):
