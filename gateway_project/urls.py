@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -8,7 +10,14 @@ from apps.ratelimit.views import metrics_view
 from apps.sso.views import sso_logout
 from gateway_project import health
 
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask for /favicon.ico whatever the page says: point them at the static (hashed, cached) icon."""
+    return HttpResponseRedirect(static("gateway/favicon.ico"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon, name="favicon"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     # The gateway's own admin pages (live traffic, deployment health) before the admin's catch-all.

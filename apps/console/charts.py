@@ -14,6 +14,10 @@ from decimal import Decimal
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+# An upper bound on one character's advance at the axis' 11 px (digits and "$" are about 6.1 px in the
+# admin's sans-serif fonts; the chart scales down with the page, so the margin scales with it).
+AXIS_CHAR_WIDTH = 7.0
+
 
 @dataclass(frozen=True)
 class Point:
@@ -62,20 +66,23 @@ def bar_chart(
     label_every: int = 1,
 ) -> SafeString:
     """A bar chart with a labelled y axis (0, half, max) and every ``label_every``-th x label."""
-    left, right, top, bottom = 56, 8, 12, 24
-    plot_w, plot_h = width - left - right, height - top - bottom
     fmt = format_money if money else format_count
     peak = nice_ceiling(max((float(p.value) for p in points), default=0.0))
+    ticks = [(fraction, fmt(peak * fraction)) for fraction in (0.0, 0.5, 1.0)]
+    # The y axis is as wide as its longest label ("$0.00050" is 8 characters at 11 px), so none is clipped.
+    left = max(40, round(max(len(text) for _, text in ticks) * AXIS_CHAR_WIDTH) + 12)
+    right, top, bottom = 8, 12, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
     parts = [
         f'<svg class="{escape(css_class)}" viewBox="0 0 {width} {height}" width="100%" '
         f'preserveAspectRatio="xMidYMid meet" role="img" aria-label="{escape(title)}">'
     ]
     if title:
         parts.append(f"<title>{escape(title)}</title>")
-    for fraction in (0.0, 0.5, 1.0):
+    for fraction, text in ticks:
         y = top + plot_h * (1 - fraction)
         parts.append(f'<line class="gw-grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        tick = escape(fmt(peak * fraction))
+        tick = escape(text)
         parts.append(f'<text class="gw-axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
     count = max(len(points), 1)
     slot = plot_w / count

@@ -11,13 +11,13 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from apps.keys import services
-from apps.keys.admin_parts import IssuedRow, KeyModelFilter, KeyStatusFilter, secret_once_response
+from apps.keys.admin_parts import IssuedRow, KeyModelFilter, KeyStatusFilter, SecretOnceAdminMixin, secret_once_redirect
 from apps.keys.models import ApiToken, VirtualKey
-from apps.teams.admin_base import ModelListField, TenantScopedAdmin
+from apps.teams.admin_base import ModelListField, TenantScopedAdmin, truncated
 from apps.teams.limits import LIMIT_FIELDS
 from apps.teams.models import User
 from apps.teams.scoping import CHANGE, may
@@ -25,8 +25,10 @@ from apps.teams.selectors import teams_for_new_keys
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(TenantScopedAdmin):
-    list_display = ("__str__", "prefix", "team", "user", "status", "models_display", "max_budget", "last_used_at")
+class VirtualKeyAdmin(SecretOnceAdminMixin, TenantScopedAdmin):
+    # Fits the content area at 1440 and 1024 px (issue 21): the prefix under the alias instead of its own
+    # column, the model list cut to a line (whole list in its tooltip).
+    list_display = ("key_display", "team", "user", "status", "models_display", "max_budget", "last_used_at")
     list_filter = (KeyStatusFilter, ("team", admin.RelatedOnlyFieldListFilter), KeyModelFilter, "budget_duration")
     search_fields = ("alias", "prefix", "user__username", "team__name")
     list_select_related = ("team", "team__organization", "user")
@@ -104,7 +106,7 @@ class VirtualKeyAdmin(TenantScopedAdmin):
         try:
             if verb == "rotate":
                 issued = services.key_rotate(actor=actor, key=key)
-                return secret_once_response(
+                return secret_once_redirect(
                     self,
                     request,
                     [(self._row(issued.key), issued.secret)],
@@ -125,7 +127,13 @@ class VirtualKeyAdmin(TenantScopedAdmin):
 
     @admin.display(description="models")
     def models_display(self, obj) -> str:
-        return ", ".join(obj.allowed_models) if obj.allowed_models else "(team's)"
+        return truncated(", ".join(obj.allowed_models)) if obj.allowed_models else "(team's)"
+
+    @admin.display(description="key", ordering="alias")
+    def key_display(self, obj) -> str:
+        if not obj.alias:
+            return obj.prefix
+        return format_html('{}<br><span class="gw-small">{}</span>', obj.alias, obj.prefix)
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -168,7 +176,7 @@ class VirtualKeyAdmin(TenantScopedAdmin):
         secret = getattr(obj, "_issued_secret", None)
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
-        return secret_once_response(
+        return secret_once_redirect(
             self, request, [(self._row(obj), secret)], title="Key created", object_label="Virtual key"
         )
 
@@ -197,7 +205,7 @@ class VirtualKeyAdmin(TenantScopedAdmin):
         self.run_per_object(request, self._changeable(request, queryset), "Rotated", rotate)
         if not issued:
             return None
-        return secret_once_response(self, request, issued, title="Keys rotated", object_label="Virtual key")
+        return secret_once_redirect(self, request, issued, title="Keys rotated", object_label="Virtual key")
 
     @admin.action(description="Block selected keys", permissions=["change"])
     def block_keys(self, request, queryset):
@@ -221,7 +229,7 @@ class VirtualKeyAdmin(TenantScopedAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(TenantScopedAdmin):
+class ApiTokenAdmin(SecretOnceAdminMixin, TenantScopedAdmin):
     """Personal tokens for the REST API. Each acts with its owner's tenant rights."""
 
     list_display = ("name", "prefix", "user", "created_at", "last_used_at", "expires_at")
@@ -264,6 +272,6 @@ class ApiTokenAdmin(TenantScopedAdmin):
 
     def response_add(self, request, obj, post_url_continue=None):
         row = IssuedRow(label=str(obj), change_url=None)
-        return secret_once_response(
+        return secret_once_redirect(
             self, request, [(row, obj._issued_secret)], title="API token created", object_label="Token"
         )

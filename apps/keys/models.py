@@ -63,6 +63,16 @@ class VirtualKey(LimitFields):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["team", "revoked_at"])]
+        # An alias names one key in its team (revoked ones included: the ledger and the audit trail show
+        # aliases, and two keys answering to one name make them ambiguous). Empty aliases are not names.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "alias"],
+                condition=~models.Q(alias=""),
+                name="keys_virtualkey_alias_unique_per_team",
+                violation_error_message="another key in this team already has this alias.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.alias or self.prefix

@@ -63,6 +63,30 @@ def _validate_shapes(values: dict) -> None:
 
 
 DEFAULT_PRIORITY = VirtualKey._meta.get_field("priority").default
+ALIAS_MAX_LENGTH = VirtualKey._meta.get_field("alias").max_length
+
+
+def alias_taken(*, team: Team, alias: str, exclude_pk: int | None = None) -> bool:
+    """Whether another key of ``team`` (revoked ones included) already answers to ``alias``; empty is never taken."""
+    if not alias:
+        return False
+    return VirtualKey.objects.filter(team=team, alias=alias).exclude(pk=exclude_pk).exists()
+
+
+def alias_free(*, team: Team, alias: str) -> str:
+    """``alias``, or the first of ``alias-2``, ``alias-3``... no key of ``team`` uses (imports keep every key)."""
+    candidate, n = alias, 1
+    while alias_taken(team=team, alias=candidate):
+        n += 1
+        suffix = f"-{n}"
+        candidate = alias[: ALIAS_MAX_LENGTH - len(suffix)] + suffix
+    return candidate
+
+
+def _refuse_taken_alias(*, team: Team, values: dict, exclude_pk: int | None = None) -> None:
+    # A clear field error before the database constraint would answer with an IntegrityError (a 500).
+    if alias_taken(team=team, alias=values.get("alias") or "", exclude_pk=exclude_pk):
+        raise ValidationError({"alias": "another key in this team already has this alias."})
 
 
 def _validate_key_values(*, team: Team, user, values: dict) -> None:
@@ -148,6 +172,7 @@ def key_create(*, actor: Actor, team: Team, user=None, secret: str | None = None
     _authorize_key_loosening(actor=actor, key=None, values=values)
     _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
+    _refuse_taken_alias(team=team, values=values)
     if secret is not None and _secret_taken(secret):
         raise ValidationError({"key": "already in use: choose another."})
     secret = secret or generate_secret()
@@ -178,6 +203,8 @@ def key_update(*, actor: Actor, key: VirtualKey, **values) -> VirtualKey:
     _validate_shapes(values)
     merged = {name: values.get(name, getattr(key, name)) for name in (*LIMIT_FIELDS, *SESSION_CAPS, "allowed_models")}
     _validate_key_values(team=key.team, user=key.user, values=merged)
+    if "alias" in values:
+        _refuse_taken_alias(team=key.team, values=values, exclude_pk=key.pk)
     with transaction.atomic():
         for name, value in values.items():
             setattr(key, name, value)
@@ -315,6 +342,7 @@ def key_import_legacy(*, actor: Actor, team: Team, user=None, digest: str, displ
     _authorize_key_loosening(actor=actor, key=None, values=values)
     _validate_shapes(values)
     _validate_key_values(team=team, user=user, values=values)
+    _refuse_taken_alias(team=team, values=values)
     with transaction.atomic():
         key = VirtualKey(
             key_hash=keyed_hash(LEGACY_PLACEHOLDER + digest),

@@ -23,7 +23,7 @@ from django.utils import timezone
 from psycopg.rows import dict_row
 
 from apps.keys.models import VirtualKey
-from apps.keys.services import key_import_legacy, key_import_ref, key_set_blocked
+from apps.keys.services import alias_free, key_import_legacy, key_import_ref, key_set_blocked
 from apps.spend.services import spend_opening_balance_record
 from apps.teams.audit import Actor
 from apps.teams.limits import BudgetDuration
@@ -251,8 +251,12 @@ class _Importer:
                     actor=self.actor, user=user, organization=team.organization, team=team, role=Role.MEMBER
                 )
                 self.note(where, f"owner {user.username!r} made a member of {team} (keys belong to people in teams).")
+            alias = row.get("key_alias") or ""
+            if alias and (free := alias_free(team=team, alias=alias)) != alias:
+                self.note(where, f"alias {alias!r} is taken in {team}: imported as {free!r}.")
+                alias = free
             values = self.limits(row, where) | {
-                "alias": row.get("key_alias") or "",
+                "alias": alias,
                 "allowed_models": self.models(row.get("models")),
                 "metadata": row.get("metadata") or {},
                 "expires_at": _aware(row.get("expires")),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 
 from apps.proxy import services
 from apps.proxy.models import ModelAlias, ModelDeployment, ModelGroup
-from apps.teams.admin_base import TenantScopedAdmin
+from apps.teams.admin_base import TenantScopedAdmin, truncated
 from apps.teams.scoping import DELETE
 
 
@@ -33,13 +34,23 @@ class DeploymentForm(forms.ModelForm):
 class ModelDeploymentAdmin(TenantScopedAdmin):
     form = DeploymentForm
     delete_action = DELETE  # org admins their organization's deployments, superusers the shared ones
-    list_display = ("model_name", "provider", "model", "api_base", "organization", "credentials", "enabled", "priority")
+    # Provider and upstream model share a column, the API base is cut to a line: fits 1024 px (issue 21).
+    list_display = ("model_name", "upstream", "api_base_display", "organization", "credentials", "enabled", "priority")
     list_filter = ("provider", "enabled", "model_name", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("model_name", "model", "api_base")
     list_select_related = ("organization",)
     # Filled from above: the console adds its "test connection" action (apps/console/admin.py; the health pages
     # live at /admin/gateway/deployments/), so the proxy never imports the console.
     actions: tuple = ()
+
+    @admin.display(description="provider / model", ordering="provider")
+    def upstream(self, obj: ModelDeployment) -> str:
+        return format_html('{}<br><span class="gw-small">{}</span>', obj.get_provider_display(), obj.model)
+
+    @admin.display(description="API base", ordering="api_base")
+    def api_base_display(self, obj: ModelDeployment) -> str:
+        return truncated(obj.api_base) if obj.api_base else "-"
+
     fieldsets = (
         (None, {"fields": ("model_name", "provider", "model", "organization", "enabled")}),
         ("Upstream", {"fields": ("api_base", "api_version", "region", "api_key", "clear_api_key", "credentials")}),

@@ -15,6 +15,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db.models import Q
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from apps.teams.audit import Actor, actor_from_request
 from apps.teams.scoping import CHANGE, VIEW, may, tenancy_for, tenant_q
@@ -45,6 +47,12 @@ class ModelListField(forms.CharField):
 
     def has_changed(self, initial, data):
         return self.to_python(initial or []) != self.to_python(data)
+
+
+def truncated(text: str) -> SafeString:
+    """A changelist cell cut to one line with an ellipsis (admin.css ``.gw-truncate``), its whole text as a
+    tooltip: long values (model lists, changed fields) stop widening the table past the content area."""
+    return format_html('<span class="gw-truncate" title="{}">{}</span>', text, text)
 
 
 def reaches_any(model, user, action: str) -> bool:

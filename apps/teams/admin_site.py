@@ -90,11 +90,56 @@ def strict_admin_class(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelA
     )
 
 
+class PlatformOnlyMixin:
+    """A third-party admin (auth's Group, axes, django-celery-beat...) is the platform's, whatever permissions say.
+
+    Those admins ask ``user.has_perm``, which knows nothing about tenants: an organization admin who was
+    given model permissions (a group, a careless grant) would see login records of every tenant, the
+    periodic tasks or the permission groups in the side bar, and could open them. Tenant-aware admins are
+    the project's own (``apps.*``), which decide through ``may()``/``restrict()``; everything else answers
+    to superusers only.
+    """
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request, *args) -> bool:
+        return request.user.is_active and request.user.is_superuser and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+def is_project_admin(admin_class: type) -> bool:
+    return admin_class.__module__.split(".", 1)[0] == "apps"
+
+
+@cache
+def platform_only_class(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    if is_project_admin(admin_class) or issubclass(admin_class, PlatformOnlyMixin):
+        return admin_class
+    return type(
+        admin_class.__name__,
+        (PlatformOnlyMixin, admin_class),
+        {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__},
+    )
+
+
 class GatewayAdminSite(AdminSite):
     """The default admin site (``admin.site``), so third-party ``admin.site.register`` calls come here too."""
 
+    # No public site: Django's header shows "View site" linking to site_url ("/", a 404 here) unless it is None.
+    site_url = None
+
     def register(self, model_or_iterable, admin_class=None, **options):
-        super().register(model_or_iterable, strict_admin_class(admin_class or admin.ModelAdmin), **options)
+        admin_class = platform_only_class(strict_admin_class(admin_class or admin.ModelAdmin))
+        super().register(model_or_iterable, admin_class, **options)
 
     def get_urls(self):
         urls = super().get_urls()

@@ -111,15 +111,24 @@ def test_vera_sees_her_key_read_only(alpha, vera):
 def test_alice_creates_a_key_and_sees_the_secret_exactly_once(alpha, alice, bob):
     client = browser(alice)
     response = client.post(ADD, key_form(alpha, alias="for-bob", user=bob.pk, allowed_models="gpt-4o-mini, gpt-4o"))
+    assert response.status_code == 302  # POST/redirect/GET: reloading the page that shows the secret creates nothing
+    issued_url = response["Location"]
+    assert issued_url.startswith("/admin/keys/virtualkey/issued/")
+    response = client.get(issued_url)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     secrets = shown_secrets(response.content.decode())
+    assert secrets[0] not in issued_url
     assert len(secrets) == 1 and secrets[0].startswith("sk-")
     key = VirtualKey.objects.get(alias="for-bob")
     assert key.key_hash == keyed_hash(secrets[0])
     assert key.user == bob and key.allowed_models == ["gpt-4o-mini", "gpt-4o"] and key.created_by == alice
     for url in (CHANGELIST, change_url(key), "/admin/"):
         assert secrets[0] not in client.get(url).content.decode()
+    reloaded = client.get(issued_url)  # the reload: no second key, no secret, a page saying why
+    assert reloaded.status_code == 410 and shown_secrets(reloaded.content.decode()) == []
+    assert 'data-testid="secret-gone"' in reloaded.content.decode()
+    assert VirtualKey.objects.filter(alias="for-bob").count() == 1
 
 
 def test_admin_key_creation_stays_within_the_team(alpha, alice):
@@ -149,7 +158,7 @@ def test_a_key_never_moves_team_or_owner(alpha, omega, alices_key, alice, bob):
 def test_actions_rotate_block_unblock_revoke(alpha, alice, alices_key):
     client = browser(alice)
     old_hash = alices_key.key_hash
-    response = client.post(CHANGELIST, {"action": "rotate_keys", "_selected_action": [alices_key.pk]})
+    response = client.post(CHANGELIST, {"action": "rotate_keys", "_selected_action": [alices_key.pk]}, follow=True)
     secrets = shown_secrets(response.content.decode())
     alices_key.refresh_from_db()
     assert len(secrets) == 1 and alices_key.key_hash == keyed_hash(secrets[0]) != old_hash
@@ -213,7 +222,7 @@ def test_change_page_buttons_rotate_block_and_revoke_one_key(alpha, alice, alice
         assert f'data-testid="key-{verb}"' in page
     base = f"/admin/keys/virtualkey/{alices_key.pk}"
     assert client.get(f"{base}/rotate/").status_code == 405  # only a POST (with CSRF) changes anything
-    response = client.post(f"{base}/rotate/")
+    response = client.post(f"{base}/rotate/", follow=True)
     secrets = shown_secrets(response.content.decode())
     alices_key.refresh_from_db()
     assert len(secrets) == 1 and alices_key.key_hash == keyed_hash(secrets[0])
@@ -250,7 +259,7 @@ def test_key_buttons_need_the_csrf_token(alpha, alice, alices_key):
 
 def test_emptied_json_boxes_mean_nothing_not_null(alpha, alice, alices_key):
     client = browser(alice)
-    response = client.post(ADD, key_form(alpha, alias="empty-json", model_limits="", metadata=""))
+    response = client.post(ADD, key_form(alpha, alias="empty-json", model_limits="", metadata=""), follow=True)
     assert len(shown_secrets(response.content.decode())) == 1
     key = VirtualKey.objects.get(alias="empty-json")
     assert key.model_limits == {} and key.metadata == {}
@@ -275,7 +284,7 @@ def test_admin_writes_are_audited_as_admin_without_secrets(alpha, alice):
     from apps.teams.models import AuditEvent
 
     client = browser(alice)
-    secret = shown_secrets(client.post(ADD, key_form(alpha, alias="audited")).content.decode())[0]
+    secret = shown_secrets(client.post(ADD, key_form(alpha, alias="audited"), follow=True).content.decode())[0]
     key = VirtualKey.objects.get(alias="audited")
     client.post(CHANGELIST, {"action": "rotate_keys", "_selected_action": [key.pk]})
     events = list(AuditEvent.objects.filter(object_id=str(key.pk)).order_by("created_at"))
@@ -291,3 +300,18 @@ def test_alice_turns_on_the_budget_clamp_in_the_admin(alpha, alice, alices_key):
     assert response.status_code == 302
     alices_key.refresh_from_db()
     assert alices_key.budget_clamp_max_tokens is True
+
+
+def test_a_second_key_with_an_alias_the_team_uses_is_a_form_error(alpha, omega, alice, alices_key, charlie):
+    client = browser(alice)
+    response = client.post(ADD, key_form(alpha, alias="alice-key"))
+    assert response.status_code == 200
+    assert "another key in this team already has this alias" in response.content.decode()
+    assert VirtualKey.objects.filter(alias="alice-key").count() == 1
+    other = VirtualKeyFactory(team=alpha, user=alice, alias="other")
+    response = client.post(change_url(other), key_form(alpha, alias="alice-key"))
+    assert response.status_code == 200 and "already has this alias" in response.content.decode()
+    # Another team may use the same alias, and keys without an alias never collide.
+    assert browser(charlie).post(ADD, key_form(omega, alias="alice-key")).status_code == 302
+    for _ in range(2):
+        assert client.post(ADD, key_form(alpha, alias="")).status_code == 302

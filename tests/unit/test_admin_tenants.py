@@ -182,7 +182,9 @@ def test_team_admin_reads_but_does_not_change_org_deployments(acme, alice, charl
 
 def test_api_token_created_in_the_admin_is_shown_once(alice, bob):
     client = browser(alice)
-    response = client.post("/admin/keys/apitoken/add/", {"name": "laptop", "expires_at_0": "", "expires_at_1": ""})
+    response = client.post(
+        "/admin/keys/apitoken/add/", {"name": "laptop", "expires_at_0": "", "expires_at_1": ""}, follow=True
+    )
     secrets = re.findall(r'data-testid="issued-secret">([^<]+)<', response.content.decode())
     assert len(secrets) == 1
     token = ApiToken.objects.get(user=alice)

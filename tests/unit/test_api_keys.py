@@ -216,3 +216,14 @@ def test_alice_turns_on_the_budget_clamp_of_her_key(alices_key, alice):
     assert alices_key.budget_clamp_max_tokens is True
     bad = client.patch(f"/api/v1/keys/{alices_key.pk}/", {"budget_clamp_max_tokens": "often"}, format="json")
     assert bad.status_code == 400 and "budget_clamp_max_tokens" in bad.json()
+
+
+def test_a_duplicate_alias_in_one_team_is_a_400(alpha, omega, alice, alices_key, master):
+    client = client_for(alice)
+    response = client.post("/api/v1/keys/", {"team": alpha.pk, "alias": "alice-key"}, format="json")
+    assert response.status_code == 400 and "already has this alias" in str(response.json().get("alias"))
+    other = client.post("/api/v1/keys/", {"team": alpha.pk, "alias": "other"}, format="json").json()
+    response = client.patch(f"/api/v1/keys/{other['id']}/", {"alias": "alice-key"}, format="json")
+    assert response.status_code == 400 and "alias" in response.json()
+    assert master.post("/api/v1/keys/", {"team": omega.pk, "alias": "alice-key"}, format="json").status_code == 201
+    assert VirtualKey.objects.filter(team=alpha, alias="alice-key").count() == 1

@@ -1,5 +1,7 @@
 /* Small admin enhancements loaded on every admin page (templates/admin/base_site.html).
-   - A "Copy" button beside each secret shown once (keys/admin/secret_once.html). */
+   - A "Copy" button beside each secret shown once (keys/admin/secret_once.html).
+   - A tooltip with the whole text on changelist cells cut with an ellipsis (admin.css .gw-truncate) that
+     have none yet. */
 (function () {
   "use strict";
   function addCopyButtons() {
@@ -31,5 +33,10 @@
     selection.removeAllRanges();
     selection.addRange(range);
   }
-  document.addEventListener("DOMContentLoaded", addCopyButtons);
+  function titleCutCells() {
+    document.querySelectorAll("#result_list .gw-truncate:not([title])").forEach(function (cell) {
+      if (cell.scrollWidth > cell.clientWidth) cell.title = cell.textContent.trim();
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { addCopyButtons(); titleCutCells(); });
 })();
