@@ -1,4 +1,4 @@
-"""Migration keys 0006 on a database that already holds duplicate aliases in a team (they were accepted before).
+"""Migration keys 0007 on a database that already holds duplicate aliases in a team (they were accepted before).
 
 The oldest key of each (team, alias) keeps its name, later ones become ``alias-2``, ``alias-3``... skipping a
 name the team already uses; other teams, empty aliases and unique ones are untouched; then the constraint holds.
@@ -17,7 +17,7 @@ from tests.factories import OrganizationFactory, TeamFactory, VirtualKeyFactory
 
 pytestmark = pytest.mark.integration
 
-MIGRATION = ("keys", "0006_key_alias_unique_per_team")
+MIGRATION = ("keys", "0007_key_alias_unique_per_team")
 
 
 def test_existing_duplicate_aliases_are_renamed_deterministically(transactional_db):

@@ -34,7 +34,7 @@ def rename_duplicates(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keys", "0005_key_import_ref"),
+        ("keys", "0006_virtualkey_cache_ttl_seconds"),
     ]
 
     operations = [
