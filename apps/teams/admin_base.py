@@ -125,6 +125,17 @@ class TenantScopedAdmin(admin.ModelAdmin):
             return reaches_any(self.model, request.user, self.delete_action)
         return may(request.user, self.delete_action, obj)
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        widget = getattr(formfield, "widget", None)
+        widget = getattr(widget, "widget", widget)  # inside the related-object wrapper, if any
+        if isinstance(widget, forms.SplitDateTimeWidget):
+            # The field's <label> names only the date box: screen readers would announce the time box unnamed.
+            label = str(formfield.label or db_field.verbose_name).capitalize()
+            for part, name in zip(widget.widgets, ("date", "time"), strict=True):
+                part.attrs.setdefault("aria-label", f"{label}: {name}")
+        return formfield
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         related = db_field.related_model
         if "queryset" not in kwargs and hasattr(related._default_manager.get_queryset(), "restrict"):

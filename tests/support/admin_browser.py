@@ -90,7 +90,9 @@ def login(browser, base: str, username: str, *, width: int = 1440, height: int =
 
 # What overflows, measured in the page: the content area (<main id="content-start">, beside the navigation
 # side bar, holding #content and its related column), and every table in it and its scrolling wrapper (a
-# changelist's .results): wider than its box, or reaching past the content area's right edge.
+# changelist's .results) or panel (.module, which clips what overflows it; a changelist's own box is measured
+# by its .results): wider than its box, or reaching
+# past the content area's right edge.
 OVERFLOW_JS = """() => {
   const problems = [];
   const doc = document.documentElement;
@@ -101,7 +103,7 @@ OVERFLOW_JS = """() => {
   if (content && content.scrollWidth > content.clientWidth + 1) {
     problems.push(`content area ${content.scrollWidth} px in ${content.clientWidth} px`);
   }
-  for (const box of content ? content.querySelectorAll('.results, table') : []) {
+  for (const box of content ? content.querySelectorAll('.results, table, .module:not(#changelist)') : []) {
     if (box.scrollWidth > box.clientWidth + 1) {
       const name = box.id || box.className || box.tagName;
       problems.push(`${name} ${box.scrollWidth} px in ${box.clientWidth} px`);
