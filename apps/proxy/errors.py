@@ -115,6 +115,18 @@ def model_not_found(model: str) -> GatewayError:
     )
 
 
+def guardrails_unsupported(route: str) -> GatewayError:
+    """A key with a guardrail policy on a route that relays bodies unchanged (provider pass-through, realtime):
+    refused rather than let through unchecked, so a policy cannot be side-stepped by changing the URL."""
+    return GatewayError(
+        403,
+        f"This key has a guardrail policy, which {route} cannot apply (it relays provider-native traffic "
+        "unchanged); use the /v1 routes.",
+        code="guardrails_unsupported",
+        kind="forbidden",
+    )
+
+
 def model_not_allowed(model: str) -> GatewayError:
     return GatewayError(
         403, f"This key may not use the model '{model}'.", code="model_not_allowed", param="model", kind="forbidden"

@@ -22,7 +22,14 @@ from apps.proxy.asgi_io import ClientGone, encode_headers, header_map, read_body
 from apps.proxy.auth import bearer_token
 from apps.proxy.calls import ProxyGateway, requested_model, resolve, spend_event
 from apps.proxy.context import CallResult, RequestContext
-from apps.proxy.errors import GatewayError, UpstreamError, bad_request, model_not_found, scrub_upstream_text
+from apps.proxy.errors import (
+    GatewayError,
+    UpstreamError,
+    bad_request,
+    guardrails_unsupported,
+    model_not_found,
+    scrub_upstream_text,
+)
 from apps.proxy.limited import send_rate_limited
 from apps.proxy.passthrough_rules import (
     FORWARDED_HEADERS,
@@ -79,6 +86,8 @@ async def passthrough(gw: ProxyGateway, scope, receive, send, *, request_id: str
     limit_type, pre_called, upstream_ms = None, False, 0.0
     path = scope.get("raw_path") or scope["path"].encode("latin-1")
     try:
+        if key.guardrails is not None:
+            raise guardrails_unsupported(native.route)
         parts = path_segments(native, path)
         raw = await read_body(receive, headers, gw.max_body)
         body = _json_body(raw, headers)

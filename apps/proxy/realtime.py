@@ -31,7 +31,7 @@ from apps.proxy.asgi_io import encode_headers
 from apps.proxy.auth import bearer_token
 from apps.proxy.calls import ProxyGateway, requested_model, resolve, spend_event
 from apps.proxy.context import CallResult, KeyContext, RequestContext
-from apps.proxy.errors import GatewayError, UpstreamError, bad_request
+from apps.proxy.errors import GatewayError, UpstreamError, bad_request, guardrails_unsupported
 from apps.proxy.pricing import price_for
 from apps.proxy.providers.base import private_strings, upstream_error, upstream_io_error
 from apps.proxy.realtime_billing import ResponseLedger
@@ -113,6 +113,8 @@ class RealtimeSession:
         result = CallResult(status=502, error_type="internal_error")
         limit_type, pre_called, dep = None, False, None
         try:
+            if ctx.key.guardrails is not None:
+                raise guardrails_unsupported(ROUTE)
             dep = await self._resolve(headers)
             pre_called = True
             await gw.chain.pre_call(ctx)

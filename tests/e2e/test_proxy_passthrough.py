@@ -12,6 +12,9 @@ import anthropic
 import orjson
 import pytest
 
+from apps.guardrails.services import guardrail_policy_set
+from apps.teams.audit import Actor
+from tests.factories import UserFactory
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import deploy, http, make_key, spend_event, unique_name
 
@@ -209,3 +212,14 @@ def test_a_stream_is_relayed_as_it_comes_and_a_client_leaving_is_recorded(gatewa
     connection.close()
     row = spend_event(request_id, timeout=20)
     assert row["status"] == 499 and row["error_type"] == "client_disconnect"
+
+
+def test_a_key_with_a_guardrail_policy_is_refused_rather_than_relayed_unchecked(gateway, upstream, tenant, models):
+    operator = Actor(user=UserFactory(username=unique_name("op"), is_staff=True, is_superuser=True), source="api")
+    guarded = make_key(tenant.alpha, alias=unique_name("guarded"))
+    guardrail_policy_set(actor=operator, key=guarded, config={"pii": {"entities": {"email": "mask"}}})
+    before = len(upstream.requests)
+    body = {"model": models["claude"], "max_tokens": 10, "messages": [{"role": "user", "content": "jane@example.com"}]}
+    refused = http("POST", gateway.url + "/anthropic/v1/messages", json=body, headers=bearer(guarded))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "guardrails_unsupported"
+    assert len(upstream.requests) == before

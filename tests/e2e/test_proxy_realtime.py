@@ -17,6 +17,9 @@ from openai import OpenAI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from apps.guardrails.services import guardrail_policy_set
+from apps.teams.audit import Actor
+from tests.factories import UserFactory
 from tests.support.gateway import *  # noqa: F403
 from tests.support.gateway import MASTER_KEY, GatewayServer, deploy, http, make_key, unique_name
 from tests.support.realtime_upstream import RealtimeUpstream
@@ -169,6 +172,17 @@ def test_refusals_before_the_upgrade_are_http_answers(gateway, realtime_upstream
         assert time.monotonic() < deadline, "the revoked key still connects"
         time.sleep(0.2)
     assert refusal(ws_url(gateway, name), **auth)[0] == 401
+
+
+def test_a_key_with_a_guardrail_policy_is_refused_before_the_upgrade(gateway, realtime_upstream, tenant):
+    name = realtime_model(gateway, realtime_upstream)
+    operator = Actor(user=UserFactory(username=unique_name("op"), is_staff=True, is_superuser=True), source="api")
+    guarded = make_key(tenant.alpha, alias=unique_name("guarded"))
+    guardrail_policy_set(actor=operator, key=guarded, config={"pii": {"entities": {"email": "mask"}}})
+    before = len(realtime_upstream.handshakes)
+    status, body = refusal(ws_url(gateway, name), additional_headers={"Authorization": f"Bearer {guarded.secret}"})
+    assert status == 403 and body["error"]["code"] == "guardrails_unsupported"
+    assert len(realtime_upstream.handshakes) == before
 
 
 def _refused(gateway, name: str, auth: dict) -> bool:
